@@ -1,0 +1,391 @@
+//! A finished job's delivery: the request that announces it, the task a worker receives,
+//! and the record of what happened to it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{Compression, DeliveryId, DestinationId, Format, TenantId, ValidationErrors};
+
+/// One result row: a JSON object. Key order is kept, so the first row can name the columns.
+pub type Row = serde_json::Map<String, Value>;
+
+/// Longest id accepted for `jobId` and `partnerInventoryId`.
+const MAX_ID_LEN: usize = 200;
+/// Most columns one result may have (XLSX's own limit is 16,384).
+pub const MAX_COLUMNS: usize = 16_384;
+
+/// The partner inventory id; it becomes part of the object key, so its alphabet is safe
+/// for keys and file names on every store: letters, digits, `-`, `_` and `.`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PartnerInventoryId(String);
+
+impl PartnerInventoryId {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let ok = !s.is_empty()
+            && s.len() <= MAX_ID_LEN
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            && s != "."
+            && s != "..";
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(format!(
+                "must be 1 to {MAX_ID_LEN} characters of letters, digits, `-`, `_` or `.` \
+                 (it becomes part of the object key)"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for PartnerInventoryId {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s)
+    }
+}
+
+impl From<PartnerInventoryId> for String {
+    fn from(v: PartnerInventoryId) -> String {
+        v.0
+    }
+}
+
+/// The body of `POST /api/v1/deliveries` (and the input of `courier enqueue`), as received.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobCompletedRequest {
+    pub destination_id: String,
+    pub job_id: String,
+    pub partner_inventory_id: String,
+    pub completed_at: String,
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    pub rows: Vec<Value>,
+}
+
+/// A job-completed request with every field checked; rows are objects and columns are known.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobCompleted {
+    pub destination_id: DestinationId,
+    pub job_id: String,
+    pub partner_inventory_id: PartnerInventoryId,
+    pub completed_at: DateTime<Utc>,
+    pub columns: Vec<String>,
+    pub rows: Vec<Row>,
+}
+
+impl JobCompletedRequest {
+    /// Validates every field, reporting each problem under its path (`rows[3]`, `columns[0]`).
+    /// Columns come from `columns` or else from the keys of the first row, in order.
+    pub fn validate(self) -> Result<JobCompleted, ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        let destination_id =
+            errors.check("destinationId", DestinationId::parse(&self.destination_id));
+        let job_id = self.job_id.trim().to_owned();
+        if job_id.is_empty() || job_id.len() > MAX_ID_LEN || job_id.chars().any(char::is_control) {
+            errors.push(
+                "jobId",
+                format!("must be 1 to {MAX_ID_LEN} characters without control characters"),
+            );
+        }
+        let partner_inventory_id = errors.check(
+            "partnerInventoryId",
+            PartnerInventoryId::parse(&self.partner_inventory_id),
+        );
+        let completed_at = errors.check(
+            "completedAt",
+            DateTime::parse_from_rfc3339(&self.completed_at)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|e| {
+                    format!("must be an RFC 3339 timestamp such as 2026-06-07T10:00:00Z ({e})")
+                }),
+        );
+
+        let mut rows = Vec::with_capacity(self.rows.len());
+        for (i, row) in self.rows.into_iter().enumerate() {
+            match row {
+                Value::Object(map) => rows.push(map),
+                other => errors.push(
+                    format!("rows[{i}]"),
+                    format!("must be a JSON object, found {}", json_kind(&other)),
+                ),
+            }
+        }
+
+        let columns = match self.columns {
+            Some(cols) => {
+                check_columns(&cols, &mut errors);
+                cols
+            }
+            None => rows
+                .first()
+                .map(|r| r.keys().cloned().collect())
+                .unwrap_or_default(),
+        };
+        if columns.len() > MAX_COLUMNS {
+            errors.push(
+                "columns",
+                format!("at most {MAX_COLUMNS} columns are supported"),
+            );
+        }
+
+        match (destination_id, partner_inventory_id, completed_at) {
+            (Some(destination_id), Some(partner_inventory_id), Some(completed_at))
+                if errors.is_empty() =>
+            {
+                Ok(JobCompleted {
+                    destination_id,
+                    job_id,
+                    partner_inventory_id,
+                    completed_at,
+                    columns,
+                    rows,
+                })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+fn check_columns(cols: &[String], errors: &mut ValidationErrors) {
+    let mut seen = std::collections::HashSet::new();
+    for (i, c) in cols.iter().enumerate() {
+        if c.is_empty() {
+            errors.push(format!("columns[{i}]"), "must not be empty");
+        } else if !seen.insert(c.as_str()) {
+            errors.push(
+                format!("columns[{i}]"),
+                format!("`{c}` appears more than once"),
+            );
+        }
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// What a worker receives from the queue: everything needed to render and upload one file.
+/// The destination itself is read when the task runs, so rotated credentials apply at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryTask {
+    pub delivery_id: DeliveryId,
+    pub tenant: TenantId,
+    pub destination_id: DestinationId,
+    pub job_id: String,
+    pub partner_inventory_id: PartnerInventoryId,
+    pub completed_at: DateTime<Utc>,
+    pub columns: Vec<String>,
+    pub rows: Vec<Row>,
+    pub enqueued_at: DateTime<Utc>,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DeliveryStatus {
+    /// Accepted and waiting in the queue.
+    Queued,
+    /// A worker is rendering or uploading it.
+    InProgress,
+    /// A transient failure; another attempt is scheduled.
+    Retrying,
+    /// The object is in the bucket.
+    Delivered,
+    /// Gave up: a permanent error, or retries exhausted. The record says why.
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        serde_json::from_value(Value::String(s.to_owned())).map_err(|_| {
+            format!("`{s}` is not a status (QUEUED, IN_PROGRESS, RETRYING, DELIVERED, FAILED)")
+        })
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, DeliveryStatus::Delivered | DeliveryStatus::Failed)
+    }
+}
+
+/// One try at delivering, kept in the record so a customer can see each one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    pub number: u32,
+    pub worker: String,
+    pub started_at: DateTime<Utc>,
+    pub duration_ms: u64,
+    /// `DELIVERED` or `FAILED`.
+    pub outcome: DeliveryStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+}
+
+/// The error that ended a delivery, as the customer sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryError {
+    /// The store's error code (`AccessDenied`, `NoSuchBucket`, …) or Courier's own
+    /// (`DestinationNotFound`, `RenderFailed`, …).
+    pub code: String,
+    pub message: String,
+}
+
+/// How long each stage took, in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timings {
+    pub render_ms: u64,
+    pub upload_ms: u64,
+    /// From enqueue to the end of the last attempt.
+    pub total_ms: u64,
+}
+
+/// Everything known about one delivery. Written when the task is enqueued and after
+/// every attempt; `GET /api/v1/deliveries/{id}` returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryRecord {
+    pub id: DeliveryId,
+    #[serde(skip_serializing)]
+    #[serde(default = "unknown_tenant")]
+    pub tenant: TenantId,
+    pub destination_id: DestinationId,
+    pub job_id: String,
+    pub partner_inventory_id: PartnerInventoryId,
+    pub completed_at: DateTime<Utc>,
+    pub status: DeliveryStatus,
+    pub format: Format,
+    pub compression: Compression,
+    pub rows: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etag: Option<String>,
+    pub attempts: Vec<Attempt>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<DeliveryError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timings: Option<Timings>,
+    pub enqueued_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+fn unknown_tenant() -> TenantId {
+    TenantId::parse("unknown").expect("valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn body() -> Value {
+        json!({
+            "destinationId": DestinationId::generate().to_string(),
+            "jobId": "job-42",
+            "partnerInventoryId": "INV-1234",
+            "completedAt": "2026-06-07T10:00:00Z",
+            "rows": [{"hotel": "A", "score": 1}, {"score": 2, "hotel": "B", "extra": true}]
+        })
+    }
+
+    fn parse(v: Value) -> Result<JobCompleted, ValidationErrors> {
+        serde_json::from_value::<JobCompletedRequest>(v)
+            .unwrap()
+            .validate()
+    }
+
+    #[test]
+    fn columns_default_to_the_first_rows_keys_in_order() {
+        let job = parse(body()).unwrap();
+        assert_eq!(job.columns, ["hotel", "score"]);
+        assert_eq!(job.rows.len(), 2);
+    }
+
+    #[test]
+    fn explicit_columns_win() {
+        let mut b = body();
+        b["columns"] = json!(["score", "extra", "hotel"]);
+        assert_eq!(parse(b).unwrap().columns, ["score", "extra", "hotel"]);
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let mut b = body();
+        b["destinationId"] = "nope".into();
+        b["partnerInventoryId"] = "INV/1".into();
+        b["completedAt"] = "yesterday".into();
+        b["rows"] = json!([{"a": 1}, 5, "x"]);
+        b["columns"] = json!(["a", "a", ""]);
+        let errs = parse(b).unwrap_err();
+        let fields: Vec<&str> = errs.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "destinationId",
+                "partnerInventoryId",
+                "completedAt",
+                "rows[1]",
+                "rows[2]",
+                "columns[1]",
+                "columns[2]"
+            ]
+        );
+        assert!(errs.0[3].message.contains("a number"));
+    }
+
+    #[test]
+    fn missing_and_unknown_fields_fail_to_decode() {
+        let mut b = body();
+        b.as_object_mut().unwrap().remove("rows");
+        let e = serde_json::from_value::<JobCompletedRequest>(b).unwrap_err();
+        assert!(e.to_string().contains("missing field `rows`"), "{e}");
+        let mut b = body();
+        b["priority"] = 1.into();
+        let e = serde_json::from_value::<JobCompletedRequest>(b).unwrap_err();
+        assert!(e.to_string().contains("unknown field `priority`"), "{e}");
+    }
+
+    #[test]
+    fn completed_at_keeps_the_instant() {
+        let mut b = body();
+        b["completedAt"] = "2026-06-08T01:30:00+02:00".into();
+        let job = parse(b).unwrap();
+        assert_eq!(job.completed_at.to_rfc3339(), "2026-06-07T23:30:00+00:00");
+    }
+
+    #[test]
+    fn status_parses_from_its_wire_name() {
+        assert_eq!(
+            DeliveryStatus::parse("DELIVERED").unwrap(),
+            DeliveryStatus::Delivered
+        );
+        assert!(DeliveryStatus::parse("done").is_err());
+    }
+}

@@ -1,0 +1,25 @@
+//! Courier's pure domain: everything that can be decided without a network, a clock
+//! source or a runtime.
+//!
+//! - [`destination`]: a customer's delivery destination and the validated newtypes it is
+//!   made of ([`destination::BucketName`], [`destination::PathPrefix`], …).
+//! - [`delivery`]: the "job completed" request, the task a worker receives, and the
+//!   delivery record that says what happened to it.
+//! - [`key`]: where a delivered file lands in the bucket.
+//! - [`render`]: row-by-row writers for CSV, JSON, NDJSON and XLSX, optionally gzip.
+//! - [`error`]: field-level validation errors shared by every edge that accepts input.
+//!
+//! No Redis, no AWS and no tokio here: the crates around this one do the I/O and call
+//! into these plain functions, which is what lets them be unit-tested exhaustively.
+
+pub mod delivery;
+pub mod destination;
+pub mod error;
+pub mod format;
+pub mod ids;
+pub mod key;
+pub mod render;
+
+pub use error::{FieldError, ValidationErrors};
+pub use format::{Compression, Format};
+pub use ids::{DeliveryId, DestinationId, TenantId};

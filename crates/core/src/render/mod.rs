@@ -1,0 +1,1 @@
+//! Row-by-row file writers. PLACEHOLDER: being written.
