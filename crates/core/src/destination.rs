@@ -392,6 +392,16 @@ impl DestinationRequest {
     }
 }
 
+/// A saved destination: its spec plus who owns it and when it changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub id: crate::DestinationId,
+    pub tenant: crate::TenantId,
+    pub spec: DestinationSpec,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
 macro_rules! string_newtype_conversions {
     ($($t:ty),*) => {$(
         impl TryFrom<String> for $t {

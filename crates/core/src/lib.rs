@@ -15,6 +15,7 @@
 pub mod delivery;
 pub mod destination;
 pub mod error;
+pub mod failure;
 pub mod format;
 pub mod ids;
 pub mod key;
