@@ -1,1 +1,50 @@
-//! placeholder
+//! Courier's state in Redis, shared by the control API and the workers.
+//!
+//! - [`keys`]: every Redis key Courier uses, built from one namespace.
+//! - [`crypto`]: destination secrets are sealed with AES-256-GCM before they reach Redis.
+//! - [`destinations`]: customers' destinations, per tenant.
+//! - [`records`]: delivery records, the customer-visible history of each delivery.
+//! - [`queue`]: the apalis-redis queue that carries delivery tasks to the fleet.
+//!
+//! All access goes through a [`redis::aio::ConnectionManager`], which reconnects by
+//! itself after Redis restarts, so neither the API nor a worker needs restarting.
+
+pub mod crypto;
+pub mod destinations;
+pub mod keys;
+pub mod queue;
+pub mod records;
+
+pub use crypto::SecretCipher;
+pub use destinations::{DestinationStore, DestinationSummary};
+pub use keys::Keys;
+pub use queue::DeliveryQueue;
+pub use records::RecordStore;
+
+use redis::aio::ConnectionManager;
+
+/// Errors talking to Redis or decoding what it holds.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("queue: {0}")]
+    Queue(String),
+    #[error("corrupt {what} in redis: {message}")]
+    Corrupt { what: &'static str, message: String },
+    #[error("COURIER_SECRET_KEY is not set; it is needed to read or write destination secrets")]
+    NoSecretKey,
+    #[error("secret decryption failed: the destination was saved with another COURIER_SECRET_KEY")]
+    Decrypt,
+}
+
+/// Opens a self-reconnecting connection to the Redis at `url`.
+pub async fn connect(url: &str) -> Result<ConnectionManager, StoreError> {
+    let client = redis::Client::open(url)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
+        .set_response_timeout(Some(std::time::Duration::from_secs(10)))
+        .set_number_of_retries(6)
+        .set_max_delay(std::time::Duration::from_secs(2));
+    Ok(ConnectionManager::new_with_config(client, config).await?)
+}

@@ -1,0 +1,61 @@
+//! `courier api`: the control API.
+
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use courier_producer::Producer;
+use courier_producer::api::{self, AppState, Tokens};
+use courier_store::{DeliveryQueue, DestinationStore, RecordStore};
+
+use crate::common::{RedisArgs, SecretArgs, shutdown_token};
+use crate::observe;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address the API listens on; it serves `/metrics` too.
+    #[arg(long, env = "COURIER_API_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Comma-separated `token=tenant` pairs that may call the API.
+    #[arg(long, env = "COURIER_API_TOKENS", hide_env_values = true)]
+    tokens: String,
+    /// Let endpointUrl point at loopback or private addresses (local stores, tests).
+    #[arg(long, env = "COURIER_ALLOW_PRIVATE_ENDPOINTS", default_value_t = false, action = clap::ArgAction::Set)]
+    allow_private_endpoints: bool,
+    /// Largest request body accepted, in bytes; larger gets 413.
+    #[arg(long, env = "COURIER_API_MAX_BODY_BYTES", default_value_t = api::DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+    #[command(flatten)]
+    redis: RedisArgs,
+    #[command(flatten)]
+    secret: SecretArgs,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    observe::init_logging();
+    let metrics = observe::install_metrics()?;
+    let tokens = Tokens::parse(&args.tokens).map_err(anyhow::Error::msg)?;
+    anyhow::ensure!(!tokens.is_empty(), "COURIER_API_TOKENS names no token");
+    let cipher = args.secret.cipher()?;
+    let conn = args.redis.connect().await?;
+    let keys = args.redis.keys();
+    let destinations = DestinationStore::new(conn.clone(), keys.clone(), Some(cipher));
+    let records = RecordStore::new(conn.clone(), keys.clone());
+    let queue = DeliveryQueue::new(conn, &keys);
+    let state = AppState {
+        tokens,
+        producer: Producer::new(destinations.clone(), records.clone(), queue),
+        destinations,
+        records,
+        allow_private_endpoints: args.allow_private_endpoints,
+    };
+    let app = api::router(state, args.max_body_bytes).merge(observe::metrics_routes(metrics));
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding the API to {}", args.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, "courier api listening");
+    let shutdown = shutdown_token();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! `courier enqueue`: queue one delivery from the command line, the way an upstream job
+//! that links the producer library would.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use chrono::Utc;
+use courier_core::TenantId;
+use courier_core::delivery::JobCompletedRequest;
+use courier_producer::{EnqueueError, Producer};
+use courier_store::{DeliveryQueue, DestinationStore, RecordStore};
+use serde_json::Value;
+
+use crate::common::RedisArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The tenant that owns the destination.
+    #[arg(long, env = "COURIER_TENANT")]
+    tenant: String,
+    /// The destination to deliver to (`dst_…`).
+    #[arg(long)]
+    destination: String,
+    #[arg(long)]
+    job_id: String,
+    #[arg(long)]
+    partner_inventory_id: String,
+    /// When the job completed, RFC 3339 (default: now). Its UTC date goes into the key.
+    #[arg(long)]
+    completed_at: Option<String>,
+    /// Column order, comma-separated (default: the keys of the first row).
+    #[arg(long, value_delimiter = ',')]
+    columns: Option<Vec<String>>,
+    /// Rows: a JSON array of objects or NDJSON, from this file or `-` for stdin.
+    #[arg(long, default_value = "-")]
+    rows: PathBuf,
+    #[command(flatten)]
+    redis: RedisArgs,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let tenant = TenantId::parse(&args.tenant).map_err(anyhow::Error::msg)?;
+    let text = if args.rows.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading rows from stdin")?;
+        s
+    } else {
+        std::fs::read_to_string(&args.rows)
+            .with_context(|| format!("reading rows from {}", args.rows.display()))?
+    };
+    let rows = parse_rows(&text)?;
+    let request = JobCompletedRequest {
+        destination_id: args.destination,
+        job_id: args.job_id,
+        partner_inventory_id: args.partner_inventory_id,
+        completed_at: args.completed_at.unwrap_or_else(|| Utc::now().to_rfc3339()),
+        columns: args.columns,
+        rows,
+    };
+    let job = request
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid delivery: {e}"))?;
+    let conn = args.redis.connect().await?;
+    let keys = args.redis.keys();
+    let producer = Producer::new(
+        DestinationStore::new(conn.clone(), keys.clone(), None),
+        RecordStore::new(conn.clone(), keys.clone()),
+        DeliveryQueue::new(conn, &keys),
+    );
+    let record = producer.enqueue(&tenant, job).await.map_err(|e| match e {
+        EnqueueError::DestinationNotFound(id) => {
+            anyhow::anyhow!("destination {id} does not exist for tenant {tenant}")
+        }
+        other => anyhow::Error::new(other).context("enqueueing"),
+    })?;
+    println!("{}", record.id);
+    Ok(())
+}
+
+/// Accepts a JSON array of rows, or NDJSON (one object per line, blank lines skipped).
+fn parse_rows(text: &str) -> anyhow::Result<Vec<Value>> {
+    let trimmed = text.trim_start();
+    if trimmed.starts_with('[') {
+        return serde_json::from_str(trimmed).context("rows are not a valid JSON array");
+    }
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| format!("line {} is not valid JSON", i + 1))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_from_array_or_ndjson() {
+        assert_eq!(parse_rows(r#" [{"a":1},{"a":2}]"#).unwrap().len(), 2);
+        assert_eq!(parse_rows("{\"a\":1}\n\n{\"a\":2}\n").unwrap().len(), 2);
+        let err = parse_rows("{\"a\":1}\nnope\n").unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+}

@@ -1,0 +1,5 @@
+//! One module per subcommand.
+
+pub mod api;
+pub mod enqueue;
+pub mod worker;

@@ -1,0 +1,111 @@
+//! `courier worker`: one process of the delivery fleet.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use courier_store::queue::Liveness;
+use courier_store::{DestinationStore, RecordStore};
+use courier_worker::s3::S3Timeouts;
+use courier_worker::{Deliverer, RetryPolicy, WorkerSettings};
+
+use crate::common::{RedisArgs, SecretArgs, shutdown_token};
+use crate::observe;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Address of this worker's metrics and health listener.
+    #[arg(long, env = "COURIER_METRICS_LISTEN", default_value = "127.0.0.1:9000")]
+    metrics_listen: SocketAddr,
+    /// Unique name of this worker in the fleet (default: host, pid and a random suffix).
+    #[arg(long, env = "COURIER_WORKER_NAME")]
+    name: Option<String>,
+    /// Deliveries handled at the same time.
+    #[arg(long, env = "COURIER_WORKER_CONCURRENCY", default_value_t = 8)]
+    concurrency: usize,
+    /// How often an idle worker polls for tasks, in milliseconds.
+    #[arg(long, env = "COURIER_POLL_INTERVAL_MS", default_value_t = 100)]
+    poll_interval_ms: u64,
+    /// Seconds between heartbeats.
+    #[arg(long, env = "COURIER_HEARTBEAT_SECS", default_value_t = 5)]
+    heartbeat_secs: u64,
+    /// Heartbeats a worker may miss before its in-flight tasks go to other workers.
+    #[arg(long, env = "COURIER_MISSED_HEARTBEATS", default_value_t = 6)]
+    missed_heartbeats: usize,
+    /// Seconds shutdown waits for in-flight deliveries to finish.
+    #[arg(long, env = "COURIER_DRAIN_TIMEOUT_SECS", default_value_t = 25)]
+    drain_timeout_secs: u64,
+    /// Directory for rendered files waiting to be uploaded (default: the system temp dir).
+    #[arg(long, env = "COURIER_SPOOL_DIR")]
+    spool_dir: Option<PathBuf>,
+    /// Tries per delivery for transient failures, the first included.
+    #[arg(long, env = "COURIER_RETRY_MAX_ATTEMPTS", default_value_t = 5)]
+    retry_max_attempts: u32,
+    /// Delay before the first retry, in milliseconds; doubles each time, with jitter.
+    #[arg(long, env = "COURIER_RETRY_MIN_DELAY_MS", default_value_t = 500)]
+    retry_min_delay_ms: u64,
+    /// Longest delay between retries, in milliseconds.
+    #[arg(long, env = "COURIER_RETRY_MAX_DELAY_MS", default_value_t = 30_000)]
+    retry_max_delay_ms: u64,
+    /// Seconds to wait for a customer's endpoint to accept a connection.
+    #[arg(long, env = "COURIER_S3_CONNECT_TIMEOUT_SECS", default_value_t = 10)]
+    s3_connect_timeout_secs: u64,
+    #[command(flatten)]
+    redis: RedisArgs,
+    #[command(flatten)]
+    secret: SecretArgs,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    observe::init_logging();
+    let metrics = observe::install_metrics()?;
+    anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
+    let cipher = args.secret.cipher()?;
+    let conn = args.redis.connect().await?;
+    let keys = args.redis.keys();
+    let mut settings = WorkerSettings {
+        concurrency: args.concurrency,
+        poll_interval: Duration::from_millis(args.poll_interval_ms),
+        liveness: Liveness {
+            heartbeat: Duration::from_secs(args.heartbeat_secs.max(1)),
+            missed_heartbeats: args.missed_heartbeats.max(1),
+        },
+        drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+        ..WorkerSettings::default()
+    };
+    if let Some(name) = args.name {
+        settings.name = name;
+    }
+    let deliverer = Arc::new(Deliverer {
+        destinations: DestinationStore::new(conn.clone(), keys.clone(), Some(cipher)),
+        records: RecordStore::new(conn.clone(), keys.clone()),
+        worker_name: settings.name.clone(),
+        spool_dir: args.spool_dir,
+        timeouts: S3Timeouts {
+            connect: Duration::from_secs(args.s3_connect_timeout_secs),
+            ..S3Timeouts::default()
+        },
+        retry: RetryPolicy {
+            max_attempts: args.retry_max_attempts.max(1),
+            min_delay: Duration::from_millis(args.retry_min_delay_ms),
+            max_delay: Duration::from_millis(args.retry_max_delay_ms),
+        },
+    });
+
+    let listener = tokio::net::TcpListener::bind(args.metrics_listen)
+        .await
+        .with_context(|| format!("binding the metrics listener to {}", args.metrics_listen))?;
+    tracing::info!(listen = %listener.local_addr()?, worker = %settings.name, "metrics listening");
+    let shutdown = shutdown_token();
+    let metrics_shutdown = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, observe::metrics_routes(metrics))
+            .with_graceful_shutdown(async move { metrics_shutdown.cancelled().await })
+            .await
+    });
+    courier_worker::run(conn, &keys, settings, deliverer, shutdown).await;
+    server.await??;
+    Ok(())
+}

@@ -1,0 +1,93 @@
+//! Settings every subcommand shares, and the shutdown signal.
+
+use clap::Args;
+use courier_store::{Keys, SecretCipher};
+use tokio_util::sync::CancellationToken;
+
+/// Where the fleet's state lives.
+#[derive(Debug, Clone, Args)]
+pub struct RedisArgs {
+    /// The Redis the fleet shares.
+    #[arg(long, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379/0")]
+    pub redis_url: String,
+    /// Prefix of every Redis key Courier writes; deployments sharing a Redis need distinct ones.
+    #[arg(long, env = "COURIER_NAMESPACE", default_value = "courier")]
+    pub namespace: String,
+}
+
+impl RedisArgs {
+    pub fn keys(&self) -> Keys {
+        Keys::new(self.namespace.clone())
+    }
+
+    pub async fn connect(&self) -> anyhow::Result<redis::aio::ConnectionManager> {
+        use anyhow::Context as _;
+        courier_store::connect(&self.redis_url)
+            .await
+            .with_context(|| format!("connecting to Redis at {}", redact_url(&self.redis_url)))
+    }
+}
+
+/// The key that seals destination secrets.
+#[derive(Debug, Clone, Args)]
+pub struct SecretArgs {
+    /// Base64 of 32 bytes that encrypts destination secrets at rest (`openssl rand -base64 32`).
+    #[arg(
+        long = "secret-key",
+        env = "COURIER_SECRET_KEY",
+        hide_env_values = true
+    )]
+    pub secret_key: String,
+}
+
+impl SecretArgs {
+    pub fn cipher(&self) -> anyhow::Result<SecretCipher> {
+        SecretCipher::from_base64(&self.secret_key).map_err(anyhow::Error::msg)
+    }
+}
+
+/// Hides a password in a Redis URL before it is printed.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Cancelled on SIGTERM or Ctrl-C.
+pub fn shutdown_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("installing the SIGTERM handler");
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutdown requested");
+        t.cancel();
+    });
+    token
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redis_passwords_are_redacted() {
+        assert_eq!(
+            super::redact_url("redis://:hunter2@h:6379/0"),
+            "redis://***@h:6379/0"
+        );
+        assert_eq!(super::redact_url("redis://h:6379"), "redis://h:6379");
+    }
+}

@@ -1,0 +1,65 @@
+//! A JSON body extractor whose errors name the field: a type error says `s3.bucket:
+//! invalid type…`, an unknown field says which, and a body that is not JSON says where.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use courier_core::FieldError;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// Like `axum::Json`, with Courier's error bodies.
+#[derive(Debug)]
+pub struct ValidJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            let status = e.status();
+            let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                "PAYLOAD_TOO_LARGE"
+            } else {
+                "BAD_REQUEST"
+            };
+            ApiError::new(status, code, e.body_text())
+        })?;
+        parse(&bytes).map(ValidJson)
+    }
+}
+
+/// Parses `bytes` as `T`, reporting the path of the field at fault.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "MALFORMED_JSON",
+                format!("the body is not valid JSON: {inner}"),
+            );
+        }
+        let field = if path == "." { String::new() } else { path };
+        let message = inner.to_string();
+        // serde appends " at line L column C"; the field path says more.
+        let message = message
+            .rsplit_once(" at line ")
+            .map_or(message.as_str(), |(m, _)| m)
+            .to_owned();
+        let mut err = ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "VALIDATION_FAILED",
+            if field.is_empty() {
+                format!("the request is invalid: {message}")
+            } else {
+                format!("the request is invalid: {field}: {message}")
+            },
+        );
+        err.fields.push(FieldError::new(field, message));
+        err
+    })
+}

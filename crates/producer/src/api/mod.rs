@@ -1,0 +1,53 @@
+//! The control API: JSON over HTTP with bearer tokens, one tenant per token.
+//!
+//! | route | module |
+//! | --- | --- |
+//! | `/api/v1/delivery-destinations[/{id}]` | [`destinations`] |
+//! | `/api/v1/deliveries[/{id}]` | [`deliveries`] |
+//!
+//! Every refusal is a 4xx whose JSON body names the field ([`error::ApiError`]).
+
+pub mod auth;
+pub mod deliveries;
+pub mod destinations;
+pub mod error;
+pub mod json;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::routing::get;
+use courier_store::{DestinationStore, RecordStore};
+
+pub use auth::Tokens;
+use error::ApiError;
+
+use crate::Producer;
+
+/// Default largest request body: 8 MiB of inline rows.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub tokens: Tokens,
+    pub destinations: DestinationStore,
+    pub records: RecordStore,
+    pub producer: Producer,
+    /// `COURIER_ALLOW_PRIVATE_ENDPOINTS`: let endpointUrl point at loopback or private
+    /// addresses (local stores, tests). Off by default so the API can't reach internal services.
+    pub allow_private_endpoints: bool,
+}
+
+/// The whole API.
+pub fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .nest(
+            "/api/v1",
+            destinations::routes().merge(deliveries::routes()),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route") })
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}

@@ -1,0 +1,197 @@
+//! Customers' destinations in Redis: one JSON string per destination, one sorted set of
+//! ids per tenant. Secrets are sealed by [`SecretCipher`] before they are written.
+
+use chrono::{DateTime, Utc};
+use courier_core::destination::{
+    BucketName, Destination, DestinationSpec, DestinationStatus, EndpointUrl, PathPrefix, Region,
+    S3Settings, StaticCredentials,
+};
+use courier_core::{Compression, DestinationId, Format, TenantId};
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+
+use crate::{Keys, SecretCipher, StoreError};
+
+/// A destination as stored: the spec with its secret sealed.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Stored {
+    id: DestinationId,
+    tenant: TenantId,
+    name: String,
+    bucket: BucketName,
+    region: Region,
+    endpoint_url: Option<EndpointUrl>,
+    path_prefix: PathPrefix,
+    access_key_id: Option<String>,
+    secret_sealed: Option<String>,
+    format: Format,
+    compression: Compression,
+    status: DestinationStatus,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// Reads and writes destinations.
+#[derive(Debug, Clone)]
+pub struct DestinationStore {
+    conn: ConnectionManager,
+    keys: Keys,
+    /// Absent for processes that never read secrets (e.g. `courier enqueue`).
+    cipher: Option<SecretCipher>,
+}
+
+/// What a producer needs to know of a destination; reading it needs no secret key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationSummary {
+    pub id: DestinationId,
+    pub format: Format,
+    pub compression: Compression,
+    pub status: DestinationStatus,
+}
+
+impl DestinationStore {
+    pub fn new(conn: ConnectionManager, keys: Keys, cipher: Option<SecretCipher>) -> Self {
+        Self { conn, keys, cipher }
+    }
+
+    fn cipher(&self) -> Result<&SecretCipher, StoreError> {
+        self.cipher.as_ref().ok_or(StoreError::NoSecretKey)
+    }
+
+    /// The format and status of `tenant`'s destination `id`, without opening its secret.
+    pub async fn summary(
+        &self,
+        tenant: &TenantId,
+        id: &DestinationId,
+    ) -> Result<Option<DestinationSummary>, StoreError> {
+        let Some(s) = self.get_stored(id).await? else {
+            return Ok(None);
+        };
+        Ok((&s.tenant == tenant).then(|| DestinationSummary {
+            id: s.id,
+            format: s.format,
+            compression: s.compression,
+            status: s.status,
+        }))
+    }
+
+    async fn get_stored(&self, id: &DestinationId) -> Result<Option<Stored>, StoreError> {
+        let mut conn = self.conn.clone();
+        let json: Option<String> = conn.get(self.keys.destination(id)).await?;
+        json.map(|j| {
+            serde_json::from_str(&j).map_err(|e| StoreError::Corrupt {
+                what: "destination",
+                message: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
+    /// Saves a new destination for `tenant` and returns it with its id.
+    pub async fn create(
+        &self,
+        tenant: &TenantId,
+        spec: DestinationSpec,
+    ) -> Result<Destination, StoreError> {
+        let now = Utc::now();
+        let dest = Destination {
+            id: DestinationId::generate(),
+            tenant: tenant.clone(),
+            spec,
+            created_at: now,
+            updated_at: now,
+        };
+        let json = self.encode(&dest)?;
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .set(self.keys.destination(&dest.id), json)
+            .zadd(
+                self.keys.tenant_destinations(tenant),
+                dest.id.as_str(),
+                now.timestamp_millis(),
+            )
+            .exec_async(&mut conn)
+            .await?;
+        Ok(dest)
+    }
+
+    /// The destination `id` if it exists and belongs to `tenant`. Another tenant's
+    /// destination is reported as absent, exactly like a missing one.
+    pub async fn get(
+        &self,
+        tenant: &TenantId,
+        id: &DestinationId,
+    ) -> Result<Option<Destination>, StoreError> {
+        Ok(self.get_any(id).await?.filter(|d| &d.tenant == tenant))
+    }
+
+    /// The destination `id` whatever its tenant; for workers, which act for every tenant.
+    pub async fn get_any(&self, id: &DestinationId) -> Result<Option<Destination>, StoreError> {
+        self.get_stored(id)
+            .await?
+            .map(|s| self.decode(s))
+            .transpose()
+    }
+
+    fn encode(&self, d: &Destination) -> Result<String, StoreError> {
+        let (access_key_id, secret_sealed) = match &d.spec.s3.credentials {
+            Some(c) => (
+                Some(c.access_key_id.clone()),
+                Some(self.cipher()?.seal(&c.secret_access_key, d.id.as_str())),
+            ),
+            None => (None, None),
+        };
+        let stored = Stored {
+            id: d.id.clone(),
+            tenant: d.tenant.clone(),
+            name: d.spec.name.clone(),
+            bucket: d.spec.s3.bucket.clone(),
+            region: d.spec.s3.region.clone(),
+            endpoint_url: d.spec.s3.endpoint_url.clone(),
+            path_prefix: d.spec.s3.path_prefix.clone(),
+            access_key_id,
+            secret_sealed,
+            format: d.spec.format,
+            compression: d.spec.compression,
+            status: d.spec.status,
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+        };
+        serde_json::to_string(&stored).map_err(|e| StoreError::Corrupt {
+            what: "destination",
+            message: e.to_string(),
+        })
+    }
+
+    fn decode(&self, s: Stored) -> Result<Destination, StoreError> {
+        let credentials = match (s.access_key_id, s.secret_sealed) {
+            (Some(access_key_id), Some(sealed)) => Some(StaticCredentials {
+                access_key_id,
+                secret_access_key: self.cipher()?.open(&sealed, s.id.as_str())?,
+            }),
+            _ => None,
+        };
+        Ok(Destination {
+            id: s.id,
+            tenant: s.tenant,
+            spec: DestinationSpec {
+                name: s.name,
+                s3: S3Settings {
+                    bucket: s.bucket,
+                    region: s.region,
+                    endpoint_url: s.endpoint_url,
+                    path_prefix: s.path_prefix,
+                    credentials,
+                },
+                format: s.format,
+                compression: s.compression,
+                status: s.status,
+            },
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        })
+    }
+}

@@ -1,0 +1,125 @@
+//! Running a worker process: apalis pulls tasks from Redis and calls [`Deliverer`];
+//! a supervisor restarts the apalis worker if Redis goes away, and shutdown drains.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use apalis::prelude::{BackendExt, BoxDynError, Data, WorkerBuilder, WorkerBuilderExt};
+use apalis_redis::RedisStorage;
+use courier_store::Keys;
+use courier_store::queue::{Liveness, queue_config};
+use redis::aio::ConnectionManager;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::deliver::{Deliverer, Handled};
+
+/// How one worker process takes work.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Unique across the fleet; apalis tracks in-flight tasks per name.
+    pub name: String,
+    /// Deliveries handled at the same time.
+    pub concurrency: usize,
+    /// How often an idle worker looks for new tasks.
+    pub poll_interval: Duration,
+    pub liveness: Liveness,
+    /// How long shutdown waits for in-flight deliveries before leaving them to the fleet.
+    pub drain_timeout: Duration,
+}
+
+impl Default for WorkerSettings {
+    fn default() -> Self {
+        Self {
+            name: default_worker_name(),
+            concurrency: 8,
+            poll_interval: Duration::from_millis(100),
+            liveness: Liveness::default(),
+            drain_timeout: Duration::from_secs(25),
+        }
+    }
+}
+
+/// `courier-{host}-{pid}-{random}`: unique even when a container restarts with the same pid.
+pub fn default_worker_name() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    let suffix = ulid::Ulid::new().to_string();
+    format!(
+        "courier-{host}-{}-{}",
+        std::process::id(),
+        &suffix[suffix.len() - 6..]
+    )
+}
+
+async fn handle(task: Value, deliverer: Data<Arc<Deliverer>>) -> Result<(), BoxDynError> {
+    match Arc::clone(&deliverer).handle(task).await {
+        Ok(Handled::Delivered | Handled::Failed { .. } | Handled::Poison) => Ok(()),
+        // Courier's own storage failed: hand the task back so it is tried again.
+        Err(e) => Err(Box::new(e)),
+    }
+}
+
+/// Runs until `shutdown` is cancelled, then drains in-flight deliveries.
+pub async fn run(
+    conn: ConnectionManager,
+    keys: &Keys,
+    settings: WorkerSettings,
+    deliverer: Arc<Deliverer>,
+    shutdown: CancellationToken,
+) {
+    let mut generation = 0u32;
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        generation += 1;
+        // apalis refuses a name that was alive moments ago, so each restart gets its own.
+        let name = if generation == 1 {
+            settings.name.clone()
+        } else {
+            format!("{}-r{generation}", settings.name)
+        };
+        let config = queue_config(keys, settings.liveness, settings.concurrency);
+        let storage = RedisStorage::<Value>::new(conn.clone())
+            .with_config(config)
+            .poll_with_interval(settings.poll_interval);
+        let worker = WorkerBuilder::new(name.clone())
+            .backend(storage)
+            .data(Arc::clone(&deliverer))
+            .concurrency(settings.concurrency)
+            .build(handle);
+        let stop = shutdown.clone();
+        tracing::info!(worker = %name, concurrency = settings.concurrency, "worker started");
+        let signal = async move {
+            stop.cancelled().await;
+            Ok::<(), std::io::Error>(())
+        };
+        let run = worker.run_until(signal);
+        let result = tokio::select! {
+            r = run => r,
+            () = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(settings.drain_timeout).await;
+            } => {
+                tracing::warn!(worker = %name, "drain timeout reached; unfinished tasks return to the queue when this worker's heartbeat expires");
+                return;
+            }
+        };
+        if shutdown.is_cancelled() {
+            tracing::info!(worker = %name, "worker stopped");
+            return;
+        }
+        match result {
+            Ok(()) => tracing::warn!(worker = %name, "worker ended unexpectedly; restarting"),
+            Err(e) => tracing::error!(worker = %name, error = %e, "worker failed; restarting"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}

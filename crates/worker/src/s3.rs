@@ -1,0 +1,219 @@
+//! Talking to the customer's store: building a client for a destination, uploading a
+//! file, and turning SDK errors into a code, a message and an [`ErrorClass`].
+
+use std::path::Path;
+use std::time::Duration;
+
+use aws_credential_types::Credentials;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{BehaviorVersion, Region, RequestChecksumCalculation, retry::RetryConfig};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use courier_core::destination::S3Settings;
+use courier_core::failure::{ErrorClass, classify_s3};
+
+/// Timeouts for one request to a customer's store.
+#[derive(Debug, Clone, Copy)]
+pub struct S3Timeouts {
+    /// To open the connection; an endpoint that does not answer fails after this.
+    pub connect: Duration,
+    /// For one whole request, upload included.
+    pub operation: Duration,
+}
+
+impl Default for S3Timeouts {
+    fn default() -> Self {
+        Self {
+            connect: Duration::from_secs(10),
+            operation: Duration::from_secs(300),
+        }
+    }
+}
+
+/// A client for one destination. Retries are off: Courier owns its retry policy.
+pub fn client(s3: &S3Settings, timeouts: S3Timeouts) -> aws_sdk_s3::Client {
+    let mut b = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(s3.region.to_string()))
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(timeouts.connect)
+                .operation_timeout(timeouts.operation)
+                .build(),
+        )
+        // Many S3-compatible stores reject the SDK's default streaming checksums;
+        // send them only where the operation requires one.
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
+    if let Some(endpoint) = &s3.endpoint_url {
+        // S3-compatible stores rarely serve virtual-hosted buckets on custom hosts.
+        b = b.endpoint_url(endpoint.as_str()).force_path_style(true);
+    }
+    match &s3.credentials {
+        Some(c) => {
+            b = b.credentials_provider(Credentials::new(
+                c.access_key_id.clone(),
+                c.secret_access_key.expose().to_owned(),
+                None,
+                None,
+                "courier-destination",
+            ));
+        }
+        None => {
+            // Unsigned requests, for buckets that allow public writes.
+            b = b.allow_no_auth();
+        }
+    }
+    aws_sdk_s3::Client::from_conf(b.build())
+}
+
+/// The object's metadata.
+#[derive(Debug, Clone)]
+pub struct PutRequest<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
+    pub content_type: &'a str,
+    pub content_encoding: Option<&'a str>,
+    pub content_length: u64,
+}
+
+/// A failed request, as a customer and the retry policy need to see it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct S3Failure {
+    /// The store's error code, or Courier's name for a failure without one
+    /// (`Timeout`, `ConnectionFailed`, …).
+    pub code: String,
+    pub message: String,
+    pub status: Option<u16>,
+    pub class: ErrorClass,
+}
+
+/// Uploads the file at `path` with one PutObject; returns the ETag.
+pub async fn put_file(
+    client: &aws_sdk_s3::Client,
+    req: &PutRequest<'_>,
+    path: &Path,
+) -> Result<Option<String>, S3Failure> {
+    let body = ByteStream::from_path(path).await.map_err(|e| S3Failure {
+        code: "SpoolReadFailed".into(),
+        message: format!("could not read the rendered file: {e}"),
+        status: None,
+        class: ErrorClass::Transient,
+    })?;
+    let out = client
+        .put_object()
+        .bucket(req.bucket)
+        .key(req.key)
+        .content_type(req.content_type)
+        .set_content_encoding(req.content_encoding.map(str::to_owned))
+        .content_length(req.content_length as i64)
+        .body(body)
+        .send()
+        .await
+        .map_err(failure)?;
+    Ok(out.e_tag().map(|t| t.trim_matches('"').to_owned()))
+}
+
+/// Maps any SDK error to an [`S3Failure`].
+pub fn failure<E, R>(err: SdkError<E, R>) -> S3Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + HttpStatus + 'static,
+{
+    let (status, code, message) = match &err {
+        SdkError::ServiceError(se) => {
+            let status = se.raw().http_status();
+            let e = se.err();
+            let code = e
+                .code()
+                .map(str::to_owned)
+                .unwrap_or_else(|| status_code_name(status));
+            let message = e
+                .message()
+                .map(str::to_owned)
+                .unwrap_or_else(|| code.clone());
+            (Some(status), code, message)
+        }
+        SdkError::TimeoutError(_) => (
+            None,
+            "Timeout".to_owned(),
+            "the store did not answer in time".to_owned(),
+        ),
+        SdkError::DispatchFailure(df) => {
+            let code = if df.is_timeout() {
+                "Timeout"
+            } else if df.is_io() {
+                "ConnectionFailed"
+            } else {
+                "DispatchFailure"
+            };
+            let detail = df
+                .as_connector_error()
+                .map(|c| error_chain(c))
+                .unwrap_or_else(|| "the request could not be sent".into());
+            (None, code.to_owned(), detail)
+        }
+        SdkError::ResponseError(re) => {
+            let status = re.raw().http_status();
+            (
+                Some(status),
+                "InvalidResponse".to_owned(),
+                "the store sent a response that could not be read".to_owned(),
+            )
+        }
+        SdkError::ConstructionFailure(_) => (
+            None,
+            "RequestConstructionFailed".to_owned(),
+            error_chain(&err),
+        ),
+        _ => (None, "Unknown".to_owned(), error_chain(&err)),
+    };
+    let class = match code.as_str() {
+        "RequestConstructionFailed" => ErrorClass::Permanent,
+        _ => classify_s3(status, Some(code.as_str())),
+    };
+    S3Failure {
+        code,
+        message,
+        status,
+        class,
+    }
+}
+
+/// Lets [`failure`] read the status of any raw response type.
+pub trait HttpStatus {
+    fn http_status(&self) -> u16;
+}
+
+impl HttpStatus for aws_sdk_s3::config::http::HttpResponse {
+    fn http_status(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+/// Names a status when the store sent no error code (HEAD requests have no body).
+fn status_code_name(status: u16) -> String {
+    match status {
+        301 => "PermanentRedirect",
+        400 => "BadRequest",
+        403 => "AccessDenied",
+        404 => "NotFound",
+        405 => "MethodNotAllowed",
+        500 => "InternalError",
+        503 => "ServiceUnavailable",
+        _ => return format!("Http{status}"),
+    }
+    .to_owned()
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}

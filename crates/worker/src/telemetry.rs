@@ -1,0 +1,102 @@
+//! Metric names the worker exports, and the helpers that record them. Label values are
+//! bounded: outcomes, formats and error classes only; never ids, keys or bucket names.
+
+use std::time::Duration;
+
+use courier_core::Format;
+use courier_core::failure::ErrorClass;
+
+pub const DELIVERIES_TOTAL: &str = "courier_deliveries_total";
+pub const ATTEMPTS_TOTAL: &str = "courier_delivery_attempts_total";
+pub const RENDER_SECONDS: &str = "courier_render_duration_seconds";
+pub const UPLOAD_SECONDS: &str = "courier_upload_duration_seconds";
+pub const END_TO_END_SECONDS: &str = "courier_delivery_duration_seconds";
+pub const UPLOADED_BYTES_TOTAL: &str = "courier_uploaded_bytes_total";
+pub const IN_FLIGHT: &str = "courier_tasks_in_flight";
+pub const POISON_TOTAL: &str = "courier_poison_tasks_total";
+
+/// Final outcome of one delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    /// Stopped on a permanent error or after the last retry.
+    Failed,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+pub fn delivery_finished(outcome: Outcome, format: Format, end_to_end: Duration) {
+    metrics::counter!(DELIVERIES_TOTAL, "outcome" => outcome.label(), "format" => format.label())
+        .increment(1);
+    metrics::histogram!(END_TO_END_SECONDS, "outcome" => outcome.label())
+        .record(end_to_end.as_secs_f64());
+}
+
+/// A failed attempt that will be tried again.
+pub fn delivery_retried(format: Format) {
+    metrics::counter!(DELIVERIES_TOTAL, "outcome" => "retried", "format" => format.label())
+        .increment(1);
+}
+
+pub fn attempt(result: Result<(), ErrorClass>) {
+    let (outcome, class) = match result {
+        Ok(()) => ("success", "none"),
+        Err(c) => ("failure", c.label()),
+    };
+    metrics::counter!(ATTEMPTS_TOTAL, "outcome" => outcome, "class" => class).increment(1);
+}
+
+pub fn rendered(format: Format, took: Duration) {
+    metrics::histogram!(RENDER_SECONDS, "format" => format.label()).record(took.as_secs_f64());
+}
+
+pub fn uploaded(format: Format, bytes: u64, took: Duration) {
+    metrics::histogram!(UPLOAD_SECONDS, "format" => format.label()).record(took.as_secs_f64());
+    metrics::counter!(UPLOADED_BYTES_TOTAL, "format" => format.label()).increment(bytes);
+}
+
+pub fn poison() {
+    metrics::counter!(POISON_TOTAL).increment(1);
+}
+
+/// Counts a task as in flight for as long as the guard lives.
+#[derive(Debug)]
+pub struct InFlight;
+
+impl InFlight {
+    pub fn enter() -> Self {
+        metrics::gauge!(IN_FLIGHT).increment(1.0);
+        InFlight
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        metrics::gauge!(IN_FLIGHT).decrement(1.0);
+    }
+}
+
+/// Histogram buckets (seconds) that fit each duration: renders and uploads of small files
+/// take milliseconds, big ones minutes.
+pub fn buckets() -> Vec<(&'static str, Vec<f64>)> {
+    let fine = vec![
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        120.0, 300.0,
+    ];
+    let end_to_end = vec![
+        0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+        1800.0, 3600.0,
+    ];
+    vec![
+        (RENDER_SECONDS, fine.clone()),
+        (UPLOAD_SECONDS, fine),
+        (END_TO_END_SECONDS, end_to_end),
+    ]
+}
