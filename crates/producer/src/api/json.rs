@@ -43,8 +43,9 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 format!("the body is not valid JSON: {inner}"),
             );
         }
-        let field = if path == "." { String::new() } else { path };
+        let path = if path == "." { String::new() } else { path };
         let message = inner.to_string();
+        let field = named_field(&path, &message);
         // serde appends " at line L column C"; the field path says more.
         let message = message
             .rsplit_once(" at line ")
@@ -62,4 +63,60 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         err.fields.push(FieldError::new(field, message));
         err
     })
+}
+
+/// serde reports a missing field at its parent; name the field itself.
+fn named_field(path: &str, message: &str) -> String {
+    let named = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name);
+    match (named, path.is_empty()) {
+        (Some(name), true) => name.to_owned(),
+        (Some(name), false) => format!("{path}.{name}"),
+        (None, _) => path.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        inner: Inner,
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        n: u32,
+        list: Vec<u32>,
+    }
+
+    fn field_of(body: &str) -> String {
+        parse::<Outer>(body.as_bytes()).unwrap_err().fields[0]
+            .field
+            .clone()
+    }
+
+    #[test]
+    fn errors_name_the_field_itself() {
+        assert_eq!(field_of(r#"{"inner": {"n": "x", "list": []}}"#), "inner.n");
+        assert_eq!(
+            field_of(r#"{"inner": {"n": 1, "list": [1, "x"]}}"#),
+            "inner.list[1]"
+        );
+        assert_eq!(field_of(r#"{"inner": {"list": []}}"#), "inner.n");
+        assert_eq!(
+            field_of(r#"{"inner": {"n": 1, "list": [], "extra": 1}}"#),
+            "inner.extra"
+        );
+        assert_eq!(field_of(r#"{}"#), "inner");
+        let err = parse::<Outer>(b"{nope").unwrap_err();
+        assert_eq!(err.code, "MALFORMED_JSON");
+    }
 }

@@ -16,7 +16,6 @@ pub mod json;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::routing::get;
 use courier_store::{DestinationStore, RecordStore};
 
 pub use auth::Tokens;
@@ -46,7 +45,6 @@ pub fn router(state: AppState, max_body_bytes: usize) -> Router {
             "/api/v1",
             destinations::routes().merge(deliveries::routes()),
         )
-        .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)

@@ -1,0 +1,298 @@
+//! The end-to-end harness: a real Redis and a real Garage on free ports, and the real
+//! `courier api` and `courier worker` processes pointed at them.
+
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use courier_test_support::{GarageServer, RedisServer, S3Key, free_port};
+use serde_json::{Value, json};
+
+pub const TOKEN: &str = "tok_acme_0123456789abcdef";
+pub const OTHER_TOKEN: &str = "tok_globex_0123456789abcdef";
+pub const BUCKET: &str = "acme-results";
+
+/// A running process whose output goes to a log file; killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Everything one test needs, torn down when dropped.
+pub struct Stack {
+    pub redis: RedisServer,
+    pub garage: GarageServer,
+    pub key: S3Key,
+    pub secret_key: String,
+    pub api_url: String,
+    pub api: Proc,
+    pub workers: Vec<(Proc, u16)>,
+    pub dir: tempfile::TempDir,
+    pub http: reqwest::Client,
+}
+
+impl Stack {
+    /// Redis, Garage with bucket [`BUCKET`] and a read/write key, the API and `workers` workers.
+    pub async fn start(workers: usize) -> Stack {
+        let redis = RedisServer::start().expect("redis starts");
+        let garage = GarageServer::start().expect("garage starts");
+        let key = garage.bucket_with_key(BUCKET).expect("bucket and key");
+        let secret_key =
+            base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut stack = Stack {
+            api_url: format!("http://127.0.0.1:{port}"),
+            api: Proc {
+                child: Command::new("true").spawn().unwrap(),
+                log: PathBuf::new(),
+            },
+            redis,
+            garage,
+            key,
+            secret_key,
+            workers: Vec::new(),
+            dir,
+            http: reqwest::Client::new(),
+        };
+        stack.api = stack.spawn(
+            "api",
+            &["api"],
+            &[("COURIER_API_LISTEN", format!("127.0.0.1:{port}"))],
+        );
+        for _ in 0..workers {
+            stack.add_worker();
+        }
+        stack.wait_http(&format!("{}/healthz", stack.api_url)).await;
+        for i in 0..stack.workers.len() {
+            let port = stack.workers[i].1;
+            stack
+                .wait_http(&format!("http://127.0.0.1:{port}/healthz"))
+                .await;
+        }
+        stack
+    }
+
+    /// Starts one more worker; returns its index.
+    pub fn add_worker(&mut self) -> usize {
+        let port = free_port();
+        let n = self.workers.len();
+        let proc = self.spawn(
+            &format!("worker-{n}"),
+            &["worker"],
+            &[
+                ("COURIER_METRICS_LISTEN", format!("127.0.0.1:{port}")),
+                (
+                    "COURIER_WORKER_NAME",
+                    format!("e2e-worker-{n}-{}", std::process::id()),
+                ),
+                ("COURIER_RETRY_MIN_DELAY_MS", "50".into()),
+                ("COURIER_RETRY_MAX_DELAY_MS", "200".into()),
+            ],
+        );
+        self.workers.push((proc, port));
+        n
+    }
+
+    /// A `courier` command with this stack's environment.
+    pub fn courier(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_courier"));
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("REDIS_URL", self.redis.url())
+            .env("COURIER_SECRET_KEY", &self.secret_key)
+            .env(
+                "COURIER_API_TOKENS",
+                format!("{TOKEN}=acme,{OTHER_TOKEN}=globex"),
+            )
+            .env("COURIER_ALLOW_PRIVATE_ENDPOINTS", "true")
+            .env("RUST_LOG", "info,courier=debug");
+        cmd
+    }
+
+    fn spawn(&self, name: &str, args: &[&str], env: &[(&str, String)]) -> Proc {
+        let log = self.dir.path().join(format!("{name}.log"));
+        let file = File::create(&log).unwrap();
+        let mut cmd = self.courier(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .stdout(Stdio::from(file.try_clone().unwrap()))
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("courier binary runs");
+        Proc { child, log }
+    }
+
+    async fn wait_http(&self, url: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = self.http.get(url).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{url} did not come up; api log:\n{}",
+                self.api.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Sends a request with `token` (none when `None`) and returns status and JSON body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.api_url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req.send().await.expect("api answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, json)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.call(
+            reqwest::Method::POST,
+            path,
+            Some(TOKEN),
+            Some(serde_json::to_vec(body).unwrap()),
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, Some(TOKEN), None)
+            .await
+    }
+
+    /// A destination body for this stack's Garage and bucket.
+    pub fn destination_body(&self, format: &str, compression: &str, prefix: &str) -> Value {
+        json!({
+            "type": "S3",
+            "name": format!("{format} {compression}"),
+            "s3": {
+                "bucket": BUCKET,
+                "region": self.garage.region(),
+                "accessKeyId": self.key.id,
+                "secretAccessKey": self.key.secret,
+                "endpointUrl": self.garage.endpoint(),
+                "pathPrefix": prefix,
+            },
+            "format": format,
+            "compression": compression,
+            "status": "ACTIVE",
+        })
+    }
+
+    /// Creates a destination and returns its id.
+    pub async fn create_destination(&self, body: &Value) -> String {
+        let (status, resp) = self.post("/api/v1/delivery-destinations", body).await;
+        assert_eq!(status, 201, "create destination: {resp}");
+        resp["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Polls a delivery until its status is final; returns the record.
+    pub async fn wait_final(&self, id: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, rec) = self.get(&format!("/api/v1/deliveries/{id}")).await;
+            assert_eq!(status, 200, "{rec}");
+            let s = rec["status"].as_str().unwrap_or_default();
+            if s == "DELIVERED" || s == "FAILED" {
+                return rec;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "delivery {id} still {s} after {within:?}: {rec}\nworker logs:\n{}",
+                self.worker_logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn worker_logs(&self) -> String {
+        self.workers
+            .iter()
+            .map(|(p, _)| p.logs())
+            .collect::<Vec<_>>()
+            .join("\n----\n")
+    }
+
+    pub async fn s3(&self) -> aws_sdk_s3::Client {
+        self.garage.client(&self.key).await
+    }
+
+    /// Prometheus text from worker `i`.
+    pub async fn worker_metrics(&self, i: usize) -> String {
+        let port = self.workers[i].1;
+        self.http
+            .get(format!("http://127.0.0.1:{port}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}
+
+/// The sum of every sample of `metric` whose labels include all of `labels`.
+pub fn metric_sum(text: &str, metric: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (name_labels, value) = l.rsplit_once(' ')?;
+            let (name, rest) = match name_labels.split_once('{') {
+                Some((n, r)) => (n, r),
+                None => (name_labels, ""),
+            };
+            if name != metric {
+                return None;
+            }
+            labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+                .then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}

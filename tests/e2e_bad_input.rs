@@ -1,0 +1,357 @@
+//! Bad input gets a 4xx whose JSON names the problem, and leaves nothing behind:
+//! no destination, no delivery record, no task in the queue.
+
+mod common;
+
+use common::{OTHER_TOKEN, Stack, TOKEN};
+use redis::AsyncCommands;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// Keys Courier or apalis wrote that would betray a half-saved request.
+async fn leftovers(stack: &Stack) -> Vec<String> {
+    let mut conn = stack.redis().await;
+    let mut keys: Vec<String> = conn.keys("courier:delivery:*").await.unwrap();
+    let mut tenants: Vec<String> = conn.keys("courier:tenant:*:deliveries").await.unwrap();
+    keys.append(&mut tenants);
+    let queued = queued_tasks(stack).await;
+    let data: usize = conn.hlen("courier:deliveries:data").await.unwrap();
+    if queued > 0 {
+        keys.push(format!("{queued} queued task ids"));
+    }
+    if data > 0 {
+        keys.push(format!("{data} task payloads"));
+    }
+    keys
+}
+
+/// Tasks waiting in apalis-redis: its active list plus its scheduled set (apalis
+/// schedules every push at "now", so new tasks wait in the scheduled set).
+async fn queued_tasks(stack: &Stack) -> usize {
+    let mut conn = stack.redis().await;
+    let active: usize = conn.llen("courier:deliveries:active").await.unwrap();
+    let scheduled: usize = conn.zcard("courier:deliveries:scheduled").await.unwrap();
+    active + scheduled
+}
+
+async fn destinations_saved(stack: &Stack) -> usize {
+    let mut conn = stack.redis().await;
+    let keys: Vec<String> = conn.keys("courier:destination:*").await.unwrap();
+    keys.len()
+}
+
+/// Asserts a 4xx with a JSON error body; returns the names of the fields at fault.
+fn fields_of(status: u16, body: &Value, expected_status: u16) -> Vec<String> {
+    assert_eq!(status, expected_status, "{body}");
+    let err = &body["error"];
+    assert!(err["code"].is_string(), "error body has a code: {body}");
+    assert!(
+        err["message"].is_string(),
+        "error body has a message: {body}"
+    );
+    err["fields"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| f["field"].as_str().unwrap().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_deliveries_are_refused_and_leave_nothing_behind() {
+    let stack = Stack::start(0).await;
+    let dest = stack
+        .create_destination(&stack.destination_body("CSV", "NONE", "in/"))
+        .await;
+    let good = json!({
+        "destinationId": dest,
+        "jobId": "job-1",
+        "partnerInventoryId": "INV-1",
+        "completedAt": "2026-06-07T10:00:00Z",
+        "rows": [{"a": 1}]
+    });
+
+    // An unknown destination.
+    let mut body = good.clone();
+    body["destinationId"] = "dst_01JAAAAAAAAAAAAAAAAAAAAAAA".into();
+    let (s, b) = stack.post("/api/v1/deliveries", &body).await;
+    assert_eq!(fields_of(s, &b, 422), ["destinationId"]);
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist")
+    );
+
+    // Another tenant's destination is just as unknown.
+    let (s, b) = stack
+        .call(
+            Method::POST,
+            "/api/v1/deliveries",
+            Some(OTHER_TOKEN),
+            Some(good.to_string().into_bytes()),
+        )
+        .await;
+    assert_eq!(fields_of(s, &b, 422), ["destinationId"]);
+
+    // A missing field.
+    let mut body = good.clone();
+    body.as_object_mut().unwrap().remove("partnerInventoryId");
+    let (s, b) = stack.post("/api/v1/deliveries", &body).await;
+    let fields = fields_of(s, &b, 422);
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("missing field `partnerInventoryId`"),
+        "{b}"
+    );
+    assert_eq!(fields, ["partnerInventoryId"], "{b}");
+
+    // An unknown field.
+    let mut body = good.clone();
+    body["priority"] = 1.into();
+    let (s, b) = stack.post("/api/v1/deliveries", &body).await;
+    assert_eq!(fields_of(s, &b, 422), ["priority"]);
+    assert!(
+        b["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown field `priority`"),
+        "{b}"
+    );
+
+    // Malformed rows: not objects, and rows not an array.
+    let mut body = good.clone();
+    body["rows"] = json!([{"a": 1}, 7, "text"]);
+    let (s, b) = stack.post("/api/v1/deliveries", &body).await;
+    assert_eq!(fields_of(s, &b, 422), ["rows[1]", "rows[2]"]);
+    let mut body = good.clone();
+    body["rows"] = json!({"a": 1});
+    let (s, b) = stack.post("/api/v1/deliveries", &body).await;
+    assert_eq!(fields_of(s, &b, 422), ["rows"]);
+
+    // A wrong type deep inside is named by its path.
+    let mut body = good.clone();
+    body["columns"] = json!(["a", 5]);
+    let (s, b) = stack.post("/api/v1/deliveries", &body).await;
+    assert_eq!(fields_of(s, &b, 422), ["columns[1]"]);
+
+    // Bad values.
+    let mut body = good.clone();
+    body["completedAt"] = "yesterday".into();
+    body["partnerInventoryId"] = "../etc".into();
+    let (s, b) = stack.post("/api/v1/deliveries", &body).await;
+    assert_eq!(fields_of(s, &b, 422), ["partnerInventoryId", "completedAt"]);
+
+    // A body that is not JSON.
+    let (s, b) = stack
+        .call(
+            Method::POST,
+            "/api/v1/deliveries",
+            Some(TOKEN),
+            Some(b"rows=1&x".to_vec()),
+        )
+        .await;
+    fields_of(s, &b, 400);
+    assert_eq!(b["error"]["code"], "MALFORMED_JSON");
+
+    // No token, a wrong token.
+    let (s, b) = stack
+        .call(
+            Method::POST,
+            "/api/v1/deliveries",
+            None,
+            Some(good.to_string().into_bytes()),
+        )
+        .await;
+    fields_of(s, &b, 401);
+    let (s, b) = stack
+        .call(
+            Method::POST,
+            "/api/v1/deliveries",
+            Some("tok_wrong_0123456789abcdef"),
+            Some(good.to_string().into_bytes()),
+        )
+        .await;
+    fields_of(s, &b, 401);
+
+    assert_eq!(leftovers(&stack).await, Vec::<String>::new());
+
+    // And the good one is accepted and leaves exactly one record and one task.
+    let (s, b) = stack.post("/api/v1/deliveries", &good).await;
+    assert_eq!(s, 202, "{b}");
+    assert_eq!(queued_tasks(&stack).await, 1);
+    let (s, rec) = stack
+        .get(&format!("/api/v1/deliveries/{}", b["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(rec["status"], "QUEUED");
+    assert_eq!(rec["partnerInventoryId"], "INV-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_destinations_are_refused_with_the_field_named() {
+    let stack = Stack::start(0).await;
+    let base = stack.destination_body("CSV", "NONE", "incoming/");
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({"s3": {"pathPrefix": "incoming"}}), "s3.pathPrefix"),
+        (json!({"s3": {"bucket": "Not_A_Bucket"}}), "s3.bucket"),
+        (
+            json!({"s3": {"endpointUrl": "ftp://store"}}),
+            "s3.endpointUrl",
+        ),
+        (json!({"s3": {"region": "EU WEST"}}), "s3.region"),
+        (json!({"format": "PDF"}), "format"),
+        (json!({"s3": {"acl": "public-read"}}), "s3.acl"),
+        (json!({"name": ""}), "name"),
+    ];
+    for (patch, field) in cases {
+        let mut body = base.clone();
+        merge(&mut body, &patch);
+        let (s, b) = stack.post("/api/v1/delivery-destinations", &body).await;
+        let fields = fields_of(s, &b, 422);
+        assert_eq!(fields, [field], "patch {patch}: {b}");
+    }
+    let (s, b) = stack
+        .post("/api/v1/delivery-destinations", &json!({"type": "S3"}))
+        .await;
+    fields_of(s, &b, 422);
+    let (s, b) = stack
+        .call(
+            Method::POST,
+            "/api/v1/delivery-destinations",
+            Some(TOKEN),
+            Some(b"{".to_vec()),
+        )
+        .await;
+    fields_of(s, &b, 400);
+
+    // The prefix mistake is explained in the customer's terms.
+    let mut body = base.clone();
+    body["s3"]["pathPrefix"] = "incoming".into();
+    let (_, b) = stack.post("/api/v1/delivery-destinations", &body).await;
+    let msg = b["error"]["fields"][0]["message"].as_str().unwrap();
+    assert!(msg.contains("incomingmapping_results_"), "{msg}");
+
+    assert_eq!(destinations_saved(&stack).await, 0, "nothing half-saved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destinations_read_back_without_secrets_and_only_by_their_tenant() {
+    let stack = Stack::start(0).await;
+    let body = stack.destination_body("XLSX", "GZIP", "acme/prod/exports/");
+    let (s, created) = stack.post("/api/v1/delivery-destinations", &body).await;
+    assert_eq!(s, 201, "{created}");
+    let id = created["id"].as_str().unwrap();
+    assert!(id.starts_with("dst_"));
+    let (s, read) = stack
+        .get(&format!("/api/v1/delivery-destinations/{id}"))
+        .await;
+    assert_eq!(s, 200);
+    for resp in [&created, &read] {
+        let text = resp.to_string();
+        assert!(!text.contains(&stack.key.secret), "secret echoed: {text}");
+        assert!(
+            !text.contains(&stack.key.id),
+            "access key id unmasked: {text}"
+        );
+        assert_eq!(resp["s3"]["bucket"], "acme-results");
+        assert_eq!(resp["s3"]["pathPrefix"], "acme/prod/exports/");
+        assert_eq!(resp["s3"]["credentials"], "STATIC");
+        assert_eq!(resp["format"], "XLSX");
+        assert_eq!(resp["compression"], "GZIP");
+        assert_eq!(resp["status"], "ACTIVE");
+        assert!(resp["s3"].get("secretAccessKey").is_none());
+    }
+    // The secret is not in Redis in the clear either.
+    let mut conn = stack.redis().await;
+    let raw: String = conn.get(format!("courier:destination:{id}")).await.unwrap();
+    assert!(
+        !raw.contains(&stack.key.secret),
+        "secret stored in the clear"
+    );
+
+    // Another tenant gets 404, exactly as for an id that does not exist.
+    let (s, other) = stack
+        .call(
+            Method::GET,
+            &format!("/api/v1/delivery-destinations/{id}"),
+            Some(OTHER_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404, "{other}");
+    let (s, missing) = stack
+        .get("/api/v1/delivery-destinations/dst_01JAAAAAAAAAAAAAAAAAAAAAAA")
+        .await;
+    assert_eq!(s, 404);
+    assert_eq!(other["error"]["code"], missing["error"]["code"]);
+    let (s, _) = stack
+        .call(
+            Method::GET,
+            &format!("/api/v1/delivery-destinations/{id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(s, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_endpoints_are_refused_unless_allowed() {
+    let stack = Stack::start(0).await;
+    // A second API without COURIER_ALLOW_PRIVATE_ENDPOINTS.
+    let port = courier_test_support::free_port();
+    let log = stack.dir.path().join("strict-api.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let child = stack
+        .courier(&["api"])
+        .env_remove("COURIER_ALLOW_PRIVATE_ENDPOINTS")
+        .env("COURIER_API_LISTEN", format!("127.0.0.1:{port}"))
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let _guard = common::Proc { child, log };
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..200 {
+        if http.get(format!("{url}/healthz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    for endpoint in [
+        "http://127.0.0.1:9000",
+        "http://169.254.169.254",
+        "http://localhost:3900",
+        "http://[::1]:80",
+    ] {
+        let mut body = stack.destination_body("CSV", "NONE", "");
+        body["s3"]["endpointUrl"] = endpoint.into();
+        let resp = http
+            .post(format!("{url}/api/v1/delivery-destinations"))
+            .bearer_auth(TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 422, "{endpoint}");
+        let b: Value = resp.json().await.unwrap();
+        assert_eq!(b["error"]["fields"][0]["field"], "s3.endpointUrl", "{b}");
+    }
+    assert_eq!(destinations_saved(&stack).await, 0);
+}
+
+fn merge(base: &mut Value, patch: &Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(b.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (b, p) => *b = p.clone(),
+    }
+}
