@@ -69,7 +69,7 @@ impl DestinationStore {
         let Some(s) = self.get_stored(id).await? else {
             return Ok(None);
         };
-        Ok((&s.tenant == tenant).then(|| DestinationSummary {
+        Ok((&s.tenant == tenant).then_some(DestinationSummary {
             id: s.id,
             format: s.format,
             compression: s.compression,

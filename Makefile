@@ -1,0 +1,29 @@
+# Courier's two commands: `make demo` runs the main job end to end, `make test` runs every test.
+# Both install what is missing (Redis from Debian's packages, Garage with cargo into
+# $(COURIER_TOOLS)) and reuse it when present.
+
+SHELL := /bin/bash
+export COURIER_TOOLS ?= $(HOME)/.cache/courier/tools
+CARGO ?= cargo
+
+.PHONY: demo test lint fmt tools build
+
+tools:
+	scripts/ensure-tools.sh
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+demo:
+	scripts/demo.sh
+
+test: tools
+	$(CARGO) test --workspace --all-targets --no-fail-fast
+	@echo "make test: all tests passed"
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
