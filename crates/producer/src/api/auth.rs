@@ -89,8 +89,8 @@ mod tests {
         let t = Tokens::parse("aaaaaaaaaaaaaaaa=acme, bbbbbbbbbbbbbbbb=globex").unwrap();
         assert_eq!(t.tenant("aaaaaaaaaaaaaaaa").unwrap().as_str(), "acme");
         assert!(t.tenant("nope").is_none());
-        let err = Tokens::parse("short=acme").unwrap_err();
-        assert!(!err.contains("short"), "{err}");
+        let err = Tokens::parse("zq9x=acme").unwrap_err();
+        assert!(!err.contains("zq9x"), "{err}");
         assert!(Tokens::parse("no-equals-sign-here").is_err());
         assert!(!format!("{t:?}").contains("aaaa"));
     }
