@@ -205,6 +205,8 @@ pub enum DeliveryStatus {
     InProgress,
     /// A transient failure; another attempt is scheduled.
     Retrying,
+    /// Held because the destination is paused; it flows when the destination is active again.
+    Held,
     /// The object is in the bucket.
     Delivered,
     /// Gave up: a permanent error, or retries exhausted. The record says why.
@@ -214,7 +216,9 @@ pub enum DeliveryStatus {
 impl DeliveryStatus {
     pub fn parse(s: &str) -> Result<Self, String> {
         serde_json::from_value(Value::String(s.to_owned())).map_err(|_| {
-            format!("`{s}` is not a status (QUEUED, IN_PROGRESS, RETRYING, DELIVERED, FAILED)")
+            format!(
+                "`{s}` is not a status (QUEUED, IN_PROGRESS, RETRYING, HELD, DELIVERED, FAILED)"
+            )
         })
     }
 

@@ -261,6 +261,9 @@ pub enum DestinationType {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct S3Request {
     pub bucket: String,
+    /// `STATIC`, `NONE` or `DEFAULT_CHAIN`; see [`CredentialsMode`].
+    #[serde(default)]
+    pub credentials: Option<CredentialsMode>,
     pub region: String,
     #[serde(default)]
     pub access_key_id: Option<String>,
@@ -288,11 +291,122 @@ pub struct DestinationRequest {
     pub status: DestinationStatus,
 }
 
-/// Static credentials of a destination. Absent means unsigned requests.
+/// An access key pair saved with the destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticCredentials {
     pub access_key_id: String,
     pub secret_access_key: Secret,
+}
+
+/// How requests to a destination are signed, as named in the API (`s3.credentials`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CredentialsMode {
+    /// `accessKeyId` and `secretAccessKey` saved with the destination.
+    Static,
+    /// Unsigned requests, for buckets that allow anonymous writes.
+    None,
+    /// The AWS default credential chain of the worker (environment, profile, web
+    /// identity, instance role), for operators who run Courier inside AWS.
+    DefaultChain,
+}
+
+/// How requests to a destination are signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credentials {
+    Static(StaticCredentials),
+    Anonymous,
+    DefaultChain,
+}
+
+impl Credentials {
+    pub fn mode(&self) -> CredentialsMode {
+        match self {
+            Credentials::Static(_) => CredentialsMode::Static,
+            Credentials::Anonymous => CredentialsMode::None,
+            Credentials::DefaultChain => CredentialsMode::DefaultChain,
+        }
+    }
+
+    pub fn as_static(&self) -> Option<&StaticCredentials> {
+        match self {
+            Credentials::Static(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// Checks the credential fields: `credentials` defaults to `STATIC` when keys are given and
+/// `NONE` when they are not; keys come in pairs, and only with `STATIC`.
+fn validate_credentials(
+    mode: Option<CredentialsMode>,
+    access_key_id: Option<String>,
+    secret: Option<Secret>,
+    errors: &mut ValidationErrors,
+) -> Option<Credentials> {
+    let has_keys = access_key_id.is_some() || secret.is_some();
+    let mode = mode.unwrap_or(if has_keys {
+        CredentialsMode::Static
+    } else {
+        CredentialsMode::None
+    });
+    match mode {
+        CredentialsMode::Static => match (access_key_id, secret) {
+            (Some(id), Some(secret)) => {
+                let mut ok = true;
+                if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+                    errors.push("s3.accessKeyId", "must be 1 to 128 printable characters");
+                    ok = false;
+                }
+                if secret.expose().is_empty() || secret.expose().len() > 256 {
+                    errors.push("s3.secretAccessKey", "must be 1 to 256 characters");
+                    ok = false;
+                }
+                ok.then_some(Credentials::Static(StaticCredentials {
+                    access_key_id: id,
+                    secret_access_key: secret,
+                }))
+            }
+            (id, _) => {
+                let field = if id.is_some() {
+                    "s3.secretAccessKey"
+                } else {
+                    "s3.accessKeyId"
+                };
+                errors.push(
+                    field,
+                    "is required: STATIC credentials need both accessKeyId and secretAccessKey",
+                );
+                None
+            }
+        },
+        other => {
+            if has_keys {
+                let field = if access_key_id.is_some() {
+                    "s3.accessKeyId"
+                } else {
+                    "s3.secretAccessKey"
+                };
+                errors.push(
+                    field,
+                    format!(
+                        "must not be given with credentials {}; keys are only used with STATIC",
+                        if other == CredentialsMode::None {
+                            "NONE"
+                        } else {
+                            "DEFAULT_CHAIN"
+                        }
+                    ),
+                );
+                return None;
+            }
+            Some(if other == CredentialsMode::None {
+                Credentials::Anonymous
+            } else {
+                Credentials::DefaultChain
+            })
+        }
+    }
 }
 
 /// Where and how to write in S3, validated.
@@ -302,7 +416,7 @@ pub struct S3Settings {
     pub region: Region,
     pub endpoint_url: Option<EndpointUrl>,
     pub path_prefix: PathPrefix,
-    pub credentials: Option<StaticCredentials>,
+    pub credentials: Credentials,
 }
 
 /// A destination configuration with every field validated.
@@ -335,38 +449,12 @@ impl DestinationRequest {
             "s3.pathPrefix",
             PathPrefix::parse(self.s3.path_prefix.as_deref().unwrap_or("")),
         );
-        let credentials = match (self.s3.access_key_id, self.s3.secret_access_key) {
-            (None, None) => Some(None),
-            (Some(id), Some(secret)) => {
-                let mut ok = true;
-                if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
-                    errors.push("s3.accessKeyId", "must be 1 to 128 printable characters");
-                    ok = false;
-                }
-                if secret.expose().is_empty() || secret.expose().len() > 256 {
-                    errors.push("s3.secretAccessKey", "must be 1 to 256 characters");
-                    ok = false;
-                }
-                ok.then_some(Some(StaticCredentials {
-                    access_key_id: id,
-                    secret_access_key: secret,
-                }))
-            }
-            (Some(_), None) => {
-                errors.push(
-                    "s3.secretAccessKey",
-                    "is required when accessKeyId is given",
-                );
-                None
-            }
-            (None, Some(_)) => {
-                errors.push(
-                    "s3.accessKeyId",
-                    "is required when secretAccessKey is given",
-                );
-                None
-            }
-        };
+        let credentials = validate_credentials(
+            self.s3.credentials,
+            self.s3.access_key_id,
+            self.s3.secret_access_key,
+            &mut errors,
+        );
         match (bucket, region, endpoint_url, path_prefix, credentials) {
             (
                 Some(bucket),

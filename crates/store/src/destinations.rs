@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use courier_core::destination::{
-    BucketName, Destination, DestinationSpec, DestinationStatus, EndpointUrl, PathPrefix, Region,
-    S3Settings, StaticCredentials,
+    BucketName, Credentials, CredentialsMode, Destination, DestinationSpec, DestinationStatus,
+    EndpointUrl, PathPrefix, Region, S3Settings, StaticCredentials,
 };
 use courier_core::{Compression, DestinationId, Format, TenantId};
 use redis::AsyncCommands;
@@ -24,6 +24,7 @@ struct Stored {
     region: Region,
     endpoint_url: Option<EndpointUrl>,
     path_prefix: PathPrefix,
+    credentials: CredentialsMode,
     access_key_id: Option<String>,
     secret_sealed: Option<String>,
     format: Format,
@@ -108,14 +109,83 @@ impl DestinationStore {
         redis::pipe()
             .atomic()
             .set(self.keys.destination(&dest.id), json)
-            .zadd(
-                self.keys.tenant_destinations(tenant),
-                dest.id.as_str(),
-                now.timestamp_millis(),
-            )
+            .zadd(self.keys.tenant_destinations(tenant), dest.id.as_str(), 0)
             .exec_async(&mut conn)
             .await?;
         Ok(dest)
+    }
+
+    /// Replaces the spec of an existing destination; returns the saved destination, or
+    /// `None` if `tenant` has no destination `id`.
+    pub async fn update(
+        &self,
+        tenant: &TenantId,
+        id: &DestinationId,
+        spec: DestinationSpec,
+    ) -> Result<Option<Destination>, StoreError> {
+        let Some(old) = self.get(tenant, id).await? else {
+            return Ok(None);
+        };
+        let dest = Destination {
+            spec,
+            updated_at: Utc::now(),
+            ..old
+        };
+        let json = self.encode(&dest)?;
+        let mut conn = self.conn.clone();
+        let _: () = conn.set(self.keys.destination(id), json).await?;
+        Ok(Some(dest))
+    }
+
+    /// Deletes `tenant`'s destination `id`; false if there was none.
+    pub async fn delete(&self, tenant: &TenantId, id: &DestinationId) -> Result<bool, StoreError> {
+        if self.summary(tenant, id).await?.is_none() {
+            return Ok(false);
+        }
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .del(self.keys.destination(id))
+            .zrem(self.keys.tenant_destinations(tenant), id.as_str())
+            .exec_async(&mut conn)
+            .await?;
+        Ok(true)
+    }
+
+    /// A page of `tenant`'s destinations, oldest first, starting after `cursor`.
+    pub async fn list(
+        &self,
+        tenant: &TenantId,
+        limit: usize,
+        cursor: Option<&DestinationId>,
+    ) -> Result<(Vec<Destination>, Option<DestinationId>), StoreError> {
+        let min = cursor.map_or_else(|| "-".to_owned(), |c| format!("({c}"));
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = redis::cmd("ZRANGEBYLEX")
+            .arg(self.keys.tenant_destinations(tenant))
+            .arg(&min)
+            .arg("+")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(limit + 1)
+            .query_async(&mut conn)
+            .await?;
+        let more = ids.len() > limit;
+        let mut out = Vec::with_capacity(limit);
+        for id in ids.into_iter().take(limit) {
+            let Ok(id) = DestinationId::parse(&id) else {
+                continue;
+            };
+            if let Some(d) = self.get(tenant, &id).await? {
+                out.push(d);
+            }
+        }
+        let next = if more {
+            out.last().map(|d| d.id.clone())
+        } else {
+            None
+        };
+        Ok((out, next))
     }
 
     /// The destination `id` if it exists and belongs to `tenant`. Another tenant's
@@ -138,11 +208,11 @@ impl DestinationStore {
 
     fn encode(&self, d: &Destination) -> Result<String, StoreError> {
         let (access_key_id, secret_sealed) = match &d.spec.s3.credentials {
-            Some(c) => (
+            Credentials::Static(c) => (
                 Some(c.access_key_id.clone()),
                 Some(self.cipher()?.seal(&c.secret_access_key, d.id.as_str())),
             ),
-            None => (None, None),
+            Credentials::Anonymous | Credentials::DefaultChain => (None, None),
         };
         let stored = Stored {
             id: d.id.clone(),
@@ -152,6 +222,7 @@ impl DestinationStore {
             region: d.spec.s3.region.clone(),
             endpoint_url: d.spec.s3.endpoint_url.clone(),
             path_prefix: d.spec.s3.path_prefix.clone(),
+            credentials: d.spec.s3.credentials.mode(),
             access_key_id,
             secret_sealed,
             format: d.spec.format,
@@ -167,12 +238,21 @@ impl DestinationStore {
     }
 
     fn decode(&self, s: Stored) -> Result<Destination, StoreError> {
-        let credentials = match (s.access_key_id, s.secret_sealed) {
-            (Some(access_key_id), Some(sealed)) => Some(StaticCredentials {
-                access_key_id,
-                secret_access_key: self.cipher()?.open(&sealed, s.id.as_str())?,
-            }),
-            _ => None,
+        let credentials = match (s.credentials, s.access_key_id, s.secret_sealed) {
+            (CredentialsMode::Static, Some(access_key_id), Some(sealed)) => {
+                Credentials::Static(StaticCredentials {
+                    access_key_id,
+                    secret_access_key: self.cipher()?.open(&sealed, s.id.as_str())?,
+                })
+            }
+            (CredentialsMode::Static, _, _) => {
+                return Err(StoreError::Corrupt {
+                    what: "destination",
+                    message: format!("{} has STATIC credentials without keys", s.id),
+                });
+            }
+            (CredentialsMode::None, _, _) => Credentials::Anonymous,
+            (CredentialsMode::DefaultChain, _, _) => Credentials::DefaultChain,
         };
         Ok(Destination {
             id: s.id,

@@ -31,7 +31,8 @@ impl Keys {
         format!("{}:destination:{id}", self.ns)
     }
 
-    /// Sorted set of a tenant's destination ids, scored by creation time (ms).
+    /// Sorted set of a tenant's destination ids, all scored 0: ids are ULIDs, so the
+    /// lexicographic order is the creation order and pages are cut with ZRANGEBYLEX.
     pub fn tenant_destinations(&self, tenant: &TenantId) -> String {
         format!("{}:tenant:{tenant}:destinations", self.ns)
     }
@@ -41,9 +42,44 @@ impl Keys {
         format!("{}:delivery:{id}", self.ns)
     }
 
-    /// Sorted set of a tenant's delivery ids, scored by enqueue time (ms).
+    /// Lex-ordered set (score 0) of a tenant's delivery ids; ULIDs sort by enqueue time.
     pub fn tenant_deliveries(&self, tenant: &TenantId) -> String {
         format!("{}:tenant:{tenant}:deliveries", self.ns)
+    }
+
+    /// Lex-ordered set of the delivery ids of one destination.
+    pub fn destination_deliveries(&self, id: &DestinationId) -> String {
+        format!("{}:destination:{id}:deliveries", self.ns)
+    }
+
+    /// Lex-ordered set of the delivery ids of one job of one tenant.
+    pub fn job_deliveries(&self, tenant: &TenantId, job_id: &str) -> String {
+        format!("{}:tenant:{tenant}:job:{job_id}:deliveries", self.ns)
+    }
+
+    /// Set of the delivery ids of one destination that are not final yet.
+    pub fn destination_pending(&self, id: &DestinationId) -> String {
+        format!("{}:destination:{id}:pending", self.ns)
+    }
+
+    /// List of task payloads held while their destination is paused.
+    pub fn held(&self, id: &DestinationId) -> String {
+        format!("{}:destination:{id}:held", self.ns)
+    }
+
+    /// List of held payloads being moved back to the queue (survives a crash mid-move).
+    pub fn releasing(&self, id: &DestinationId) -> String {
+        format!("{}:destination:{id}:releasing", self.ns)
+    }
+
+    /// Sorted set of dead-lettered delivery ids, scored by when they died (ms).
+    pub fn dead_letters(&self) -> String {
+        format!("{}:dead", self.ns)
+    }
+
+    /// String: the JSON of one dead letter (reason and task payload).
+    pub fn dead_letter(&self, id: &str) -> String {
+        format!("{}:dead:{id}", self.ns)
     }
 
     /// The apalis-redis queue name; apalis derives its own keys from it.

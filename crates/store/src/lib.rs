@@ -5,21 +5,27 @@
 //! - [`destinations`]: customers' destinations, per tenant.
 //! - [`records`]: delivery records, the customer-visible history of each delivery.
 //! - [`queue`]: the apalis-redis queue that carries delivery tasks to the fleet.
+//! - [`held`]: deliveries parked while their destination is paused, and their release.
+//! - [`dead`]: dead letters, kept with their reason until replayed.
 //!
 //! All access goes through a [`redis::aio::ConnectionManager`], which reconnects by
 //! itself after Redis restarts, so neither the API nor a worker needs restarting.
 
 pub mod crypto;
+pub mod dead;
 pub mod destinations;
+pub mod held;
 pub mod keys;
 pub mod queue;
 pub mod records;
 
 pub use crypto::SecretCipher;
+pub use dead::{DeadLetter, DeadLetters};
 pub use destinations::{DestinationStore, DestinationSummary};
+pub use held::HeldDeliveries;
 pub use keys::Keys;
 pub use queue::DeliveryQueue;
-pub use records::RecordStore;
+pub use records::{Page, RecordFilter, RecordStore};
 
 use redis::aio::ConnectionManager;
 

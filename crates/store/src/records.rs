@@ -1,7 +1,10 @@
-//! Delivery records: one JSON string per delivery, plus a per-tenant index by enqueue time.
+//! Delivery records: one JSON string per delivery, and lex-ordered indexes of ids (ULIDs
+//! sort by enqueue time) per tenant, per destination and per job, plus the set of a
+//! destination's deliveries that are not final yet.
 
-use courier_core::delivery::DeliveryRecord;
-use courier_core::{DeliveryId, TenantId};
+use chrono::{DateTime, Utc};
+use courier_core::delivery::{DeliveryRecord, DeliveryStatus};
+use courier_core::{DeliveryId, DestinationId, TenantId};
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 
@@ -14,42 +17,71 @@ pub struct RecordStore {
     keys: Keys,
 }
 
+/// Which records to list; every filter is optional.
+#[derive(Debug, Clone, Default)]
+pub struct RecordFilter {
+    pub destination_id: Option<DestinationId>,
+    pub job_id: Option<String>,
+    pub status: Option<DeliveryStatus>,
+    /// Enqueued at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Enqueued before.
+    pub to: Option<DateTime<Utc>>,
+}
+
+/// One page of records, newest first, and the cursor of the next page.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
 impl RecordStore {
     pub fn new(conn: ConnectionManager, keys: Keys) -> Self {
         Self { conn, keys }
     }
 
-    /// Writes (or overwrites) a record and indexes it under its tenant.
+    /// Writes (or overwrites) a record and keeps its indexes in step.
     pub async fn put(&self, record: &DeliveryRecord) -> Result<(), StoreError> {
-        let json =
-            serde_json::to_string(&Envelope::from(record)).map_err(|e| StoreError::Corrupt {
-                what: "delivery record",
-                message: e.to_string(),
-            })?;
+        let json = encode(record)?;
+        let id = record.id.as_str();
+        let pending = self.keys.destination_pending(&record.destination_id);
         let mut conn = self.conn.clone();
-        redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .set(self.keys.delivery(&record.id), json)
+            .zadd(self.keys.tenant_deliveries(&record.tenant), id, 0)
             .zadd(
-                self.keys.tenant_deliveries(&record.tenant),
-                record.id.as_str(),
-                record.enqueued_at.timestamp_millis(),
+                self.keys.destination_deliveries(&record.destination_id),
+                id,
+                0,
             )
-            .exec_async(&mut conn)
-            .await?;
+            .zadd(
+                self.keys.job_deliveries(&record.tenant, &record.job_id),
+                id,
+                0,
+            );
+        if record.status.is_final() {
+            pipe.srem(pending, id);
+        } else {
+            pipe.sadd(pending, id);
+        }
+        pipe.exec_async(&mut conn).await?;
         Ok(())
     }
 
-    /// Removes a record; used when an enqueue fails after its record was written.
+    /// Removes a record and its index entries; used when an enqueue fails after its
+    /// record was written.
     pub async fn delete(&self, record: &DeliveryRecord) -> Result<(), StoreError> {
+        let id = record.id.as_str();
         let mut conn = self.conn.clone();
         redis::pipe()
             .atomic()
             .del(self.keys.delivery(&record.id))
-            .zrem(
-                self.keys.tenant_deliveries(&record.tenant),
-                record.id.as_str(),
-            )
+            .zrem(self.keys.tenant_deliveries(&record.tenant), id)
+            .zrem(self.keys.destination_deliveries(&record.destination_id), id)
+            .zrem(self.keys.job_deliveries(&record.tenant, &record.job_id), id)
+            .srem(self.keys.destination_pending(&record.destination_id), id)
             .exec_async(&mut conn)
             .await?;
         Ok(())
@@ -68,16 +100,125 @@ impl RecordStore {
     pub async fn get_any(&self, id: &DeliveryId) -> Result<Option<DeliveryRecord>, StoreError> {
         let mut conn = self.conn.clone();
         let json: Option<String> = conn.get(self.keys.delivery(id)).await?;
-        json.map(|j| {
-            serde_json::from_str::<Envelope>(&j)
-                .map(DeliveryRecord::from)
-                .map_err(|e| StoreError::Corrupt {
-                    what: "delivery record",
-                    message: e.to_string(),
-                })
-        })
-        .transpose()
+        json.map(|j| decode(&j)).transpose()
     }
+
+    /// How many deliveries of a destination are not final yet.
+    pub async fn pending_count(&self, destination: &DestinationId) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        Ok(conn
+            .scard(self.keys.destination_pending(destination))
+            .await?)
+    }
+
+    /// A page of `tenant`'s records matching `filter`, newest first. `cursor` is the
+    /// `next_cursor` of the previous page.
+    pub async fn list(
+        &self,
+        tenant: &TenantId,
+        filter: &RecordFilter,
+        limit: usize,
+        cursor: Option<&DeliveryId>,
+    ) -> Result<Page<DeliveryRecord>, StoreError> {
+        // The narrowest index that applies; the other filters are checked per record.
+        let index = match (&filter.destination_id, &filter.job_id) {
+            (Some(d), _) => self.keys.destination_deliveries(d),
+            (None, Some(j)) => self.keys.job_deliveries(tenant, j),
+            (None, None) => self.keys.tenant_deliveries(tenant),
+        };
+        let mut max = match cursor {
+            Some(c) => format!("({c}"),
+            None => match filter.to {
+                Some(t) => format!("({}", id_at(t)),
+                None => "+".to_owned(),
+            },
+        };
+        let min = match filter.from {
+            Some(t) => format!("[{}", id_at(t)),
+            None => "-".to_owned(),
+        };
+        let batch = (limit * 2).clamp(16, 500);
+        let mut items = Vec::with_capacity(limit);
+        let mut conn = self.conn.clone();
+        loop {
+            let ids: Vec<String> = redis::cmd("ZREVRANGEBYLEX")
+                .arg(&index)
+                .arg(&max)
+                .arg(&min)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(batch)
+                .query_async(&mut conn)
+                .await?;
+            let Some(last) = ids.last() else {
+                return Ok(Page {
+                    items,
+                    next_cursor: None,
+                });
+            };
+            max = format!("({last}");
+            let keys: Vec<String> = ids
+                .iter()
+                .map(|id| format!("{}:delivery:{id}", self.keys.namespace()))
+                .collect();
+            let jsons: Vec<Option<String>> =
+                redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+            for (id, json) in ids.iter().zip(jsons) {
+                // A record that expired leaves its id behind in the index; skip it.
+                let Some(json) = json else { continue };
+                let record = decode(&json)?;
+                if &record.tenant != tenant || !matches(&record, filter) {
+                    continue;
+                }
+                items.push(record);
+                if items.len() == limit {
+                    return Ok(Page {
+                        items,
+                        next_cursor: Some(id.clone()),
+                    });
+                }
+            }
+            if ids.len() < batch {
+                return Ok(Page {
+                    items,
+                    next_cursor: None,
+                });
+            }
+        }
+    }
+}
+
+/// The smallest delivery id of instant `t`, for lexicographic range bounds.
+fn id_at(t: DateTime<Utc>) -> String {
+    let ms = u64::try_from(t.timestamp_millis()).unwrap_or(0);
+    let ulid = ulid::Ulid::from_parts(ms, 0);
+    format!("{}{ulid}", DeliveryId::PREFIX)
+}
+
+fn matches(r: &DeliveryRecord, f: &RecordFilter) -> bool {
+    f.destination_id
+        .as_ref()
+        .is_none_or(|d| &r.destination_id == d)
+        && f.job_id.as_ref().is_none_or(|j| &r.job_id == j)
+        && f.status.is_none_or(|s| r.status == s)
+        && f.from.is_none_or(|t| r.enqueued_at >= t)
+        && f.to.is_none_or(|t| r.enqueued_at < t)
+}
+
+fn encode(record: &DeliveryRecord) -> Result<String, StoreError> {
+    serde_json::to_string(&Envelope::from(record)).map_err(|e| StoreError::Corrupt {
+        what: "delivery record",
+        message: e.to_string(),
+    })
+}
+
+fn decode(json: &str) -> Result<DeliveryRecord, StoreError> {
+    serde_json::from_str::<Envelope>(json)
+        .map(DeliveryRecord::from)
+        .map_err(|e| StoreError::Corrupt {
+            what: "delivery record",
+            message: e.to_string(),
+        })
 }
 
 /// The stored form keeps the tenant, which the public JSON of a record leaves out.

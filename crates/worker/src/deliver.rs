@@ -11,16 +11,20 @@ use courier_core::delivery::{
     Attempt, DeliveryError, DeliveryRecord, DeliveryStatus, DeliveryTask, Timings,
 };
 use courier_core::destination::Destination;
+use courier_core::destination::DestinationStatus;
 use courier_core::failure::ErrorClass;
 use courier_core::key::object_key;
 use courier_core::render::RenderSpec;
-use courier_store::{DestinationStore, RecordStore, StoreError};
+use courier_store::{
+    DeadLetter, DeadLetters, DestinationStore, HeldDeliveries, RecordStore, StoreError,
+};
+use serde::Deserialize;
 use serde_json::Value;
 use tracing::Instrument;
 
 use crate::render::{Rendered, render_to_spool};
-use crate::s3::{self, PutRequest, S3Failure, S3Timeouts};
 use crate::telemetry::{self, InFlight, Outcome};
+use courier_s3::{self as s3, PutRequest, S3Failure, S3Timeouts};
 
 /// How a worker retries transient upload failures within one task.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +64,8 @@ impl RetryPolicy {
 pub struct Deliverer {
     pub destinations: DestinationStore,
     pub records: RecordStore,
+    pub held: HeldDeliveries,
+    pub dead: DeadLetters,
     pub worker_name: String,
     pub spool_dir: Option<PathBuf>,
     pub timeouts: S3Timeouts,
@@ -73,7 +79,9 @@ pub enum Handled {
     Failed {
         code: String,
     },
-    /// The payload was not a delivery task; nothing could be recorded against it.
+    /// Parked until its paused destination is active again.
+    Held,
+    /// The payload was not a delivery task; it went to the dead letters as it was.
     Poison,
 }
 
@@ -82,11 +90,22 @@ impl Deliverer {
     /// should be handed back to the queue; every other outcome is recorded.
     pub async fn handle(self: Arc<Self>, payload: Value) -> Result<Handled, StoreError> {
         let _in_flight = InFlight::enter();
-        let task: DeliveryTask = match serde_json::from_value(payload) {
+        let task = match DeliveryTask::deserialize(&payload) {
             Ok(t) => t,
             Err(e) => {
                 telemetry::poison();
-                tracing::error!(error = %e, "task payload is not a delivery task; dropping it from the queue");
+                let id = format!("poison_{}", ulid::Ulid::new());
+                tracing::error!(dead_letter = %id, error = %e, "task payload is not a delivery task; dead-lettered");
+                self.dead
+                    .add(&DeadLetter {
+                        id,
+                        destination_id: None,
+                        code: "UndecodableTask".into(),
+                        reason: format!("the task payload is not a delivery task: {e}"),
+                        died_at: Utc::now(),
+                        payload,
+                    })
+                    .await?;
                 return Ok(Handled::Poison);
             }
         };
@@ -96,10 +115,10 @@ impl Deliverer {
             job_id = %task.job_id,
             destination_id = %task.destination_id
         );
-        self.deliver(task).instrument(span).await
+        self.deliver(task, payload).instrument(span).await
     }
 
-    async fn deliver(&self, mut task: DeliveryTask) -> Result<Handled, StoreError> {
+    async fn deliver(&self, mut task: DeliveryTask, payload: Value) -> Result<Handled, StoreError> {
         let mut record = match self.records.get_any(&task.delivery_id).await? {
             Some(r) => r,
             None => record_from_task(&task),
@@ -113,8 +132,11 @@ impl Deliverer {
                 code: "DestinationNotFound".into(),
                 message: format!("destination {} no longer exists", task.destination_id),
             };
-            return self.fail(record, err, None).await;
+            return self.fail(record, err, None, payload).await;
         };
+        if dest.spec.status == DestinationStatus::Paused {
+            return self.hold(record, &task).await;
+        }
         let spec = &dest.spec;
         record.status = DeliveryStatus::InProgress;
         record.format = spec.format;
@@ -139,13 +161,13 @@ impl Deliverer {
                     code: "RenderFailed".into(),
                     message,
                 };
-                return self.fail(record, err, None).await;
+                return self.fail(record, err, None, payload).await;
             }
         };
         let render_took = render_started.elapsed();
         telemetry::rendered(spec.format, render_took);
 
-        let client = s3::client(&spec.s3, self.timeouts);
+        let client = s3::client(&spec.s3, self.timeouts).await;
         let req = PutRequest {
             bucket: spec.s3.bucket.as_str(),
             key: &key,
@@ -202,7 +224,7 @@ impl Deliverer {
                             code: failure.code,
                             message: failure.message,
                         };
-                        return self.fail(record, err, Some(spec.format)).await;
+                        return self.fail(record, err, Some(spec.format), payload).await;
                     };
                     tracing::info!(code = %failure.code, ?delay, attempt = number, "transient failure; retrying");
                     telemetry::delivery_retried(spec.format);
@@ -259,14 +281,48 @@ impl Deliverer {
         }
     }
 
+    /// Parks the task while its destination is paused. If the destination was resumed
+    /// meanwhile, releases at once, so a task is never left behind by that race.
+    async fn hold(
+        &self,
+        mut record: DeliveryRecord,
+        task: &DeliveryTask,
+    ) -> Result<Handled, StoreError> {
+        self.held.hold(task).await?;
+        record.status = DeliveryStatus::Held;
+        record.updated_at = Utc::now();
+        self.records.put(&record).await?;
+        tracing::info!("destination paused; delivery held");
+        let resumed = self
+            .destinations
+            .summary(&task.tenant, &task.destination_id)
+            .await?
+            .is_some_and(|d| d.status == DestinationStatus::Active);
+        if resumed {
+            self.held.release(&task.destination_id).await?;
+        }
+        Ok(Handled::Held)
+    }
+
     async fn fail(
         &self,
         mut record: DeliveryRecord,
         err: DeliveryError,
         format: Option<courier_core::Format>,
+        payload: Value,
     ) -> Result<Handled, StoreError> {
         let now = Utc::now();
         let code = err.code.clone();
+        self.dead
+            .add(&DeadLetter {
+                id: record.id.to_string(),
+                destination_id: Some(record.destination_id.clone()),
+                code: err.code.clone(),
+                reason: err.message.clone(),
+                died_at: now,
+                payload,
+            })
+            .await?;
         record.status = DeliveryStatus::Failed;
         record.error = Some(err);
         record.updated_at = now;

@@ -4,13 +4,11 @@
 //! - [`run`]: the apalis worker loop, its supervisor and graceful shutdown.
 //! - [`deliver`]: one delivery from task to record, with the retry policy.
 //! - [`render`]: rendering rows into a spool file off the async runtime.
-//! - [`s3`]: clients per destination, uploads, and S3 error classification.
 //! - [`telemetry`]: the metrics the worker exports.
 
 pub mod deliver;
 pub mod render;
 pub mod run;
-pub mod s3;
 pub mod telemetry;
 
 pub use deliver::{Deliverer, Handled, RetryPolicy};

@@ -58,7 +58,7 @@ pub fn default_worker_name() -> String {
 
 async fn handle(task: Value, deliverer: Data<Arc<Deliverer>>) -> Result<(), BoxDynError> {
     match Arc::clone(&deliverer).handle(task).await {
-        Ok(Handled::Delivered | Handled::Failed { .. } | Handled::Poison) => Ok(()),
+        Ok(Handled::Delivered | Handled::Failed { .. } | Handled::Held | Handled::Poison) => Ok(()),
         // Courier's own storage failed: hand the task back so it is tried again.
         Err(e) => Err(Box::new(e)),
     }

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use anyhow::Context as _;
 use courier_producer::Producer;
 use courier_producer::api::{self, AppState, Tokens};
-use courier_store::{DeliveryQueue, DestinationStore, RecordStore};
+use courier_store::{DeadLetters, DeliveryQueue, DestinationStore, HeldDeliveries, RecordStore};
 
 use crate::common::{RedisArgs, SecretArgs, shutdown_token};
 use crate::observe;
@@ -40,9 +40,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let keys = args.redis.keys();
     let destinations = DestinationStore::new(conn.clone(), keys.clone(), Some(cipher));
     let records = RecordStore::new(conn.clone(), keys.clone());
-    let queue = DeliveryQueue::new(conn, &keys);
+    let queue = DeliveryQueue::new(conn.clone(), &keys);
     let state = AppState {
         tokens,
+        held: HeldDeliveries::new(conn.clone(), keys.clone(), queue.clone()),
+        dead: DeadLetters::new(conn, keys.clone(), queue.clone()),
         producer: Producer::new(destinations.clone(), records.clone(), queue),
         destinations,
         records,

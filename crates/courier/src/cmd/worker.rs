@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use courier_s3::S3Timeouts;
 use courier_store::queue::Liveness;
-use courier_store::{DestinationStore, RecordStore};
-use courier_worker::s3::S3Timeouts;
+use courier_store::{DeadLetters, DeliveryQueue, DestinationStore, HeldDeliveries, RecordStore};
 use courier_worker::{Deliverer, RetryPolicy, WorkerSettings};
 
 use crate::common::{RedisArgs, SecretArgs, shutdown_token};
@@ -78,9 +78,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(name) = args.name {
         settings.name = name;
     }
+    let queue = DeliveryQueue::new(conn.clone(), &keys);
     let deliverer = Arc::new(Deliverer {
         destinations: DestinationStore::new(conn.clone(), keys.clone(), Some(cipher)),
         records: RecordStore::new(conn.clone(), keys.clone()),
+        held: HeldDeliveries::new(conn.clone(), keys.clone(), queue.clone()),
+        dead: DeadLetters::new(conn.clone(), keys.clone(), queue),
         worker_name: settings.name.clone(),
         spool_dir: args.spool_dir,
         timeouts: S3Timeouts {

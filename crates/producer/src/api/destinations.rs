@@ -2,16 +2,20 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
+use courier_core::TenantId;
 use courier_core::destination::{
-    Destination, DestinationRequest, DestinationStatus, DestinationType, EndpointUrl,
-    is_private_address, mask_access_key_id,
+    CredentialsMode, Destination, DestinationRequest, DestinationStatus, DestinationType,
+    EndpointUrl, is_private_address, mask_access_key_id,
 };
+use courier_core::destination::{Secret, StaticCredentials};
 use courier_core::{Compression, DestinationId, Format, ValidationErrors};
 use serde::Serialize;
 
@@ -19,11 +23,15 @@ use super::AppState;
 use super::auth::Tenant;
 use super::error::ApiError;
 use super::json::ValidJson;
+use super::query::Params;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/delivery-destinations", post(create))
-        .route("/delivery-destinations/{id}", get(read))
+        .route("/delivery-destinations", post(create).get(list))
+        .route(
+            "/delivery-destinations/{id}",
+            get(read).put(update).delete(remove),
+        )
 }
 
 /// A destination as the API shows it: no secret, the access key id masked.
@@ -50,8 +58,8 @@ struct S3View {
     #[serde(skip_serializing_if = "Option::is_none")]
     endpoint_url: Option<String>,
     path_prefix: String,
-    /// `STATIC` (an access key pair) or `NONE` (unsigned requests).
-    credentials: &'static str,
+    /// `STATIC` (an access key pair), `NONE` (unsigned) or `DEFAULT_CHAIN` (the workers' AWS chain).
+    credentials: CredentialsMode,
     #[serde(skip_serializing_if = "Option::is_none")]
     access_key_id: Option<String>,
 }
@@ -68,14 +76,10 @@ impl From<&Destination> for DestinationView {
                 region: s3.region.to_string(),
                 endpoint_url: s3.endpoint_url.as_ref().map(ToString::to_string),
                 path_prefix: s3.path_prefix.to_string(),
-                credentials: if s3.credentials.is_some() {
-                    "STATIC"
-                } else {
-                    "NONE"
-                },
+                credentials: s3.credentials.mode(),
                 access_key_id: s3
                     .credentials
-                    .as_ref()
+                    .as_static()
                     .map(|c| mask_access_key_id(&c.access_key_id)),
             },
             format: d.spec.format,
@@ -108,14 +112,127 @@ async fn read(
     Tenant(tenant): Tenant,
     Path(id): Path<String>,
 ) -> Result<Json<DestinationView>, ApiError> {
-    let not_found = || ApiError::not_found("destination", &id);
-    let parsed = DestinationId::parse(&id).map_err(|_| not_found())?;
+    let dest = load(&state, &tenant, &id).await?;
+    Ok(Json(DestinationView::from(&dest)))
+}
+
+/// `tenant`'s destination `id`, or the 404 a missing or foreign one gets.
+pub async fn load(state: &AppState, tenant: &TenantId, id: &str) -> Result<Destination, ApiError> {
+    let not_found = || ApiError::not_found("destination", id);
+    let parsed = DestinationId::parse(id).map_err(|_| not_found())?;
+    state
+        .destinations
+        .get(tenant, &parsed)
+        .await?
+        .ok_or_else(not_found)
+}
+
+/// A page of destinations.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationPage {
+    items: Vec<DestinationView>,
+    next_cursor: Option<DestinationId>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<DestinationPage>, ApiError> {
+    let mut params = Params::new(query);
+    let limit = params.limit();
+    let cursor = params.take("cursor", DestinationId::parse);
+    params.finish()?;
+    let (items, next_cursor) = state
+        .destinations
+        .list(&tenant, limit, cursor.as_ref())
+        .await?;
+    Ok(Json(DestinationPage {
+        items: items.iter().map(DestinationView::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// Replaces a destination's configuration. The secret is write-only, so a body that
+/// leaves `secretAccessKey` out keeps the saved one as long as the access key id is
+/// unchanged (or left out too); rotating keys means sending both.
+async fn update(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    ValidJson(mut req): ValidJson<DestinationRequest>,
+) -> Result<Json<DestinationView>, ApiError> {
+    let old = load(&state, &tenant, &id).await?;
+    if let Some(saved) = old.spec.s3.credentials.as_static() {
+        keep_saved_secret(&mut req, saved);
+    }
+    let spec = req.validate().map_err(ApiError::invalid)?;
+    if let Some(url) = &spec.s3.endpoint_url {
+        check_endpoint(url, state.allow_private_endpoints)
+            .await
+            .map_err(ApiError::invalid)?;
+    }
     let dest = state
         .destinations
-        .get(&tenant, &parsed)
+        .update(&tenant, &old.id, spec)
         .await?
-        .ok_or_else(not_found)?;
+        .ok_or_else(|| ApiError::not_found("destination", &id))?;
+    tracing::info!(destination_id = %dest.id, status = ?dest.spec.status, "destination updated");
+    if dest.spec.status == DestinationStatus::Active {
+        // Deliveries held while it was paused flow again.
+        state.held.release(&dest.id).await?;
+    }
     Ok(Json(DestinationView::from(&dest)))
+}
+
+fn keep_saved_secret(req: &mut DestinationRequest, saved: &StaticCredentials) {
+    let s3 = &mut req.s3;
+    let wants_static = s3.credentials.is_none_or(|m| m == CredentialsMode::Static);
+    let same_key = s3
+        .access_key_id
+        .as_ref()
+        .is_none_or(|id| id == &saved.access_key_id);
+    if wants_static && s3.secret_access_key.is_none() && same_key {
+        s3.access_key_id = Some(saved.access_key_id.clone());
+        s3.secret_access_key = Some(Secret::new(saved.secret_access_key.expose()));
+    }
+}
+
+/// Deletes a destination. With deliveries still waiting it is refused (409) unless
+/// `?force=true`, which fails those deliveries (they are dead-lettered, never dropped).
+async fn remove(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<StatusCode, ApiError> {
+    let mut params = Params::new(query);
+    let force = params
+        .take("force", |s| match s {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err("must be true or false".into()),
+        })
+        .unwrap_or(false);
+    params.finish()?;
+    let dest = load(&state, &tenant, &id).await?;
+    let waiting = state.records.pending_count(&dest.id).await?;
+    if waiting > 0 && !force {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "DESTINATION_HAS_PENDING_DELIVERIES",
+            format!(
+                "{waiting} deliveries to this destination are still waiting; delete again with \
+                 ?force=true to fail them, or wait until they are delivered"
+            ),
+        ));
+    }
+    state.destinations.delete(&tenant, &dest.id).await?;
+    // Held deliveries go back to the queue, where workers fail them as DestinationNotFound.
+    state.held.release(&dest.id).await?;
+    tracing::info!(destination_id = %dest.id, force, waiting, "destination deleted");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Refuses endpoints that resolve to loopback, private or link-local addresses unless

@@ -12,11 +12,12 @@ pub mod deliveries;
 pub mod destinations;
 pub mod error;
 pub mod json;
+pub mod query;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use courier_store::{DestinationStore, RecordStore};
+use courier_store::{DeadLetters, DestinationStore, HeldDeliveries, RecordStore};
 
 pub use auth::Tokens;
 use error::ApiError;
@@ -32,6 +33,8 @@ pub struct AppState {
     pub tokens: Tokens,
     pub destinations: DestinationStore,
     pub records: RecordStore,
+    pub held: HeldDeliveries,
+    pub dead: DeadLetters,
     pub producer: Producer,
     /// `COURIER_ALLOW_PRIVATE_ENDPOINTS`: let endpointUrl point at loopback or private
     /// addresses (local stores, tests). Off by default so the API can't reach internal services.

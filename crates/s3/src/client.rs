@@ -5,12 +5,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Region, RequestChecksumCalculation, retry::RetryConfig};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use courier_core::destination::S3Settings;
+use courier_core::destination::{Credentials as DestinationCredentials, S3Settings};
 use courier_core::failure::{ErrorClass, classify_s3};
+use tokio::sync::OnceCell;
 
 /// Timeouts for one request to a customer's store.
 #[derive(Debug, Clone, Copy)]
@@ -30,8 +32,22 @@ impl Default for S3Timeouts {
     }
 }
 
+/// The AWS default credential chain (environment, profile, web identity, instance role),
+/// built once per process and shared by every destination that asks for it.
+async fn default_chain() -> SharedCredentialsProvider {
+    static CHAIN: OnceCell<SharedCredentialsProvider> = OnceCell::const_new();
+    CHAIN
+        .get_or_init(|| async {
+            SharedCredentialsProvider::new(
+                aws_config::default_provider::credentials::default_provider().await,
+            )
+        })
+        .await
+        .clone()
+}
+
 /// A client for one destination. Retries are off: Courier owns its retry policy.
-pub fn client(s3: &S3Settings, timeouts: S3Timeouts) -> aws_sdk_s3::Client {
+pub async fn client(s3: &S3Settings, timeouts: S3Timeouts) -> aws_sdk_s3::Client {
     let mut b = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(s3.region.to_string()))
@@ -50,7 +66,7 @@ pub fn client(s3: &S3Settings, timeouts: S3Timeouts) -> aws_sdk_s3::Client {
         b = b.endpoint_url(endpoint.as_str()).force_path_style(true);
     }
     match &s3.credentials {
-        Some(c) => {
+        DestinationCredentials::Static(c) => {
             b = b.credentials_provider(Credentials::new(
                 c.access_key_id.clone(),
                 c.secret_access_key.expose().to_owned(),
@@ -59,9 +75,12 @@ pub fn client(s3: &S3Settings, timeouts: S3Timeouts) -> aws_sdk_s3::Client {
                 "courier-destination",
             ));
         }
-        None => {
+        DestinationCredentials::Anonymous => {
             // Unsigned requests, for buckets that allow public writes.
             b = b.allow_no_auth();
+        }
+        DestinationCredentials::DefaultChain => {
+            b = b.credentials_provider(default_chain().await);
         }
     }
     aws_sdk_s3::Client::from_conf(b.build())

@@ -1,0 +1,422 @@
+//! Plain-words advice for a failed step of the connection test.
+//!
+//! [`hint`] turns a step, the error code the store (or Courier, for failures without an
+//! answer) reported, and the destination's settings into one or two sentences a customer
+//! can act on. The advice follows the troubleshooting section of the Mapping.Travel
+//! delivery destinations page. A hint names only the bucket, path prefix, region, endpoint
+//! and the *masked* access key id: never the secret.
+
+use courier_core::destination::{Credentials, S3Settings, mask_access_key_id};
+use courier_core::failure::TRANSIENT_S3_CODES;
+
+use crate::probe::ProbeStepName;
+
+/// How a customer replaces credentials that are wrong.
+const UPDATE_CREDENTIALS: &str = "Update the destination with fresh credentials using \
+                                  PUT /api/v1/delivery-destinations/{id}, then re-run the \
+                                  connection test.";
+
+/// Advice for `code` reported by `step`, in terms of the destination `s3`.
+pub fn hint(step: ProbeStepName, code: &str, s3: &S3Settings) -> String {
+    match code {
+        "PermanentRedirect" | "AuthorizationHeaderMalformed" | "IllegalLocationConstraintException" => {
+            wrong_region(s3)
+        }
+        "BadRequest" if step == ProbeStepName::HeadBucket => head_bad_request(s3),
+        "InvalidAccessKeyId" => unknown_key_id(s3),
+        "SignatureDoesNotMatch" => wrong_secret(s3),
+        "AccessDenied" => access_denied(step, s3),
+        "NoSuchBucket" | "NotFound" => missing_bucket(s3),
+        "Timeout" | "ConnectionFailed" | "DispatchFailure" => endpoint_silent(code, s3),
+        "RequestTimeTooSkewed" => clock_skew(),
+        "RequestConstructionFailed" if matches!(s3.credentials, Credentials::DefaultChain) => {
+            no_default_credentials()
+        }
+        _ if is_store_side(code) => store_side(code),
+        _ => generic(step, code),
+    }
+}
+
+/// `s3://bucket/prefix`, the place a destination writes to.
+pub fn location(s3: &S3Settings) -> String {
+    format!("s3://{}/{}", s3.bucket, s3.path_prefix)
+}
+
+/// The IAM resource the delivery policy must cover: `arn:aws:s3:::bucket/prefix/*`.
+fn resource_arn(s3: &S3Settings) -> String {
+    format!("arn:aws:s3:::{}/{}*", s3.bucket, s3.path_prefix)
+}
+
+/// Who signs the requests, for sentences like "the credentials AKIA…MPLE".
+fn signer(s3: &S3Settings) -> String {
+    match &s3.credentials {
+        Credentials::Static(c) => format!("the access key `{}`", mask_access_key_id(&c.access_key_id)),
+        Credentials::Anonymous => "unsigned requests (credentials NONE)".to_owned(),
+        Credentials::DefaultChain => "the worker's default AWS credentials".to_owned(),
+    }
+}
+
+/// The host the requests go to: the endpointUrl, or the AWS endpoint of the region.
+fn endpoint(s3: &S3Settings) -> String {
+    match &s3.endpoint_url {
+        Some(e) => format!("endpointUrl `{e}`"),
+        None => format!(
+            "the AWS S3 endpoint of region `{}` (s3.{}.amazonaws.com)",
+            s3.region, s3.region
+        ),
+    }
+}
+
+fn wrong_region(s3: &S3Settings) -> String {
+    let region = &s3.region;
+    let compatible = match &s3.endpoint_url {
+        Some(e) => format!(
+            " For an S3-compatible store, use the region it expects (`auto` for Cloudflare \
+             R2, the configured region for MinIO or Garage) and check that endpointUrl `{e}` \
+             is the right host."
+        ),
+        None => String::new(),
+    };
+    format!(
+        "The bucket `{}` is not in the configured region `{region}`. Set the region field to \
+         the bucket's actual region (shown in the bucket's properties in the S3 console).\
+         {compatible}",
+        s3.bucket
+    )
+}
+
+fn head_bad_request(s3: &S3Settings) -> String {
+    format!(
+        "The store refused HeadBucket with HTTP 400 and no details (HEAD responses carry no \
+         body). On AWS this usually means the region `{}` does not match the bucket's actual \
+         region; the PutObject step shows the exact error code.",
+        s3.region
+    )
+}
+
+fn unknown_key_id(s3: &S3Settings) -> String {
+    format!(
+        "The store does not know {}: it is mistyped, or it was deactivated, deleted or \
+         rotated. {UPDATE_CREDENTIALS}",
+        signer(s3)
+    )
+}
+
+fn wrong_secret(s3: &S3Settings) -> String {
+    format!(
+        "The secretAccessKey does not match {}: it was mistyped or the key pair was rotated. \
+         Also check for stray spaces or line breaks copied along with the key. \
+         {UPDATE_CREDENTIALS}",
+        signer(s3)
+    )
+}
+
+fn access_denied(step: ProbeStepName, s3: &S3Settings) -> String {
+    match step {
+        ProbeStepName::HeadBucket => head_not_permitted(s3),
+        ProbeStepName::PutObject => permission_missing("write to", s3),
+        ProbeStepName::DeleteObject => permission_missing("delete in", s3),
+    }
+}
+
+fn head_not_permitted(s3: &S3Settings) -> String {
+    format!(
+        "HeadBucket was not permitted. On AWS it needs s3:ListBucket on arn:aws:s3:::{}, \
+         which the minimal delivery policy does not grant, so this alone is fine: PutObject \
+         and DeleteObject show whether Courier can deliver. (A 403 here can also mean wrong \
+         credentials; the PutObject step then shows the exact code.)",
+        s3.bucket
+    )
+}
+
+fn permission_missing(action: &str, s3: &S3Settings) -> String {
+    let arn = resource_arn(s3);
+    let prefix = if s3.path_prefix.as_str().is_empty() {
+        String::new()
+    } else {
+        format!(
+            " Because the destination uses the path prefix `{}`, confirm the Resource ARN \
+             ends with `{}*` and covers that prefix.",
+            s3.path_prefix, s3.path_prefix
+        )
+    };
+    let anonymous = match s3.credentials {
+        Credentials::Anonymous => {
+            " Requests are unsigned (credentials NONE), so the bucket itself must allow \
+             anonymous writes; otherwise configure STATIC credentials."
+        }
+        _ => "",
+    };
+    format!(
+        "{} is not allowed to {action} {}. Attach the IAM policy granting s3:PutObject, \
+         s3:GetObject and s3:DeleteObject on `{arn}` to the IAM user or role (for an \
+         S3-compatible store, give the key read and write access to bucket `{}`).{prefix}\
+         {anonymous} Then re-run the connection test.",
+        capitalize(&signer(s3)),
+        location(s3),
+        s3.bucket
+    )
+}
+
+fn missing_bucket(s3: &S3Settings) -> String {
+    let compatible = match &s3.endpoint_url {
+        Some(e) => format!(
+            "; endpointUrl `{e}` points to the correct host and the bucket exists on that host"
+        ),
+        None => String::new(),
+    };
+    format!(
+        "The bucket `{}` does not exist in region `{}`. Verify that the bucket name is \
+         spelled correctly (S3 bucket names are case-sensitive); that the region field \
+         matches the bucket's actual region{compatible}.",
+        s3.bucket, s3.region
+    )
+}
+
+fn endpoint_silent(code: &str, s3: &S3Settings) -> String {
+    let how = match code {
+        "ConnectionFailed" => "refused or dropped the connection",
+        "Timeout" => "did not answer in time",
+        _ => "could not be reached",
+    };
+    format!(
+        "The endpoint does not answer: {} {how}. Check the endpointUrl, its host and port, \
+         that the store is running, and that no firewall or proxy blocks Courier's workers.",
+        capitalize(&endpoint(s3))
+    )
+}
+
+fn clock_skew() -> String {
+    "The store rejected the request time: the clocks of Courier's workers and the store \
+     differ too much. Check the store's clock (NTP) and re-run the connection test."
+        .to_owned()
+}
+
+fn no_default_credentials() -> String {
+    "Courier could not sign the request: with credentials DEFAULT_CHAIN the worker found no \
+     AWS credentials (environment, profile, web identity or instance role). Give the \
+     workers credentials, or configure STATIC credentials on the destination."
+        .to_owned()
+}
+
+/// Failures on the store's side that a later try may not see.
+fn is_store_side(code: &str) -> bool {
+    TRANSIENT_S3_CODES.contains(&code) || code.starts_with("Http5")
+}
+
+fn store_side(code: &str) -> String {
+    format!(
+        "The store reported a problem on its side ({code}); this is not a configuration \
+         error. Retry the connection test in a few minutes; if it persists, check the \
+         store's status page."
+    )
+}
+
+fn generic(step: ProbeStepName, code: &str) -> String {
+    format!(
+        "The store refused {step} with {code}. Check the destination's bucket, region, \
+         endpointUrl and credentials against the store's documentation for {code}, then \
+         re-run the connection test."
+    )
+}
+
+fn capitalize(s: &str) -> String {
+    let mut chars = s.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use courier_core::destination::{
+        BucketName, EndpointUrl, PathPrefix, Region, Secret, StaticCredentials,
+    };
+
+    use super::*;
+    use ProbeStepName::{DeleteObject, HeadBucket, PutObject};
+
+    const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+    fn aws() -> S3Settings {
+        S3Settings {
+            bucket: BucketName::parse("acme-results").unwrap(),
+            region: Region::parse("eu-west-1").unwrap(),
+            endpoint_url: None,
+            path_prefix: PathPrefix::parse("incoming/").unwrap(),
+            credentials: Credentials::Static(StaticCredentials {
+                access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+                secret_access_key: Secret::new(SECRET),
+            }),
+        }
+    }
+
+    fn minio() -> S3Settings {
+        S3Settings {
+            endpoint_url: Some(EndpointUrl::parse("http://minio.internal:9000").unwrap()),
+            ..aws()
+        }
+    }
+
+    /// Every hint of every family, for the checks that hold for all of them.
+    fn all_hints() -> Vec<String> {
+        let codes = [
+            "PermanentRedirect",
+            "AuthorizationHeaderMalformed",
+            "IllegalLocationConstraintException",
+            "BadRequest",
+            "InvalidAccessKeyId",
+            "SignatureDoesNotMatch",
+            "AccessDenied",
+            "NoSuchBucket",
+            "NotFound",
+            "Timeout",
+            "ConnectionFailed",
+            "DispatchFailure",
+            "RequestTimeTooSkewed",
+            "RequestConstructionFailed",
+            "SlowDown",
+            "Http502",
+            "SomethingNew",
+        ];
+        let mut hints = Vec::new();
+        for s3 in [aws(), minio()] {
+            for step in [HeadBucket, PutObject, DeleteObject] {
+                for code in codes {
+                    hints.push(hint(step, code, &s3));
+                }
+            }
+        }
+        hints
+    }
+
+    #[test]
+    fn no_hint_contains_the_secret_or_the_full_key_id() {
+        for h in all_hints() {
+            assert!(!h.contains(SECRET), "{h}");
+            assert!(!h.contains("AKIAIOSFODNN7EXAMPLE"), "{h}");
+            assert!(!h.trim().is_empty());
+        }
+    }
+
+    #[test]
+    fn region_errors_name_the_configured_region() {
+        for code in [
+            "PermanentRedirect",
+            "AuthorizationHeaderMalformed",
+            "IllegalLocationConstraintException",
+        ] {
+            let h = hint(PutObject, code, &aws());
+            assert!(h.contains("region `eu-west-1`"), "{h}");
+            assert!(h.contains("actual region"), "{h}");
+        }
+        let h = hint(PutObject, "AuthorizationHeaderMalformed", &minio());
+        assert!(h.contains("http://minio.internal:9000"), "{h}");
+        let h = hint(HeadBucket, "BadRequest", &aws());
+        assert!(h.contains("eu-west-1") && h.contains("PutObject"), "{h}");
+    }
+
+    #[test]
+    fn unknown_key_id_asks_for_fresh_credentials() {
+        let h = hint(PutObject, "InvalidAccessKeyId", &aws());
+        assert!(h.contains("AKIA…MPLE"), "{h}");
+        assert!(h.contains("rotated"), "{h}");
+        assert!(
+            h.contains("PUT /api/v1/delivery-destinations/{id}"),
+            "{h}"
+        );
+    }
+
+    #[test]
+    fn wrong_secret_mentions_rotation_and_whitespace() {
+        let h = hint(PutObject, "SignatureDoesNotMatch", &aws());
+        assert!(h.contains("secretAccessKey does not match"), "{h}");
+        assert!(h.contains("stray spaces"), "{h}");
+        assert!(h.contains("fresh credentials"), "{h}");
+    }
+
+    #[test]
+    fn access_denied_on_writes_names_the_exact_resource() {
+        let h = hint(PutObject, "AccessDenied", &aws());
+        assert!(h.contains("arn:aws:s3:::acme-results/incoming/*"), "{h}");
+        assert!(h.contains("s3:PutObject"), "{h}");
+        assert!(h.contains("path prefix `incoming/`"), "{h}");
+        assert!(h.contains("write to s3://acme-results/incoming/"), "{h}");
+        let h = hint(DeleteObject, "AccessDenied", &aws());
+        assert!(h.contains("delete in") && h.contains("s3:DeleteObject"), "{h}");
+
+        let no_prefix = S3Settings {
+            path_prefix: PathPrefix::default(),
+            ..aws()
+        };
+        let h = hint(PutObject, "AccessDenied", &no_prefix);
+        assert!(h.contains("arn:aws:s3:::acme-results/*"), "{h}");
+        assert!(!h.contains("path prefix"), "{h}");
+
+        let anonymous = S3Settings {
+            credentials: Credentials::Anonymous,
+            ..aws()
+        };
+        let h = hint(PutObject, "AccessDenied", &anonymous);
+        assert!(h.contains("anonymous writes"), "{h}");
+    }
+
+    #[test]
+    fn access_denied_on_head_bucket_is_explained_as_harmless() {
+        let h = hint(HeadBucket, "AccessDenied", &aws());
+        assert!(h.contains("s3:ListBucket"), "{h}");
+        assert!(h.contains("this alone is fine"), "{h}");
+    }
+
+    #[test]
+    fn missing_bucket_lists_what_to_verify() {
+        for code in ["NoSuchBucket", "NotFound"] {
+            let h = hint(HeadBucket, code, &aws());
+            assert!(h.contains("bucket `acme-results` does not exist"), "{h}");
+            assert!(h.contains("case-sensitive"), "{h}");
+            assert!(h.contains("region `eu-west-1`"), "{h}");
+        }
+        let h = hint(HeadBucket, "NoSuchBucket", &minio());
+        assert!(h.contains("endpointUrl `http://minio.internal:9000`"), "{h}");
+    }
+
+    #[test]
+    fn silent_endpoints_name_the_endpoint() {
+        for code in ["Timeout", "ConnectionFailed", "DispatchFailure"] {
+            let h = hint(HeadBucket, code, &minio());
+            assert!(h.contains("does not answer"), "{h}");
+            assert!(h.contains("http://minio.internal:9000"), "{h}");
+            assert!(h.contains("firewall") && h.contains("port"), "{h}");
+            let h = hint(HeadBucket, code, &aws());
+            assert!(h.contains("s3.eu-west-1.amazonaws.com"), "{h}");
+        }
+    }
+
+    #[test]
+    fn store_side_failures_say_retry_later() {
+        for code in ["SlowDown", "InternalError", "ServiceUnavailable", "Http502"] {
+            let h = hint(PutObject, code, &aws());
+            assert!(h.contains("on its side") && h.contains("Retry"), "{h}");
+            assert!(h.contains(code), "{h}");
+        }
+    }
+
+    #[test]
+    fn clock_and_default_chain_problems_have_their_own_advice() {
+        assert!(hint(PutObject, "RequestTimeTooSkewed", &aws()).contains("clocks"));
+        let chain = S3Settings {
+            credentials: Credentials::DefaultChain,
+            ..aws()
+        };
+        let h = hint(HeadBucket, "RequestConstructionFailed", &chain);
+        assert!(h.contains("DEFAULT_CHAIN"), "{h}");
+    }
+
+    #[test]
+    fn anything_else_gets_generic_advice_with_the_code() {
+        let h = hint(PutObject, "InvalidStorageClass", &aws());
+        assert!(h.contains("PutObject with InvalidStorageClass"), "{h}");
+        assert!(h.contains("re-run the connection test"), "{h}");
+    }
+}

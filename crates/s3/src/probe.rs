@@ -1,0 +1,509 @@
+//! The connection test: does a destination accept Courier's deliveries?
+//!
+//! [`test_connection`] runs three steps against the customer's store, each one request:
+//!
+//! 1. **HeadBucket**: does the bucket exist, in this region, on this endpoint?
+//! 2. **PutObject** of a small text object under the path prefix: can Courier write?
+//! 3. **DeleteObject** of that object: the test leaves nothing behind.
+//!
+//! Decisions:
+//!
+//! - HeadBucket answered 403 (`AccessDenied`) is a [`StepOutcome::Warning`], not a failure:
+//!   on AWS, HeadBucket needs `s3:ListBucket`, which the minimal prefix-scoped delivery
+//!   policy does not grant. The writes decide.
+//! - After any other HeadBucket failure the writes still run when the store *answered*
+//!   (wrong region, bad credentials, …): HEAD responses have no body, so only the PutObject
+//!   step can show the store's precise code (a wrong secret is a bare 403 on HEAD but
+//!   `SignatureDoesNotMatch` on PUT). They are [`StepOutcome::Skipped`] when the bucket does
+//!   not exist or the store did not answer at all, since they cannot pass then.
+//! - A failed PutObject skips DeleteObject. A failed DeleteObject fails the test (the
+//!   delivery policy grants `s3:DeleteObject` for this probe), and the report names the
+//!   probe object that may be left behind.
+//! - `ok` means HeadBucket passed or warned, and PutObject and DeleteObject passed.
+//! - Every request is bounded by `timeout`, and the whole test by three times that plus a
+//!   small margin; a step cut off by that bound fails with `Timeout`.
+//!
+//! The report never contains the secret access key: hints name the masked key id only,
+//! and the store's messages are scrubbed of the secret should a store ever echo it.
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use courier_core::destination::{Credentials, PathPrefix, S3Settings};
+use courier_core::failure::ErrorClass;
+use serde::Serialize;
+
+use crate::client::{S3Failure, S3Timeouts, client, failure};
+use crate::hints::{hint, location};
+
+/// What the test writes; a human who finds a left-over probe object knows what it is.
+const PROBE_BODY: &str = "Courier connection test; safe to delete.\n";
+/// Added to the three requests' timeouts to bound the whole test.
+const MARGIN: Duration = Duration::from_secs(1);
+
+/// One step of the connection test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ProbeStepName {
+    HeadBucket,
+    PutObject,
+    DeleteObject,
+}
+
+impl ProbeStepName {
+    /// The steps, in the order they run.
+    pub const ALL: [ProbeStepName; 3] = [Self::HeadBucket, Self::PutObject, Self::DeleteObject];
+}
+
+impl fmt::Display for ProbeStepName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::HeadBucket => "HeadBucket",
+            Self::PutObject => "PutObject",
+            Self::DeleteObject => "DeleteObject",
+        })
+    }
+}
+
+/// How one step went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StepOutcome {
+    Passed,
+    Failed,
+    /// Refused in a way that does not stop deliveries (HeadBucket without `s3:ListBucket`).
+    Warning,
+    /// Not run, because an earlier step showed it cannot pass.
+    Skipped,
+}
+
+/// Why a step failed or warned, and what to do about it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeError {
+    /// The store's error code, or Courier's name for a failure without an answer
+    /// (`Timeout`, `ConnectionFailed`, …).
+    pub code: String,
+    pub message: String,
+    /// Plain-words advice, see [`hint`].
+    pub hint: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+}
+
+/// One step of the report.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeStep {
+    pub step: ProbeStepName,
+    pub outcome: StepOutcome,
+    pub duration_ms: u64,
+    /// The probe object's key, for the steps that used it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ProbeError>,
+}
+
+/// The result of a connection test.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeReport {
+    /// True when Courier can deliver: PutObject and DeleteObject passed, HeadBucket passed
+    /// or warned.
+    pub ok: bool,
+    /// One plain sentence.
+    pub summary: String,
+    /// Always the three steps, in order.
+    pub steps: Vec<ProbeStep>,
+}
+
+/// Runs HeadBucket, then PutObject of a small probe object under the path prefix, then
+/// DeleteObject of it. Each request gets `timeout`; the whole test at most three times that
+/// plus a second.
+pub async fn test_connection(s3: &S3Settings, timeout: Duration) -> ProbeReport {
+    let key = probe_key(&s3.path_prefix);
+    let budget = timeout * 3 + MARGIN;
+    let mut steps = Vec::with_capacity(ProbeStepName::ALL.len());
+    if tokio::time::timeout(budget, run_steps(s3, timeout, &key, &mut steps))
+        .await
+        .is_err()
+    {
+        finish_after_deadline(s3, &key, budget, &mut steps);
+    }
+    let report = report(s3, &key, steps);
+    tracing::info!(
+        bucket = %s3.bucket,
+        prefix = %s3.path_prefix,
+        ok = report.ok,
+        summary = %report.summary,
+        "connection test"
+    );
+    report
+}
+
+/// The probe object's key: `{pathPrefix}.courier-connection-test-{ULID}.txt`. Unique per
+/// run, and a dot-file, which most consumers of the prefix skip.
+pub fn probe_key(prefix: &PathPrefix) -> String {
+    format!("{prefix}.courier-connection-test-{}.txt", ulid::Ulid::new())
+}
+
+/// Runs the steps, pushing each result into `steps` as it completes, so that a test cut off
+/// by the overall deadline still reports what it did.
+async fn run_steps(s3: &S3Settings, timeout: Duration, key: &str, steps: &mut Vec<ProbeStep>) {
+    let client = client(
+        s3,
+        S3Timeouts {
+            connect: timeout,
+            operation: timeout,
+        },
+    )
+    .await;
+    let (elapsed, head) = timed(head_bucket(&client, s3)).await;
+    let writes_can_tell = head.as_ref().map_or_else(writes_can_tell_more, |_| true);
+    steps.push(step(s3, ProbeStepName::HeadBucket, None, elapsed, head));
+    if !writes_can_tell {
+        skip_rest(steps);
+        return;
+    }
+    let (elapsed, put) = timed(put_probe(&client, s3, key)).await;
+    let put_ok = put.is_ok();
+    steps.push(step(s3, ProbeStepName::PutObject, Some(key), elapsed, put));
+    if !put_ok {
+        skip_rest(steps);
+        return;
+    }
+    let (elapsed, delete) = timed(delete_probe(&client, s3, key)).await;
+    steps.push(step(s3, ProbeStepName::DeleteObject, Some(key), elapsed, delete));
+}
+
+async fn head_bucket(client: &aws_sdk_s3::Client, s3: &S3Settings) -> Result<(), S3Failure> {
+    client
+        .head_bucket()
+        .bucket(s3.bucket.as_str())
+        .send()
+        .await
+        .map(drop)
+        .map_err(failure)
+}
+
+async fn put_probe(client: &aws_sdk_s3::Client, s3: &S3Settings, key: &str) -> Result<(), S3Failure> {
+    client
+        .put_object()
+        .bucket(s3.bucket.as_str())
+        .key(key)
+        .content_type("text/plain; charset=utf-8")
+        .content_length(PROBE_BODY.len() as i64)
+        .body(ByteStream::from_static(PROBE_BODY.as_bytes()))
+        .send()
+        .await
+        .map(drop)
+        .map_err(failure)
+}
+
+async fn delete_probe(client: &aws_sdk_s3::Client, s3: &S3Settings, key: &str) -> Result<(), S3Failure> {
+    client
+        .delete_object()
+        .bucket(s3.bucket.as_str())
+        .key(key)
+        .send()
+        .await
+        .map(drop)
+        .map_err(failure)
+}
+
+async fn timed<T>(f: impl Future<Output = T>) -> (Duration, T) {
+    let started = Instant::now();
+    let out = f.await;
+    (started.elapsed(), out)
+}
+
+/// Whether PutObject and DeleteObject can tell more after HeadBucket failed: yes when the
+/// store answered, unless it said the bucket does not exist.
+fn writes_can_tell_more(head: &S3Failure) -> bool {
+    head.status.is_some() && !is_missing_bucket(&head.code)
+}
+
+fn is_missing_bucket(code: &str) -> bool {
+    matches!(code, "NoSuchBucket" | "NotFound")
+}
+
+/// How a step that got `result` went.
+fn outcome(name: ProbeStepName, result: &Result<(), S3Failure>) -> StepOutcome {
+    match result {
+        Ok(()) => StepOutcome::Passed,
+        Err(f) if name == ProbeStepName::HeadBucket && f.code == "AccessDenied" => {
+            StepOutcome::Warning
+        }
+        Err(_) => StepOutcome::Failed,
+    }
+}
+
+fn step(
+    s3: &S3Settings,
+    name: ProbeStepName,
+    key: Option<&str>,
+    elapsed: Duration,
+    result: Result<(), S3Failure>,
+) -> ProbeStep {
+    ProbeStep {
+        step: name,
+        outcome: outcome(name, &result),
+        duration_ms: millis(elapsed),
+        key: key.map(str::to_owned),
+        error: result.err().map(|f| probe_error(s3, name, key, f)),
+    }
+}
+
+fn probe_error(s3: &S3Settings, name: ProbeStepName, key: Option<&str>, f: S3Failure) -> ProbeError {
+    let mut advice = hint(name, &f.code, s3);
+    if let (ProbeStepName::DeleteObject, Some(key)) = (name, key) {
+        advice.push_str(&format!(
+            " The probe object s3://{}/{key} may be left behind; it is safe to delete by hand.",
+            s3.bucket
+        ));
+    }
+    ProbeError {
+        message: scrub(f.message, s3),
+        code: f.code,
+        hint: advice,
+        http_status: f.status,
+    }
+}
+
+/// Removes the secret from a text that came from outside, should a store ever echo it.
+fn scrub(text: String, s3: &S3Settings) -> String {
+    match &s3.credentials {
+        Credentials::Static(c)
+            if !c.secret_access_key.expose().is_empty()
+                && text.contains(c.secret_access_key.expose()) =>
+        {
+            text.replace(c.secret_access_key.expose(), "***")
+        }
+        _ => text,
+    }
+}
+
+/// Marks every step not yet run as skipped.
+fn skip_rest(steps: &mut Vec<ProbeStep>) {
+    for &name in &ProbeStepName::ALL[steps.len()..] {
+        steps.push(ProbeStep {
+            step: name,
+            outcome: StepOutcome::Skipped,
+            duration_ms: 0,
+            key: None,
+            error: None,
+        });
+    }
+}
+
+/// The overall deadline cut the test off: the step that was running failed with `Timeout`.
+fn finish_after_deadline(s3: &S3Settings, key: &str, budget: Duration, steps: &mut Vec<ProbeStep>) {
+    let Some(&name) = ProbeStepName::ALL.get(steps.len()) else {
+        return;
+    };
+    let cut_off = S3Failure {
+        code: "Timeout".to_owned(),
+        message: format!(
+            "the connection test did not finish within {} ms",
+            millis(budget)
+        ),
+        status: None,
+        class: ErrorClass::Transient,
+    };
+    let key = (name != ProbeStepName::HeadBucket).then_some(key);
+    let elapsed = budget.saturating_sub(steps.iter().map(|s| Duration::from_millis(s.duration_ms)).sum());
+    steps.push(step(s3, name, key, elapsed, Err(cut_off)));
+    skip_rest(steps);
+}
+
+fn report(s3: &S3Settings, key: &str, steps: Vec<ProbeStep>) -> ProbeReport {
+    let ok = is_ok(&steps);
+    ProbeReport {
+        ok,
+        summary: summary(s3, key, ok, &steps),
+        steps,
+    }
+}
+
+fn is_ok(steps: &[ProbeStep]) -> bool {
+    let outcome_of = |name| steps.iter().find(|s| s.step == name).map(|s| s.outcome);
+    matches!(
+        outcome_of(ProbeStepName::HeadBucket),
+        Some(StepOutcome::Passed | StepOutcome::Warning)
+    ) && outcome_of(ProbeStepName::PutObject) == Some(StepOutcome::Passed)
+        && outcome_of(ProbeStepName::DeleteObject) == Some(StepOutcome::Passed)
+}
+
+fn summary(s3: &S3Settings, key: &str, ok: bool, steps: &[ProbeStep]) -> String {
+    let place = location(s3);
+    if ok {
+        let head_warned = steps.iter().any(|s| s.outcome == StepOutcome::Warning);
+        return if head_warned {
+            format!(
+                "Connection works: Courier can write to {place} (HeadBucket was not permitted, \
+                 which is fine)."
+            )
+        } else {
+            format!("Connection works: Courier can write to {place}.")
+        };
+    }
+    let failed = steps.iter().find(|s| s.outcome == StepOutcome::Failed);
+    match failed.map(|s| (s.step, s.error.as_ref())) {
+        Some((ProbeStepName::DeleteObject, Some(e))) => format!(
+            "Connection failed at DeleteObject: {}; the probe object s3://{}/{key} may be left \
+             behind.",
+            e.code, s3.bucket
+        ),
+        Some((name, Some(e))) => format!("Connection failed at {name}: {}.", e.code),
+        _ => format!("Connection test of {place} did not complete."),
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use courier_core::destination::{BucketName, Region, Secret, StaticCredentials};
+
+    use super::*;
+    use ProbeStepName::{DeleteObject, HeadBucket, PutObject};
+
+    fn settings() -> S3Settings {
+        S3Settings {
+            bucket: BucketName::parse("acme-results").unwrap(),
+            region: Region::parse("eu-west-1").unwrap(),
+            endpoint_url: None,
+            path_prefix: PathPrefix::parse("incoming/").unwrap(),
+            credentials: Credentials::Static(StaticCredentials {
+                access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
+                secret_access_key: Secret::new("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+            }),
+        }
+    }
+
+    fn failure(code: &str, status: Option<u16>) -> S3Failure {
+        S3Failure {
+            code: code.into(),
+            message: "m".into(),
+            status,
+            class: ErrorClass::Permanent,
+        }
+    }
+
+    fn steps(results: Vec<(ProbeStepName, Result<(), S3Failure>)>) -> Vec<ProbeStep> {
+        let mut steps: Vec<ProbeStep> = results
+            .into_iter()
+            .map(|(name, r)| step(&settings(), name, Some("k"), Duration::ZERO, r))
+            .collect();
+        skip_rest(&mut steps);
+        steps
+    }
+
+    #[test]
+    fn probe_keys_are_unique_dot_files_under_the_prefix() {
+        let prefix = PathPrefix::parse("incoming/").unwrap();
+        let a = probe_key(&prefix);
+        assert!(a.starts_with("incoming/.courier-connection-test-"), "{a}");
+        assert!(a.ends_with(".txt"), "{a}");
+        assert_ne!(a, probe_key(&prefix));
+        assert!(probe_key(&PathPrefix::default()).starts_with(".courier-connection-test-"));
+    }
+
+    #[test]
+    fn only_a_missing_bucket_or_no_answer_stops_after_head_bucket() {
+        assert!(!writes_can_tell_more(&failure("NotFound", Some(404))));
+        assert!(!writes_can_tell_more(&failure("NoSuchBucket", Some(404))));
+        assert!(!writes_can_tell_more(&failure("ConnectionFailed", None)));
+        assert!(!writes_can_tell_more(&failure("Timeout", None)));
+        assert!(writes_can_tell_more(&failure("AccessDenied", Some(403))));
+        assert!(writes_can_tell_more(&failure("BadRequest", Some(400))));
+        assert!(writes_can_tell_more(&failure("PermanentRedirect", Some(301))));
+    }
+
+    #[test]
+    fn head_bucket_access_denied_is_a_warning_and_still_ok() {
+        let s = steps(vec![
+            (HeadBucket, Err(failure("AccessDenied", Some(403)))),
+            (PutObject, Ok(())),
+            (DeleteObject, Ok(())),
+        ]);
+        assert_eq!(s[0].outcome, StepOutcome::Warning);
+        let r = report(&settings(), "k", s);
+        assert!(r.ok);
+        assert_eq!(
+            r.summary,
+            "Connection works: Courier can write to s3://acme-results/incoming/ (HeadBucket was \
+             not permitted, which is fine)."
+        );
+    }
+
+    #[test]
+    fn a_failed_delete_fails_the_test_and_names_the_left_over_object() {
+        let s = steps(vec![
+            (HeadBucket, Ok(())),
+            (PutObject, Ok(())),
+            (DeleteObject, Err(failure("AccessDenied", Some(403)))),
+        ]);
+        let r = report(&settings(), "incoming/.probe.txt", s);
+        assert!(!r.ok);
+        assert!(r.summary.starts_with("Connection failed at DeleteObject: AccessDenied;"));
+        assert!(r.summary.contains("s3://acme-results/incoming/.probe.txt"));
+        let hint = &r.steps[2].error.as_ref().unwrap().hint;
+        assert!(hint.contains("may be left behind"), "{hint}");
+    }
+
+    #[test]
+    fn a_failed_head_bucket_is_not_ok_even_if_writes_pass() {
+        let s = steps(vec![
+            (HeadBucket, Err(failure("BadRequest", Some(400)))),
+            (PutObject, Ok(())),
+            (DeleteObject, Ok(())),
+        ]);
+        let r = report(&settings(), "k", s);
+        assert!(!r.ok);
+        assert_eq!(r.summary, "Connection failed at HeadBucket: BadRequest.");
+    }
+
+    #[test]
+    fn the_deadline_fails_the_running_step_and_skips_the_rest() {
+        let mut s = steps(vec![(HeadBucket, Ok(()))]);
+        s.truncate(1);
+        finish_after_deadline(&settings(), "k", Duration::from_secs(4), &mut s);
+        let outcomes: Vec<_> = s.iter().map(|s| s.outcome).collect();
+        assert_eq!(
+            outcomes,
+            [StepOutcome::Passed, StepOutcome::Failed, StepOutcome::Skipped]
+        );
+        assert_eq!(s[1].error.as_ref().unwrap().code, "Timeout");
+        assert_eq!(s[1].key.as_deref(), Some("k"));
+    }
+
+    #[test]
+    fn messages_are_scrubbed_of_the_secret() {
+        let s3 = settings();
+        let f = S3Failure {
+            message: "echo wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
+            ..failure("Weird", Some(400))
+        };
+        let e = probe_error(&s3, PutObject, Some("k"), f);
+        assert_eq!(e.message, "echo ***");
+    }
+
+    #[test]
+    fn serializes_in_the_api_shape() {
+        let s = steps(vec![(HeadBucket, Err(failure("NotFound", Some(404))))]);
+        let json = serde_json::to_value(report(&settings(), "k", s)).unwrap();
+        assert_eq!(json["ok"], false);
+        assert_eq!(json["steps"][0]["step"], "HEAD_BUCKET");
+        assert_eq!(json["steps"][0]["outcome"], "FAILED");
+        assert_eq!(json["steps"][0]["error"]["httpStatus"], 404);
+        assert_eq!(json["steps"][0]["durationMs"], 0);
+        assert_eq!(json["steps"][1]["outcome"], "SKIPPED");
+        assert!(json["steps"][1].get("error").is_none());
+        assert!(json["steps"][1].get("key").is_none());
+    }
+}

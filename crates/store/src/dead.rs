@@ -1,0 +1,113 @@
+//! Dead letters: deliveries that failed for good, or task payloads that could not even be
+//! read, kept with the reason so that they can be listed and replayed.
+
+use chrono::{DateTime, Utc};
+use courier_core::DestinationId;
+use courier_core::delivery::DeliveryTask;
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{DeliveryQueue, Keys, StoreError};
+
+/// One dead letter.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    /// The delivery id, or `poison_…` for a payload that was not a delivery task.
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination_id: Option<DestinationId>,
+    /// Error code (`AccessDenied`, `RetriesExhausted`, `UndecodableTask`, …).
+    pub code: String,
+    pub reason: String,
+    pub died_at: DateTime<Utc>,
+    /// The task as it was queued.
+    pub payload: Value,
+}
+
+/// The dead-letter set.
+#[derive(Debug, Clone)]
+pub struct DeadLetters {
+    conn: ConnectionManager,
+    keys: Keys,
+    queue: DeliveryQueue,
+}
+
+impl DeadLetters {
+    pub fn new(conn: ConnectionManager, keys: Keys, queue: DeliveryQueue) -> Self {
+        Self { conn, keys, queue }
+    }
+
+    pub async fn add(&self, letter: &DeadLetter) -> Result<(), StoreError> {
+        let json = serde_json::to_string(letter).map_err(|e| StoreError::Corrupt {
+            what: "dead letter",
+            message: e.to_string(),
+        })?;
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .set(self.keys.dead_letter(&letter.id), json)
+            .zadd(
+                self.keys.dead_letters(),
+                &letter.id,
+                letter.died_at.timestamp_millis(),
+            )
+            .exec_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {
+        let mut conn = self.conn.clone();
+        let json: Option<String> = conn.get(self.keys.dead_letter(id)).await?;
+        json.map(|j| {
+            serde_json::from_str(&j).map_err(|e| StoreError::Corrupt {
+                what: "dead letter",
+                message: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
+    /// Every dead letter, oldest first.
+    pub async fn list(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = conn.zrange(self.keys.dead_letters(), 0, -1).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(l) = self.get(&id).await? {
+                out.push(l);
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn count(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.zcard(self.keys.dead_letters()).await?)
+    }
+
+    /// Pushes the letter's task back into the queue and removes the letter. A payload that
+    /// is not a delivery task cannot be replayed and stays.
+    pub async fn replay(&self, letter: &DeadLetter) -> Result<bool, StoreError> {
+        let Ok(task) = serde_json::from_value::<DeliveryTask>(letter.payload.clone()) else {
+            return Ok(false);
+        };
+        self.queue.push(task).await?;
+        self.remove(&letter.id).await?;
+        Ok(true)
+    }
+
+    pub async fn remove(&self, id: &str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        redis::pipe()
+            .atomic()
+            .del(self.keys.dead_letter(id))
+            .zrem(self.keys.dead_letters(), id)
+            .exec_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+}
