@@ -46,6 +46,8 @@ pub struct Stack {
     pub workers: Vec<(Proc, u16)>,
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
+    /// Every response body the API sent in this test, for secret scans.
+    pub responses: std::sync::Mutex<Vec<String>>,
 }
 
 impl Stack {
@@ -71,6 +73,7 @@ impl Stack {
             workers: Vec::new(),
             dir,
             http: reqwest::Client::new(),
+            responses: Default::default(),
         };
         stack.api = stack.spawn(
             "api",
@@ -92,23 +95,33 @@ impl Stack {
 
     /// Starts one more worker; returns its index.
     pub fn add_worker(&mut self) -> usize {
+        self.add_worker_with_env(&[])
+    }
+
+    /// Starts one more worker with extra environment variables; returns its index.
+    pub fn add_worker_with_env(&mut self, extra: &[(&str, String)]) -> usize {
         let port = free_port();
         let n = self.workers.len();
-        let proc = self.spawn(
-            &format!("worker-{n}"),
-            &["worker"],
-            &[
-                ("COURIER_METRICS_LISTEN", format!("127.0.0.1:{port}")),
-                (
-                    "COURIER_WORKER_NAME",
-                    format!("e2e-worker-{n}-{}", std::process::id()),
-                ),
-                ("COURIER_RETRY_MIN_DELAY_MS", "50".into()),
-                ("COURIER_RETRY_MAX_DELAY_MS", "200".into()),
-            ],
-        );
+        let mut env = vec![
+            ("COURIER_METRICS_LISTEN", format!("127.0.0.1:{port}")),
+            (
+                "COURIER_WORKER_NAME",
+                format!("e2e-worker-{n}-{}", std::process::id()),
+            ),
+            ("COURIER_RETRY_MIN_DELAY_MS", "50".into()),
+            ("COURIER_RETRY_MAX_DELAY_MS", "200".into()),
+        ];
+        env.extend(extra.iter().cloned());
+        let proc = self.spawn(&format!("worker-{n}"), &["worker"], &env);
         self.workers.push((proc, port));
         n
+    }
+
+    /// Waits until worker `i` answers on its metrics listener.
+    pub async fn wait_worker(&self, i: usize) {
+        let port = self.workers[i].1;
+        self.wait_http(&format!("http://127.0.0.1:{port}/healthz"))
+            .await;
     }
 
     /// A `courier` command with this stack's environment.
@@ -178,6 +191,7 @@ impl Stack {
         let resp = req.send().await.expect("api answers");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
+        self.responses.lock().unwrap().push(text.clone());
         let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, json)
     }
@@ -195,6 +209,78 @@ impl Stack {
     pub async fn get(&self, path: &str) -> (u16, Value) {
         self.call(reqwest::Method::GET, path, Some(TOKEN), None)
             .await
+    }
+
+    pub async fn put(&self, path: &str, body: &Value) -> (u16, Value) {
+        self.call(
+            reqwest::Method::PUT,
+            path,
+            Some(TOKEN),
+            Some(serde_json::to_vec(body).unwrap()),
+        )
+        .await
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::DELETE, path, Some(TOKEN), None)
+            .await
+    }
+
+    /// Enqueues a small job for `destination` through the API; returns the delivery id.
+    pub async fn enqueue(&self, destination: &str, job_id: &str, inventory: &str) -> String {
+        let body = serde_json::json!({
+            "destinationId": destination,
+            "jobId": job_id,
+            "partnerInventoryId": inventory,
+            "completedAt": "2026-06-07T10:00:00Z",
+            "rows": [{"hotel": "A", "score": 1}]
+        });
+        let (status, resp) = self.post("/api/v1/deliveries", &body).await;
+        assert_eq!(status, 202, "{resp}");
+        resp["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Polls a delivery until it has `status`; returns the record.
+    pub async fn wait_status(&self, id: &str, status: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (code, rec) = self.get(&format!("/api/v1/deliveries/{id}")).await;
+            assert_eq!(code, 200, "{rec}");
+            if rec["status"] == status {
+                return rec;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "delivery {id} not {status} after {within:?}: {rec}\nworker logs:\n{}",
+                self.worker_logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Keys of the objects in the bucket under `prefix`.
+    pub async fn objects(&self, prefix: &str) -> Vec<String> {
+        let out = self
+            .s3()
+            .await
+            .list_objects_v2()
+            .bucket(BUCKET)
+            .prefix(prefix)
+            .send()
+            .await
+            .unwrap();
+        out.contents()
+            .iter()
+            .filter_map(|o| o.key().map(str::to_owned))
+            .collect()
+    }
+
+    /// All API response bodies and process logs of this test, for secret scans.
+    pub fn everything_said(&self) -> String {
+        let mut all = self.responses.lock().unwrap().join("\n");
+        all.push_str(&self.api.logs());
+        all.push_str(&self.worker_logs());
+        all
     }
 
     /// A destination body for this stack's Garage and bucket.

@@ -23,6 +23,8 @@ enum Command {
     Worker(cmd::worker::Args),
     /// Queue one delivery of a finished job (rows from a JSON or NDJSON file, or stdin).
     Enqueue(cmd::enqueue::Args),
+    /// Operator commands on destinations (connection test).
+    Destinations(cmd::destinations::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -35,6 +37,7 @@ fn main() -> anyhow::Result<()> {
             Command::Api(args) => cmd::api::run(args).await,
             Command::Worker(args) => cmd::worker::run(args).await,
             Command::Enqueue(args) => cmd::enqueue::run(args).await,
+            Command::Destinations(args) => cmd::destinations::run(args).await,
         }
     })
 }

@@ -24,6 +24,9 @@ pub struct Args {
     /// Largest request body accepted, in bytes; larger gets 413.
     #[arg(long, env = "COURIER_API_MAX_BODY_BYTES", default_value_t = api::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
+    /// Seconds each step of a connection test may take; a store that does not answer fails then.
+    #[arg(long, env = "COURIER_PROBE_TIMEOUT_SECS", default_value_t = 10)]
+    probe_timeout_secs: u64,
     #[command(flatten)]
     redis: RedisArgs,
     #[command(flatten)]
@@ -49,6 +52,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         destinations,
         records,
         allow_private_endpoints: args.allow_private_endpoints,
+        probe_timeout: std::time::Duration::from_secs(args.probe_timeout_secs.max(1)),
     };
     let app = api::router(state, args.max_body_bytes).merge(observe::metrics_routes(metrics));
     let listener = tokio::net::TcpListener::bind(args.listen)

@@ -17,6 +17,7 @@ use courier_core::destination::{
 };
 use courier_core::destination::{Secret, StaticCredentials};
 use courier_core::{Compression, DestinationId, Format, ValidationErrors};
+use courier_s3::probe::{ProbeReport, test_connection};
 use serde::Serialize;
 
 use super::AppState;
@@ -32,6 +33,36 @@ pub fn routes() -> Router<AppState> {
             "/delivery-destinations/{id}",
             get(read).put(update).delete(remove),
         )
+        .route("/delivery-destinations/test", post(test_unsaved))
+        .route("/delivery-destinations/{id}/test", post(test_saved))
+}
+
+/// Runs the connection test (HeadBucket, PutObject probe, DeleteObject probe) against a
+/// saved destination. 200 either way; `ok` and each step say what happened.
+async fn test_saved(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+) -> Result<Json<ProbeReport>, ApiError> {
+    let dest = load(&state, &tenant, &id).await?;
+    let report = test_connection(&dest.spec.s3, state.probe_timeout).await;
+    tracing::info!(destination_id = %dest.id, ok = report.ok, "connection tested");
+    Ok(Json(report))
+}
+
+/// Runs the connection test on a configuration before it is saved; nothing is stored.
+async fn test_unsaved(
+    State(state): State<AppState>,
+    Tenant(_tenant): Tenant,
+    ValidJson(req): ValidJson<DestinationRequest>,
+) -> Result<Json<ProbeReport>, ApiError> {
+    let spec = req.validate().map_err(ApiError::invalid)?;
+    if let Some(url) = &spec.s3.endpoint_url {
+        check_endpoint(url, state.allow_private_endpoints)
+            .await
+            .map_err(ApiError::invalid)?;
+    }
+    Ok(Json(test_connection(&spec.s3, state.probe_timeout).await))
 }
 
 /// A destination as the API shows it: no secret, the access key id masked.

@@ -39,6 +39,8 @@ pub struct AppState {
     /// `COURIER_ALLOW_PRIVATE_ENDPOINTS`: let endpointUrl point at loopback or private
     /// addresses (local stores, tests). Off by default so the API can't reach internal services.
     pub allow_private_endpoints: bool,
+    /// How long each step of a connection test may take (`COURIER_PROBE_TIMEOUT_SECS`).
+    pub probe_timeout: std::time::Duration,
 }
 
 /// The whole API.

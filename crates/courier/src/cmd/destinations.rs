@@ -1,0 +1,60 @@
+//! `courier destinations …`: operator commands on destinations, straight against Redis.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use courier_core::DestinationId;
+use courier_s3::probe::test_connection;
+use courier_store::DestinationStore;
+
+use crate::common::{RedisArgs, SecretArgs};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Run the connection test (HeadBucket, PutObject probe, DeleteObject probe) of a
+    /// saved destination; prints the report as JSON and exits 1 if it failed.
+    Test {
+        /// The destination (`dst_…`).
+        id: String,
+        /// Seconds each step may take.
+        #[arg(long, env = "COURIER_PROBE_TIMEOUT_SECS", default_value_t = 10)]
+        timeout_secs: u64,
+        #[command(flatten)]
+        redis: RedisArgs,
+        #[command(flatten)]
+        secret: SecretArgs,
+    },
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    match args.command {
+        Command::Test {
+            id,
+            timeout_secs,
+            redis,
+            secret,
+        } => {
+            let id = DestinationId::parse(&id).map_err(anyhow::Error::msg)?;
+            let conn = redis.connect().await?;
+            let store = DestinationStore::new(conn, redis.keys(), Some(secret.cipher()?));
+            let dest = store
+                .get_any(&id)
+                .await
+                .context("reading the destination")?
+                .with_context(|| format!("destination {id} does not exist"))?;
+            let report =
+                test_connection(&dest.spec.s3, Duration::from_secs(timeout_secs.max(1))).await;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if !report.ok {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
+}

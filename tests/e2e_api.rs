@@ -1,0 +1,599 @@
+//! The control API customers rely on: the destination lifecycle, pausing, the
+//! connection test, credential modes, the delivery inspector and retry, tenants and
+//! secrets; every route through the real `courier api` against real Redis and Garage.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{BUCKET, OTHER_TOKEN, Stack, TOKEN};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destinations_list_update_pause_resume_and_delete() {
+    let stack = Stack::start(1).await;
+    let mut ids = Vec::new();
+    for prefix in ["a/", "b/", "c/"] {
+        ids.push(
+            stack
+                .create_destination(&stack.destination_body("CSV", "NONE", prefix))
+                .await,
+        );
+    }
+
+    // Paginated list, oldest first.
+    let (s, page1) = stack.get("/api/v1/delivery-destinations?limit=2").await;
+    assert_eq!(s, 200, "{page1}");
+    let got: Vec<&str> = page1["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, [ids[0].as_str(), ids[1].as_str()]);
+    let cursor = page1["nextCursor"].as_str().unwrap();
+    let (_, page2) = stack
+        .get(&format!(
+            "/api/v1/delivery-destinations?limit=2&cursor={cursor}"
+        ))
+        .await;
+    let got: Vec<&str> = page2["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got, [ids[2].as_str()]);
+    assert!(page2["nextCursor"].is_null());
+    let (s, bad) = stack
+        .get("/api/v1/delivery-destinations?limit=0&colour=red")
+        .await;
+    assert_eq!(s, 422, "{bad}");
+    let fields: Vec<&str> = bad["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["limit", "colour"]);
+
+    // Pause without resending the secret: the saved one is kept.
+    let dest = &ids[0];
+    let mut body = stack.destination_body("CSV", "NONE", "a/");
+    body["status"] = "PAUSED".into();
+    body["name"] = "renamed".into();
+    body["s3"]
+        .as_object_mut()
+        .unwrap()
+        .remove("secretAccessKey");
+    let (s, updated) = stack
+        .put(&format!("/api/v1/delivery-destinations/{dest}"), &body)
+        .await;
+    assert_eq!(s, 200, "{updated}");
+    assert_eq!(updated["status"], "PAUSED");
+    assert_eq!(updated["name"], "renamed");
+    assert_eq!(updated["s3"]["credentials"], "STATIC");
+
+    // Deliveries to a paused destination are accepted and held, not delivered.
+    let held: Vec<String> = vec![
+        stack.enqueue(dest, "job-p1", "INV-P1").await,
+        stack.enqueue(dest, "job-p2", "INV-P2").await,
+    ];
+    for id in &held {
+        stack.wait_status(id, "HELD", WAIT).await;
+    }
+    assert!(
+        stack.objects("a/").await.is_empty(),
+        "nothing delivered while paused"
+    );
+
+    // Deleting it now is refused: deliveries are waiting.
+    let (s, refused) = stack
+        .delete(&format!("/api/v1/delivery-destinations/{dest}"))
+        .await;
+    assert_eq!(s, 409, "{refused}");
+    assert_eq!(
+        refused["error"]["code"],
+        "DESTINATION_HAS_PENDING_DELIVERIES"
+    );
+
+    // Resume: the held deliveries flow, with the saved secret.
+    body["status"] = "ACTIVE".into();
+    let (s, resumed) = stack
+        .put(&format!("/api/v1/delivery-destinations/{dest}"), &body)
+        .await;
+    assert_eq!(s, 200, "{resumed}");
+    for id in &held {
+        let rec = stack.wait_final(id, WAIT).await;
+        assert_eq!(rec["status"], "DELIVERED", "{rec}");
+    }
+    let mut keys = stack.objects("a/").await;
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "a/mapping_results_INV-P1_2026-06-07.csv",
+            "a/mapping_results_INV-P2_2026-06-07.csv"
+        ]
+    );
+
+    // Rotated credentials: a new key pair is used from the next delivery on.
+    let new_key = stack.garage.create_key("rotated").unwrap();
+    stack.garage.allow(BUCKET, &new_key, true, true).unwrap();
+    body["s3"]["accessKeyId"] = new_key.id.clone().into();
+    body["s3"]["secretAccessKey"] = new_key.secret.clone().into();
+    let (s, rotated) = stack
+        .put(&format!("/api/v1/delivery-destinations/{dest}"), &body)
+        .await;
+    assert_eq!(s, 200, "{rotated}");
+    assert!(
+        rotated["s3"]["accessKeyId"]
+            .as_str()
+            .unwrap()
+            .starts_with(&new_key.id[..4])
+    );
+    stack.garage.deny(BUCKET, &stack.key, true, true).unwrap();
+    let id = stack.enqueue(dest, "job-rot", "INV-ROT").await;
+    assert_eq!(stack.wait_final(&id, WAIT).await["status"], "DELIVERED");
+
+    // A changed key id without its secret is refused, naming the field.
+    body["s3"]["accessKeyId"] = "GK0000000000000000000000".into();
+    body["s3"]
+        .as_object_mut()
+        .unwrap()
+        .remove("secretAccessKey");
+    let (s, err) = stack
+        .put(&format!("/api/v1/delivery-destinations/{dest}"), &body)
+        .await;
+    assert_eq!(s, 422, "{err}");
+    assert_eq!(err["error"]["fields"][0]["field"], "s3.secretAccessKey");
+
+    // Nothing waiting: delete works, and the destination is gone.
+    let (s, _) = stack
+        .delete(&format!("/api/v1/delivery-destinations/{dest}"))
+        .await;
+    assert_eq!(s, 204);
+    let (s, _) = stack
+        .get(&format!("/api/v1/delivery-destinations/{dest}"))
+        .await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forced_delete_fails_waiting_deliveries_instead_of_dropping_them() {
+    let stack = Stack::start(1).await;
+    let mut body = stack.destination_body("JSON", "NONE", "f/");
+    body["status"] = "PAUSED".into();
+    let dest = stack.create_destination(&body).await;
+    let id = stack.enqueue(&dest, "job-f", "INV-F").await;
+    stack.wait_status(&id, "HELD", WAIT).await;
+    let (s, _) = stack
+        .delete(&format!("/api/v1/delivery-destinations/{dest}?force=true"))
+        .await;
+    assert_eq!(s, 204);
+    let rec = stack.wait_final(&id, WAIT).await;
+    assert_eq!(rec["status"], "FAILED", "{rec}");
+    assert_eq!(rec["error"]["code"], "DestinationNotFound");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_test_reports_each_step_with_code_and_hint() {
+    let stack = Stack::start(0).await;
+
+    // A working destination: three steps pass, the probe object is cleaned up.
+    let good = stack
+        .create_destination(&stack.destination_body("CSV", "NONE", "incoming/"))
+        .await;
+    let (s, report) = stack
+        .post(
+            &format!("/api/v1/delivery-destinations/{good}/test"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(s, 200, "{report}");
+    assert_eq!(report["ok"], true, "{report}");
+    let steps: Vec<(&str, &str)> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|st| {
+            (
+                st["step"].as_str().unwrap(),
+                st["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            ("HEAD_BUCKET", "PASSED"),
+            ("PUT_OBJECT", "PASSED"),
+            ("DELETE_OBJECT", "PASSED")
+        ]
+    );
+    assert!(
+        stack.objects("incoming/").await.is_empty(),
+        "probe object deleted"
+    );
+
+    // A key that may only read: PutObject fails with AccessDenied and a hint about the prefix.
+    let reader = stack.garage.create_key("reader").unwrap();
+    stack.garage.allow(BUCKET, &reader, true, false).unwrap();
+    let mut body = stack.destination_body("CSV", "NONE", "incoming/");
+    body["s3"]["accessKeyId"] = reader.id.clone().into();
+    body["s3"]["secretAccessKey"] = reader.secret.clone().into();
+    let ro = stack.create_destination(&body).await;
+    let (_, report) = stack
+        .post(
+            &format!("/api/v1/delivery-destinations/{ro}/test"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(report["ok"], false, "{report}");
+    let put = &report["steps"][1];
+    assert_eq!(put["step"], "PUT_OBJECT");
+    assert_eq!(put["outcome"], "FAILED");
+    assert_eq!(put["error"]["code"], "AccessDenied", "{report}");
+    assert!(
+        put["error"]["hint"].as_str().unwrap().contains("incoming/"),
+        "{report}"
+    );
+    assert_eq!(report["steps"][2]["outcome"], "SKIPPED");
+
+    // An unsaved configuration can be tested; a missing bucket fails with a bucket hint.
+    let mut body = stack.destination_body("CSV", "NONE", "");
+    body["s3"]["bucket"] = "does-not-exist".into();
+    let (s, report) = stack
+        .post("/api/v1/delivery-destinations/test", &body)
+        .await;
+    assert_eq!(s, 200, "{report}");
+    assert_eq!(report["ok"], false);
+    let head = &report["steps"][0];
+    assert_eq!(head["outcome"], "FAILED", "{report}");
+    assert!(
+        ["NoSuchBucket", "NotFound"].contains(&head["error"]["code"].as_str().unwrap()),
+        "{report}"
+    );
+    assert!(
+        head["error"]["hint"].as_str().unwrap().contains("bucket"),
+        "{report}"
+    );
+
+    // An endpoint that does not answer fails within the bounded time, with its own error.
+    let mut body = stack.destination_body("CSV", "NONE", "");
+    body["s3"]["endpointUrl"] =
+        format!("http://127.0.0.1:{}", courier_test_support::free_port()).into();
+    let started = std::time::Instant::now();
+    let (_, report) = stack
+        .post("/api/v1/delivery-destinations/test", &body)
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "bounded: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(report["ok"], false);
+    assert_eq!(
+        report["steps"][0]["error"]["code"], "ConnectionFailed",
+        "{report}"
+    );
+
+    // Another tenant cannot test this tenant's destination.
+    let (s, _) = stack
+        .call(
+            Method::POST,
+            &format!("/api/v1/delivery-destinations/{good}/test"),
+            Some(OTHER_TOKEN),
+            None,
+        )
+        .await;
+    assert_eq!(s, 404);
+
+    // The CLI runs the same test.
+    let out = stack
+        .courier(&["destinations", "test", &good])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    let out = stack
+        .courier(&["destinations", "test", &ro])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "a failed test exits 1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspector_filters_paginates_and_retries_a_failed_delivery() {
+    let stack = Stack::start(1).await;
+    let d1 = stack
+        .create_destination(&stack.destination_body("CSV", "NONE", "i1/"))
+        .await;
+    let mut body = stack.destination_body("CSV", "NONE", "i2/");
+    body["s3"]["bucket"] = "created-later".into();
+    let d2 = stack.create_destination(&body).await;
+
+    let a = stack.enqueue(&d1, "job-a", "INV-A").await;
+    let b = stack.enqueue(&d1, "job-b", "INV-B").await;
+    let c = stack.enqueue(&d2, "job-a", "INV-C").await;
+    for id in [&a, &b] {
+        assert_eq!(stack.wait_final(id, WAIT).await["status"], "DELIVERED");
+    }
+    let failed = stack.wait_final(&c, WAIT).await;
+    assert_eq!(failed["status"], "FAILED");
+    assert_eq!(failed["error"]["code"], "NoSuchBucket");
+
+    let ids = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (_, all) = stack.get("/api/v1/deliveries").await;
+    assert_eq!(ids(&all), [c.clone(), b.clone(), a.clone()], "newest first");
+    let (_, by_job) = stack.get("/api/v1/deliveries?jobId=job-a").await;
+    assert_eq!(ids(&by_job), [c.clone(), a.clone()]);
+    let (_, by_dest) = stack
+        .get(&format!("/api/v1/deliveries?destinationId={d1}"))
+        .await;
+    assert_eq!(ids(&by_dest), [b.clone(), a.clone()]);
+    let (_, by_status) = stack.get("/api/v1/deliveries?status=FAILED").await;
+    assert_eq!(ids(&by_status), [c.clone()]);
+    assert_eq!(
+        by_status["items"][0]["attempts"][0]["errorCode"],
+        "NoSuchBucket"
+    );
+    let (_, page1) = stack.get("/api/v1/deliveries?limit=2").await;
+    assert_eq!(ids(&page1), [c.clone(), b.clone()]);
+    let cursor = page1["nextCursor"].as_str().unwrap();
+    let (_, page2) = stack
+        .get(&format!("/api/v1/deliveries?limit=2&cursor={cursor}"))
+        .await;
+    assert_eq!(ids(&page2), [a.clone()]);
+    let (_, future) = stack
+        .get("/api/v1/deliveries?from=2999-01-01T00:00:00Z")
+        .await;
+    assert!(ids(&future).is_empty());
+    let (_, past) = stack
+        .get("/api/v1/deliveries?to=2000-01-01T00:00:00Z")
+        .await;
+    assert!(ids(&past).is_empty());
+    let (_, window) = stack
+        .get("/api/v1/deliveries?from=2000-01-01T00:00:00Z&to=2999-01-01T00:00:00Z")
+        .await;
+    assert_eq!(ids(&window).len(), 3);
+    let (s, bad) = stack
+        .get("/api/v1/deliveries?status=DONE&from=yesterday")
+        .await;
+    assert_eq!(s, 422);
+    let fields: Vec<&str> = bad["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["status", "from"]);
+
+    // Retrying a delivered one is refused; the failed one goes through once the bucket exists.
+    let (s, refused) = stack
+        .post(&format!("/api/v1/deliveries/{a}/retry"), &json!({}))
+        .await;
+    assert_eq!(s, 409, "{refused}");
+    stack.garage.create_bucket("created-later").unwrap();
+    stack
+        .garage
+        .allow("created-later", &stack.key, true, true)
+        .unwrap();
+    let (s, accepted) = stack
+        .post(&format!("/api/v1/deliveries/{c}/retry"), &json!({}))
+        .await;
+    assert_eq!(s, 202, "{accepted}");
+    let rec = stack.wait_final(&c, WAIT).await;
+    assert_eq!(rec["status"], "DELIVERED", "{rec}");
+    let attempts = rec["attempts"].as_array().unwrap();
+    assert_eq!(
+        attempts.len(),
+        2,
+        "the failed attempt stays in the history: {rec}"
+    );
+    assert_eq!(attempts[0]["errorCode"], "NoSuchBucket");
+    assert_eq!(attempts[1]["outcome"], "DELIVERED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_come_from_the_destination_the_default_chain_or_none() {
+    let mut stack = Stack::start(0).await;
+    // The worker's own AWS environment is what DEFAULT_CHAIN destinations use.
+    stack.add_worker_with_env(&[
+        ("AWS_ACCESS_KEY_ID", stack.key.id.clone()),
+        ("AWS_SECRET_ACCESS_KEY", stack.key.secret.clone()),
+    ]);
+    stack.wait_worker(0).await;
+
+    let mut body = stack.destination_body("NDJSON", "NONE", "chain/");
+    let s3 = body["s3"].as_object_mut().unwrap();
+    s3.remove("accessKeyId");
+    s3.remove("secretAccessKey");
+    s3.insert("credentials".into(), "DEFAULT_CHAIN".into());
+    let (s, created) = stack.post("/api/v1/delivery-destinations", &body).await;
+    assert_eq!(s, 201, "{created}");
+    assert_eq!(created["s3"]["credentials"], "DEFAULT_CHAIN");
+    assert!(created["s3"].get("accessKeyId").is_none());
+    let id = stack
+        .enqueue(created["id"].as_str().unwrap(), "job-chain", "INV-CHAIN")
+        .await;
+    assert_eq!(stack.wait_final(&id, WAIT).await["status"], "DELIVERED");
+    assert_eq!(
+        stack.objects("chain/").await,
+        ["chain/mapping_results_INV-CHAIN_2026-06-07.ndjson"]
+    );
+
+    // NONE sends unsigned requests; Garage refuses anonymous writes, which proves no
+    // signature was sent (the same bucket accepts the signed ones above).
+    body["s3"]["credentials"] = "NONE".into();
+    let anon = stack.create_destination(&body).await;
+    let id = stack.enqueue(&anon, "job-anon", "INV-ANON").await;
+    let rec = stack.wait_final(&id, WAIT).await;
+    assert_eq!(rec["status"], "FAILED", "{rec}");
+    assert_eq!(rec["error"]["code"], "AccessDenied", "{rec}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_route_leaks_across_tenants() {
+    let stack = Stack::start(1).await;
+    let dest = stack
+        .create_destination(&stack.destination_body("CSV", "NONE", "t/"))
+        .await;
+    let delivery = stack.enqueue(&dest, "job-t", "INV-T").await;
+    stack.wait_final(&delivery, WAIT).await;
+
+    let body = stack
+        .destination_body("CSV", "NONE", "t/")
+        .to_string()
+        .into_bytes();
+    let job = json!({"destinationId": dest, "jobId": "j", "partnerInventoryId": "I",
+                     "completedAt": "2026-06-07T10:00:00Z", "rows": []})
+    .to_string()
+    .into_bytes();
+    let (_, missing) = stack
+        .get("/api/v1/delivery-destinations/dst_01JAAAAAAAAAAAAAAAAAAAAAAA")
+        .await;
+    let routes: Vec<(Method, String, Option<Vec<u8>>)> = vec![
+        (
+            Method::GET,
+            format!("/api/v1/delivery-destinations/{dest}"),
+            None,
+        ),
+        (
+            Method::PUT,
+            format!("/api/v1/delivery-destinations/{dest}"),
+            Some(body.clone()),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/delivery-destinations/{dest}"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/delivery-destinations/{dest}/test"),
+            None,
+        ),
+        (Method::GET, format!("/api/v1/deliveries/{delivery}"), None),
+        (
+            Method::POST,
+            format!("/api/v1/deliveries/{delivery}/retry"),
+            None,
+        ),
+    ];
+    for (method, path, body) in routes {
+        let (s, resp) = stack
+            .call(method.clone(), &path, Some(OTHER_TOKEN), body.clone())
+            .await;
+        assert_eq!(s, 404, "{method} {path}: {resp}");
+        assert_eq!(
+            resp["error"]["code"], missing["error"]["code"],
+            "{method} {path}"
+        );
+        assert!(!resp.to_string().contains("INV-T"), "{resp}");
+        let (s, _) = stack.call(method.clone(), &path, None, body).await;
+        assert_eq!(s, 401, "{method} {path} without a token");
+    }
+    // Lists show only the caller's own.
+    for path in [
+        "/api/v1/delivery-destinations",
+        "/api/v1/deliveries",
+        &format!("/api/v1/deliveries?destinationId={dest}"),
+        "/api/v1/deliveries?jobId=job-t",
+    ] {
+        let (s, resp) = stack.call(Method::GET, path, Some(OTHER_TOKEN), None).await;
+        assert_eq!(s, 200, "{path}");
+        assert_eq!(resp["items"], json!([]), "{path}: {resp}");
+    }
+    // Enqueueing to another tenant's destination is refused as unknown.
+    let (s, resp) = stack
+        .call(
+            Method::POST,
+            "/api/v1/deliveries",
+            Some(OTHER_TOKEN),
+            Some(job),
+        )
+        .await;
+    assert_eq!(s, 422, "{resp}");
+    // And the owner still sees everything intact.
+    let (s, _) = stack
+        .get(&format!("/api/v1/delivery-destinations/{dest}"))
+        .await;
+    assert_eq!(s, 200);
+    let _ = TOKEN;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_appear_in_responses_or_logs() {
+    let stack = Stack::start(1).await;
+    let wrong_secret = format!("{}WRONG", &stack.key.secret[..20]);
+    let dest = stack
+        .create_destination(&stack.destination_body("CSV", "GZIP", "s/"))
+        .await;
+    let mut bad = stack.destination_body("CSV", "NONE", "s/");
+    bad["s3"]["secretAccessKey"] = wrong_secret.clone().into();
+    let bad_dest = stack.create_destination(&bad).await;
+
+    stack
+        .get(&format!("/api/v1/delivery-destinations/{dest}"))
+        .await;
+    stack.get("/api/v1/delivery-destinations").await;
+    stack
+        .post(
+            &format!("/api/v1/delivery-destinations/{dest}/test"),
+            &json!({}),
+        )
+        .await;
+    stack
+        .post(
+            &format!("/api/v1/delivery-destinations/{bad_dest}/test"),
+            &json!({}),
+        )
+        .await;
+    stack.post("/api/v1/delivery-destinations/test", &bad).await;
+    let ok = stack.enqueue(&dest, "job-s1", "INV-S1").await;
+    let failed = stack.enqueue(&bad_dest, "job-s2", "INV-S2").await;
+    assert_eq!(stack.wait_final(&ok, WAIT).await["status"], "DELIVERED");
+    let rec = stack.wait_final(&failed, WAIT).await;
+    assert_eq!(rec["status"], "FAILED", "{rec}");
+    stack.get("/api/v1/deliveries").await;
+    let mut update = stack.destination_body("CSV", "NONE", "s/");
+    update["status"] = "PAUSED".into();
+    stack
+        .put(&format!("/api/v1/delivery-destinations/{dest}"), &update)
+        .await;
+    stack
+        .post(
+            "/api/v1/delivery-destinations",
+            &json!({"type": "S3", "name": "x",
+        "s3": {"bucket": "Bad_Bucket", "region": "garage", "accessKeyId": stack.key.id,
+               "secretAccessKey": stack.key.secret}}),
+        )
+        .await;
+    let text = stack.worker_metrics(0).await;
+
+    let all = format!("{}{text}", stack.everything_said());
+    assert!(all.len() > 1000, "the scan saw real output");
+    assert!(!all.contains(&stack.key.secret), "the secret leaked");
+    assert!(!all.contains(&wrong_secret), "the wrong secret leaked");
+    assert!(
+        !all.contains(&stack.secret_key),
+        "COURIER_SECRET_KEY leaked"
+    );
+    assert!(!all.contains(TOKEN), "an API token leaked");
+}
