@@ -19,9 +19,9 @@ const UPDATE_CREDENTIALS: &str = "Update the destination with fresh credentials 
 /// Advice for `code` reported by `step`, in terms of the destination `s3`.
 pub fn hint(step: ProbeStepName, code: &str, s3: &S3Settings) -> String {
     match code {
-        "PermanentRedirect" | "AuthorizationHeaderMalformed" | "IllegalLocationConstraintException" => {
-            wrong_region(s3)
-        }
+        "PermanentRedirect"
+        | "AuthorizationHeaderMalformed"
+        | "IllegalLocationConstraintException" => wrong_region(s3),
         "BadRequest" if step == ProbeStepName::HeadBucket => head_bad_request(s3),
         "InvalidAccessKeyId" => unknown_key_id(s3),
         "SignatureDoesNotMatch" => wrong_secret(s3),
@@ -34,6 +34,27 @@ pub fn hint(step: ProbeStepName, code: &str, s3: &S3Settings) -> String {
         }
         _ if is_store_side(code) => store_side(code),
         _ => generic(step, code),
+    }
+}
+
+/// The AWS code a store's answer stands for, for choosing the hint.
+///
+/// Some S3-compatible stores answer every authentication problem with a plain
+/// `AccessDenied` and say what is wrong only in the message: Garage sends
+/// `Forbidden: Invalid signature` for a wrong secret and `Forbidden: No such key: GK…` for
+/// an unknown key id, where AWS sends `SignatureDoesNotMatch` and `InvalidAccessKeyId`.
+/// The report keeps the store's own code; only the advice follows the meaning.
+pub fn aws_equivalent<'a>(code: &'a str, message: &str) -> &'a str {
+    if code != "AccessDenied" {
+        return code;
+    }
+    let message = message.to_ascii_lowercase();
+    if message.contains("invalid signature") {
+        "SignatureDoesNotMatch"
+    } else if message.contains("no such key:") {
+        "InvalidAccessKeyId"
+    } else {
+        code
     }
 }
 
@@ -50,7 +71,9 @@ fn resource_arn(s3: &S3Settings) -> String {
 /// Who signs the requests, for sentences like "the credentials AKIA…MPLE".
 fn signer(s3: &S3Settings) -> String {
     match &s3.credentials {
-        Credentials::Static(c) => format!("the access key `{}`", mask_access_key_id(&c.access_key_id)),
+        Credentials::Static(c) => {
+            format!("the access key `{}`", mask_access_key_id(&c.access_key_id))
+        }
         Credentials::Anonymous => "unsigned requests (credentials NONE)".to_owned(),
         Credentials::DefaultChain => "the worker's default AWS credentials".to_owned(),
     }
@@ -322,10 +345,7 @@ mod tests {
         let h = hint(PutObject, "InvalidAccessKeyId", &aws());
         assert!(h.contains("AKIA…MPLE"), "{h}");
         assert!(h.contains("rotated"), "{h}");
-        assert!(
-            h.contains("PUT /api/v1/delivery-destinations/{id}"),
-            "{h}"
-        );
+        assert!(h.contains("PUT /api/v1/delivery-destinations/{id}"), "{h}");
     }
 
     #[test]
@@ -344,7 +364,10 @@ mod tests {
         assert!(h.contains("path prefix `incoming/`"), "{h}");
         assert!(h.contains("write to s3://acme-results/incoming/"), "{h}");
         let h = hint(DeleteObject, "AccessDenied", &aws());
-        assert!(h.contains("delete in") && h.contains("s3:DeleteObject"), "{h}");
+        assert!(
+            h.contains("delete in") && h.contains("s3:DeleteObject"),
+            "{h}"
+        );
 
         let no_prefix = S3Settings {
             path_prefix: PathPrefix::default(),
@@ -378,7 +401,10 @@ mod tests {
             assert!(h.contains("region `eu-west-1`"), "{h}");
         }
         let h = hint(HeadBucket, "NoSuchBucket", &minio());
-        assert!(h.contains("endpointUrl `http://minio.internal:9000`"), "{h}");
+        assert!(
+            h.contains("endpointUrl `http://minio.internal:9000`"),
+            "{h}"
+        );
     }
 
     #[test]
@@ -411,6 +437,28 @@ mod tests {
         };
         let h = hint(HeadBucket, "RequestConstructionFailed", &chain);
         assert!(h.contains("DEFAULT_CHAIN"), "{h}");
+    }
+
+    #[test]
+    fn garage_style_access_denied_messages_get_the_credentials_hints() {
+        let eq = aws_equivalent;
+        assert_eq!(
+            eq("AccessDenied", "Forbidden: Invalid signature"),
+            "SignatureDoesNotMatch"
+        );
+        assert_eq!(
+            eq("AccessDenied", "Forbidden: No such key: GK00"),
+            "InvalidAccessKeyId"
+        );
+        assert_eq!(
+            eq(
+                "AccessDenied",
+                "Forbidden: Operation is not allowed for this key."
+            ),
+            "AccessDenied"
+        );
+        assert_eq!(eq("AccessDenied", "Access Denied"), "AccessDenied");
+        assert_eq!(eq("NoSuchBucket", "Invalid signature"), "NoSuchBucket");
     }
 
     #[test]

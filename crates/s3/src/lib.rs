@@ -3,7 +3,14 @@
 //! - [`client`]: a client per destination (static keys, unsigned, or the AWS default
 //!   credential chain), uploads, and SDK errors turned into a code, a message and an
 //!   [`ErrorClass`](courier_core::failure::ErrorClass).
+//! - [`probe`]: the connection test (HeadBucket, PutObject and DeleteObject of a probe
+//!   object) and its report.
+//! - [`hints`]: plain-words advice for each error code the connection test can meet.
 
 pub mod client;
+pub mod hints;
+pub mod probe;
 
 pub use client::{PutRequest, S3Failure, S3Timeouts, client, put_file};
+pub use hints::hint;
+pub use probe::{ProbeError, ProbeReport, ProbeStep, ProbeStepName, StepOutcome, test_connection};

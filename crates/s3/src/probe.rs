@@ -30,12 +30,12 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
-use courier_core::destination::{Credentials, PathPrefix, S3Settings};
+use courier_core::destination::{Credentials, PathPrefix, S3Settings, mask_access_key_id};
 use courier_core::failure::ErrorClass;
 use serde::Serialize;
 
 use crate::client::{S3Failure, S3Timeouts, client, failure};
-use crate::hints::{hint, location};
+use crate::hints::{aws_equivalent, hint, location};
 
 /// What the test writes; a human who finds a left-over probe object knows what it is.
 const PROBE_BODY: &str = "Courier connection test; safe to delete.\n";
@@ -161,7 +161,7 @@ async fn run_steps(s3: &S3Settings, timeout: Duration, key: &str, steps: &mut Ve
     )
     .await;
     let (elapsed, head) = timed(head_bucket(&client, s3)).await;
-    let writes_can_tell = head.as_ref().map_or_else(writes_can_tell_more, |_| true);
+    let writes_can_tell = head.as_ref().err().is_none_or(writes_can_tell_more);
     steps.push(step(s3, ProbeStepName::HeadBucket, None, elapsed, head));
     if !writes_can_tell {
         skip_rest(steps);
@@ -175,7 +175,13 @@ async fn run_steps(s3: &S3Settings, timeout: Duration, key: &str, steps: &mut Ve
         return;
     }
     let (elapsed, delete) = timed(delete_probe(&client, s3, key)).await;
-    steps.push(step(s3, ProbeStepName::DeleteObject, Some(key), elapsed, delete));
+    steps.push(step(
+        s3,
+        ProbeStepName::DeleteObject,
+        Some(key),
+        elapsed,
+        delete,
+    ));
 }
 
 async fn head_bucket(client: &aws_sdk_s3::Client, s3: &S3Settings) -> Result<(), S3Failure> {
@@ -188,7 +194,11 @@ async fn head_bucket(client: &aws_sdk_s3::Client, s3: &S3Settings) -> Result<(),
         .map_err(failure)
 }
 
-async fn put_probe(client: &aws_sdk_s3::Client, s3: &S3Settings, key: &str) -> Result<(), S3Failure> {
+async fn put_probe(
+    client: &aws_sdk_s3::Client,
+    s3: &S3Settings,
+    key: &str,
+) -> Result<(), S3Failure> {
     client
         .put_object()
         .bucket(s3.bucket.as_str())
@@ -202,7 +212,11 @@ async fn put_probe(client: &aws_sdk_s3::Client, s3: &S3Settings, key: &str) -> R
         .map_err(failure)
 }
 
-async fn delete_probe(client: &aws_sdk_s3::Client, s3: &S3Settings, key: &str) -> Result<(), S3Failure> {
+async fn delete_probe(
+    client: &aws_sdk_s3::Client,
+    s3: &S3Settings,
+    key: &str,
+) -> Result<(), S3Failure> {
     client
         .delete_object()
         .bucket(s3.bucket.as_str())
@@ -256,8 +270,13 @@ fn step(
     }
 }
 
-fn probe_error(s3: &S3Settings, name: ProbeStepName, key: Option<&str>, f: S3Failure) -> ProbeError {
-    let mut advice = hint(name, &f.code, s3);
+fn probe_error(
+    s3: &S3Settings,
+    name: ProbeStepName,
+    key: Option<&str>,
+    f: S3Failure,
+) -> ProbeError {
+    let mut advice = hint(name, aws_equivalent(&f.code, &f.message), s3);
     if let (ProbeStepName::DeleteObject, Some(key)) = (name, key) {
         advice.push_str(&format!(
             " The probe object s3://{}/{key} may be left behind; it is safe to delete by hand.",
@@ -272,17 +291,21 @@ fn probe_error(s3: &S3Settings, name: ProbeStepName, key: Option<&str>, f: S3Fai
     }
 }
 
-/// Removes the secret from a text that came from outside, should a store ever echo it.
+/// Removes the secret from a store's message, should a store ever echo it, and masks the
+/// access key id (Garage names it in `No such key: GK…`) as everywhere else in the API.
 fn scrub(text: String, s3: &S3Settings) -> String {
-    match &s3.credentials {
-        Credentials::Static(c)
-            if !c.secret_access_key.expose().is_empty()
-                && text.contains(c.secret_access_key.expose()) =>
-        {
-            text.replace(c.secret_access_key.expose(), "***")
-        }
-        _ => text,
+    let Credentials::Static(c) = &s3.credentials else {
+        return text;
+    };
+    let mut text = text;
+    let secret = c.secret_access_key.expose();
+    if !secret.is_empty() {
+        text = text.replace(secret, "***");
     }
+    if !c.access_key_id.is_empty() {
+        text = text.replace(&c.access_key_id, &mask_access_key_id(&c.access_key_id));
+    }
+    text
 }
 
 /// Marks every step not yet run as skipped.
@@ -313,7 +336,12 @@ fn finish_after_deadline(s3: &S3Settings, key: &str, budget: Duration, steps: &m
         class: ErrorClass::Transient,
     };
     let key = (name != ProbeStepName::HeadBucket).then_some(key);
-    let elapsed = budget.saturating_sub(steps.iter().map(|s| Duration::from_millis(s.duration_ms)).sum());
+    let elapsed = budget.saturating_sub(
+        steps
+            .iter()
+            .map(|s| Duration::from_millis(s.duration_ms))
+            .sum(),
+    );
     steps.push(step(s3, name, key, elapsed, Err(cut_off)));
     skip_rest(steps);
 }
@@ -421,7 +449,10 @@ mod tests {
         assert!(!writes_can_tell_more(&failure("Timeout", None)));
         assert!(writes_can_tell_more(&failure("AccessDenied", Some(403))));
         assert!(writes_can_tell_more(&failure("BadRequest", Some(400))));
-        assert!(writes_can_tell_more(&failure("PermanentRedirect", Some(301))));
+        assert!(writes_can_tell_more(&failure(
+            "PermanentRedirect",
+            Some(301)
+        )));
     }
 
     #[test]
@@ -450,7 +481,10 @@ mod tests {
         ]);
         let r = report(&settings(), "incoming/.probe.txt", s);
         assert!(!r.ok);
-        assert!(r.summary.starts_with("Connection failed at DeleteObject: AccessDenied;"));
+        assert!(
+            r.summary
+                .starts_with("Connection failed at DeleteObject: AccessDenied;")
+        );
         assert!(r.summary.contains("s3://acme-results/incoming/.probe.txt"));
         let hint = &r.steps[2].error.as_ref().unwrap().hint;
         assert!(hint.contains("may be left behind"), "{hint}");
@@ -476,21 +510,25 @@ mod tests {
         let outcomes: Vec<_> = s.iter().map(|s| s.outcome).collect();
         assert_eq!(
             outcomes,
-            [StepOutcome::Passed, StepOutcome::Failed, StepOutcome::Skipped]
+            [
+                StepOutcome::Passed,
+                StepOutcome::Failed,
+                StepOutcome::Skipped
+            ]
         );
         assert_eq!(s[1].error.as_ref().unwrap().code, "Timeout");
         assert_eq!(s[1].key.as_deref(), Some("k"));
     }
 
     #[test]
-    fn messages_are_scrubbed_of_the_secret() {
+    fn messages_are_scrubbed_of_the_secret_and_the_full_key_id() {
         let s3 = settings();
         let f = S3Failure {
-            message: "echo wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
+            message: "echo AKIAIOSFODNN7EXAMPLE wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
             ..failure("Weird", Some(400))
         };
         let e = probe_error(&s3, PutObject, Some("k"), f);
-        assert_eq!(e.message, "echo ***");
+        assert_eq!(e.message, "echo AKIA…MPLE ***");
     }
 
     #[test]
