@@ -348,7 +348,7 @@ async fn inspector_filters_paginates_and_retries_a_failed_delivery() {
         .await;
     assert_eq!(ids(&by_dest), [b.clone(), a.clone()]);
     let (_, by_status) = stack.get("/api/v1/deliveries?status=FAILED").await;
-    assert_eq!(ids(&by_status), [c.clone()]);
+    assert_eq!(ids(&by_status), vec![c.clone()]);
     assert_eq!(
         by_status["items"][0]["attempts"][0]["errorCode"],
         "NoSuchBucket"
@@ -359,7 +359,7 @@ async fn inspector_filters_paginates_and_retries_a_failed_delivery() {
     let (_, page2) = stack
         .get(&format!("/api/v1/deliveries?limit=2&cursor={cursor}"))
         .await;
-    assert_eq!(ids(&page2), [a.clone()]);
+    assert_eq!(ids(&page2), vec![a.clone()]);
     let (_, future) = stack
         .get("/api/v1/deliveries?from=2999-01-01T00:00:00Z")
         .await;

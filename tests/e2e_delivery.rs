@@ -407,7 +407,7 @@ async fn a_missing_bucket_fails_at_once_with_the_store_error_code() {
     );
     let text = stack.worker_metrics(0).await;
     assert_eq!(
-        metric_sum(&text, "courier_deliveries_total", &[("outcome", "failed")]),
+        metric_sum(&text, "courier_deliveries_total", &[("outcome", "dead")]),
         1.0
     );
     assert_eq!(

@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -44,6 +44,8 @@ pub struct Stack {
     pub api_url: String,
     pub api: Proc,
     pub workers: Vec<(Proc, u16)>,
+    /// The `COURIER_WORKER_NAME` of each of `workers`, by index.
+    pub worker_names: Vec<String>,
     pub dir: tempfile::TempDir,
     pub http: reqwest::Client,
     /// Every response body the API sent in this test, for secret scans.
@@ -71,6 +73,7 @@ impl Stack {
             key,
             secret_key,
             workers: Vec::new(),
+            worker_names: Vec::new(),
             dir,
             http: reqwest::Client::new(),
             responses: Default::default(),
@@ -112,9 +115,69 @@ impl Stack {
             ("COURIER_RETRY_MAX_DELAY_MS", "200".into()),
         ];
         env.extend(extra.iter().cloned());
+        // The last setting wins, as it does for the child's environment.
+        let name = env
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == "COURIER_WORKER_NAME")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
         let proc = self.spawn(&format!("worker-{n}"), &["worker"], &env);
         self.workers.push((proc, port));
+        self.worker_names.push(name);
         n
+    }
+
+    /// The worker name (`COURIER_WORKER_NAME`) worker `i` was started with.
+    pub fn worker_name(&self, i: usize) -> &str {
+        &self.worker_names[i]
+    }
+
+    /// The process id of worker `i`.
+    pub fn worker_pid(&self, i: usize) -> u32 {
+        self.workers[i].0.child.id()
+    }
+
+    /// Kills worker `i` with SIGKILL and reaps it.
+    pub fn kill_worker(&mut self, i: usize) {
+        let child = &mut self.workers[i].0.child;
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    /// Sends `signal` (e.g. `"TERM"`) to worker `i` with `kill -<signal> <pid>`.
+    pub fn signal_worker(&self, i: usize, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.worker_pid(i).to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} worker {i}: {status}");
+    }
+
+    /// Whether worker `i` is still running.
+    pub fn worker_running(&mut self, i: usize) -> bool {
+        matches!(self.workers[i].0.child.try_wait(), Ok(None))
+    }
+
+    /// Whether the API process is still running.
+    pub fn api_running(&mut self) -> bool {
+        matches!(self.api.child.try_wait(), Ok(None))
+    }
+
+    /// Waits up to `within` for worker `i` to exit; its exit status, or `None` if it is
+    /// still running.
+    pub async fn wait_worker_exit(&mut self, i: usize, within: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.workers[i].0.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Waits until worker `i` answers on its metrics listener.
@@ -326,6 +389,78 @@ impl Stack {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// The record of delivery `id` (asserts that the API has it).
+    pub async fn record(&self, id: &str) -> Value {
+        let (status, rec) = self.get(&format!("/api/v1/deliveries/{id}")).await;
+        assert_eq!(status, 200, "delivery {id}: {rec}");
+        rec
+    }
+
+    /// Polls a delivery until its status is one of `statuses`; returns the record.
+    pub async fn wait_settled(&self, id: &str, statuses: &[&str], within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let rec = self.record(id).await;
+            let s = rec["status"].as_str().unwrap_or_default();
+            if statuses.contains(&s) {
+                return rec;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "delivery {id} still {s}, not one of {statuses:?}, after {within:?}: {rec}\n\
+                 log lines about it:\n{}",
+                self.logs_mentioning(id)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The bytes of object `key` in [`BUCKET`], or `None` if there is no such object.
+    pub async fn object(&self, key: &str) -> Option<Vec<u8>> {
+        let out = self
+            .s3()
+            .await
+            .get_object()
+            .bucket(BUCKET)
+            .key(key)
+            .send()
+            .await
+            .ok()?;
+        Some(out.body.collect().await.ok()?.into_bytes().to_vec())
+    }
+
+    /// Runs `courier dlq <args…>` and returns its output.
+    pub fn dlq(&self, args: &[&str]) -> std::process::Output {
+        let mut all = vec!["dlq"];
+        all.extend_from_slice(args);
+        self.courier(&all).output().expect("courier dlq runs")
+    }
+
+    /// `courier dlq list --json`: one JSON object per dead letter, oldest first.
+    pub fn dlq_list(&self) -> Vec<Value> {
+        let out = self.dlq(&["list", "--json"]);
+        assert!(
+            out.status.success(),
+            "courier dlq list failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.trim_start().starts_with('{'))
+            .map(|l| serde_json::from_str(l).expect("dlq list --json prints JSON lines"))
+            .collect()
+    }
+
+    /// The lines of the API's and the workers' logs that contain `needle`.
+    pub fn logs_mentioning(&self, needle: &str) -> String {
+        let mut all = self.api.logs();
+        all.push_str(&self.worker_logs());
+        all.lines()
+            .filter(|l| l.contains(needle))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     pub fn worker_logs(&self) -> String {

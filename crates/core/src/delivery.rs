@@ -58,15 +58,21 @@ impl From<PartnerInventoryId> for String {
 }
 
 /// The body of `POST /api/v1/deliveries` (and the input of `courier enqueue`), as received.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct JobCompletedRequest {
+    #[schema(example = "dst_01JXQ5V3K8M2N7P4R6S9T0W1XY")]
     pub destination_id: String,
+    #[schema(example = "job-42")]
     pub job_id: String,
+    #[schema(example = "INV-1234")]
     pub partner_inventory_id: String,
+    #[schema(format = DateTime, example = "2026-06-07T10:00:00Z")]
     pub completed_at: String,
     #[serde(default)]
+    #[schema(example = json!(["hotel", "score"]))]
     pub columns: Option<Vec<String>>,
+    #[schema(value_type = Vec<Object>, example = json!([{"hotel": "A", "score": 1}]))]
     pub rows: Vec<Value>,
 }
 
@@ -193,10 +199,25 @@ pub struct DeliveryTask {
     pub columns: Vec<String>,
     pub rows: Vec<Row>,
     pub enqueued_at: DateTime<Utc>,
+    /// Where this delivery stands in its retry schedule; reset when it is replayed.
+    #[serde(default)]
+    pub retry: RetryState,
+}
+
+/// Retry bookkeeping that travels with the task, so that a scheduled retry survives any
+/// worker's restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RetryState {
+    /// Attempts already made in this run of the delivery.
+    pub attempts: u32,
+    /// When the first of them started; the retry policy caps the total time from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_attempt_at: Option<DateTime<Utc>>,
 }
 
 /// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DeliveryStatus {
     /// Accepted and waiting in the queue.
@@ -209,6 +230,9 @@ pub enum DeliveryStatus {
     Held,
     /// The object is in the bucket.
     Delivered,
+    /// Not uploaded: a newer result of the same partner inventory and day is already at
+    /// the key, and an older one must not overwrite it.
+    Superseded,
     /// Gave up: a permanent error, or retries exhausted. The record says why.
     Failed,
 }
@@ -217,18 +241,21 @@ impl DeliveryStatus {
     pub fn parse(s: &str) -> Result<Self, String> {
         serde_json::from_value(Value::String(s.to_owned())).map_err(|_| {
             format!(
-                "`{s}` is not a status (QUEUED, IN_PROGRESS, RETRYING, HELD, DELIVERED, FAILED)"
+                "`{s}` is not a status (QUEUED, IN_PROGRESS, RETRYING, HELD, DELIVERED, SUPERSEDED, FAILED)"
             )
         })
     }
 
     pub fn is_final(self) -> bool {
-        matches!(self, DeliveryStatus::Delivered | DeliveryStatus::Failed)
+        matches!(
+            self,
+            DeliveryStatus::Delivered | DeliveryStatus::Failed | DeliveryStatus::Superseded
+        )
     }
 }
 
 /// One try at delivering, kept in the record so a customer can see each one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Attempt {
     pub number: u32,
@@ -244,7 +271,7 @@ pub struct Attempt {
 }
 
 /// The error that ended a delivery, as the customer sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryError {
     /// The store's error code (`AccessDenied`, `NoSuchBucket`, …) or Courier's own
@@ -254,7 +281,7 @@ pub struct DeliveryError {
 }
 
 /// How long each stage took, in milliseconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Timings {
     pub render_ms: u64,
@@ -265,15 +292,18 @@ pub struct Timings {
 
 /// Everything known about one delivery. Written when the task is enqueued and after
 /// every attempt; `GET /api/v1/deliveries/{id}` returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryRecord {
+    #[schema(value_type = String, example = "dlv_01JXQ5W7ZB3C4D5E6F7G8H9JKM")]
     pub id: DeliveryId,
     #[serde(skip_serializing)]
     #[serde(default = "unknown_tenant")]
     pub tenant: TenantId,
+    #[schema(value_type = String, example = "dst_01JXQ5V3K8M2N7P4R6S9T0W1XY")]
     pub destination_id: DestinationId,
     pub job_id: String,
+    #[schema(value_type = String, example = "INV-1234")]
     pub partner_inventory_id: PartnerInventoryId,
     pub completed_at: DateTime<Utc>,
     pub status: DeliveryStatus,

@@ -241,7 +241,7 @@ pub fn mask_access_key_id(id: &str) -> String {
 }
 
 /// Whether deliveries flow to a destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum DestinationStatus {
     #[default]
@@ -251,32 +251,38 @@ pub enum DestinationStatus {
 }
 
 /// The destination type; only S3 (and S3-compatible stores) for now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum DestinationType {
     S3,
 }
 
 /// The `s3` object of a destination request.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct S3Request {
+    #[schema(example = "acme-mapping-results")]
     pub bucket: String,
     /// `STATIC`, `NONE` or `DEFAULT_CHAIN`; see [`CredentialsMode`].
     #[serde(default)]
     pub credentials: Option<CredentialsMode>,
+    #[schema(example = "eu-west-1")]
     pub region: String,
     #[serde(default)]
+    #[schema(example = "AKIAIOSFODNN7EXAMPLE")]
     pub access_key_id: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Option<String>, write_only, format = Password)]
     pub secret_access_key: Option<Secret>,
     #[serde(default)]
+    #[schema(example = "https://s3.eu-west-1.amazonaws.com")]
     pub endpoint_url: Option<String>,
     #[serde(default)]
+    #[schema(example = "incoming/")]
     pub path_prefix: Option<String>,
 }
 
 /// The body of `POST /api/v1/delivery-destinations`, as received.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DestinationRequest {
     #[serde(rename = "type")]
@@ -299,7 +305,7 @@ pub struct StaticCredentials {
 }
 
 /// How requests to a destination are signed, as named in the API (`s3.credentials`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CredentialsMode {
     /// `accessKeyId` and `secretAccessKey` saved with the destination.
@@ -659,11 +665,26 @@ mod tests {
         let s3 = body["s3"].as_object_mut().unwrap();
         s3.remove("secretAccessKey");
         s3.remove("accessKeyId");
-        let spec = request(body).validate().unwrap();
-        assert!(
-            spec.s3.credentials.is_none(),
-            "no keys means unsigned requests"
+        let spec = request(body.clone()).validate().unwrap();
+        assert_eq!(
+            spec.s3.credentials,
+            Credentials::Anonymous,
+            "no keys: unsigned"
         );
+
+        body["s3"]["credentials"] = "DEFAULT_CHAIN".into();
+        let spec = request(body.clone()).validate().unwrap();
+        assert_eq!(spec.s3.credentials, Credentials::DefaultChain);
+
+        body["s3"]["credentials"] = "STATIC".into();
+        let errs = request(body).validate().unwrap_err();
+        assert_eq!(errs.0[0].field, "s3.accessKeyId");
+
+        let mut body = valid();
+        body["s3"]["credentials"] = "NONE".into();
+        let errs = request(body).validate().unwrap_err();
+        assert_eq!(errs.0[0].field, "s3.accessKeyId");
+        assert!(errs.0[0].message.contains("only used with STATIC"));
     }
 
     #[test]

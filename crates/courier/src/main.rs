@@ -25,6 +25,8 @@ enum Command {
     Enqueue(cmd::enqueue::Args),
     /// Operator commands on destinations (connection test).
     Destinations(cmd::destinations::Args),
+    /// Dead letters: list them, replay them.
+    Dlq(cmd::dlq::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,6 +40,7 @@ fn main() -> anyhow::Result<()> {
             Command::Worker(args) => cmd::worker::run(args).await,
             Command::Enqueue(args) => cmd::enqueue::run(args).await,
             Command::Destinations(args) => cmd::destinations::run(args).await,
+            Command::Dlq(args) => cmd::dlq::run(args).await,
         }
     })
 }

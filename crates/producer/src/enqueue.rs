@@ -80,6 +80,7 @@ impl Producer {
             columns: job.columns,
             rows: job.rows,
             enqueued_at: now,
+            retry: Default::default(),
         };
         self.records.put(&record).await?;
         if let Err(e) = self.queue.push(task).await {

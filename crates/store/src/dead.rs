@@ -33,11 +33,24 @@ pub struct DeadLetters {
     conn: ConnectionManager,
     keys: Keys,
     queue: DeliveryQueue,
+    /// How long a dead letter is kept; `None` keeps it until replayed.
+    retention: Option<std::time::Duration>,
 }
 
 impl DeadLetters {
     pub fn new(conn: ConnectionManager, keys: Keys, queue: DeliveryQueue) -> Self {
-        Self { conn, keys, queue }
+        Self {
+            conn,
+            keys,
+            queue,
+            retention: None,
+        }
+    }
+
+    /// Dead letters expire this long after they died.
+    pub fn with_retention(mut self, retention: std::time::Duration) -> Self {
+        self.retention = Some(retention);
+        self
     }
 
     pub async fn add(&self, letter: &DeadLetter) -> Result<(), StoreError> {
@@ -46,16 +59,23 @@ impl DeadLetters {
             message: e.to_string(),
         })?;
         let mut conn = self.conn.clone();
-        redis::pipe()
-            .atomic()
-            .set(self.keys.dead_letter(&letter.id), json)
-            .zadd(
-                self.keys.dead_letters(),
-                &letter.id,
-                letter.died_at.timestamp_millis(),
-            )
-            .exec_async(&mut conn)
-            .await?;
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        match self.retention {
+            Some(keep) => pipe.set_ex(
+                self.keys.dead_letter(&letter.id),
+                json,
+                keep.as_secs().max(1),
+            ),
+            None => pipe.set(self.keys.dead_letter(&letter.id), json),
+        };
+        pipe.zadd(
+            self.keys.dead_letters(),
+            &letter.id,
+            letter.died_at.timestamp_millis(),
+        )
+        .exec_async(&mut conn)
+        .await?;
         Ok(())
     }
 
@@ -92,9 +112,11 @@ impl DeadLetters {
     /// Pushes the letter's task back into the queue and removes the letter. A payload that
     /// is not a delivery task cannot be replayed and stays.
     pub async fn replay(&self, letter: &DeadLetter) -> Result<bool, StoreError> {
-        let Ok(task) = serde_json::from_value::<DeliveryTask>(letter.payload.clone()) else {
+        let Ok(mut task) = serde_json::from_value::<DeliveryTask>(letter.payload.clone()) else {
             return Ok(false);
         };
+        // A replay is a fresh run: the retry policy counts from zero again.
+        task.retry = Default::default();
         self.queue.push(task).await?;
         self.remove(&letter.id).await?;
         Ok(true)

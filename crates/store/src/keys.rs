@@ -72,6 +72,26 @@ impl Keys {
         format!("{}:destination:{id}:releasing", self.ns)
     }
 
+    /// String: JSON health of one destination (consecutive failures, failing since).
+    pub fn health(&self, id: &DestinationId) -> String {
+        format!("{}:destination:{id}:health", self.ns)
+    }
+
+    /// Set of destination ids currently failing.
+    pub fn failing_destinations(&self) -> String {
+        format!("{}:failing", self.ns)
+    }
+
+    /// The lock of one object key of a destination.
+    pub fn object_lock(&self, id: &DestinationId, key: &str) -> String {
+        format!("{}:destination:{id}:object-lock:{key}", self.ns)
+    }
+
+    /// The marker of the newest result delivered at one object key.
+    pub fn object_marker(&self, id: &DestinationId, key: &str) -> String {
+        format!("{}:destination:{id}:object:{key}", self.ns)
+    }
+
     /// Sorted set of dead-lettered delivery ids, scored by when they died (ms).
     pub fn dead_letters(&self) -> String {
         format!("{}:dead", self.ns)

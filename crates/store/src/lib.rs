@@ -7,6 +7,9 @@
 //! - [`queue`]: the apalis-redis queue that carries delivery tasks to the fleet.
 //! - [`held`]: deliveries parked while their destination is paused, and their release.
 //! - [`dead`]: dead letters, kept with their reason until replayed.
+//! - [`health`]: consecutive permanent failures and the FAILING state of destinations.
+//! - [`retention`]: the janitor that keeps Redis memory bounded.
+//! - [`keyguard`]: per-key locks and markers so an older result never overwrites a newer.
 //!
 //! All access goes through a [`redis::aio::ConnectionManager`], which reconnects by
 //! itself after Redis restarts, so neither the API nor a worker needs restarting.
@@ -14,18 +17,24 @@
 pub mod crypto;
 pub mod dead;
 pub mod destinations;
+pub mod health;
 pub mod held;
+pub mod keyguard;
 pub mod keys;
 pub mod queue;
 pub mod records;
+pub mod retention;
 
 pub use crypto::SecretCipher;
 pub use dead::{DeadLetter, DeadLetters};
 pub use destinations::{DestinationStore, DestinationSummary};
+pub use health::{DestinationHealth, HealthStore};
 pub use held::HeldDeliveries;
+pub use keyguard::{KeyGuard, Marker};
 pub use keys::Keys;
 pub use queue::DeliveryQueue;
 pub use records::{Page, RecordFilter, RecordStore};
+pub use retention::{Janitor, Swept};
 
 use redis::aio::ConnectionManager;
 

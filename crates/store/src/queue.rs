@@ -6,9 +6,13 @@
 
 use std::time::Duration;
 
-use apalis::prelude::TaskSink;
+use std::sync::LazyLock;
+
+use apalis::prelude::{TaskBuilder, TaskSink};
 use apalis_redis::{Config, RedisStorage};
+use chrono::{DateTime, Utc};
 use courier_core::delivery::DeliveryTask;
+use redis::Script;
 use redis::aio::ConnectionManager;
 
 use crate::{Keys, StoreError};
@@ -64,4 +68,59 @@ impl DeliveryQueue {
             .await
             .map_err(|e| StoreError::Queue(e.to_string()))
     }
+
+    /// Pushes one task to run no earlier than `at`. apalis-redis schedules in whole
+    /// seconds, so `at` is rounded up to the next second.
+    pub async fn schedule(&self, task: DeliveryTask, at: DateTime<Utc>) -> Result<(), StoreError> {
+        let secs = at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0);
+        let task = TaskBuilder::new(task)
+            .run_at_timestamp(u64::try_from(secs).unwrap_or(0))
+            .build();
+        let mut storage = self.storage.clone();
+        storage
+            .push_task(task)
+            .await
+            .map_err(|e| StoreError::Queue(e.to_string()))
+    }
+
+    /// Hands the tasks in `worker`'s in-flight set back to the queue at once and removes
+    /// the worker from the live set: for a worker that stops before finishing them, so the
+    /// fleet need not wait for its heartbeat to expire. Returns how many were handed back.
+    pub async fn hand_back(
+        &self,
+        conn: &mut ConnectionManager,
+        worker: &str,
+    ) -> Result<u64, StoreError> {
+        let config = self.storage.get_config();
+        let inflight = format!("{}:{worker}", config.inflight_jobs_set());
+        Ok(HAND_BACK
+            .key(inflight)
+            .key(config.active_jobs_list())
+            .key(config.workers_set())
+            .key(config.signal_list())
+            .arg(worker)
+            .invoke_async(conn)
+            .await?)
+    }
 }
+
+/// Moves a worker's in-flight task ids back to the active list.
+static HAND_BACK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+-- KEYS[1]: the worker's in-flight set   KEYS[2]: the active task list
+-- KEYS[3]: the live workers sorted set  KEYS[4]: the signal list
+-- ARGV[1]: the worker name
+-- Returns: how many task ids were handed back.
+local ids = redis.call('SMEMBERS', KEYS[1])
+if #ids > 0 then
+    redis.call('RPUSH', KEYS[2], unpack(ids))
+    redis.call('DEL', KEYS[1])
+    redis.call('DEL', KEYS[4])
+    redis.call('LPUSH', KEYS[4], 1)
+end
+redis.call('ZREM', KEYS[3], ARGV[1])
+return #ids
+"#,
+    )
+});

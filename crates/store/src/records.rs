@@ -15,6 +15,8 @@ use crate::{Keys, StoreError};
 pub struct RecordStore {
     conn: ConnectionManager,
     keys: Keys,
+    /// How long a final record is kept; `None` keeps records forever.
+    retention: Option<std::time::Duration>,
 }
 
 /// Which records to list; every filter is optional.
@@ -38,7 +40,17 @@ pub struct Page<T> {
 
 impl RecordStore {
     pub fn new(conn: ConnectionManager, keys: Keys) -> Self {
-        Self { conn, keys }
+        Self {
+            conn,
+            keys,
+            retention: None,
+        }
+    }
+
+    /// Final records (and job indexes) expire this long after their last write.
+    pub fn with_retention(mut self, retention: std::time::Duration) -> Self {
+        self.retention = Some(retention);
+        self
     }
 
     /// Writes (or overwrites) a record and keeps its indexes in step.
@@ -46,18 +58,27 @@ impl RecordStore {
         let json = encode(record)?;
         let id = record.id.as_str();
         let pending = self.keys.destination_pending(&record.destination_id);
+        let job_index = self.keys.job_deliveries(&record.tenant, &record.job_id);
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .set(self.keys.delivery(&record.id), json)
-            .zadd(self.keys.tenant_deliveries(&record.tenant), id, 0)
+        pipe.atomic();
+        match self.retention.filter(|_| record.status.is_final()) {
+            // Final records expire after the retention; so does a job's index once its
+            // last record was written.
+            Some(keep) => {
+                let secs = keep.as_secs().max(1);
+                pipe.set_ex(self.keys.delivery(&record.id), json, secs)
+                    .zadd(&job_index, id, 0)
+                    .expire(&job_index, i64::try_from(secs).unwrap_or(i64::MAX));
+            }
+            None => {
+                pipe.set(self.keys.delivery(&record.id), json)
+                    .zadd(&job_index, id, 0);
+            }
+        }
+        pipe.zadd(self.keys.tenant_deliveries(&record.tenant), id, 0)
             .zadd(
                 self.keys.destination_deliveries(&record.destination_id),
-                id,
-                0,
-            )
-            .zadd(
-                self.keys.job_deliveries(&record.tenant, &record.job_id),
                 id,
                 0,
             );

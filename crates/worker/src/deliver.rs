@@ -1,89 +1,72 @@
-//! One delivery, start to finish: decode the task, load the destination, render the
-//! file, upload it (retrying transient failures), and write the record.
+//! One delivery, start to finish: decode the task, load the destination, take the key,
+//! render the file, upload it, and write the record. A transient failure schedules a
+//! durable retry in the queue; a permanent one fails the delivery, dead-letters its task
+//! and counts against the destination's health.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use backon::{BackoffBuilder, ExponentialBuilder};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use courier_core::delivery::{
     Attempt, DeliveryError, DeliveryRecord, DeliveryStatus, DeliveryTask, Timings,
 };
-use courier_core::destination::Destination;
-use courier_core::destination::DestinationStatus;
+use courier_core::destination::{Destination, DestinationStatus};
 use courier_core::failure::ErrorClass;
 use courier_core::key::object_key;
 use courier_core::render::RenderSpec;
+use courier_s3::{self as s3, PutRequest, S3Failure, S3Timeouts};
 use courier_store::{
-    DeadLetter, DeadLetters, DestinationStore, HeldDeliveries, RecordStore, StoreError,
+    DeadLetter, DeadLetters, DeliveryQueue, DestinationStore, HealthStore, HeldDeliveries,
+    KeyGuard, RecordStore, StoreError,
 };
 use serde::Deserialize;
 use serde_json::Value;
 use tracing::Instrument;
 
 use crate::render::{Rendered, render_to_spool};
+use crate::retry::RetryPolicy;
 use crate::telemetry::{self, InFlight, Outcome};
-use courier_s3::{self as s3, PutRequest, S3Failure, S3Timeouts};
-
-/// How a worker retries transient upload failures within one task.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// Tries in all, the first included.
-    pub max_attempts: u32,
-    /// Delay before the second try; doubles each time, with full jitter.
-    pub min_delay: Duration,
-    /// Longest delay between two tries.
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 5,
-            min_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(30),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// The delays between tries: exponential, capped, jittered.
-    fn delays(&self) -> impl Iterator<Item = Duration> {
-        ExponentialBuilder::default()
-            .with_min_delay(self.min_delay)
-            .with_max_delay(self.max_delay)
-            .with_max_times(self.max_attempts.saturating_sub(1) as usize)
-            .with_jitter()
-            .build()
-    }
-}
 
 /// Everything a worker needs to deliver; shared by all of its tasks.
 #[derive(Debug, Clone)]
 pub struct Deliverer {
     pub destinations: DestinationStore,
     pub records: RecordStore,
+    pub queue: DeliveryQueue,
     pub held: HeldDeliveries,
     pub dead: DeadLetters,
+    pub health: HealthStore,
+    pub keys: KeyGuard,
     pub worker_name: String,
     pub spool_dir: Option<PathBuf>,
     pub timeouts: S3Timeouts,
     pub retry: RetryPolicy,
+    /// Permanent failures in a row after which a destination is marked failing.
+    pub failing_threshold: u32,
 }
 
 /// What became of one task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handled {
     Delivered,
+    /// A transient failure; the task is scheduled again.
+    Retrying,
     Failed {
         code: String,
     },
-    /// Parked until its paused destination is active again.
+    /// Not uploaded because a newer result is already at the key.
+    Superseded,
+    /// Parked until its paused or failing destination is active again.
     Held,
     /// The payload was not a delivery task; it went to the dead letters as it was.
     Poison,
 }
+
+/// How long a delivery may hold its object key; longer than any upload's timeout.
+const KEY_LOCK_TTL: Duration = Duration::from_secs(15 * 60);
+/// When the key is busy with another delivery of it, try again this much later.
+const KEY_BUSY_DELAY: Duration = Duration::from_secs(1);
 
 impl Deliverer {
     /// Handles one task payload. An `Err` means Courier's own storage failed and the task
@@ -92,22 +75,7 @@ impl Deliverer {
         let _in_flight = InFlight::enter();
         let task = match DeliveryTask::deserialize(&payload) {
             Ok(t) => t,
-            Err(e) => {
-                telemetry::poison();
-                let id = format!("poison_{}", ulid::Ulid::new());
-                tracing::error!(dead_letter = %id, error = %e, "task payload is not a delivery task; dead-lettered");
-                self.dead
-                    .add(&DeadLetter {
-                        id,
-                        destination_id: None,
-                        code: "UndecodableTask".into(),
-                        reason: format!("the task payload is not a delivery task: {e}"),
-                        died_at: Utc::now(),
-                        payload,
-                    })
-                    .await?;
-                return Ok(Handled::Poison);
-            }
+            Err(e) => return self.poison(payload, &e.to_string()).await,
         };
         let span = tracing::info_span!(
             "delivery",
@@ -118,13 +86,30 @@ impl Deliverer {
         self.deliver(task, payload).instrument(span).await
     }
 
-    async fn deliver(&self, mut task: DeliveryTask, payload: Value) -> Result<Handled, StoreError> {
+    async fn poison(&self, payload: Value, error: &str) -> Result<Handled, StoreError> {
+        telemetry::poison();
+        let id = format!("poison_{}", ulid::Ulid::new());
+        tracing::error!(dead_letter = %id, error, "task payload is not a delivery task; dead-lettered");
+        self.dead
+            .add(&DeadLetter {
+                id,
+                destination_id: None,
+                code: "UndecodableTask".into(),
+                reason: format!("the task payload is not a delivery task: {error}"),
+                died_at: Utc::now(),
+                payload,
+            })
+            .await?;
+        Ok(Handled::Poison)
+    }
+
+    async fn deliver(&self, task: DeliveryTask, payload: Value) -> Result<Handled, StoreError> {
         let mut record = match self.records.get_any(&task.delivery_id).await? {
             Some(r) => r,
             None => record_from_task(&task),
         };
-        if record.status == DeliveryStatus::Delivered {
-            tracing::info!("already delivered; skipping the duplicate task");
+        if record.status.is_final() && record.status != DeliveryStatus::Failed {
+            tracing::info!(status = ?record.status, "already final; skipping the duplicate task");
             return Ok(Handled::Delivered);
         }
         let Some(dest) = self.destinations.get_any(&task.destination_id).await? else {
@@ -132,111 +117,199 @@ impl Deliverer {
                 code: "DestinationNotFound".into(),
                 message: format!("destination {} no longer exists", task.destination_id),
             };
-            return self.fail(record, err, None, payload).await;
+            return self.fail(record, err, payload).await;
         };
         if dest.spec.status == DestinationStatus::Paused {
-            return self.hold(record, &task).await;
+            return self.hold(record, &task, "paused").await;
         }
+        if self.health.get(&dest.id).await?.is_failing() {
+            return self.hold(record, &task, "failing").await;
+        }
+        let key = object_key(
+            &dest.spec.s3.path_prefix,
+            &task.partner_inventory_id,
+            task.completed_at,
+            dest.spec.format,
+            dest.spec.compression,
+        );
+        if !self
+            .keys
+            .lock(&dest.id, &key, &task.delivery_id, KEY_LOCK_TTL)
+            .await?
+        {
+            // Another delivery of the same key is under way; come back when it is done.
+            tracing::debug!(key = %key, "object key busy; rescheduling");
+            self.queue
+                .schedule(task, Utc::now() + KEY_BUSY_DELAY)
+                .await?;
+            return Ok(Handled::Retrying);
+        }
+        let result = self
+            .deliver_locked(&dest, &key, task, payload, &mut record)
+            .await;
+        self.keys.unlock(&dest.id, &key, &record.id).await?;
+        result
+    }
+
+    /// The part of a delivery that runs while it holds its object key.
+    async fn deliver_locked(
+        &self,
+        dest: &Destination,
+        key: &str,
+        mut task: DeliveryTask,
+        payload: Value,
+        record: &mut DeliveryRecord,
+    ) -> Result<Handled, StoreError> {
         let spec = &dest.spec;
+        if let Some(newer) = self.keys.marker(&dest.id, key).await?
+            && newer.completed_at > task.completed_at
+        {
+            return self
+                .supersede(record, key, &newer.delivery_id, newer.completed_at)
+                .await;
+        }
         record.status = DeliveryStatus::InProgress;
         record.format = spec.format;
         record.compression = spec.compression;
         record.bucket = Some(spec.s3.bucket.to_string());
-        let key = object_key(
-            &spec.s3.path_prefix,
-            &task.partner_inventory_id,
-            task.completed_at,
-            spec.format,
-            spec.compression,
-        );
-        record.key = Some(key.clone());
+        record.key = Some(key.to_owned());
         record.updated_at = Utc::now();
-        self.records.put(&record).await?;
+        self.records.put(record).await?;
 
-        let render_started = Instant::now();
-        let rendered = match self.render(&dest, &mut task).await {
+        let started_at = Utc::now();
+        let first_attempt_at = *task.retry.first_attempt_at.get_or_insert(started_at);
+        task.retry.attempts += 1;
+        let number = record.attempts.len() as u32 + 1;
+
+        let t0 = Instant::now();
+        let rendered = match self.render(dest, &mut task).await {
             Ok(r) => r,
             Err(message) => {
                 let err = DeliveryError {
                     code: "RenderFailed".into(),
                     message,
                 };
-                return self.fail(record, err, None, payload).await;
+                let failure = S3Failure {
+                    code: err.code.clone(),
+                    message: err.message.clone(),
+                    status: None,
+                    class: ErrorClass::Permanent,
+                };
+                record.attempts.push(self.attempt(
+                    number,
+                    started_at,
+                    t0.elapsed(),
+                    Some(&failure),
+                ));
+                return self.fail(record.clone(), err, payload).await;
             }
         };
-        let render_took = render_started.elapsed();
+        let render_took = t0.elapsed();
         telemetry::rendered(spec.format, render_took);
 
         let client = s3::client(&spec.s3, self.timeouts).await;
         let req = PutRequest {
             bucket: spec.s3.bucket.as_str(),
-            key: &key,
+            key,
             content_type: spec.format.content_type(),
             content_encoding: spec.compression.content_encoding(),
             content_length: rendered.bytes,
         };
-        let mut delays = self.retry.delays();
-        let upload_started = Instant::now();
-        loop {
-            let number = record.attempts.len() as u32 + 1;
-            let started_at = Utc::now();
-            let t0 = Instant::now();
-            let result = s3::put_file(&client, &req, rendered.file.path()).await;
-            let took = t0.elapsed();
-            match result {
-                Ok(etag) => {
-                    telemetry::attempt(Ok(()));
-                    telemetry::uploaded(spec.format, rendered.bytes, took);
-                    record
-                        .attempts
-                        .push(self.attempt(number, started_at, took, None));
-                    let now = Utc::now();
-                    record.status = DeliveryStatus::Delivered;
-                    record.bytes = Some(rendered.bytes);
-                    record.rows = rendered.rows;
-                    record.etag = etag;
-                    record.error = None;
-                    record.delivered_at = Some(now);
-                    record.updated_at = now;
-                    let total = (now - record.enqueued_at).to_std().unwrap_or_default();
-                    record.timings = Some(Timings {
-                        render_ms: millis(render_took),
-                        upload_ms: millis(upload_started.elapsed()),
-                        total_ms: millis(total),
-                    });
-                    self.records.put(&record).await?;
-                    telemetry::delivery_finished(Outcome::Delivered, spec.format, total);
-                    tracing::info!(key = %key, bytes = rendered.bytes, attempts = number, "delivered");
-                    return Ok(Handled::Delivered);
+        let t1 = Instant::now();
+        let result = s3::put_file(&client, &req, rendered.file.path()).await;
+        let upload_took = t1.elapsed();
+        match result {
+            Ok(etag) => {
+                telemetry::attempt(Ok(()));
+                telemetry::uploaded(spec.format, rendered.bytes, upload_took);
+                record
+                    .attempts
+                    .push(self.attempt(number, started_at, t0.elapsed(), None));
+                self.keys
+                    .mark(&dest.id, key, task.completed_at, &record.id)
+                    .await?;
+                self.health.record_success(&dest.id).await?;
+                let now = Utc::now();
+                record.status = DeliveryStatus::Delivered;
+                record.bytes = Some(rendered.bytes);
+                record.rows = rendered.rows;
+                record.etag = etag;
+                record.error = None;
+                record.delivered_at = Some(now);
+                record.updated_at = now;
+                let total = (now - record.enqueued_at).to_std().unwrap_or_default();
+                record.timings = Some(Timings {
+                    render_ms: millis(render_took),
+                    upload_ms: millis(upload_took),
+                    total_ms: millis(total),
+                });
+                self.records.put(record).await?;
+                telemetry::delivery_finished(Outcome::Delivered, spec.format, total);
+                tracing::info!(key, bytes = rendered.bytes, attempts = number, "delivered");
+                Ok(Handled::Delivered)
+            }
+            Err(failure) => {
+                telemetry::attempt(Err(failure.class));
+                record.attempts.push(self.attempt(
+                    number,
+                    started_at,
+                    t0.elapsed(),
+                    Some(&failure),
+                ));
+                let err = DeliveryError {
+                    code: failure.code.clone(),
+                    message: failure.message.clone(),
+                };
+                if failure.class == ErrorClass::Permanent {
+                    tracing::warn!(code = %failure.code, "permanent failure");
+                    let health = self
+                        .health
+                        .record_permanent_failure(
+                            &dest.id,
+                            &failure.code,
+                            &failure.message,
+                            self.failing_threshold,
+                        )
+                        .await?;
+                    if health.is_failing() {
+                        tracing::warn!(
+                            failures = health.consecutive_failures,
+                            "destination marked failing; its deliveries are held"
+                        );
+                    }
+                    return self.fail(record.clone(), err, payload).await;
                 }
-                Err(failure) => {
-                    telemetry::attempt(Err(failure.class));
-                    record
-                        .attempts
-                        .push(self.attempt(number, started_at, took, Some(&failure)));
-                    let next = match failure.class {
-                        ErrorClass::Transient => delays.next(),
-                        ErrorClass::Permanent => None,
+                let elapsed = (Utc::now() - first_attempt_at).to_std().unwrap_or_default();
+                let delay = self
+                    .retry
+                    .next_delay(task.retry.attempts, elapsed, &mut rand::rng());
+                let Some(delay) = delay else {
+                    tracing::warn!(code = %failure.code, attempts = task.retry.attempts, "retries exhausted");
+                    let err = DeliveryError {
+                        code: "RetriesExhausted".into(),
+                        message: format!(
+                            "gave up after {} attempts over {}s; the last error was {}: {}",
+                            task.retry.attempts,
+                            elapsed.as_secs(),
+                            failure.code,
+                            failure.message
+                        ),
                     };
-                    let Some(delay) = next else {
-                        tracing::warn!(code = %failure.code, class = failure.class.label(), attempts = number, "delivery failed");
-                        let err = DeliveryError {
-                            code: failure.code,
-                            message: failure.message,
-                        };
-                        return self.fail(record, err, Some(spec.format), payload).await;
-                    };
-                    tracing::info!(code = %failure.code, ?delay, attempt = number, "transient failure; retrying");
-                    telemetry::delivery_retried(spec.format);
-                    record.status = DeliveryStatus::Retrying;
-                    record.error = Some(DeliveryError {
-                        code: failure.code,
-                        message: failure.message,
-                    });
-                    record.updated_at = Utc::now();
-                    self.records.put(&record).await?;
-                    tokio::time::sleep(delay).await;
-                }
+                    return self.fail(record.clone(), err, payload).await;
+                };
+                tracing::info!(code = %failure.code, ?delay, attempt = task.retry.attempts, "transient failure; retry scheduled");
+                telemetry::delivery_retried(spec.format);
+                record.status = DeliveryStatus::Retrying;
+                record.error = Some(err);
+                record.updated_at = Utc::now();
+                self.records.put(record).await?;
+                // Rows were moved out for rendering; the retry carries the original ones.
+                let mut retry = DeliveryTask::deserialize(&payload)
+                    .map_err(|e| StoreError::Queue(e.to_string()))?;
+                retry.retry = task.retry.clone();
+                let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                self.queue.schedule(retry, at).await?;
+                Ok(Handled::Retrying)
             }
         }
     }
@@ -262,7 +335,7 @@ impl Deliverer {
     fn attempt(
         &self,
         number: u32,
-        started_at: chrono::DateTime<Utc>,
+        started_at: DateTime<Utc>,
         took: Duration,
         failure: Option<&S3Failure>,
     ) -> Attempt {
@@ -281,34 +354,63 @@ impl Deliverer {
         }
     }
 
-    /// Parks the task while its destination is paused. If the destination was resumed
-    /// meanwhile, releases at once, so a task is never left behind by that race.
+    /// Parks the task while its destination is paused or failing. If the destination
+    /// recovered meanwhile, releases at once, so that race never strands a task.
     async fn hold(
         &self,
         mut record: DeliveryRecord,
         task: &DeliveryTask,
+        why: &str,
     ) -> Result<Handled, StoreError> {
         self.held.hold(task).await?;
         record.status = DeliveryStatus::Held;
         record.updated_at = Utc::now();
         self.records.put(&record).await?;
-        tracing::info!("destination paused; delivery held");
-        let resumed = self
+        tracing::info!(why, "delivery held");
+        telemetry::delivery_parked(record.format);
+        let active = self
             .destinations
             .summary(&task.tenant, &task.destination_id)
             .await?
             .is_some_and(|d| d.status == DestinationStatus::Active);
-        if resumed {
+        if active && !self.health.get(&task.destination_id).await?.is_failing() {
             self.held.release(&task.destination_id).await?;
         }
         Ok(Handled::Held)
     }
 
+    async fn supersede(
+        &self,
+        record: &mut DeliveryRecord,
+        key: &str,
+        newer: &str,
+        newer_completed_at: DateTime<Utc>,
+    ) -> Result<Handled, StoreError> {
+        let now = Utc::now();
+        record.status = DeliveryStatus::Superseded;
+        record.key = Some(key.to_owned());
+        record.error = Some(DeliveryError {
+            code: "Superseded".into(),
+            message: format!(
+                "not uploaded: {key} already holds a newer result (delivery {newer}, completed \
+                 at {}); an older result must not overwrite it",
+                newer_completed_at.to_rfc3339()
+            ),
+        });
+        record.updated_at = now;
+        self.records.put(record).await?;
+        let total = (now - record.enqueued_at).to_std().unwrap_or_default();
+        telemetry::delivery_finished(Outcome::Superseded, record.format, total);
+        tracing::info!(key, newer, "superseded by a newer result; not uploaded");
+        Ok(Handled::Superseded)
+    }
+
+    /// Fails the delivery for good: the record says why, the task is dead-lettered so it
+    /// can be replayed.
     async fn fail(
         &self,
         mut record: DeliveryRecord,
         err: DeliveryError,
-        format: Option<courier_core::Format>,
         payload: Value,
     ) -> Result<Handled, StoreError> {
         let now = Utc::now();
@@ -328,7 +430,7 @@ impl Deliverer {
         record.updated_at = now;
         self.records.put(&record).await?;
         let total = (now - record.enqueued_at).to_std().unwrap_or_default();
-        telemetry::delivery_finished(Outcome::Failed, format.unwrap_or(record.format), total);
+        telemetry::delivery_finished(Outcome::Dead, record.format, total);
         Ok(Handled::Failed { code })
     }
 }

@@ -2,14 +2,19 @@
 //! store, and record the outcome.
 //!
 //! - [`run`]: the apalis worker loop, its supervisor and graceful shutdown.
-//! - [`deliver`]: one delivery from task to record, with the retry policy.
+//! - [`deliver`]: one delivery from task to record.
+//! - [`retry`]: the retry policy (exponential, full jitter, capped in count and time).
+//! - [`janitor`]: the periodic sweep that keeps Redis memory bounded.
 //! - [`render`]: rendering rows into a spool file off the async runtime.
 //! - [`telemetry`]: the metrics the worker exports.
 
 pub mod deliver;
+pub mod janitor;
 pub mod render;
+pub mod retry;
 pub mod run;
 pub mod telemetry;
 
-pub use deliver::{Deliverer, Handled, RetryPolicy};
+pub use deliver::{Deliverer, Handled};
+pub use retry::RetryPolicy;
 pub use run::{WorkerSettings, run};

@@ -12,7 +12,7 @@ use redis::aio::ConnectionManager;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::deliver::{Deliverer, Handled};
+use crate::deliver::Deliverer;
 
 /// How one worker process takes work.
 #[derive(Debug, Clone)]
@@ -58,7 +58,7 @@ pub fn default_worker_name() -> String {
 
 async fn handle(task: Value, deliverer: Data<Arc<Deliverer>>) -> Result<(), BoxDynError> {
     match Arc::clone(&deliverer).handle(task).await {
-        Ok(Handled::Delivered | Handled::Failed { .. } | Handled::Held | Handled::Poison) => Ok(()),
+        Ok(_) => Ok(()),
         // Courier's own storage failed: hand the task back so it is tried again.
         Err(e) => Err(Box::new(e)),
     }
@@ -104,11 +104,16 @@ pub async fn run(
                 shutdown.cancelled().await;
                 tokio::time::sleep(settings.drain_timeout).await;
             } => {
-                tracing::warn!(worker = %name, "drain timeout reached; unfinished tasks return to the queue when this worker's heartbeat expires");
+                // Whatever did not finish goes back to the queue now, not after the
+                // heartbeat expires.
+                let handed = hand_back(&conn, &deliverer, &name).await;
+                tracing::warn!(worker = %name, handed_back = handed, "drain timeout reached; unfinished tasks handed back");
                 return;
             }
         };
         if shutdown.is_cancelled() {
+            // Leave the live set at once (and hand back anything apalis left behind).
+            hand_back(&conn, &deliverer, &name).await;
             tracing::info!(worker = %name, "worker stopped");
             return;
         }
@@ -116,10 +121,25 @@ pub async fn run(
             Ok(()) => tracing::warn!(worker = %name, "worker ended unexpectedly; restarting"),
             Err(e) => tracing::error!(worker = %name, error = %e, "worker failed; restarting"),
         }
+        // Best effort: if Redis is back, the old name's tasks need not wait for expiry.
+        hand_back(&conn, &deliverer, &name).await;
         tokio::select! {
             () = tokio::time::sleep(backoff) => {}
             () = shutdown.cancelled() => return,
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// Hands `name`'s in-flight tasks back to the queue; 0 if Redis cannot be reached (they
+/// then move when the name's heartbeat expires).
+async fn hand_back(conn: &ConnectionManager, deliverer: &Deliverer, name: &str) -> u64 {
+    let mut conn = conn.clone();
+    match deliverer.queue.hand_back(&mut conn, name).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(worker = %name, error = %e, "could not hand back in-flight tasks");
+            0
+        }
     }
 }

@@ -19,15 +19,18 @@ pub const POISON_TOTAL: &str = "courier_poison_tasks_total";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Delivered,
-    /// Stopped on a permanent error or after the last retry.
-    Failed,
+    /// Stopped on a permanent error or after the last retry; the task is dead-lettered.
+    Dead,
+    /// Not uploaded: a newer result is already at the key.
+    Superseded,
 }
 
 impl Outcome {
     fn label(self) -> &'static str {
         match self {
             Outcome::Delivered => "delivered",
-            Outcome::Failed => "failed",
+            Outcome::Dead => "dead",
+            Outcome::Superseded => "superseded",
         }
     }
 }
@@ -37,6 +40,12 @@ pub fn delivery_finished(outcome: Outcome, format: Format, end_to_end: Duration)
         .increment(1);
     metrics::histogram!(END_TO_END_SECONDS, "outcome" => outcome.label())
         .record(end_to_end.as_secs_f64());
+}
+
+/// A delivery held because its destination is paused or failing.
+pub fn delivery_parked(format: Format) {
+    metrics::counter!(DELIVERIES_TOTAL, "outcome" => "parked", "format" => format.label())
+        .increment(1);
 }
 
 /// A failed attempt that will be tried again.

@@ -2,5 +2,6 @@
 
 pub mod api;
 pub mod destinations;
+pub mod dlq;
 pub mod enqueue;
 pub mod worker;

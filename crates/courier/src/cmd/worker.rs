@@ -8,7 +8,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use courier_s3::S3Timeouts;
 use courier_store::queue::Liveness;
-use courier_store::{DeadLetters, DeliveryQueue, DestinationStore, HeldDeliveries, RecordStore};
+use courier_store::{
+    DeadLetters, DeliveryQueue, DestinationStore, HealthStore, HeldDeliveries, Janitor, KeyGuard,
+    RecordStore,
+};
 use courier_worker::{Deliverer, RetryPolicy, WorkerSettings};
 
 use crate::common::{RedisArgs, SecretArgs, shutdown_token};
@@ -41,14 +44,28 @@ pub struct Args {
     #[arg(long, env = "COURIER_SPOOL_DIR")]
     spool_dir: Option<PathBuf>,
     /// Tries per delivery for transient failures, the first included.
-    #[arg(long, env = "COURIER_RETRY_MAX_ATTEMPTS", default_value_t = 5)]
+    #[arg(long, env = "COURIER_RETRY_MAX_ATTEMPTS", default_value_t = 12)]
     retry_max_attempts: u32,
-    /// Delay before the first retry, in milliseconds; doubles each time, with jitter.
-    #[arg(long, env = "COURIER_RETRY_MIN_DELAY_MS", default_value_t = 500)]
+    /// Cap of the first retry's delay, in milliseconds; each later cap doubles, and the
+    /// delay is drawn uniformly below the cap (full jitter). Retries run in whole seconds.
+    #[arg(long, env = "COURIER_RETRY_MIN_DELAY_MS", default_value_t = 1_000)]
     retry_min_delay_ms: u64,
-    /// Longest delay between retries, in milliseconds.
-    #[arg(long, env = "COURIER_RETRY_MAX_DELAY_MS", default_value_t = 30_000)]
+    /// Largest cap of a retry delay, in milliseconds.
+    #[arg(long, env = "COURIER_RETRY_MAX_DELAY_MS", default_value_t = 60_000)]
     retry_max_delay_ms: u64,
+    /// No retry is scheduled later than this many seconds after the first attempt.
+    #[arg(long, env = "COURIER_RETRY_MAX_ELAPSED_SECS", default_value_t = 1_800)]
+    retry_max_elapsed_secs: u64,
+    /// Permanent failures in a row after which a destination is marked failing and its
+    /// deliveries are held until it is updated or its connection test passes.
+    #[arg(long, env = "COURIER_FAILING_THRESHOLD", default_value_t = 3)]
+    failing_threshold: u32,
+    /// Seconds that finished records, dead letters and key markers are kept.
+    #[arg(long, env = "COURIER_RETENTION_SECS", default_value_t = 7 * 24 * 3600)]
+    retention_secs: u64,
+    /// Seconds between sweeps that drop finished task data and expired history.
+    #[arg(long, env = "COURIER_JANITOR_INTERVAL_SECS", default_value_t = 30)]
+    janitor_interval_secs: u64,
     /// Seconds to wait for a customer's endpoint to accept a connection.
     #[arg(long, env = "COURIER_S3_CONNECT_TIMEOUT_SECS", default_value_t = 10)]
     s3_connect_timeout_secs: u64,
@@ -79,11 +96,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         settings.name = name;
     }
     let queue = DeliveryQueue::new(conn.clone(), &keys);
+    let retention = Duration::from_secs(args.retention_secs.max(1));
     let deliverer = Arc::new(Deliverer {
         destinations: DestinationStore::new(conn.clone(), keys.clone(), Some(cipher)),
-        records: RecordStore::new(conn.clone(), keys.clone()),
+        records: RecordStore::new(conn.clone(), keys.clone()).with_retention(retention),
         held: HeldDeliveries::new(conn.clone(), keys.clone(), queue.clone()),
-        dead: DeadLetters::new(conn.clone(), keys.clone(), queue),
+        dead: DeadLetters::new(conn.clone(), keys.clone(), queue.clone()).with_retention(retention),
+        health: HealthStore::new(conn.clone(), keys.clone()),
+        keys: KeyGuard::new(conn.clone(), keys.clone(), retention),
+        queue,
+        failing_threshold: args.failing_threshold.max(1),
         worker_name: settings.name.clone(),
         spool_dir: args.spool_dir,
         timeouts: S3Timeouts {
@@ -92,8 +114,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         },
         retry: RetryPolicy {
             max_attempts: args.retry_max_attempts.max(1),
-            min_delay: Duration::from_millis(args.retry_min_delay_ms),
-            max_delay: Duration::from_millis(args.retry_max_delay_ms),
+            min_delay: Duration::from_millis(args.retry_min_delay_ms.max(1)),
+            max_delay: Duration::from_millis(args.retry_max_delay_ms.max(1)),
+            max_elapsed: Duration::from_secs(args.retry_max_elapsed_secs),
         },
     });
 
@@ -108,7 +131,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .with_graceful_shutdown(async move { metrics_shutdown.cancelled().await })
             .await
     });
+    let janitor = tokio::spawn(courier_worker::janitor::run(
+        Janitor::new(conn.clone(), keys.clone(), retention),
+        Duration::from_secs(args.janitor_interval_secs.max(1)),
+        shutdown.clone(),
+    ));
     courier_worker::run(conn, &keys, settings, deliverer, shutdown).await;
+    janitor.await?;
     server.await??;
     Ok(())
 }

@@ -2,39 +2,82 @@
 
 use std::collections::HashMap;
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use courier_core::delivery::{DeliveryRecord, DeliveryStatus, JobCompletedRequest};
 use courier_core::{DeliveryId, ValidationErrors};
 use courier_core::{DestinationId, TenantId};
 use courier_store::RecordFilter;
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::Tenant;
 use super::error::ApiError;
 use super::json::ValidJson;
+use super::openapi::{
+    BadRequest, NotFound, NotRetryable, PayloadTooLarge, Unauthorized, Unavailable,
+    ValidationFailed,
+};
 use super::query::Params;
 use crate::EnqueueError;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/deliveries", post(create).get(list))
-        .route("/deliveries/{id}", get(read))
-        .route("/deliveries/{id}/retry", post(retry))
+/// The routes, each with its OpenAPI operation (see [`super::destinations::routes`]).
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(read))
+        .routes(routes!(retry))
 }
 
-#[derive(Debug, Serialize)]
+/// The `{id}` of a delivery route.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(names("id"), parameter_in = Path)]
+#[allow(dead_code)] // only describes the parameter; handlers take `Path<String>`
+struct DeliveryIdParam(
+    /// The delivery's id (`dlv_` and a ULID). An id of another tenant reads as 404.
+    #[param(example = "dlv_01JXQ5W7ZB3C4D5E6F7G8H9JKM")]
+    String,
+);
+
+/// A delivery that was queued.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = DeliveryAccepted)]
 struct Accepted {
+    /// The delivery's id; `GET /api/v1/deliveries/{id}` follows it.
+    #[schema(value_type = String, example = "dlv_01JXQ5W7ZB3C4D5E6F7G8H9JKM")]
     id: DeliveryId,
+    /// `QUEUED`: the task is in the queue.
     status: DeliveryStatus,
 }
 
+/// Announce a completed job
+///
+/// Validates the job and queues its delivery; answers only once Redis holds the task.
+/// Columns come from `columns`, else from the first row's keys in order.
+#[utoipa::path(
+    post,
+    path = "/deliveries",
+    operation_id = "createDelivery",
+    tag = "deliveries",
+    request_body = JobCompletedRequest,
+    responses(
+        (status = 202, description = "Queued", body = Accepted,
+            headers(("Location" = String, description = "The delivery's URL, `/api/v1/deliveries/{id}`"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = ValidationFailed),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 async fn create(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -64,6 +107,23 @@ async fn create(
     ))
 }
 
+/// Read a delivery record
+///
+/// Status, bucket, key, bytes, ETag, rows, every attempt and timings.
+#[utoipa::path(
+    get,
+    path = "/deliveries/{id}",
+    operation_id = "getDelivery",
+    tag = "deliveries",
+    params(DeliveryIdParam),
+    responses(
+        (status = 200, description = "The delivery record", body = DeliveryRecord),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 async fn read(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -83,14 +143,41 @@ async fn load(state: &AppState, tenant: &TenantId, id: &str) -> Result<DeliveryR
 }
 
 /// A page of delivery records, newest first.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryPage {
     items: Vec<DeliveryRecord>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    #[schema(required = true)]
     next_cursor: Option<String>,
 }
 
-/// `GET /deliveries?jobId=&destinationId=&status=&from=&to=&limit=&cursor=`
+/// List deliveries
+///
+/// `GET /deliveries?jobId=&destinationId=&status=&from=&to=&limit=&cursor=`: the caller's
+/// tenant's delivery records, newest first; every filter given must match.
+#[utoipa::path(
+    get,
+    path = "/deliveries",
+    operation_id = "listDeliveries",
+    tag = "deliveries",
+    params(
+        ("jobId" = Option<String>, Query, description = "Only this job's deliveries"),
+        ("destinationId" = Option<String>, Query, description = "Only deliveries to this destination (`dst_…`)"),
+        ("status" = Option<DeliveryStatus>, Query, description = "Only deliveries in this status"),
+        ("from" = Option<DateTime<Utc>>, Query, description = "Only deliveries enqueued at or after this RFC 3339 time"),
+        ("to" = Option<DateTime<Utc>>, Query, description = "Only deliveries enqueued before this RFC 3339 time"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Page size, 1 to 500; default 50"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of delivery records", body = DeliveryPage),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = ValidationFailed),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 async fn list(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -122,7 +209,24 @@ async fn list(
     }))
 }
 
+/// Retry a failed delivery
+///
 /// Delivers a failed delivery again, from the task kept in the dead letters.
+#[utoipa::path(
+    post,
+    path = "/deliveries/{id}/retry",
+    operation_id = "retryDelivery",
+    tag = "deliveries",
+    params(DeliveryIdParam),
+    responses(
+        (status = 202, description = "Queued again", body = Accepted),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = NotRetryable),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 async fn retry(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,

@@ -4,11 +4,10 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use courier_core::TenantId;
 use courier_core::destination::{
@@ -19,26 +18,48 @@ use courier_core::destination::{Secret, StaticCredentials};
 use courier_core::{Compression, DestinationId, Format, ValidationErrors};
 use courier_s3::probe::{ProbeReport, test_connection};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::Tenant;
 use super::error::ApiError;
 use super::json::ValidJson;
+use super::openapi::{
+    BadRequest, DestinationBusy, NotFound, PayloadTooLarge, ProbeReportSchema, Unauthorized,
+    Unavailable, ValidationFailed,
+};
 use super::query::Params;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/delivery-destinations", post(create).get(list))
-        .route(
-            "/delivery-destinations/{id}",
-            get(read).put(update).delete(remove),
-        )
-        .route("/delivery-destinations/test", post(test_unsaved))
-        .route("/delivery-destinations/{id}/test", post(test_saved))
+/// The routes, each with its OpenAPI operation: `routes!` registers a handler under the
+/// method and path of its `#[utoipa::path]`, so the document cannot drift from the router.
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(read, update, remove))
+        .routes(routes!(test_unsaved))
+        .routes(routes!(test_saved))
 }
 
+/// Test a saved destination's connection
+///
 /// Runs the connection test (HeadBucket, PutObject probe, DeleteObject probe) against a
 /// saved destination. 200 either way; `ok` and each step say what happened.
+#[utoipa::path(
+    post,
+    path = "/delivery-destinations/{id}/test",
+    operation_id = "testDestination",
+    tag = "destinations",
+    params(DestinationIdParam),
+    responses(
+        (status = 200, description = "The test ran; `ok` says whether Courier can deliver", body = ProbeReportSchema),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 async fn test_saved(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -50,7 +71,24 @@ async fn test_saved(
     Ok(Json(report))
 }
 
+/// Test a configuration before saving it
+///
 /// Runs the connection test on a configuration before it is saved; nothing is stored.
+#[utoipa::path(
+    post,
+    path = "/delivery-destinations/test",
+    operation_id = "testDestinationConfiguration",
+    tag = "destinations",
+    request_body = DestinationRequest,
+    responses(
+        (status = 200, description = "The test ran; `ok` says whether Courier can deliver", body = ProbeReportSchema),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = ValidationFailed),
+    ),
+    security(("bearer" = [])),
+)]
 async fn test_unsaved(
     State(state): State<AppState>,
     Tenant(_tenant): Tenant,
@@ -65,13 +103,26 @@ async fn test_unsaved(
     Ok(Json(test_connection(&spec.s3, state.probe_timeout).await))
 }
 
+/// The `{id}` of a destination route.
+#[derive(Debug, utoipa::IntoParams)]
+#[into_params(names("id"), parameter_in = Path)]
+#[allow(dead_code)] // only describes the parameter; handlers take `Path<String>`
+struct DestinationIdParam(
+    /// The destination's id (`dst_` and a ULID). An id of another tenant reads as 404.
+    #[param(example = "dst_01JXQ5V3K8M2N7P4R6S9T0W1XY")]
+    String,
+);
+
 /// A destination as the API shows it: no secret, the access key id masked.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DestinationView {
+    /// The destination's id.
+    #[schema(value_type = String, example = "dst_01JXQ5V3K8M2N7P4R6S9T0W1XY")]
     id: DestinationId,
     #[serde(rename = "type")]
     kind: DestinationType,
+    /// A name for humans.
     name: String,
     s3: S3View,
     format: Format,
@@ -81,17 +132,25 @@ pub struct DestinationView {
     updated_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize)]
+/// Where the files go. The secret access key is never shown.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 struct S3View {
+    #[schema(example = "acme-mapping-results")]
     bucket: String,
+    #[schema(example = "eu-west-1")]
     region: String,
+    /// The endpoint of an S3-compatible store; absent for AWS S3.
     #[serde(skip_serializing_if = "Option::is_none")]
     endpoint_url: Option<String>,
+    /// The key prefix of every delivered file: empty, or a folder path ending with `/`.
+    #[schema(example = "incoming/")]
     path_prefix: String,
     /// `STATIC` (an access key pair), `NONE` (unsigned) or `DEFAULT_CHAIN` (the workers' AWS chain).
     credentials: CredentialsMode,
+    /// The access key id, masked (`AKIA…MPLE`); present only with `STATIC` credentials.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "AKIA…MPLE")]
     access_key_id: Option<String>,
 }
 
@@ -122,6 +181,26 @@ impl From<&Destination> for DestinationView {
     }
 }
 
+/// Create a destination
+///
+/// Validates every field (all problems are reported at once, each under its field path)
+/// and saves the destination; the secret is encrypted at rest and never returned.
+#[utoipa::path(
+    post,
+    path = "/delivery-destinations",
+    operation_id = "createDestination",
+    tag = "destinations",
+    request_body = DestinationRequest,
+    responses(
+        (status = 201, description = "Created", body = DestinationView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = ValidationFailed),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 async fn create(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -138,6 +217,21 @@ async fn create(
     Ok((StatusCode::CREATED, Json(DestinationView::from(&dest))))
 }
 
+/// Read a destination
+#[utoipa::path(
+    get,
+    path = "/delivery-destinations/{id}",
+    operation_id = "getDestination",
+    tag = "destinations",
+    params(DestinationIdParam),
+    responses(
+        (status = 200, description = "The destination", body = DestinationView),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 async fn read(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -159,13 +253,35 @@ pub async fn load(state: &AppState, tenant: &TenantId, id: &str) -> Result<Desti
 }
 
 /// A page of destinations.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DestinationPage {
     items: Vec<DestinationView>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    #[schema(value_type = Option<String>, required = true)]
     next_cursor: Option<DestinationId>,
 }
 
+/// List destinations
+///
+/// The caller's tenant's destinations, oldest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/delivery-destinations",
+    operation_id = "listDestinations",
+    tag = "destinations",
+    params(
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 500, description = "Page size, 1 to 500; default 50"),
+        ("cursor" = Option<String>, Query, description = "`nextCursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of destinations", body = DestinationPage),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = ValidationFailed),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 async fn list(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -185,9 +301,30 @@ async fn list(
     }))
 }
 
+/// Replace a destination's configuration
+///
 /// Replaces a destination's configuration. The secret is write-only, so a body that
 /// leaves `secretAccessKey` out keeps the saved one as long as the access key id is
-/// unchanged (or left out too); rotating keys means sending both.
+/// unchanged (or left out too); rotating keys means sending both. Setting `status` back to
+/// `ACTIVE` releases the deliveries held while it was `PAUSED`.
+#[utoipa::path(
+    put,
+    path = "/delivery-destinations/{id}",
+    operation_id = "updateDestination",
+    tag = "destinations",
+    params(DestinationIdParam),
+    request_body = DestinationRequest,
+    responses(
+        (status = 200, description = "The destination as saved", body = DestinationView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = ValidationFailed),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 async fn update(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
@@ -230,8 +367,29 @@ fn keep_saved_secret(req: &mut DestinationRequest, saved: &StaticCredentials) {
     }
 }
 
+/// Delete a destination
+///
 /// Deletes a destination. With deliveries still waiting it is refused (409) unless
 /// `?force=true`, which fails those deliveries (they are dead-lettered, never dropped).
+#[utoipa::path(
+    delete,
+    path = "/delivery-destinations/{id}",
+    operation_id = "deleteDestination",
+    tag = "destinations",
+    params(
+        DestinationIdParam,
+        ("force" = Option<bool>, Query, description = "`true` deletes even with deliveries still waiting, failing them; default `false`"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = DestinationBusy),
+        (status = 422, response = ValidationFailed),
+        (status = 503, response = Unavailable),
+    ),
+    security(("bearer" = [])),
+)]
 async fn remove(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,

@@ -9,6 +9,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use courier_core::{FieldError, ValidationErrors};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// An error response. Messages never contain secrets.
 #[derive(Debug)]
@@ -64,26 +65,39 @@ impl ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    error: Inner<'a>,
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(example = json!({"error": {
+    "code": "VALIDATION_FAILED",
+    "message": "the request is invalid: s3.pathPrefix: pathPrefix `incoming` must end with `/`",
+    "fields": [{"field": "s3.pathPrefix", "message": "pathPrefix `incoming` must end with `/`"}]
+}}))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct Inner<'a> {
-    code: &'a str,
-    message: &'a str,
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    fields: &'a [FieldError],
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable, machine-readable code: `MALFORMED_JSON`, `BAD_REQUEST`, `UNAUTHORIZED`,
+    /// `NOT_FOUND`, `DESTINATION_HAS_PENDING_DELIVERIES`, `NOT_FAILED`, `TASK_EXPIRED`,
+    /// `PAYLOAD_TOO_LARGE`, `VALIDATION_FAILED` or `UNAVAILABLE`.
+    #[schema(example = "VALIDATION_FAILED")]
+    pub code: String,
+    /// A sentence for humans; never contains secrets.
+    pub message: String,
+    /// Each field at fault, for `VALIDATION_FAILED`; left out when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<FieldError>,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(Body {
-            error: Inner {
-                code: self.code,
-                message: &self.message,
-                fields: &self.fields,
+        let body = Json(ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+                fields: self.fields,
             },
         });
         let mut resp = (self.status, body).into_response();

@@ -4,6 +4,7 @@
 //! | --- | --- |
 //! | `/api/v1/delivery-destinations[/{id}]` | [`destinations`] |
 //! | `/api/v1/deliveries[/{id}]` | [`deliveries`] |
+//! | `/api/v1/openapi.json` (no token) | [`openapi`] |
 //!
 //! Every refusal is a 4xx whose JSON body names the field ([`error::ApiError`]).
 
@@ -12,12 +13,15 @@ pub mod deliveries;
 pub mod destinations;
 pub mod error;
 pub mod json;
+pub mod openapi;
 pub mod query;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use courier_store::{DeadLetters, DestinationStore, HeldDeliveries, RecordStore};
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
 
 pub use auth::Tokens;
 use error::ApiError;
@@ -43,13 +47,20 @@ pub struct AppState {
     pub probe_timeout: std::time::Duration,
 }
 
-/// The whole API.
+/// Every documented route with its OpenAPI operation; the document and the router both
+/// come from here ([`openapi`]).
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).nest(
+        "/api/v1",
+        destinations::routes().merge(deliveries::routes()),
+    )
+}
+
+/// The whole API, and its OpenAPI document at `GET /api/v1/openapi.json`.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    Router::new()
-        .nest(
-            "/api/v1",
-            destinations::routes().merge(deliveries::routes()),
-        )
+    let (router, doc) = routes().split_for_parts();
+    router
+        .route(openapi::PATH, openapi::handler(&doc))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route") })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)

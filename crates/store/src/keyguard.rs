@@ -1,0 +1,145 @@
+//! Guarding an object key: one delivery at a time per key, and never an older result over
+//! a newer one.
+//!
+//! Two jobs for the same partner inventory on the same day share a key. Each key has a
+//! marker with the `completedAt` of the newest result delivered there; a delivery takes the
+//! key's lock, compares, uploads only if it is not older, then raises the marker.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use courier_core::{DeliveryId, DestinationId};
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+
+use crate::{Keys, StoreError};
+
+/// The newest result delivered at a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    pub completed_at: DateTime<Utc>,
+    pub delivery_id: String,
+}
+
+/// Locks and markers of object keys.
+#[derive(Debug, Clone)]
+pub struct KeyGuard {
+    conn: ConnectionManager,
+    keys: Keys,
+    /// How long markers are kept after the last delivery to the key.
+    pub retention: Duration,
+}
+
+impl KeyGuard {
+    pub fn new(conn: ConnectionManager, keys: Keys, retention: Duration) -> Self {
+        Self {
+            conn,
+            keys,
+            retention,
+        }
+    }
+
+    /// Takes the key's lock for `ttl` on behalf of `owner`; false if someone holds it.
+    pub async fn lock(
+        &self,
+        dest: &DestinationId,
+        key: &str,
+        owner: &DeliveryId,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.conn.clone();
+        let ok: Option<String> = redis::cmd("SET")
+            .arg(self.keys.object_lock(dest, key))
+            .arg(owner.as_str())
+            .arg("NX")
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+            .query_async(&mut conn)
+            .await?;
+        Ok(ok.is_some())
+    }
+
+    /// Releases the lock if `owner` still holds it.
+    pub async fn unlock(
+        &self,
+        dest: &DestinationId,
+        key: &str,
+        owner: &DeliveryId,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = UNLOCK
+            .key(self.keys.object_lock(dest, key))
+            .arg(owner.as_str())
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+
+    /// The newest result delivered at the key, if any is remembered.
+    pub async fn marker(
+        &self,
+        dest: &DestinationId,
+        key: &str,
+    ) -> Result<Option<Marker>, StoreError> {
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = conn.get(self.keys.object_marker(dest, key)).await?;
+        Ok(raw.and_then(|r| {
+            let (ms, id) = r.split_once(' ')?;
+            Some(Marker {
+                completed_at: DateTime::from_timestamp_millis(ms.parse().ok()?)?,
+                delivery_id: id.to_owned(),
+            })
+        }))
+    }
+
+    /// Records that `id`, completed at `completed_at`, is now at the key, unless a newer
+    /// result is already recorded.
+    pub async fn mark(
+        &self,
+        dest: &DestinationId,
+        key: &str,
+        completed_at: DateTime<Utc>,
+        id: &DeliveryId,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = MARK
+            .key(self.keys.object_marker(dest, key))
+            .arg(completed_at.timestamp_millis())
+            .arg(id.as_str())
+            .arg(self.retention.as_secs().max(1))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
+    }
+}
+
+static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+-- KEYS[1]: the lock   ARGV[1]: its owner
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"#,
+    )
+});
+
+static MARK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+-- KEYS[1]: the marker "<completedAt ms> <delivery id>"
+-- ARGV[1]: completedAt in ms   ARGV[2]: delivery id   ARGV[3]: retention in seconds
+local current = redis.call('GET', KEYS[1])
+if current then
+    local ms = tonumber(string.match(current, '^(%d+)'))
+    if ms and ms > tonumber(ARGV[1]) then
+        return 0
+    end
+end
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'EX', ARGV[3])
+return 1
+"#,
+    )
+});

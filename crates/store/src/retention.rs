@@ -1,0 +1,125 @@
+//! Keeping Redis memory bounded: finished apalis task data is removed once a task is done,
+//! and Courier's own history (final records, dead letters, index entries) is dropped after
+//! the retention period. Without this, apalis-redis keeps every task's payload and
+//! metadata forever.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use chrono::Utc;
+use redis::Script;
+use redis::aio::ConnectionManager;
+
+use crate::{Keys, StoreError};
+
+/// What one sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Swept {
+    /// Payloads and metadata of finished apalis tasks.
+    pub tasks: u64,
+    /// Index entries of records that expired.
+    pub index_entries: u64,
+    /// Dead letters older than the retention.
+    pub dead_letters: u64,
+}
+
+/// Removes what no longer needs to be kept.
+#[derive(Debug, Clone)]
+pub struct Janitor {
+    conn: ConnectionManager,
+    keys: Keys,
+    retention: Duration,
+}
+
+impl Janitor {
+    pub fn new(conn: ConnectionManager, keys: Keys, retention: Duration) -> Self {
+        Self {
+            conn,
+            keys,
+            retention,
+        }
+    }
+
+    /// One sweep; safe to run from every worker at once.
+    pub async fn sweep(&self) -> Result<Swept, StoreError> {
+        let mut swept = Swept::default();
+        let mut conn = self.conn.clone();
+        let queue = self.keys.queue();
+        loop {
+            let n: u64 = DROP_DONE_TASKS
+                .key(format!("{queue}:done"))
+                .key(format!("{queue}:data"))
+                .key(format!("{queue}:meta"))
+                .arg(1000)
+                .invoke_async(&mut conn)
+                .await?;
+            swept.tasks += n;
+            if n < 1000 {
+                break;
+            }
+        }
+        let cutoff = Utc::now() - chrono::Duration::from_std(self.retention).unwrap_or_default();
+        let ms = u64::try_from(cutoff.timestamp_millis()).unwrap_or(0);
+        let oldest_kept = format!("(dlv_{}", ulid::Ulid::from_parts(ms, 0));
+        for pattern in [
+            format!("{}:tenant:*:deliveries", self.keys.namespace()),
+            format!("{}:destination:*:deliveries", self.keys.namespace()),
+        ] {
+            let mut iter: redis::AsyncIter<String> = redis::cmd("SCAN")
+                .cursor_arg(0)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .clone()
+                .iter_async(&mut conn)
+                .await?;
+            let mut index_keys = Vec::new();
+            while let Some(k) = iter.next_item().await {
+                index_keys.push(k?);
+            }
+            drop(iter);
+            for key in index_keys {
+                let n: u64 = redis::cmd("ZREMRANGEBYLEX")
+                    .arg(&key)
+                    .arg("-")
+                    .arg(&oldest_kept)
+                    .query_async(&mut conn)
+                    .await?;
+                swept.index_entries += n;
+            }
+        }
+        let old: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(self.keys.dead_letters())
+            .arg("-inf")
+            .arg(cutoff.timestamp_millis())
+            .query_async(&mut conn)
+            .await?;
+        for id in &old {
+            redis::pipe()
+                .del(self.keys.dead_letter(id))
+                .zrem(self.keys.dead_letters(), id)
+                .exec_async(&mut conn)
+                .await?;
+        }
+        swept.dead_letters = old.len() as u64;
+        Ok(swept)
+    }
+}
+
+/// Drops the payload and metadata of up to ARGV[1] finished tasks.
+static DROP_DONE_TASKS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+-- KEYS[1]: apalis's done set   KEYS[2]: its task data hash   KEYS[3]: its metadata prefix
+-- ARGV[1]: how many to drop at most
+-- Returns: how many were dropped.
+local ids = redis.call('SPOP', KEYS[1], tonumber(ARGV[1]))
+for _, id in ipairs(ids) do
+    redis.call('HDEL', KEYS[2], id)
+    redis.call('DEL', KEYS[3] .. ':' .. id)
+end
+return #ids
+"#,
+    )
+});

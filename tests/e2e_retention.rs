@@ -1,0 +1,153 @@
+//! Bounded Redis memory: finished task data is dropped, and records, dead letters and
+//! index entries expire after the retention, so Redis does not grow with history.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::Stack;
+use redis::AsyncCommands;
+use serde_json::json;
+
+async fn used_memory(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap()
+}
+
+async fn dbsize(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    redis::cmd("DBSIZE").query_async(conn).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_memory_returns_to_its_baseline_after_the_retention() {
+    const N: usize = 2_000;
+    let mut stack = Stack::start(0).await;
+    for _ in 0..2 {
+        stack.add_worker_with_env(&[
+            ("COURIER_RETENTION_SECS", "3".into()),
+            ("COURIER_JANITOR_INTERVAL_SECS", "1".into()),
+            ("COURIER_WORKER_CONCURRENCY", "16".into()),
+        ]);
+    }
+    stack.wait_worker(0).await;
+    stack.wait_worker(1).await;
+    let dest = stack
+        .create_destination(&stack.destination_body("NDJSON", "GZIP", "mem/"))
+        .await;
+    // A first delivery warms everything up (apalis registers its queue and workers).
+    let warm = stack.enqueue(&dest, "warm", "WARM").await;
+    stack.wait_final(&warm, Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let mut conn = stack.redis().await;
+    let base_keys = dbsize(&mut conn).await;
+    let base_memory = used_memory(&mut conn).await;
+
+    let stack = Arc::new(stack);
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in 0..8 {
+        let stack = Arc::clone(&stack);
+        let dest = dest.clone();
+        tasks.spawn(async move {
+            for i in (chunk..N).step_by(8) {
+                let body = json!({
+                    "destinationId": dest, "jobId": format!("job-{i}"),
+                    "partnerInventoryId": format!("INV-{i}"),
+                    "completedAt": "2026-06-07T10:00:00Z",
+                    "rows": [{"hotel": format!("H{i}"), "score": i}]
+                });
+                let (s, b) = stack.post("/api/v1/deliveries", &body).await;
+                assert_eq!(s, 202, "{b}");
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    // Every delivery lands (the bucket is the witness), then history expires.
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let n = count_objects(&stack, "mem/").await;
+        if n == N + 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {n} of {} objects landed",
+            N + 1
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let delivered_in = started.elapsed();
+    let mut peak_keys = dbsize(&mut conn).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (keys, memory) = loop {
+        let keys = dbsize(&mut conn).await;
+        peak_keys = peak_keys.max(keys);
+        let data: u64 = conn.hlen("courier:deliveries:data").await.unwrap();
+        if keys <= base_keys + 2 && data == 0 {
+            break (keys, used_memory(&mut conn).await);
+        }
+        if Instant::now() >= deadline {
+            let sample: Vec<String> = redis::cmd("SCAN")
+                .arg(0)
+                .arg("COUNT")
+                .arg(50)
+                .query_async::<(u64, Vec<String>)>(&mut conn)
+                .await
+                .unwrap()
+                .1;
+            panic!(
+                "Redis still holds {keys} keys (baseline {base_keys}) and {data} task payloads; e.g. {sample:?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    println!(
+        "deliveries={N} delivered_in={delivered_in:?} keys: baseline={base_keys} peak={peak_keys} after={keys}; \
+         used_memory: baseline={base_memory} after={memory}"
+    );
+    assert!(
+        peak_keys > base_keys + 100,
+        "the run did write history ({peak_keys} keys at the end)"
+    );
+    // Allocator slack aside, memory is back near the baseline, not N deliveries above it.
+    assert!(
+        memory < base_memory + 1_000_000,
+        "used_memory grew from {base_memory} to {memory}"
+    );
+    let index: u64 = conn
+        .zcard(format!("courier:destination:{dest}:deliveries"))
+        .await
+        .unwrap();
+    assert_eq!(index, 0, "index entries of expired records are swept");
+}
+
+async fn count_objects(stack: &Stack, prefix: &str) -> usize {
+    let client = stack.s3().await;
+    let mut n = 0;
+    let mut token = None;
+    loop {
+        let out = client
+            .list_objects_v2()
+            .bucket(common::BUCKET)
+            .prefix(prefix)
+            .set_continuation_token(token)
+            .send()
+            .await
+            .unwrap();
+        n += out.contents().len();
+        token = out.next_continuation_token().map(str::to_owned);
+        if token.is_none() {
+            return n;
+        }
+    }
+}
