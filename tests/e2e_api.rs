@@ -597,3 +597,89 @@ async fn secrets_never_appear_in_responses_or_logs() {
     );
     assert!(!all.contains(TOKEN), "an API token leaked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_destination_holds_deliveries_until_its_test_passes() {
+    let mut stack = Stack::start(0).await;
+    stack.add_worker_with_env(&[("COURIER_FAILING_THRESHOLD", "2".into())]);
+    stack.wait_worker(0).await;
+    let dest = stack
+        .create_destination(&stack.destination_body("CSV", "NONE", "h/"))
+        .await;
+    stack.garage.deny(BUCKET, &stack.key, false, true).unwrap();
+
+    // Two permanent failures in a row mark the destination failing...
+    for i in 0..2 {
+        let id = stack
+            .enqueue(&dest, &format!("job-h{i}"), &format!("INV-H{i}"))
+            .await;
+        let rec = stack.wait_final(&id, WAIT).await;
+        assert_eq!(rec["status"], "FAILED", "{rec}");
+        assert_eq!(rec["error"]["code"], "AccessDenied");
+        assert_eq!(
+            rec["attempts"].as_array().unwrap().len(),
+            1,
+            "permanent: no retry"
+        );
+    }
+    let (_, view) = stack
+        .get(&format!("/api/v1/delivery-destinations/{dest}"))
+        .await;
+    assert_eq!(view["health"]["state"], "FAILING", "{view}");
+    assert_eq!(view["health"]["consecutiveFailures"], 2);
+    assert_eq!(view["health"]["lastErrorCode"], "AccessDenied");
+
+    // ...so the next delivery is held instead of failing too.
+    let held = stack.enqueue(&dest, "job-h2", "INV-H2").await;
+    stack.wait_status(&held, "HELD", WAIT).await;
+
+    // The customer fixes the permission; a passing connection test releases it.
+    stack.garage.allow(BUCKET, &stack.key, true, true).unwrap();
+    let (_, report) = stack
+        .post(
+            &format!("/api/v1/delivery-destinations/{dest}/test"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(stack.wait_final(&held, WAIT).await["status"], "DELIVERED");
+    let (_, view) = stack
+        .get(&format!("/api/v1/delivery-destinations/{dest}"))
+        .await;
+    assert_eq!(view["health"]["state"], "HEALTHY", "{view}");
+    assert_eq!(view["health"]["consecutiveFailures"], 0);
+
+    // The two that failed wait in the dead letters and can be replayed.
+    let out = stack.courier(&["dlq", "list", "--json"]).output().unwrap();
+    assert!(out.status.success());
+    let listed = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    let out = stack
+        .courier(&["dlq", "replay", "--destination", &dest])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "2 replayed, 0 kept"
+    );
+    let mut keys = stack.objects("h/").await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while keys.len() < 3 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        keys = stack.objects("h/").await;
+    }
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "h/mapping_results_INV-H0_2026-06-07.csv",
+            "h/mapping_results_INV-H1_2026-06-07.csv",
+            "h/mapping_results_INV-H2_2026-06-07.csv"
+        ]
+    );
+}

@@ -112,6 +112,7 @@ impl DestinationStore {
             .zadd(self.keys.tenant_destinations(tenant), dest.id.as_str(), 0)
             .exec_async(&mut conn)
             .await?;
+        self.track_paused(&dest).await?;
         Ok(dest)
     }
 
@@ -134,7 +135,20 @@ impl DestinationStore {
         let json = self.encode(&dest)?;
         let mut conn = self.conn.clone();
         let _: () = conn.set(self.keys.destination(id), json).await?;
+        self.track_paused(&dest).await?;
         Ok(Some(dest))
+    }
+
+    /// Keeps the set of paused destinations (for metrics) in step.
+    async fn track_paused(&self, dest: &Destination) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let key = self.keys.paused_destinations();
+        let _: () = if dest.spec.status == DestinationStatus::Paused {
+            conn.sadd(key, dest.id.as_str()).await?
+        } else {
+            conn.srem(key, dest.id.as_str()).await?
+        };
+        Ok(())
     }
 
     /// Deletes `tenant`'s destination `id`; false if there was none.
@@ -147,6 +161,9 @@ impl DestinationStore {
             .atomic()
             .del(self.keys.destination(id))
             .zrem(self.keys.tenant_destinations(tenant), id.as_str())
+            .srem(self.keys.paused_destinations(), id.as_str())
+            .del(self.keys.health(id))
+            .srem(self.keys.failing_destinations(), id.as_str())
             .exec_async(&mut conn)
             .await?;
         Ok(true)

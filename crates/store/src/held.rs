@@ -33,8 +33,10 @@ impl HeldDeliveries {
             message: e.to_string(),
         })?;
         let mut conn = self.conn.clone();
-        let _: () = conn
+        redis::pipe()
             .rpush(self.keys.held(&task.destination_id), json)
+            .sadd(self.keys.held_destinations(), task.destination_id.as_str())
+            .exec_async(&mut conn)
             .await?;
         Ok(())
     }
@@ -70,6 +72,16 @@ impl HeldDeliveries {
             let Some(json) = next else { break };
             self.requeue(&releasing, &json).await?;
             moved += 1;
+        }
+        let _: () = conn
+            .srem(self.keys.held_destinations(), destination.as_str())
+            .await?;
+        // A task held meanwhile re-adds the destination; check so it is not forgotten.
+        let late: u64 = conn.llen(&held).await?;
+        if late > 0 {
+            let _: () = conn
+                .sadd(self.keys.held_destinations(), destination.as_str())
+                .await?;
         }
         if moved > 0 {
             tracing::info!(destination_id = %destination, released = moved, "held deliveries released");

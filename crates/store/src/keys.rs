@@ -82,6 +82,16 @@ impl Keys {
         format!("{}:failing", self.ns)
     }
 
+    /// Set of destination ids that are paused.
+    pub fn paused_destinations(&self) -> String {
+        format!("{}:paused", self.ns)
+    }
+
+    /// Set of destination ids that may have held deliveries.
+    pub fn held_destinations(&self) -> String {
+        format!("{}:held-destinations", self.ns)
+    }
+
     /// The lock of one object key of a destination.
     pub fn object_lock(&self, id: &DestinationId, key: &str) -> String {
         format!("{}:destination:{id}:object-lock:{key}", self.ns)

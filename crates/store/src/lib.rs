@@ -8,6 +8,7 @@
 //! - [`held`]: deliveries parked while their destination is paused, and their release.
 //! - [`dead`]: dead letters, kept with their reason until replayed.
 //! - [`health`]: consecutive permanent failures and the FAILING state of destinations.
+//! - [`stats`]: a fleet-wide snapshot of the queue for metrics.
 //! - [`retention`]: the janitor that keeps Redis memory bounded.
 //! - [`keyguard`]: per-key locks and markers so an older result never overwrites a newer.
 //!
@@ -24,6 +25,7 @@ pub mod keys;
 pub mod queue;
 pub mod records;
 pub mod retention;
+pub mod stats;
 
 pub use crypto::SecretCipher;
 pub use dead::{DeadLetter, DeadLetters};
@@ -35,6 +37,7 @@ pub use keys::Keys;
 pub use queue::DeliveryQueue;
 pub use records::{Page, RecordFilter, RecordStore};
 pub use retention::{Janitor, Swept};
+pub use stats::{QueueStats, StatsReader};
 
 use redis::aio::ConnectionManager;
 

@@ -1,11 +1,16 @@
 //! `courier api`: the control API.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use courier_producer::Producer;
 use courier_producer::api::{self, AppState, Tokens};
-use courier_store::{DeadLetters, DeliveryQueue, DestinationStore, HeldDeliveries, RecordStore};
+use courier_store::queue::Liveness;
+use courier_store::{
+    DeadLetters, DeliveryQueue, DestinationStore, HealthStore, HeldDeliveries, RecordStore,
+    StatsReader,
+};
 
 use crate::common::{RedisArgs, SecretArgs, shutdown_token};
 use crate::observe;
@@ -47,14 +52,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let state = AppState {
         tokens,
         held: HeldDeliveries::new(conn.clone(), keys.clone(), queue.clone()),
-        dead: DeadLetters::new(conn, keys.clone(), queue.clone()),
+        health: HealthStore::new(conn.clone(), keys.clone()),
+        dead: DeadLetters::new(conn.clone(), keys.clone(), queue.clone()),
         producer: Producer::new(destinations.clone(), records.clone(), queue),
         destinations,
         records,
         allow_private_endpoints: args.allow_private_endpoints,
         probe_timeout: std::time::Duration::from_secs(args.probe_timeout_secs.max(1)),
     };
-    let app = api::router(state, args.max_body_bytes).merge(observe::metrics_routes(metrics));
+    observe::spawn_queue_stats(
+        StatsReader::new(conn.clone(), keys.clone(), Liveness::default()),
+        Duration::from_secs(2),
+    );
+    let app = api::router(state, args.max_body_bytes)
+        .merge(observe::metrics_routes(metrics, conn.clone()));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding the API to {}", args.listen))?;

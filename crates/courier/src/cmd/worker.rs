@@ -10,7 +10,7 @@ use courier_s3::S3Timeouts;
 use courier_store::queue::Liveness;
 use courier_store::{
     DeadLetters, DeliveryQueue, DestinationStore, HealthStore, HeldDeliveries, Janitor, KeyGuard,
-    RecordStore,
+    RecordStore, StatsReader,
 };
 use courier_worker::{Deliverer, RetryPolicy, WorkerSettings};
 
@@ -126,8 +126,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(listen = %listener.local_addr()?, worker = %settings.name, "metrics listening");
     let shutdown = shutdown_token();
     let metrics_shutdown = shutdown.clone();
+    observe::spawn_queue_stats(
+        StatsReader::new(conn.clone(), keys.clone(), settings.liveness),
+        Duration::from_secs(2),
+    );
+    let routes = observe::metrics_routes(metrics, conn.clone());
     let server = tokio::spawn(async move {
-        axum::serve(listener, observe::metrics_routes(metrics))
+        axum::serve(listener, routes)
             .with_graceful_shutdown(async move { metrics_shutdown.cancelled().await })
             .await
     });

@@ -17,6 +17,7 @@ use courier_core::destination::{
 use courier_core::destination::{Secret, StaticCredentials};
 use courier_core::{Compression, DestinationId, Format, ValidationErrors};
 use courier_s3::probe::{ProbeReport, test_connection};
+use courier_store::DestinationHealth;
 use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -68,6 +69,13 @@ async fn test_saved(
     let dest = load(&state, &tenant, &id).await?;
     let report = test_connection(&dest.spec.s3, state.probe_timeout).await;
     tracing::info!(destination_id = %dest.id, ok = report.ok, "connection tested");
+    if report.ok && state.health.get(&dest.id).await?.is_failing() {
+        // The store accepts writes again: deliveries held while failing flow again.
+        state.health.clear(&dest.id).await?;
+        if dest.spec.status == DestinationStatus::Active {
+            state.held.release(&dest.id).await?;
+        }
+    }
     Ok(Json(report))
 }
 
@@ -128,8 +136,42 @@ pub struct DestinationView {
     format: Format,
     compression: Compression,
     status: DestinationStatus,
+    /// Whether deliveries to it succeed; `FAILING` holds its deliveries.
+    health: HealthView,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+}
+
+/// Recent delivery health of a destination.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthView {
+    /// `HEALTHY`, or `FAILING` after several permanent failures in a row: its deliveries are
+    /// held (not failed) until the destination is updated or its connection test passes.
+    #[schema(example = "HEALTHY")]
+    state: &'static str,
+    /// Permanent failures in a row since the last successful delivery.
+    consecutive_failures: u32,
+    /// Since when it is failing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failing_since: Option<DateTime<Utc>>,
+    /// The store's error code of the last failure, e.g. `AccessDenied`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error_message: Option<String>,
+}
+
+impl From<DestinationHealth> for HealthView {
+    fn from(h: DestinationHealth) -> Self {
+        Self {
+            state: if h.is_failing() { "FAILING" } else { "HEALTHY" },
+            consecutive_failures: h.consecutive_failures,
+            failing_since: h.failing_since,
+            last_error_code: h.last_error_code,
+            last_error_message: h.last_error_message,
+        }
+    }
 }
 
 /// Where the files go. The secret access key is never shown.
@@ -154,8 +196,8 @@ struct S3View {
     access_key_id: Option<String>,
 }
 
-impl From<&Destination> for DestinationView {
-    fn from(d: &Destination) -> Self {
+impl DestinationView {
+    pub(crate) fn new(d: &Destination, health: DestinationHealth) -> Self {
         let s3 = &d.spec.s3;
         Self {
             id: d.id.clone(),
@@ -175,10 +217,17 @@ impl From<&Destination> for DestinationView {
             format: d.spec.format,
             compression: d.spec.compression,
             status: d.spec.status,
+            health: health.into(),
             created_at: d.created_at,
             updated_at: d.updated_at,
         }
     }
+}
+
+/// The view of `dest` with its current health.
+async fn view(state: &AppState, dest: &Destination) -> Result<DestinationView, ApiError> {
+    let health = state.health.get(&dest.id).await?;
+    Ok(DestinationView::new(dest, health))
 }
 
 /// Create a destination
@@ -214,7 +263,7 @@ async fn create(
     }
     let dest = state.destinations.create(&tenant, spec).await?;
     tracing::info!(destination_id = %dest.id, %tenant, "destination created");
-    Ok((StatusCode::CREATED, Json(DestinationView::from(&dest))))
+    Ok((StatusCode::CREATED, Json(view(&state, &dest).await?)))
 }
 
 /// Read a destination
@@ -238,7 +287,7 @@ async fn read(
     Path(id): Path<String>,
 ) -> Result<Json<DestinationView>, ApiError> {
     let dest = load(&state, &tenant, &id).await?;
-    Ok(Json(DestinationView::from(&dest)))
+    Ok(Json(view(&state, &dest).await?))
 }
 
 /// `tenant`'s destination `id`, or the 404 a missing or foreign one gets.
@@ -295,8 +344,12 @@ async fn list(
         .destinations
         .list(&tenant, limit, cursor.as_ref())
         .await?;
+    let mut views = Vec::with_capacity(items.len());
+    for dest in &items {
+        views.push(view(&state, dest).await?);
+    }
     Ok(Json(DestinationPage {
-        items: items.iter().map(DestinationView::from).collect(),
+        items: views,
         next_cursor,
     }))
 }
@@ -347,11 +400,13 @@ async fn update(
         .await?
         .ok_or_else(|| ApiError::not_found("destination", &id))?;
     tracing::info!(destination_id = %dest.id, status = ?dest.spec.status, "destination updated");
+    // An update is the customer's fix: forget past failures, and let deliveries held
+    // while it was paused or failing flow again.
+    state.health.clear(&dest.id).await?;
     if dest.spec.status == DestinationStatus::Active {
-        // Deliveries held while it was paused flow again.
         state.held.release(&dest.id).await?;
     }
-    Ok(Json(DestinationView::from(&dest)))
+    Ok(Json(view(&state, &dest).await?))
 }
 
 fn keep_saved_secret(req: &mut DestinationRequest, saved: &StaticCredentials) {

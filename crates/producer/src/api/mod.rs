@@ -19,7 +19,7 @@ pub mod query;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use courier_store::{DeadLetters, DestinationStore, HeldDeliveries, RecordStore};
+use courier_store::{DeadLetters, DestinationStore, HealthStore, HeldDeliveries, RecordStore};
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -39,6 +39,7 @@ pub struct AppState {
     pub records: RecordStore,
     pub held: HeldDeliveries,
     pub dead: DeadLetters,
+    pub health: HealthStore,
     pub producer: Producer,
     /// `COURIER_ALLOW_PRIVATE_ENDPOINTS`: let endpointUrl point at loopback or private
     /// addresses (local stores, tests). Off by default so the API can't reach internal services.

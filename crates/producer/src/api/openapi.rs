@@ -730,7 +730,13 @@ mod tests {
             created_at: Utc::now(),
             updated_at: Utc::now(),
         };
-        let view = serde_json::to_value(DestinationView::from(&dest)).unwrap();
+        let failing = courier_store::DestinationHealth {
+            consecutive_failures: 3,
+            failing_since: Some(Utc::now()),
+            last_error_code: Some("AccessDenied".into()),
+            last_error_message: Some("Access Denied".into()),
+        };
+        let view = serde_json::to_value(DestinationView::new(&dest, failing)).unwrap();
         assert_eq!(keys(&view["s3"]), properties(&doc, "S3View"));
         for (method, path, status) in [
             ("post", "/api/v1/delivery-destinations", "201"),
