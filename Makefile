@@ -9,7 +9,7 @@ CARGO ?= cargo
 .PHONY: demo test lint fmt tools build
 
 tools:
-	scripts/ensure-tools.sh
+	scripts/ensure-tools.sh --prometheus
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -18,6 +18,7 @@ demo:
 	scripts/demo.sh
 
 test: tools
+	scripts/check-deploy.sh
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 	@echo "make test: all tests passed"
 
