@@ -4,6 +4,7 @@
 mod cmd;
 mod common;
 mod observe;
+mod progress;
 
 use clap::{Parser, Subcommand};
 

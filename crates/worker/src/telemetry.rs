@@ -92,6 +92,27 @@ impl Drop for InFlight {
     }
 }
 
+/// Registers every counter series at zero, so dashboards and `rate()` see a worker from its
+/// first scrape, not from its first delivery of each kind.
+pub fn register() {
+    for format in Format::ALL {
+        for outcome in ["delivered", "retried", "parked", "dead", "superseded"] {
+            metrics::counter!(DELIVERIES_TOTAL, "outcome" => outcome, "format" => format.label())
+                .absolute(0);
+        }
+        metrics::counter!(UPLOADED_BYTES_TOTAL, "format" => format.label()).absolute(0);
+    }
+    for (outcome, class) in [
+        ("success", "none"),
+        ("failure", "transient"),
+        ("failure", "permanent"),
+    ] {
+        metrics::counter!(ATTEMPTS_TOTAL, "outcome" => outcome, "class" => class).absolute(0);
+    }
+    metrics::counter!(POISON_TOTAL).absolute(0);
+    metrics::gauge!(IN_FLIGHT).set(0.0);
+}
+
 /// Histogram buckets (seconds) that fit each duration: renders and uploads of small files
 /// take milliseconds, big ones minutes.
 pub fn buckets() -> Vec<(&'static str, Vec<f64>)> {

@@ -7,6 +7,7 @@ use courier_core::{DeliveryId, DestinationId};
 use courier_store::{DeadLetter, DeadLetters, DeliveryQueue, RecordStore};
 
 use crate::common::RedisArgs;
+use crate::progress::Progress;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -106,6 +107,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 }
             }
             let (mut replayed, mut skipped) = (0, 0);
+            let mut progress = Progress::new(letters.len() as u64, "replaying", false);
             for letter in &letters {
                 if let Ok(id) = DeliveryId::parse(&letter.id)
                     && let Some(mut record) = records.get_any(&id).await?
@@ -116,7 +118,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 }
                 if dead.replay(letter).await? {
                     replayed += 1;
-                    eprintln!("replayed {}", letter.id);
                 } else {
                     skipped += 1;
                     eprintln!(
@@ -124,7 +125,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                         letter.id, letter.code
                     );
                 }
+                progress.advance(1);
             }
+            progress.finish();
             println!("{replayed} replayed, {skipped} kept");
         }
     }

@@ -13,6 +13,7 @@ use courier_store::{DeliveryQueue, DestinationStore, RecordStore};
 use serde_json::Value;
 
 use crate::common::RedisArgs;
+use crate::progress::{Progress, ProgressReader};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -48,8 +49,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .context("reading rows from stdin")?;
         s
     } else {
-        std::fs::read_to_string(&args.rows)
-            .with_context(|| format!("reading rows from {}", args.rows.display()))?
+        let file = std::fs::File::open(&args.rows)
+            .with_context(|| format!("opening {}", args.rows.display()))?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut reader = ProgressReader {
+            inner: file,
+            progress: Progress::new(len, "reading rows", true),
+        };
+        let mut s = String::with_capacity(usize::try_from(len).unwrap_or(0));
+        reader
+            .read_to_string(&mut s)
+            .with_context(|| format!("reading rows from {}", args.rows.display()))?;
+        reader.progress.finish();
+        s
     };
     let rows = parse_rows(&text)?;
     let request = JobCompletedRequest {

@@ -78,6 +78,7 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     observe::init_logging();
     let metrics = observe::install_metrics()?;
+    courier_worker::telemetry::register();
     anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
     let cipher = args.secret.cipher()?;
     let conn = args.redis.connect().await?;
