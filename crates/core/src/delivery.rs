@@ -72,8 +72,81 @@ pub struct JobCompletedRequest {
     #[serde(default)]
     #[schema(example = json!(["hotel", "score"]))]
     pub columns: Option<Vec<String>>,
-    #[schema(value_type = Vec<Object>, example = json!([{"hotel": "A", "score": 1}]))]
-    pub rows: Vec<Value>,
+    /// The rows inline, for results that fit the request size limit (8 MiB by default).
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>, example = json!([{"hotel": "A", "score": 1}]))]
+    pub rows: Option<Vec<Value>>,
+    /// Or a reference to the rows, for big results: NDJSON (gzip if the name ends in
+    /// `.gz`) at `s3://bucket/key` in the fleet's staging store, or at an http(s) URL.
+    #[serde(default)]
+    #[schema(example = "s3://courier-staging/jobs/job-42.ndjson.gz")]
+    pub rows_url: Option<String>,
+}
+
+/// Where a big result's rows are read from, streamed by the worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RowsUrl(String);
+
+/// A parsed [`RowsUrl`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowsLocation {
+    /// An object in the fleet's staging store.
+    S3 { bucket: String, key: String },
+    /// Anything a plain GET can fetch.
+    Http(String),
+}
+
+impl RowsUrl {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let url = Self(s.to_owned());
+        url.location().map(|_| url)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// NDJSON is read through gzip when the name ends in `.gz`.
+    pub fn is_gzip(&self) -> bool {
+        let path = self.0.split(['?', '#']).next().unwrap_or_default();
+        path.ends_with(".gz")
+    }
+
+    pub fn location(&self) -> Result<RowsLocation, String> {
+        let s = self.0.as_str();
+        if let Some(rest) = s.strip_prefix("s3://") {
+            let (bucket, key) = rest
+                .split_once('/')
+                .ok_or("an s3:// rowsUrl needs a bucket and a key: s3://bucket/key")?;
+            crate::destination::BucketName::parse(bucket)?;
+            if key.is_empty() {
+                return Err("an s3:// rowsUrl needs a key after the bucket".into());
+            }
+            return Ok(RowsLocation::S3 {
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+            });
+        }
+        let url = url::Url::parse(s).map_err(|e| format!("`{s}` is not a valid URL: {e}"))?;
+        match url.scheme() {
+            "http" | "https" if url.host_str().is_some() => Ok(RowsLocation::Http(s.to_owned())),
+            _ => Err("rowsUrl must be s3://bucket/key or an http(s) URL".into()),
+        }
+    }
+}
+
+impl TryFrom<String> for RowsUrl {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Self::parse(&s)
+    }
+}
+
+impl From<RowsUrl> for String {
+    fn from(v: RowsUrl) -> String {
+        v.0
+    }
 }
 
 /// A job-completed request with every field checked; rows are objects and columns are known.
@@ -85,6 +158,8 @@ pub struct JobCompleted {
     pub completed_at: DateTime<Utc>,
     pub columns: Vec<String>,
     pub rows: Vec<Row>,
+    /// Set instead of `rows` for results passed by reference.
+    pub rows_url: Option<RowsUrl>,
 }
 
 impl JobCompletedRequest {
@@ -114,8 +189,24 @@ impl JobCompletedRequest {
                 }),
         );
 
-        let mut rows = Vec::with_capacity(self.rows.len());
-        for (i, row) in self.rows.into_iter().enumerate() {
+        let rows_url = match (&self.rows, self.rows_url.as_deref()) {
+            (Some(_), Some(_)) => {
+                errors.push("rowsUrl", "give either rows or rowsUrl, not both");
+                None
+            }
+            (None, None) => {
+                errors.push(
+                    "rows",
+                    "is required (or rowsUrl, a reference to NDJSON rows, for big results)",
+                );
+                None
+            }
+            (None, Some(u)) => errors.check("rowsUrl", RowsUrl::parse(u)),
+            (Some(_), None) => None,
+        };
+        let inline = self.rows.unwrap_or_default();
+        let mut rows = Vec::with_capacity(inline.len());
+        for (i, row) in inline.into_iter().enumerate() {
             match row {
                 Value::Object(map) => rows.push(map),
                 other => errors.push(
@@ -153,6 +244,7 @@ impl JobCompletedRequest {
                     completed_at,
                     columns,
                     rows,
+                    rows_url,
                 })
             }
             _ => Err(errors),
@@ -198,6 +290,9 @@ pub struct DeliveryTask {
     pub completed_at: DateTime<Utc>,
     pub columns: Vec<String>,
     pub rows: Vec<Row>,
+    /// Set instead of `rows` for results passed by reference; the worker streams them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows_url: Option<RowsUrl>,
     pub enqueued_at: DateTime<Utc>,
     /// Where this delivery stands in its retry schedule; reset when it is replayed.
     #[serde(default)]
@@ -280,6 +375,18 @@ pub struct DeliveryError {
     pub message: String,
 }
 
+/// A checksum of a delivered object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Checksum {
+    /// `MD5`: every request carried `Content-MD5`, which the store checks.
+    #[schema(example = "MD5")]
+    pub algorithm: String,
+    /// Lowercase hex of the whole object's digest.
+    #[schema(example = "9e107d9d372bb6826bd81d3542a419d6")]
+    pub value: String,
+}
+
 /// How long each stage took, in milliseconds.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -318,6 +425,9 @@ pub struct DeliveryRecord {
     pub bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub etag: Option<String>,
+    /// The checksum of the delivered bytes, as sent to the store (which verified it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum: Option<Checksum>,
     pub attempts: Vec<Attempt>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<DeliveryError>,
@@ -398,8 +508,12 @@ mod tests {
     fn missing_and_unknown_fields_fail_to_decode() {
         let mut b = body();
         b.as_object_mut().unwrap().remove("rows");
+        let errs = parse(b).unwrap_err();
+        assert_eq!(errs.0[0].field, "rows");
+        let mut b = body();
+        b.as_object_mut().unwrap().remove("jobId");
         let e = serde_json::from_value::<JobCompletedRequest>(b).unwrap_err();
-        assert!(e.to_string().contains("missing field `rows`"), "{e}");
+        assert!(e.to_string().contains("missing field `jobId`"), "{e}");
         let mut b = body();
         b["priority"] = 1.into();
         let e = serde_json::from_value::<JobCompletedRequest>(b).unwrap_err();
@@ -421,5 +535,57 @@ mod tests {
             DeliveryStatus::Delivered
         );
         assert!(DeliveryStatus::parse("done").is_err());
+    }
+}
+
+#[cfg(test)]
+mod rows_url_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn s3_and_http_references_parse() {
+        let u = RowsUrl::parse("s3://courier-staging/jobs/42.ndjson.gz").unwrap();
+        assert!(u.is_gzip());
+        assert_eq!(
+            u.location().unwrap(),
+            RowsLocation::S3 {
+                bucket: "courier-staging".into(),
+                key: "jobs/42.ndjson.gz".into()
+            }
+        );
+        let h = RowsUrl::parse("https://files.example.com/r.ndjson?sig=1").unwrap();
+        assert!(!h.is_gzip());
+        for bad in [
+            "s3://Bad_Bucket/k",
+            "s3://bucket",
+            "s3://bucket/",
+            "ftp://x/y",
+            "nope",
+        ] {
+            assert!(RowsUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn rows_or_rows_url_but_not_both() {
+        let base = json!({
+            "destinationId": DestinationId::generate().to_string(),
+            "jobId": "j", "partnerInventoryId": "I", "completedAt": "2026-06-07T10:00:00Z",
+        });
+        let parse = |v: Value| {
+            serde_json::from_value::<JobCompletedRequest>(v)
+                .unwrap()
+                .validate()
+        };
+        let mut by_ref = base.clone();
+        by_ref["rowsUrl"] = "s3://staging/x.ndjson".into();
+        let job = parse(by_ref.clone()).unwrap();
+        assert!(job.rows.is_empty());
+        assert_eq!(job.rows_url.unwrap().as_str(), "s3://staging/x.ndjson");
+        by_ref["rows"] = json!([]);
+        assert_eq!(parse(by_ref).unwrap_err().0[0].field, "rowsUrl");
+        assert_eq!(parse(base).unwrap_err().0[0].field, "rows");
     }
 }

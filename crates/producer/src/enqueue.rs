@@ -63,6 +63,7 @@ impl Producer {
             key: None,
             bytes: None,
             etag: None,
+            checksum: None,
             attempts: Vec::new(),
             error: None,
             timings: None,
@@ -79,6 +80,7 @@ impl Producer {
             completed_at: job.completed_at,
             columns: job.columns,
             rows: job.rows,
+            rows_url: job.rows_url,
             enqueued_at: now,
             retry: Default::default(),
         };

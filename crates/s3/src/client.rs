@@ -48,9 +48,25 @@ async fn default_chain() -> SharedCredentialsProvider {
 
 /// A client for one destination. Retries are off: Courier owns its retry policy.
 pub async fn client(s3: &S3Settings, timeouts: S3Timeouts) -> aws_sdk_s3::Client {
+    client_for(
+        s3.region.as_str(),
+        s3.endpoint_url.as_ref().map(|e| e.as_str()),
+        &s3.credentials,
+        timeouts,
+    )
+    .await
+}
+
+/// A client for any store: the fleet's staging store as well as a destination.
+pub async fn client_for(
+    region: &str,
+    endpoint: Option<&str>,
+    credentials: &DestinationCredentials,
+    timeouts: S3Timeouts,
+) -> aws_sdk_s3::Client {
     let mut b = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(s3.region.to_string()))
+        .region(Region::new(region.to_owned()))
         .retry_config(RetryConfig::disabled())
         .timeout_config(
             TimeoutConfig::builder()
@@ -61,11 +77,11 @@ pub async fn client(s3: &S3Settings, timeouts: S3Timeouts) -> aws_sdk_s3::Client
         // Many S3-compatible stores reject the SDK's default streaming checksums;
         // send them only where the operation requires one.
         .request_checksum_calculation(RequestChecksumCalculation::WhenRequired);
-    if let Some(endpoint) = &s3.endpoint_url {
+    if let Some(endpoint) = endpoint {
         // S3-compatible stores rarely serve virtual-hosted buckets on custom hosts.
-        b = b.endpoint_url(endpoint.as_str()).force_path_style(true);
+        b = b.endpoint_url(endpoint).force_path_style(true);
     }
-    match &s3.credentials {
+    match credentials {
         DestinationCredentials::Static(c) => {
             b = b.credentials_provider(Credentials::new(
                 c.access_key_id.clone(),

@@ -5,11 +5,14 @@
 //!   [`ErrorClass`](courier_core::failure::ErrorClass).
 //! - [`probe`]: the connection test (HeadBucket, PutObject and DeleteObject of a probe
 //!   object) and its report.
+//! - [`stream`]: an object of unknown size streamed as one PutObject or a multipart
+//!   upload, part by part in bounded memory, each request with `Content-MD5`.
 //! - [`hints`]: plain-words advice for each error code the connection test can meet.
 
 pub mod client;
 pub mod hints;
 pub mod probe;
+pub mod stream;
 
 pub use client::{PutRequest, S3Failure, S3Timeouts, client, put_file};
 pub use hints::hint;

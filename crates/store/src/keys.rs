@@ -92,6 +92,11 @@ impl Keys {
         format!("{}:held-destinations", self.ns)
     }
 
+    /// Sorted set of a destination's upload slot holders, scored by claim expiry (ms).
+    pub fn upload_slots(&self, id: &DestinationId) -> String {
+        format!("{}:destination:{id}:upload-slots", self.ns)
+    }
+
     /// The lock of one object key of a destination.
     pub fn object_lock(&self, id: &DestinationId, key: &str) -> String {
         format!("{}:destination:{id}:object-lock:{key}", self.ns)

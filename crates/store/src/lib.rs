@@ -9,6 +9,7 @@
 //! - [`dead`]: dead letters, kept with their reason until replayed.
 //! - [`health`]: consecutive permanent failures and the FAILING state of destinations.
 //! - [`stats`]: a fleet-wide snapshot of the queue for metrics.
+//! - [`slots`]: the fleet-wide cap on concurrent uploads per destination.
 //! - [`retention`]: the janitor that keeps Redis memory bounded.
 //! - [`keyguard`]: per-key locks and markers so an older result never overwrites a newer.
 //!
@@ -25,6 +26,7 @@ pub mod keys;
 pub mod queue;
 pub mod records;
 pub mod retention;
+pub mod slots;
 pub mod stats;
 
 pub use crypto::SecretCipher;
@@ -37,6 +39,7 @@ pub use keys::Keys;
 pub use queue::DeliveryQueue;
 pub use records::{Page, RecordFilter, RecordStore};
 pub use retention::{Janitor, Swept};
+pub use slots::UploadSlots;
 pub use stats::{QueueStats, StatsReader};
 
 use redis::aio::ConnectionManager;

@@ -3,29 +3,30 @@
 //! durable retry in the queue; a permanent one fails the delivery, dead-letters its task
 //! and counts against the destination's health.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use courier_core::delivery::{
-    Attempt, DeliveryError, DeliveryRecord, DeliveryStatus, DeliveryTask, Timings,
+    Attempt, Checksum, DeliveryError, DeliveryRecord, DeliveryStatus, DeliveryTask, Timings,
 };
 use courier_core::destination::{Destination, DestinationStatus};
 use courier_core::failure::ErrorClass;
 use courier_core::key::object_key;
 use courier_core::render::RenderSpec;
-use courier_s3::{self as s3, PutRequest, S3Failure, S3Timeouts};
+use courier_s3::stream::ObjectTarget;
+use courier_s3::{self as s3, S3Failure, S3Timeouts};
 use courier_store::{
     DeadLetter, DeadLetters, DeliveryQueue, DestinationStore, HealthStore, HeldDeliveries,
-    KeyGuard, RecordStore, StoreError,
+    KeyGuard, RecordStore, StoreError, UploadSlots,
 };
 use serde::Deserialize;
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::render::{Rendered, render_to_spool};
+use crate::pipeline::{self, PipelineError, Rows, Uploaded};
 use crate::retry::RetryPolicy;
+use crate::source::{self, Staging};
 use crate::telemetry::{self, InFlight, Outcome};
 
 /// Everything a worker needs to deliver; shared by all of its tasks.
@@ -39,11 +40,18 @@ pub struct Deliverer {
     pub health: HealthStore,
     pub keys: KeyGuard,
     pub worker_name: String,
-    pub spool_dir: Option<PathBuf>,
     pub timeouts: S3Timeouts,
     pub retry: RetryPolicy,
     /// Permanent failures in a row after which a destination is marked failing.
     pub failing_threshold: u32,
+    /// The fleet-wide cap on concurrent uploads per destination.
+    pub slots: UploadSlots,
+    /// Where `s3://` row references are read from.
+    pub staging: Staging,
+    /// For `http(s)://` row references.
+    pub http: reqwest::Client,
+    /// Bytes per multipart part (at least 5 MiB); smaller results go as one PutObject.
+    pub part_size: usize,
 }
 
 /// What became of one task.
@@ -144,9 +152,21 @@ impl Deliverer {
                 .await?;
             return Ok(Handled::Retrying);
         }
+        if !self.slots.acquire(&dest.id, &task.delivery_id).await? {
+            // This destination already has its share of the fleet's uploads in flight
+            // (its endpoint may hang): give the worker to someone else for now.
+            self.keys.unlock(&dest.id, &key, &task.delivery_id).await?;
+            tracing::debug!("destination at its upload cap; rescheduling");
+            self.queue
+                .schedule(task, Utc::now() + KEY_BUSY_DELAY)
+                .await?;
+            return Ok(Handled::Retrying);
+        }
+        let id = task.delivery_id.clone();
         let result = self
             .deliver_locked(&dest, &key, task, payload, &mut record)
             .await;
+        self.slots.release(&dest.id, &id).await?;
         self.keys.unlock(&dest.id, &key, &record.id).await?;
         result
     }
@@ -182,9 +202,11 @@ impl Deliverer {
         let number = record.attempts.len() as u32 + 1;
 
         let t0 = Instant::now();
-        let rendered = match self.render(dest, &mut task).await {
-            Ok(r) => r,
-            Err(message) => {
+        let result = self.render_and_upload(dest, key, &mut task).await;
+        let took = t0.elapsed();
+        let result = match result {
+            Ok(up) => Ok(up),
+            Err(PipelineError::Render(message)) => {
                 let err = DeliveryError {
                     code: "RenderFailed".into(),
                     message,
@@ -195,57 +217,46 @@ impl Deliverer {
                     status: None,
                     class: ErrorClass::Permanent,
                 };
-                record.attempts.push(self.attempt(
-                    number,
-                    started_at,
-                    t0.elapsed(),
-                    Some(&failure),
-                ));
-                return self.fail(record.clone(), err, payload).await;
-            }
-        };
-        let render_took = t0.elapsed();
-        telemetry::rendered(spec.format, render_took);
-
-        let client = s3::client(&spec.s3, self.timeouts).await;
-        let req = PutRequest {
-            bucket: spec.s3.bucket.as_str(),
-            key,
-            content_type: spec.format.content_type(),
-            content_encoding: spec.compression.content_encoding(),
-            content_length: rendered.bytes,
-        };
-        let t1 = Instant::now();
-        let result = s3::put_file(&client, &req, rendered.file.path()).await;
-        let upload_took = t1.elapsed();
-        match result {
-            Ok(etag) => {
-                telemetry::attempt(Ok(()));
-                telemetry::uploaded(spec.format, rendered.bytes, upload_took);
                 record
                     .attempts
-                    .push(self.attempt(number, started_at, t0.elapsed(), None));
+                    .push(self.attempt(number, started_at, took, Some(&failure)));
+                return self.fail(record.clone(), err, payload).await;
+            }
+            Err(PipelineError::Io(failure)) => Err(failure),
+        };
+        match result {
+            Ok(up) => {
+                telemetry::attempt(Ok(()));
+                telemetry::rendered(spec.format, up.render);
+                telemetry::uploaded(spec.format, up.bytes, took);
+                record
+                    .attempts
+                    .push(self.attempt(number, started_at, took, None));
                 self.keys
                     .mark(&dest.id, key, task.completed_at, &record.id)
                     .await?;
                 self.health.record_success(&dest.id).await?;
                 let now = Utc::now();
                 record.status = DeliveryStatus::Delivered;
-                record.bytes = Some(rendered.bytes);
-                record.rows = rendered.rows;
-                record.etag = etag;
+                record.bytes = Some(up.bytes);
+                record.rows = up.rows;
+                record.etag = up.etag;
+                record.checksum = Some(Checksum {
+                    algorithm: "MD5".into(),
+                    value: up.md5,
+                });
                 record.error = None;
                 record.delivered_at = Some(now);
                 record.updated_at = now;
                 let total = (now - record.enqueued_at).to_std().unwrap_or_default();
                 record.timings = Some(Timings {
-                    render_ms: millis(render_took),
-                    upload_ms: millis(upload_took),
+                    render_ms: millis(up.render),
+                    upload_ms: millis(took),
                     total_ms: millis(total),
                 });
                 self.records.put(record).await?;
                 telemetry::delivery_finished(Outcome::Delivered, spec.format, total);
-                tracing::info!(key, bytes = rendered.bytes, attempts = number, "delivered");
+                tracing::info!(key, bytes = up.bytes, attempts = number, "delivered");
                 Ok(Handled::Delivered)
             }
             Err(failure) => {
@@ -314,22 +325,35 @@ impl Deliverer {
         }
     }
 
-    async fn render(
+    /// Streams the task's rows, rendered, into the object at `key`.
+    async fn render_and_upload(
         &self,
         dest: &Destination,
+        key: &str,
         task: &mut DeliveryTask,
-    ) -> Result<Rendered, String> {
+    ) -> Result<Uploaded, PipelineError> {
         let spec = RenderSpec {
             format: dest.spec.format,
             compression: dest.spec.compression,
             columns: std::mem::take(&mut task.columns),
         };
-        let rows = std::mem::take(&mut task.rows);
-        let dir = self.spool_dir.clone();
-        tokio::task::spawn_blocking(move || render_to_spool(&spec, &rows, dir.as_deref()))
-            .await
-            .map_err(|e| format!("rendering panicked: {e}"))?
-            .map_err(|e| e.to_string())
+        let rows = match &task.rows_url {
+            Some(url) => Rows::Stream {
+                source: source::open(url, &self.staging, &self.http)
+                    .await
+                    .map_err(PipelineError::Io)?,
+                gzip: url.is_gzip(),
+            },
+            None => Rows::Inline(std::mem::take(&mut task.rows)),
+        };
+        let client = s3::client(&dest.spec.s3, self.timeouts).await;
+        let target = ObjectTarget {
+            bucket: dest.spec.s3.bucket.as_str(),
+            key,
+            content_type: dest.spec.format.content_type(),
+            content_encoding: dest.spec.compression.content_encoding(),
+        };
+        pipeline::deliver(&client, &target, spec, rows, self.part_size).await
     }
 
     fn attempt(
@@ -456,6 +480,7 @@ fn record_from_task(task: &DeliveryTask) -> DeliveryRecord {
         key: None,
         bytes: None,
         etag: None,
+        checksum: None,
         attempts: Vec::new(),
         error: None,
         timings: None,

@@ -5,14 +5,16 @@
 //! - [`deliver`]: one delivery from task to record.
 //! - [`retry`]: the retry policy (exponential, full jitter, capped in count and time).
 //! - [`janitor`]: the periodic sweep that keeps Redis memory bounded.
-//! - [`render`]: rendering rows into a spool file off the async runtime.
+//! - [`pipeline`]: rows rendered straight into a streamed (multipart) upload.
+//! - [`source`]: inline rows, or rows streamed from a reference (`rowsUrl`).
 //! - [`telemetry`]: the metrics the worker exports.
 
 pub mod deliver;
 pub mod janitor;
-pub mod render;
+pub mod pipeline;
 pub mod retry;
 pub mod run;
+pub mod source;
 pub mod telemetry;
 
 pub use deliver::{Deliverer, Handled};

@@ -34,36 +34,22 @@ pub struct Args {
     #[arg(long, value_delimiter = ',')]
     columns: Option<Vec<String>>,
     /// Rows: a JSON array of objects or NDJSON, from this file or `-` for stdin.
-    #[arg(long, default_value = "-")]
+    #[arg(long, default_value = "-", conflicts_with = "rows_url")]
     rows: PathBuf,
+    /// Instead of rows, a reference to NDJSON rows (`.gz` for gzip) that the worker
+    /// streams: `s3://bucket/key` in the fleet's staging store, or an http(s) URL.
+    #[arg(long)]
+    rows_url: Option<String>,
     #[command(flatten)]
     redis: RedisArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let tenant = TenantId::parse(&args.tenant).map_err(anyhow::Error::msg)?;
-    let text = if args.rows.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .context("reading rows from stdin")?;
-        s
-    } else {
-        let file = std::fs::File::open(&args.rows)
-            .with_context(|| format!("opening {}", args.rows.display()))?;
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let mut reader = ProgressReader {
-            inner: file,
-            progress: Progress::new(len, "reading rows", true),
-        };
-        let mut s = String::with_capacity(usize::try_from(len).unwrap_or(0));
-        reader
-            .read_to_string(&mut s)
-            .with_context(|| format!("reading rows from {}", args.rows.display()))?;
-        reader.progress.finish();
-        s
+    let rows = match &args.rows_url {
+        Some(_) => None,
+        None => Some(read_rows(&args.rows)?),
     };
-    let rows = parse_rows(&text)?;
     let request = JobCompletedRequest {
         destination_id: args.destination,
         job_id: args.job_id,
@@ -71,6 +57,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         completed_at: args.completed_at.unwrap_or_else(|| Utc::now().to_rfc3339()),
         columns: args.columns,
         rows,
+        rows_url: args.rows_url,
     };
     let job = request
         .validate()
@@ -90,6 +77,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     })?;
     println!("{}", record.id);
     Ok(())
+}
+
+/// Reads rows from `path` (`-` for stdin), with progress for big files.
+fn read_rows(path: &std::path::Path) -> anyhow::Result<Vec<Value>> {
+    let text = if path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading rows from stdin")?;
+        s
+    } else {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut reader = ProgressReader {
+            inner: file,
+            progress: Progress::new(len, "reading rows", true),
+        };
+        let mut s = String::with_capacity(usize::try_from(len).unwrap_or(0));
+        reader
+            .read_to_string(&mut s)
+            .with_context(|| format!("reading rows from {}", path.display()))?;
+        reader.progress.finish();
+        s
+    };
+    parse_rows(&text)
 }
 
 /// Accepts a JSON array of rows, or NDJSON (one object per line, blank lines skipped).

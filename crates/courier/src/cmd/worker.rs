@@ -1,17 +1,18 @@
 //! `courier worker`: one process of the delivery fleet.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use courier_core::destination::{Credentials, Secret, StaticCredentials};
 use courier_s3::S3Timeouts;
 use courier_store::queue::Liveness;
 use courier_store::{
     DeadLetters, DeliveryQueue, DestinationStore, HealthStore, HeldDeliveries, Janitor, KeyGuard,
-    RecordStore, StatsReader,
+    RecordStore, StatsReader, UploadSlots,
 };
+use courier_worker::source::Staging;
 use courier_worker::{Deliverer, RetryPolicy, WorkerSettings};
 
 use crate::common::{RedisArgs, SecretArgs, shutdown_token};
@@ -40,9 +41,27 @@ pub struct Args {
     /// Seconds shutdown waits for in-flight deliveries to finish.
     #[arg(long, env = "COURIER_DRAIN_TIMEOUT_SECS", default_value_t = 25)]
     drain_timeout_secs: u64,
-    /// Directory for rendered files waiting to be uploaded (default: the system temp dir).
-    #[arg(long, env = "COURIER_SPOOL_DIR")]
-    spool_dir: Option<PathBuf>,
+    /// Multipart part size in MiB (at least 5); results smaller than one part are uploaded
+    /// with a single PutObject. A worker holds about three parts per upload in memory.
+    #[arg(long, env = "COURIER_PART_SIZE_MB", default_value_t = 8)]
+    part_size_mb: usize,
+    /// Uploads to one destination at once across the whole fleet, so that a destination
+    /// whose endpoint hangs holds at most this many workers' slots.
+    #[arg(long, env = "COURIER_MAX_UPLOADS_PER_DESTINATION", default_value_t = 4)]
+    max_uploads_per_destination: u32,
+    /// The fleet's staging store, where `s3://bucket/key` row references are read.
+    #[arg(long, env = "COURIER_STAGING_ENDPOINT")]
+    staging_endpoint: Option<String>,
+    #[arg(long, env = "COURIER_STAGING_REGION", default_value = "us-east-1")]
+    staging_region: String,
+    #[arg(long, env = "COURIER_STAGING_ACCESS_KEY_ID", hide_env_values = true)]
+    staging_access_key_id: Option<String>,
+    #[arg(
+        long,
+        env = "COURIER_STAGING_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    staging_secret_access_key: Option<String>,
     /// Tries per delivery for transient failures, the first included.
     #[arg(long, env = "COURIER_RETRY_MAX_ATTEMPTS", default_value_t = 12)]
     retry_max_attempts: u32,
@@ -69,6 +88,9 @@ pub struct Args {
     /// Seconds to wait for a customer's endpoint to accept a connection.
     #[arg(long, env = "COURIER_S3_CONNECT_TIMEOUT_SECS", default_value_t = 10)]
     s3_connect_timeout_secs: u64,
+    /// Seconds one request to a customer's store may take, upload included.
+    #[arg(long, env = "COURIER_S3_OPERATION_TIMEOUT_SECS", default_value_t = 300)]
+    s3_operation_timeout_secs: u64,
     #[command(flatten)]
     redis: RedisArgs,
     #[command(flatten)]
@@ -93,10 +115,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         ..WorkerSettings::default()
     };
-    if let Some(name) = args.name {
+    if let Some(name) = args.name.clone() {
         settings.name = name;
     }
     let queue = DeliveryQueue::new(conn.clone(), &keys);
+    let timeouts = S3Timeouts {
+        connect: Duration::from_secs(args.s3_connect_timeout_secs.max(1)),
+        operation: Duration::from_secs(args.s3_operation_timeout_secs.max(1)),
+    };
     let retention = Duration::from_secs(args.retention_secs.max(1));
     let deliverer = Arc::new(Deliverer {
         destinations: DestinationStore::new(conn.clone(), keys.clone(), Some(cipher)),
@@ -108,11 +134,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         queue,
         failing_threshold: args.failing_threshold.max(1),
         worker_name: settings.name.clone(),
-        spool_dir: args.spool_dir,
-        timeouts: S3Timeouts {
-            connect: Duration::from_secs(args.s3_connect_timeout_secs),
-            ..S3Timeouts::default()
+        timeouts,
+        slots: UploadSlots::new(
+            conn.clone(),
+            keys.clone(),
+            args.max_uploads_per_destination.max(1),
+            timeouts.operation * 2,
+        ),
+        staging: Staging {
+            client: staging_client(&args, timeouts).await,
         },
+        http: reqwest::Client::builder()
+            .connect_timeout(timeouts.connect)
+            .read_timeout(timeouts.operation)
+            .build()?,
+        part_size: (args.part_size_mb.max(5)) * 1024 * 1024,
         retry: RetryPolicy {
             max_attempts: args.retry_max_attempts.max(1),
             min_delay: Duration::from_millis(args.retry_min_delay_ms.max(1)),
@@ -146,4 +182,25 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     janitor.await?;
     server.await??;
     Ok(())
+}
+
+/// A client for the staging store, if one is configured.
+async fn staging_client(args: &Args, timeouts: S3Timeouts) -> Option<aws_sdk_s3::Client> {
+    let endpoint = args.staging_endpoint.as_deref()?;
+    let credentials = match (&args.staging_access_key_id, &args.staging_secret_access_key) {
+        (Some(id), Some(secret)) => Credentials::Static(StaticCredentials {
+            access_key_id: id.clone(),
+            secret_access_key: Secret::new(secret.clone()),
+        }),
+        _ => Credentials::DefaultChain,
+    };
+    Some(
+        courier_s3::client::client_for(
+            &args.staging_region,
+            Some(endpoint),
+            &credentials,
+            timeouts,
+        )
+        .await,
+    )
 }

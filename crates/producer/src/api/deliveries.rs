@@ -84,6 +84,26 @@ async fn create(
     ValidJson(req): ValidJson<JobCompletedRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let job = req.validate().map_err(ApiError::invalid)?;
+    if let Some(url) = &job.rows_url
+        && let Ok(courier_core::delivery::RowsLocation::Http(u)) = url.location()
+    {
+        // The workers will fetch it: the same rule as endpoints keeps them off internal hosts.
+        // Only scheme, host and port matter here (a signed URL's query would not parse as
+        // an endpoint).
+        let (scheme, rest) = u.split_once("://").unwrap_or(("https", &u));
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let endpoint =
+            courier_core::destination::EndpointUrl::parse(&format!("{scheme}://{authority}"))
+                .map_err(|m| ApiError::invalid(ValidationErrors::single("rowsUrl", m)))?;
+        super::destinations::check_endpoint(&endpoint, state.allow_private_endpoints)
+            .await
+            .map_err(|mut e| {
+                for f in &mut e.0 {
+                    f.field = "rowsUrl".into();
+                }
+                ApiError::invalid(e)
+            })?;
+    }
     let record = state
         .producer
         .enqueue(&tenant, job)

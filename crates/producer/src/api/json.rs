@@ -19,12 +19,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ValidJson<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(req, state).await.map_err(|e| {
             let status = e.status();
-            let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                "PAYLOAD_TOO_LARGE"
-            } else {
-                "BAD_REQUEST"
-            };
-            ApiError::new(status, code, e.body_text())
+            if status == StatusCode::PAYLOAD_TOO_LARGE {
+                return ApiError::new(
+                    status,
+                    "PAYLOAD_TOO_LARGE",
+                    "the request body is larger than this API accepts; for big results, stage \
+                     the rows as NDJSON (gzip allowed) and send `rowsUrl` instead of `rows`",
+                );
+            }
+            ApiError::new(status, "BAD_REQUEST", e.body_text())
         })?;
         parse(&bytes).map(ValidJson)
     }

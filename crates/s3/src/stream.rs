@@ -1,0 +1,287 @@
+//! Streaming an object of unknown size into a store in bounded memory.
+//!
+//! The renderer writes into a [`PartWriter`] on a blocking thread; every `part_size` bytes
+//! become one part, handed over a channel of capacity one to [`upload_parts`] on the async
+//! side. A result smaller than one part becomes a single PutObject; a larger one a
+//! multipart upload. At most about three parts are in memory at once (one being filled,
+//! one in the channel, one uploading), whatever the size of the result. Every request
+//! carries `Content-MD5`, which the store verifies; the MD5 of the whole object is returned
+//! for the delivery record.
+
+use std::io::{self, Write};
+
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use md5::{Digest, Md5};
+use tokio::sync::mpsc;
+
+use crate::client::{S3Failure, failure};
+
+/// The smallest part S3 accepts (but for the last one).
+pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
+
+/// Where the object goes, and its metadata.
+#[derive(Debug, Clone)]
+pub struct ObjectTarget<'a> {
+    pub bucket: &'a str,
+    pub key: &'a str,
+    pub content_type: &'a str,
+    pub content_encoding: Option<&'a str>,
+}
+
+/// The sync end: a `Write` that cuts the stream into parts.
+#[derive(Debug)]
+pub struct PartWriter {
+    tx: mpsc::Sender<Bytes>,
+    buf: Vec<u8>,
+    part_size: usize,
+    md5: Md5,
+    total: u64,
+    sent_any: bool,
+}
+
+/// What a finished [`PartWriter`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    pub bytes: u64,
+    /// MD5 of the whole object.
+    pub md5: [u8; 16],
+}
+
+impl PartWriter {
+    pub fn new(tx: mpsc::Sender<Bytes>, part_size: usize) -> Self {
+        Self {
+            tx,
+            buf: Vec::with_capacity(part_size),
+            part_size,
+            md5: Md5::new(),
+            total: 0,
+            sent_any: false,
+        }
+    }
+
+    fn send(&mut self, part: Vec<u8>) -> io::Result<()> {
+        self.sent_any = true;
+        self.tx
+            .blocking_send(Bytes::from(part))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the upload stopped"))
+    }
+
+    /// Sends the last part (possibly empty, so that an empty object is still written).
+    pub fn finish(mut self) -> io::Result<Written> {
+        if !self.buf.is_empty() || !self.sent_any {
+            let last = std::mem::take(&mut self.buf);
+            self.send(last)?;
+        }
+        Ok(Written {
+            bytes: self.total,
+            md5: self.md5.finalize().into(),
+        })
+    }
+}
+
+impl Write for PartWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.md5.update(data);
+        self.total += data.len() as u64;
+        self.buf.extend_from_slice(data);
+        while self.buf.len() >= self.part_size {
+            let rest = self.buf.split_off(self.part_size);
+            let part = std::mem::replace(&mut self.buf, rest);
+            self.buf
+                .reserve(self.part_size.saturating_sub(self.buf.len()));
+            self.send(part)?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An upload whose parts are all sent, waiting to be completed or aborted.
+#[derive(Debug)]
+pub enum Pending {
+    /// Small enough for one PutObject, not sent yet.
+    Single(Bytes),
+    /// A multipart upload with its parts uploaded.
+    Multipart {
+        upload_id: String,
+        parts: Vec<CompletedPart>,
+    },
+}
+
+/// The async end: receives parts until the writer is done. The first part waits to see
+/// whether a second comes: if not, the object goes as one PutObject at [`complete`].
+pub async fn upload_parts(
+    client: &aws_sdk_s3::Client,
+    target: &ObjectTarget<'_>,
+    mut rx: mpsc::Receiver<Bytes>,
+) -> Result<Pending, (S3Failure, Option<Pending>)> {
+    let Some(first) = rx.recv().await else {
+        return Ok(Pending::Single(Bytes::new()));
+    };
+    let Some(second) = rx.recv().await else {
+        return Ok(Pending::Single(first));
+    };
+    let created = client
+        .create_multipart_upload()
+        .bucket(target.bucket)
+        .key(target.key)
+        .content_type(target.content_type)
+        .set_content_encoding(target.content_encoding.map(str::to_owned))
+        .send()
+        .await
+        .map_err(|e| (failure(e), None))?;
+    let upload_id = created.upload_id().unwrap_or_default().to_owned();
+    let mut pending = Pending::Multipart {
+        upload_id: upload_id.clone(),
+        parts: Vec::new(),
+    };
+    let mut next = Some(first);
+    let mut queued = Some(second);
+    let mut number = 1;
+    while let Some(part) = next.take() {
+        let result = client
+            .upload_part()
+            .bucket(target.bucket)
+            .key(target.key)
+            .upload_id(&upload_id)
+            .part_number(number)
+            .content_md5(content_md5(&part))
+            .content_length(part.len() as i64)
+            .body(ByteStream::from(part))
+            .send()
+            .await;
+        match result {
+            Ok(out) => {
+                if let Pending::Multipart { parts, .. } = &mut pending {
+                    parts.push(
+                        CompletedPart::builder()
+                            .part_number(number)
+                            .set_e_tag(out.e_tag().map(str::to_owned))
+                            .build(),
+                    );
+                }
+            }
+            Err(e) => return Err((failure(e), Some(pending))),
+        }
+        number += 1;
+        next = match queued.take() {
+            Some(q) => Some(q),
+            None => rx.recv().await,
+        };
+    }
+    Ok(pending)
+}
+
+/// Finishes an upload once the writer succeeded; returns the object's ETag.
+pub async fn complete(
+    client: &aws_sdk_s3::Client,
+    target: &ObjectTarget<'_>,
+    pending: Pending,
+) -> Result<Option<String>, S3Failure> {
+    let etag = match pending {
+        Pending::Single(body) => client
+            .put_object()
+            .bucket(target.bucket)
+            .key(target.key)
+            .content_type(target.content_type)
+            .set_content_encoding(target.content_encoding.map(str::to_owned))
+            .content_md5(content_md5(&body))
+            .content_length(body.len() as i64)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(failure)?
+            .e_tag()
+            .map(str::to_owned),
+        Pending::Multipart { upload_id, parts } => client
+            .complete_multipart_upload()
+            .bucket(target.bucket)
+            .key(target.key)
+            .upload_id(upload_id)
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(failure)?
+            .e_tag()
+            .map(str::to_owned),
+    };
+    Ok(etag.map(|t| t.trim_matches('"').to_owned()))
+}
+
+/// Aborts a multipart upload so that no orphaned parts are left in the customer's bucket.
+pub async fn abort(client: &aws_sdk_s3::Client, target: &ObjectTarget<'_>, pending: Pending) {
+    if let Pending::Multipart { upload_id, .. } = pending {
+        let result = client
+            .abort_multipart_upload()
+            .bucket(target.bucket)
+            .key(target.key)
+            .upload_id(&upload_id)
+            .send()
+            .await;
+        if let Err(e) = result {
+            let f = failure(e);
+            tracing::warn!(code = %f.code, "could not abort a failed multipart upload");
+        }
+    }
+}
+
+/// `Content-MD5`: base64 of the MD5 of `data`.
+pub fn content_md5(data: &[u8]) -> String {
+    B64.encode(Md5::digest(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_are_cut_at_the_part_size_and_the_md5_covers_everything() {
+        let (tx, mut rx) = mpsc::channel(16);
+        let mut w = PartWriter::new(tx, 4);
+        w.write_all(b"abcdefghij").unwrap();
+        let written = w.finish().unwrap();
+        let mut parts = Vec::new();
+        while let Ok(p) = rx.try_recv() {
+            parts.push(p);
+        }
+        assert_eq!(parts, [&b"abcd"[..], b"efgh", b"ij"]);
+        assert_eq!(written.bytes, 10);
+        assert_eq!(written.md5, <[u8; 16]>::from(Md5::digest(b"abcdefghij")));
+    }
+
+    #[test]
+    fn an_empty_object_still_sends_one_empty_part() {
+        let (tx, mut rx) = mpsc::channel(4);
+        let w = PartWriter::new(tx, 4);
+        assert_eq!(w.finish().unwrap().bytes, 0);
+        assert_eq!(rx.try_recv().unwrap(), Bytes::new());
+    }
+
+    #[test]
+    fn a_stopped_upload_fails_the_writer() {
+        let (tx, rx) = mpsc::channel(1);
+        drop(rx);
+        let mut w = PartWriter::new(tx, 2);
+        assert_eq!(
+            w.write_all(b"abc").unwrap_err().kind(),
+            io::ErrorKind::BrokenPipe
+        );
+    }
+
+    #[test]
+    fn content_md5_is_base64_of_the_digest() {
+        // MD5("") = d41d8cd98f00b204e9800998ecf8427e.
+        assert_eq!(content_md5(b""), "1B2M2Y8AsgTpgAmY7PhCfg==");
+    }
+}

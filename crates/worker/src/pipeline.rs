@@ -1,0 +1,192 @@
+//! Rendering a delivery straight into its upload: rows (inline or streamed from a
+//! reference) are rendered on a blocking thread into a [`PartWriter`], whose parts the
+//! async side uploads as they come. Memory stays at a few parts whatever the row count.
+
+use std::io::{BufRead, BufReader};
+use std::time::{Duration, Instant};
+
+use courier_core::delivery::Row;
+use courier_core::failure::ErrorClass;
+use courier_core::render::{RenderSpec, row_writer};
+use courier_s3::S3Failure;
+use courier_s3::stream::{self, ObjectTarget, PartWriter, Written};
+use tokio::sync::mpsc;
+use tokio_util::io::SyncIoBridge;
+
+use crate::source::ByteSource;
+
+/// The rows of one delivery.
+pub enum Rows {
+    Inline(Vec<Row>),
+    /// NDJSON bytes, gzip-compressed when `gzip`.
+    Stream {
+        source: ByteSource,
+        gzip: bool,
+    },
+}
+
+impl std::fmt::Debug for Rows {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rows::Inline(r) => write!(f, "Rows::Inline({} rows)", r.len()),
+            Rows::Stream { gzip, .. } => write!(f, "Rows::Stream {{ gzip: {gzip} }}"),
+        }
+    }
+}
+
+/// A delivered object.
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    pub bytes: u64,
+    pub rows: u64,
+    /// Lowercase hex MD5 of the whole object.
+    pub md5: String,
+    pub etag: Option<String>,
+    /// Time spent rendering (overlaps the upload).
+    pub render: Duration,
+}
+
+/// Why the pipeline failed.
+#[derive(Debug)]
+pub enum PipelineError {
+    /// The rows could not be read or rendered: permanent.
+    Render(String),
+    /// The store or the source failed; classified.
+    Io(S3Failure),
+}
+
+/// Renders `rows` as `spec` into the object at `target`, in parts of `part_size` bytes.
+/// A failed multipart upload is aborted, so no orphaned parts stay behind.
+pub async fn deliver(
+    client: &aws_sdk_s3::Client,
+    target: &ObjectTarget<'_>,
+    spec: RenderSpec,
+    rows: Rows,
+    part_size: usize,
+) -> Result<Uploaded, PipelineError> {
+    let (tx, rx) = mpsc::channel(1);
+    let render = tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let result = render_rows(spec, rows, PartWriter::new(tx, part_size));
+        (result, started.elapsed())
+    });
+    let upload = stream::upload_parts(client, target, rx).await;
+    let (rendered, render_took) = render
+        .await
+        .map_err(|e| PipelineError::Render(format!("rendering panicked: {e}")))?;
+    match (rendered, upload) {
+        (Ok((written, rows)), Ok(pending)) => {
+            let etag = stream::complete(client, target, pending)
+                .await
+                .map_err(PipelineError::Io)?;
+            Ok(Uploaded {
+                bytes: written.bytes,
+                rows,
+                md5: hex(&written.md5),
+                etag,
+                render: render_took,
+            })
+        }
+        // The store failed: that is the cause, whatever the renderer saw after it.
+        (_, Err((failure, pending))) => {
+            if let Some(p) = pending {
+                stream::abort(client, target, p).await;
+            }
+            Err(PipelineError::Io(failure))
+        }
+        (Err(e), Ok(pending)) => {
+            stream::abort(client, target, pending).await;
+            Err(e)
+        }
+    }
+}
+
+/// The blocking half: rows in, parts out.
+fn render_rows(
+    mut spec: RenderSpec,
+    rows: Rows,
+    mut out: PartWriter,
+) -> Result<(Written, u64), PipelineError> {
+    let render_err = |e: courier_core::render::RenderError| PipelineError::Render(e.to_string());
+    let count = match rows {
+        Rows::Inline(rows) => {
+            let mut w = row_writer(&spec, &mut out).map_err(render_err)?;
+            for row in &rows {
+                w.write_row(row).map_err(render_err)?;
+            }
+            w.finish().map_err(render_err)?.rows
+        }
+        Rows::Stream { source, gzip } => {
+            let bridge = BufReader::with_capacity(256 * 1024, SyncIoBridge::new(source));
+            let reader: Box<dyn BufRead> = if gzip {
+                Box::new(BufReader::with_capacity(
+                    256 * 1024,
+                    flate2::bufread::MultiGzDecoder::new(bridge),
+                ))
+            } else {
+                Box::new(bridge)
+            };
+            let mut lines = reader.lines().enumerate();
+            let mut first = None;
+            for (i, line) in lines.by_ref() {
+                let line = line.map_err(source_err)?;
+                if !line.trim().is_empty() {
+                    first = Some(parse_line(i, &line)?);
+                    break;
+                }
+            }
+            if spec.columns.is_empty()
+                && let Some(row) = &first
+            {
+                spec.columns = row.keys().cloned().collect();
+            }
+            let mut w = row_writer(&spec, &mut out).map_err(render_err)?;
+            if let Some(row) = first {
+                w.write_row(&row).map_err(render_err)?;
+            }
+            for (i, line) in lines {
+                let line = line.map_err(source_err)?;
+                if line.trim().is_empty() {
+                    continue;
+                }
+                w.write_row(&parse_line(i, &line)?).map_err(render_err)?;
+            }
+            w.finish().map_err(render_err)?.rows
+        }
+    };
+    let written = out.finish().map_err(|e| {
+        PipelineError::Io(S3Failure {
+            code: "UploadStopped".into(),
+            message: e.to_string(),
+            status: None,
+            class: ErrorClass::Transient,
+        })
+    })?;
+    Ok((written, count))
+}
+
+fn parse_line(i: usize, line: &str) -> Result<Row, PipelineError> {
+    serde_json::from_str::<Row>(line).map_err(|e| {
+        PipelineError::Render(format!("rows line {} is not a JSON object: {e}", i + 1))
+    })
+}
+
+/// Reading the source failed mid-stream (a cut connection, a corrupt gzip): transient for
+/// a connection, permanent for bad data.
+fn source_err(e: std::io::Error) -> PipelineError {
+    match e.kind() {
+        std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => {
+            PipelineError::Render(format!("the rows could not be read: {e}"))
+        }
+        _ => PipelineError::Io(S3Failure {
+            code: "SourceReadFailed".into(),
+            message: format!("reading the rows failed: {e}"),
+            status: None,
+            class: ErrorClass::Transient,
+        }),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

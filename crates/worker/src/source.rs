@@ -1,0 +1,94 @@
+//! Where a delivery's rows come from: inline in the task, or streamed from a reference
+//! (`rowsUrl`): an object in the fleet's staging store, or an http(s) URL. References are
+//! read as a byte stream, never held whole.
+
+use std::io;
+
+use courier_core::delivery::{RowsLocation, RowsUrl};
+use courier_core::failure::ErrorClass;
+use courier_s3::S3Failure;
+use futures::TryStreamExt;
+use tokio::io::AsyncRead;
+use tokio_util::io::StreamReader;
+
+/// The fleet's staging store, where producers put big results (`COURIER_STAGING_*`).
+#[derive(Debug, Clone, Default)]
+pub struct Staging {
+    pub client: Option<aws_sdk_s3::Client>,
+}
+
+/// An open stream of NDJSON bytes (still compressed if the reference says gzip).
+pub type ByteSource = Box<dyn AsyncRead + Send + Unpin>;
+
+/// Opens the rows at `url`. Failures are classified like uploads: a missing object or a
+/// 4xx is permanent, a connection error or 5xx transient.
+pub async fn open(
+    url: &RowsUrl,
+    staging: &Staging,
+    http: &reqwest::Client,
+) -> Result<ByteSource, S3Failure> {
+    match url
+        .location()
+        .map_err(|m| failure("InvalidRowsUrl", m, ErrorClass::Permanent))?
+    {
+        RowsLocation::S3 { bucket, key } => {
+            let client = staging.client.as_ref().ok_or_else(|| {
+                failure(
+                    "StagingNotConfigured",
+                    "this worker has no staging store (COURIER_STAGING_ENDPOINT …) to read s3:// rows from",
+                    ErrorClass::Permanent,
+                )
+            })?;
+            let out = client
+                .get_object()
+                .bucket(&bucket)
+                .key(&key)
+                .send()
+                .await
+                .map_err(|e| {
+                    let mut f = courier_s3::client::failure(e);
+                    f.message =
+                        format!("reading rows from {url}: {}", f.message, url = url.as_str());
+                    f
+                })?;
+            Ok(Box::new(out.body.into_async_read()))
+        }
+        RowsLocation::Http(u) => {
+            let resp = http.get(&u).send().await.map_err(|e| {
+                failure(
+                    if e.is_timeout() {
+                        "Timeout"
+                    } else {
+                        "ConnectionFailed"
+                    },
+                    format!("reading rows: {e}"),
+                    ErrorClass::Transient,
+                )
+            })?;
+            let status = resp.status();
+            if !status.is_success() {
+                let class = if status.is_server_error() || status.as_u16() == 429 {
+                    ErrorClass::Transient
+                } else {
+                    ErrorClass::Permanent
+                };
+                return Err(failure(
+                    "RowsUnavailable",
+                    format!("reading rows: the server answered {status}"),
+                    class,
+                ));
+            }
+            let stream = resp.bytes_stream().map_err(io::Error::other);
+            Ok(Box::new(StreamReader::new(stream)))
+        }
+    }
+}
+
+fn failure(code: &str, message: impl Into<String>, class: ErrorClass) -> S3Failure {
+    S3Failure {
+        code: code.to_owned(),
+        message: message.into(),
+        status: None,
+        class,
+    }
+}

@@ -1,0 +1,365 @@
+//! Big results and a fair fleet: rows by reference streamed into multipart uploads in
+//! bounded memory, checksums the store verifies, aborted uploads that leave no parts
+//! behind, the request size limit, and the per-destination upload cap that keeps a hung
+//! endpoint from starving everyone else.
+
+mod common;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use aws_sdk_s3::primitives::ByteStream;
+use common::{BUCKET, Stack};
+use redis::AsyncCommands;
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(180);
+const STAGING: &str = "courier-staging";
+
+/// Staging bucket env for workers that read `s3://` row references.
+fn staging_env(stack: &Stack, key: &courier_test_support::S3Key) -> Vec<(&'static str, String)> {
+    vec![
+        ("COURIER_STAGING_ENDPOINT", stack.garage.endpoint()),
+        ("COURIER_STAGING_REGION", stack.garage.region().to_owned()),
+        ("COURIER_STAGING_ACCESS_KEY_ID", key.id.clone()),
+        ("COURIER_STAGING_SECRET_ACCESS_KEY", key.secret.clone()),
+    ]
+}
+
+/// `n` rows of NDJSON, gzip-compressed.
+fn ndjson_gz(n: usize, poison_at: Option<usize>) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    for i in 0..n {
+        if Some(i) == poison_at {
+            gz.write_all(b"this line is not json\n").unwrap();
+            continue;
+        }
+        writeln!(
+            gz,
+            r#"{{"hotelId":"H-{i}","name":"Hotel {i}, \"Grand\"","city":"Paris","score":{},"rooms":{},"open":{}}}"#,
+            i % 10,
+            i % 500,
+            i % 2 == 0
+        )
+        .unwrap();
+    }
+    gz.finish().unwrap()
+}
+
+async fn stage(
+    stack: &Stack,
+    key: &courier_test_support::S3Key,
+    name: &str,
+    body: Vec<u8>,
+) -> String {
+    stack
+        .garage
+        .client(key)
+        .await
+        .put_object()
+        .bucket(STAGING)
+        .key(name)
+        .body(ByteStream::from(body))
+        .send()
+        .await
+        .unwrap();
+    format!("s3://{STAGING}/{name}")
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_million_rows_stream_through_a_multipart_upload_in_bounded_memory() {
+    const ROWS: usize = 1_000_000;
+    let mut stack = Stack::start(0).await;
+    let staging_key = stack.garage.bucket_with_key(STAGING).unwrap();
+    let mut env = staging_env(&stack, &staging_key);
+    env.push(("COURIER_PART_SIZE_MB", "5".into()));
+    stack.add_worker_with_env(&env);
+    stack.wait_worker(0).await;
+    let url = stage(
+        &stack,
+        &staging_key,
+        "jobs/big.ndjson.gz",
+        ndjson_gz(ROWS, None),
+    )
+    .await;
+    let dest = stack
+        .create_destination(&stack.destination_body("CSV", "GZIP", "big/"))
+        .await;
+    let body = json!({
+        "destinationId": dest, "jobId": "job-big", "partnerInventoryId": "INV-BIG",
+        "completedAt": "2026-06-07T10:00:00Z", "rowsUrl": url
+    });
+    let (s, resp) = stack.post("/api/v1/deliveries", &body).await;
+    assert_eq!(s, 202, "{resp}");
+    let rec = stack.wait_final(resp["id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(rec["status"], "DELIVERED", "{rec}");
+    assert_eq!(rec["rows"], ROWS as u64);
+    let pid = stack.workers[0].0.child.id();
+    let peak = peak_rss_kib(pid);
+    println!(
+        "1,000,000-row CSV.gz: {} bytes, worker peak RSS {} KiB",
+        rec["bytes"], peak
+    );
+    assert!(
+        peak < 100 * 1024,
+        "worker peak RSS {peak} KiB is over 100 MiB"
+    );
+
+    // The object is complete: every row is there, and its MD5 is the recorded checksum.
+    let key = "big/mapping_results_INV-BIG_2026-06-07.csv.gz";
+    let obj = stack
+        .s3()
+        .await
+        .get_object()
+        .bucket(BUCKET)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let etag = obj.e_tag().unwrap_or_default().to_owned();
+    assert!(
+        etag.contains('-'),
+        "a multipart upload's ETag ({etag}) names its parts"
+    );
+    let raw = obj.body.collect().await.unwrap().to_vec();
+    assert_eq!(rec["bytes"], raw.len() as u64);
+    use md5::Digest;
+    let digest: String = md5::Md5::digest(&raw)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(rec["checksum"]["algorithm"], "MD5");
+    assert_eq!(rec["checksum"]["value"], digest.as_str());
+    let mut csv = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&raw[..]), &mut csv).unwrap();
+    let mut reader = csv::Reader::from_reader(&csv[..]);
+    assert_eq!(
+        reader.headers().unwrap().iter().collect::<Vec<_>>(),
+        ["hotelId", "name", "city", "score", "rooms", "open"]
+    );
+    let mut n = 0;
+    let mut last = csv::StringRecord::new();
+    for r in reader.records() {
+        last = r.unwrap();
+        n += 1;
+    }
+    assert_eq!(n, ROWS);
+    assert_eq!(&last[0], "H-999999");
+    assert_eq!(&last[1], "Hotel 999999, \"Grand\"");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_by_http_reference_small_results_in_one_put_and_the_size_limit() {
+    let mut stack = Stack::start(0).await;
+    stack.add_worker();
+    stack.wait_worker(0).await;
+    // An http server the worker fetches the rows from.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let rows = ndjson_gz(1_000, None);
+    let app = axum::Router::new().route(
+        "/rows.ndjson.gz",
+        axum::routing::get(move || {
+            let rows = rows.clone();
+            async move { rows }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dest = stack
+        .create_destination(&stack.destination_body("JSON", "NONE", "http/"))
+        .await;
+    let body = json!({
+        "destinationId": dest, "jobId": "job-http", "partnerInventoryId": "INV-HTTP",
+        "completedAt": "2026-06-07T10:00:00Z",
+        "rowsUrl": format!("http://127.0.0.1:{port}/rows.ndjson.gz")
+    });
+    let (s, resp) = stack.post("/api/v1/deliveries", &body).await;
+    assert_eq!(s, 202, "{resp}");
+    let rec = stack.wait_final(resp["id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(rec["status"], "DELIVERED", "{rec}");
+    assert_eq!(rec["rows"], 1_000);
+    let obj = stack
+        .s3()
+        .await
+        .get_object()
+        .bucket(BUCKET)
+        .key("http/mapping_results_INV-HTTP_2026-06-07.json")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        !obj.e_tag().unwrap().contains('-'),
+        "a small result is one PutObject"
+    );
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&obj.body.collect().await.unwrap().to_vec()).unwrap();
+    assert_eq!(rows.len(), 1_000);
+    assert_eq!(rows[999]["hotelId"], "H-999");
+
+    // A missing reference fails for good with a clear code.
+    let mut missing = body.clone();
+    missing["rowsUrl"] = format!("http://127.0.0.1:{port}/nope.ndjson").into();
+    missing["partnerInventoryId"] = "INV-MISSING".into();
+    let (_, resp) = stack.post("/api/v1/deliveries", &missing).await;
+    let rec = stack.wait_final(resp["id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(rec["status"], "FAILED");
+    assert_eq!(rec["error"]["code"], "RowsUnavailable", "{rec}");
+
+    // Inline rows over the request limit get a 413 that says what to do instead.
+    let big_row = json!({"blob": "x".repeat(1024)});
+    let rows: Vec<_> = (0..9 * 1024).map(|_| big_row.clone()).collect();
+    let body = json!({
+        "destinationId": dest, "jobId": "job-huge", "partnerInventoryId": "INV-HUGE",
+        "completedAt": "2026-06-07T10:00:00Z", "rows": rows
+    });
+    let (s, resp) = stack.post("/api/v1/deliveries", &body).await;
+    assert_eq!(s, 413, "{resp}");
+    assert!(
+        resp["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("rowsUrl"),
+        "{resp}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_multipart_upload_is_aborted_without_orphaned_parts() {
+    let mut stack = Stack::start(0).await;
+    let staging_key = stack.garage.bucket_with_key(STAGING).unwrap();
+    let mut env = staging_env(&stack, &staging_key);
+    env.push(("COURIER_PART_SIZE_MB", "5".into()));
+    stack.add_worker_with_env(&env);
+    stack.wait_worker(0).await;
+    // A corrupt line well past the first parts: the upload has begun when rendering fails.
+    let url = stage(
+        &stack,
+        &staging_key,
+        "jobs/corrupt.ndjson.gz",
+        ndjson_gz(300_000, Some(250_000)),
+    )
+    .await;
+    let dest = stack
+        .create_destination(&stack.destination_body("NDJSON", "NONE", "abort/"))
+        .await;
+    let body = json!({
+        "destinationId": dest, "jobId": "job-corrupt", "partnerInventoryId": "INV-CORRUPT",
+        "completedAt": "2026-06-07T10:00:00Z", "rowsUrl": url
+    });
+    let (_, resp) = stack.post("/api/v1/deliveries", &body).await;
+    let rec = stack.wait_final(resp["id"].as_str().unwrap(), WAIT).await;
+    assert_eq!(rec["status"], "FAILED", "{rec}");
+    assert_eq!(rec["error"]["code"], "RenderFailed");
+    assert!(
+        rec["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("line 250001"),
+        "{rec}"
+    );
+    let s3 = stack.s3().await;
+    let uploads = s3
+        .list_multipart_uploads()
+        .bucket(BUCKET)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        uploads.uploads().is_empty(),
+        "orphaned multipart uploads: {:?}",
+        uploads.uploads()
+    );
+    assert!(
+        stack.objects("abort/").await.is_empty(),
+        "no partial object"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_destination_holds_only_its_share_of_the_fleet() {
+    const N: usize = 24;
+    let mut stack = Stack::start(0).await;
+    stack.add_worker_with_env(&[
+        ("COURIER_WORKER_CONCURRENCY", "4".into()),
+        ("COURIER_MAX_UPLOADS_PER_DESTINATION", "2".into()),
+        ("COURIER_S3_CONNECT_TIMEOUT_SECS", "1".into()),
+        ("COURIER_S3_OPERATION_TIMEOUT_SECS", "4".into()),
+    ]);
+    stack.wait_worker(0).await;
+    let healthy = stack
+        .create_destination(&stack.destination_body("CSV", "NONE", "fair/"))
+        .await;
+    // A black hole: accepts connections and never answers.
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut body = stack.destination_body("CSV", "NONE", "hole/");
+    body["s3"]["endpointUrl"] = format!("http://{}", hole.local_addr().unwrap()).into();
+    let hung = stack.create_destination(&body).await;
+
+    async fn run(stack: &Stack, dest: &str, tag: &str, n: usize) -> Duration {
+        let start = Instant::now();
+        let mut ids = Vec::new();
+        for i in 0..n {
+            ids.push(
+                stack
+                    .enqueue(dest, &format!("job-{tag}-{i}"), &format!("INV-{tag}-{i}"))
+                    .await,
+            );
+        }
+        for id in &ids {
+            assert_eq!(stack.wait_final(id, WAIT).await["status"], "DELIVERED");
+        }
+        start.elapsed()
+    }
+
+    let alone = run(&stack, &healthy, "alone", N).await;
+    // Now the hung destination's deliveries compete for the same worker.
+    for i in 0..N {
+        stack
+            .enqueue(&hung, &format!("job-hung-{i}"), &format!("INV-HUNG-{i}"))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut conn = stack.redis().await;
+    let slots_key = format!("courier:destination:{hung}:upload-slots");
+    let sampler = {
+        let mut conn = conn.clone();
+        let key = slots_key.clone();
+        tokio::spawn(async move {
+            let mut most = 0u64;
+            for _ in 0..100 {
+                let n: u64 = conn.zcard(&key).await.unwrap_or(0);
+                most = most.max(n);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            most
+        })
+    };
+    let contended = run(&stack, &healthy, "contended", N).await;
+    let most_hung = sampler.await.unwrap();
+    let hung_now: u64 = conn.zcard(&slots_key).await.unwrap();
+    println!(
+        "healthy destination: {N} deliveries alone {alone:?}, next to a hung one {contended:?}; hung slots at most {most_hung}"
+    );
+    assert!(most_hung >= 1, "the hung destination was being tried");
+    assert!(
+        most_hung <= 2,
+        "the hung destination held {most_hung} slots, over its cap of 2"
+    );
+    assert!(hung_now <= 2);
+    // Half the worker stays free for the healthy destination: it slows, but never stalls
+    // behind the 4 s timeouts of the hung one.
+    assert!(
+        contended < alone * 3 + Duration::from_secs(3),
+        "healthy deliveries took {contended:?} next to a hung destination, {alone:?} alone"
+    );
+    drop(hole);
+}
