@@ -363,3 +363,80 @@ async fn a_hung_destination_holds_only_its_share_of_the_fleet() {
     );
     drop(hole);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_stages_a_big_local_file_and_delivers_it_by_reference() {
+    const ROWS: usize = 120_000;
+    let mut stack = Stack::start(0).await;
+    let staging_key = stack.garage.bucket_with_key(STAGING).unwrap();
+    let env = staging_env(&stack, &staging_key);
+    stack.add_worker_with_env(&env);
+    stack.wait_worker(0).await;
+    let dest = stack
+        .create_destination(&stack.destination_body("NDJSON", "GZIP", "staged/"))
+        .await;
+    // ~12 MB of plain NDJSON: staged as a two-part multipart upload.
+    let mut plain = Vec::new();
+    flate2::read::GzDecoder::new(&ndjson_gz(ROWS, None)[..]).read_to_end_into(&mut plain);
+    let file = stack.dir.path().join("big-result.ndjson");
+    std::fs::write(&file, &plain).unwrap();
+    let mut cmd = stack.courier(&[
+        "enqueue",
+        "--tenant",
+        "acme",
+        "--destination",
+        &dest,
+        "--job-id",
+        "job-staged",
+        "--partner-inventory-id",
+        "INV-STAGED",
+        "--completed-at",
+        "2026-06-07T10:00:00Z",
+        "--stage",
+        file.to_str().unwrap(),
+    ]);
+    for (k, v) in &env {
+        cmd.env(k, v);
+    }
+    let out = cmd.env("COURIER_STAGING_BUCKET", STAGING).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("staged ") && stderr.contains("s3://courier-staging/staged/"),
+        "{stderr}"
+    );
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let rec = stack.wait_final(&id, WAIT).await;
+    assert_eq!(rec["status"], "DELIVERED", "{rec}");
+    assert_eq!(rec["rows"], ROWS as u64);
+    let obj = stack
+        .s3()
+        .await
+        .get_object()
+        .bucket(BUCKET)
+        .key("staged/mapping_results_INV-STAGED_2026-06-07.ndjson.gz")
+        .send()
+        .await
+        .unwrap();
+    let raw = obj.body.collect().await.unwrap().to_vec();
+    let mut text = Vec::new();
+    flate2::read::GzDecoder::new(&raw[..]).read_to_end_into(&mut text);
+    assert_eq!(
+        text, plain,
+        "the delivered NDJSON is the staged rows, byte for byte"
+    );
+}
+
+trait ReadToEndInto {
+    fn read_to_end_into(self, out: &mut Vec<u8>);
+}
+
+impl<R: std::io::Read> ReadToEndInto for R {
+    fn read_to_end_into(mut self, out: &mut Vec<u8>) {
+        self.read_to_end(out).unwrap();
+    }
+}

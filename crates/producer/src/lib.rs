@@ -7,5 +7,7 @@
 
 pub mod api;
 mod enqueue;
+pub mod stage;
 
 pub use enqueue::{EnqueueError, Producer};
+pub use stage::{StageError, StagingStore};

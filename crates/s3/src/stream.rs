@@ -236,6 +236,55 @@ pub async fn abort(client: &aws_sdk_s3::Client, target: &ObjectTarget<'_>, pendi
     }
 }
 
+/// Uploads everything `reader` yields as one object, part by part; for staging a local
+/// file of any size. Returns the ETag.
+pub async fn upload_reader(
+    client: &aws_sdk_s3::Client,
+    target: &ObjectTarget<'_>,
+    mut reader: impl tokio::io::AsyncRead + Unpin,
+    part_size: usize,
+) -> Result<Option<String>, S3Failure> {
+    use tokio::io::AsyncReadExt;
+    let (tx, rx) = mpsc::channel::<Bytes>(1);
+    let read = async move {
+        loop {
+            let mut part = Vec::with_capacity(part_size);
+            while part.len() < part_size {
+                let n = (&mut reader)
+                    .take((part_size - part.len()) as u64)
+                    .read_to_end(&mut part)
+                    .await?;
+                if n == 0 {
+                    break;
+                }
+            }
+            let last = part.len() < part_size;
+            if tx.send(Bytes::from(part)).await.is_err() || last {
+                return Ok::<(), io::Error>(());
+            }
+        }
+    };
+    let (read, upload) = tokio::join!(read, upload_parts(client, target, rx));
+    match (read, upload) {
+        (Ok(()), Ok(pending)) => complete(client, target, pending).await,
+        (_, Err((failure, pending))) => {
+            if let Some(p) = pending {
+                abort(client, target, p).await;
+            }
+            Err(failure)
+        }
+        (Err(e), Ok(pending)) => {
+            abort(client, target, pending).await;
+            Err(S3Failure {
+                code: "ReadFailed".into(),
+                message: e.to_string(),
+                status: None,
+                class: courier_core::failure::ErrorClass::Permanent,
+            })
+        }
+    }
+}
+
 /// `Content-MD5`: base64 of the MD5 of `data`.
 pub fn content_md5(data: &[u8]) -> String {
     B64.encode(Md5::digest(data))

@@ -40,7 +40,9 @@ impl KeyGuard {
         }
     }
 
-    /// Takes the key's lock for `ttl` on behalf of `owner`; false if someone holds it.
+    /// Takes the key's lock for `ttl` on behalf of `owner`; false if another delivery holds
+    /// it. Re-entrant: a delivery that runs again (its worker died, or a duplicate task)
+    /// takes back its own lock instead of waiting for it to expire.
     pub async fn lock(
         &self,
         dest: &DestinationId,
@@ -49,15 +51,13 @@ impl KeyGuard {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
-        let ok: Option<String> = redis::cmd("SET")
-            .arg(self.keys.object_lock(dest, key))
+        let taken: i64 = LOCK
+            .key(self.keys.object_lock(dest, key))
             .arg(owner.as_str())
-            .arg("NX")
-            .arg("PX")
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
-            .query_async(&mut conn)
+            .invoke_async(&mut conn)
             .await?;
-        Ok(ok.is_some())
+        Ok(taken == 1)
     }
 
     /// Releases the lock if `owner` still holds it.
@@ -113,6 +113,21 @@ impl KeyGuard {
         Ok(())
     }
 }
+
+static LOCK: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+-- KEYS[1]: the lock   ARGV[1]: the owner   ARGV[2]: ttl in ms
+-- Returns: 1 if the owner holds the lock now, 0 if another owner does.
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+    return 1
+end
+return 0
+"#,
+    )
+});
 
 static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(

@@ -83,6 +83,25 @@ impl DeliveryQueue {
             .map_err(|e| StoreError::Queue(e.to_string()))
     }
 
+    /// Marks `worker` alive now, if it is registered. apalis only beats when it polls for
+    /// more work, so a worker whose every slot is busy with long uploads would look dead
+    /// and lose its tasks; Courier beats on its own clock as well.
+    pub async fn keep_alive(
+        &self,
+        conn: &mut ConnectionManager,
+        worker: &str,
+    ) -> Result<(), StoreError> {
+        let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
+        let _: i64 = redis::cmd("ZADD")
+            .arg(self.storage.get_config().workers_set())
+            .arg("XX")
+            .arg(now)
+            .arg(worker)
+            .query_async(conn)
+            .await?;
+        Ok(())
+    }
+
     /// Hands the tasks in `worker`'s in-flight set back to the queue at once and removes
     /// the worker from the live set: for a worker that stops before finishing them, so the
     /// fleet need not wait for its heartbeat to expire. Returns how many were handed back.

@@ -2,6 +2,7 @@
 //! store, and record the outcome.
 //!
 //! - [`run`]: the apalis worker loop, its supervisor and graceful shutdown.
+//! - [`codec`]: task payloads decoded so that no payload can stop the queue.
 //! - [`deliver`]: one delivery from task to record.
 //! - [`retry`]: the retry policy (exponential, full jitter, capped in count and time).
 //! - [`janitor`]: the periodic sweep that keeps Redis memory bounded.
@@ -9,6 +10,7 @@
 //! - [`source`]: inline rows, or rows streamed from a reference (`rowsUrl`).
 //! - [`telemetry`]: the metrics the worker exports.
 
+pub mod codec;
 pub mod deliver;
 pub mod janitor;
 pub mod pipeline;

@@ -12,6 +12,7 @@ use redis::aio::ConnectionManager;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::codec::LenientJson;
 use crate::deliver::Deliverer;
 
 /// How one worker process takes work.
@@ -85,6 +86,7 @@ pub async fn run(
         let config = queue_config(keys, settings.liveness, settings.concurrency);
         let storage = RedisStorage::<Value>::new(conn.clone())
             .with_config(config)
+            .with_codec(LenientJson)
             .poll_with_interval(settings.poll_interval);
         let worker = WorkerBuilder::new(name.clone())
             .backend(storage)
@@ -97,6 +99,13 @@ pub async fn run(
             stop.cancelled().await;
             Ok::<(), std::io::Error>(())
         };
+        let beat = tokio::spawn(keep_alive(
+            conn.clone(),
+            Arc::clone(&deliverer),
+            name.clone(),
+            settings.liveness.heartbeat,
+        ));
+        let _stop_beating = AbortOnDrop(beat);
         let run = worker.run_until(signal);
         let result = tokio::select! {
             r = run => r,
@@ -141,5 +150,31 @@ async fn hand_back(conn: &ConnectionManager, deliverer: &Deliverer, name: &str) 
             tracing::warn!(worker = %name, error = %e, "could not hand back in-flight tasks");
             0
         }
+    }
+}
+
+/// Beats for `name` every `every` until aborted.
+async fn keep_alive(
+    conn: ConnectionManager,
+    deliverer: Arc<Deliverer>,
+    name: String,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let mut conn = conn.clone();
+        if let Err(e) = deliverer.queue.keep_alive(&mut conn, &name).await {
+            tracing::debug!(worker = %name, error = %e, "heartbeat failed");
+        }
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -8,7 +8,8 @@ use anyhow::Context as _;
 use chrono::Utc;
 use courier_core::TenantId;
 use courier_core::delivery::JobCompletedRequest;
-use courier_producer::{EnqueueError, Producer};
+use courier_core::destination::{Credentials, Secret, StaticCredentials};
+use courier_producer::{EnqueueError, Producer, StagingStore};
 use courier_store::{DeliveryQueue, DestinationStore, RecordStore};
 use serde_json::Value;
 
@@ -38,15 +39,39 @@ pub struct Args {
     rows: PathBuf,
     /// Instead of rows, a reference to NDJSON rows (`.gz` for gzip) that the worker
     /// streams: `s3://bucket/key` in the fleet's staging store, or an http(s) URL.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "stage")]
     rows_url: Option<String>,
+    /// Upload this NDJSON file (`.gz` for gzip) to the staging store first and deliver it
+    /// by reference: for results too big to send inline.
+    #[arg(long)]
+    stage: Option<PathBuf>,
+    /// The staging bucket `--stage` uploads to.
+    #[arg(long, env = "COURIER_STAGING_BUCKET")]
+    staging_bucket: Option<String>,
+    #[arg(long, env = "COURIER_STAGING_ENDPOINT")]
+    staging_endpoint: Option<String>,
+    #[arg(long, env = "COURIER_STAGING_REGION", default_value = "us-east-1")]
+    staging_region: String,
+    #[arg(long, env = "COURIER_STAGING_ACCESS_KEY_ID", hide_env_values = true)]
+    staging_access_key_id: Option<String>,
+    #[arg(
+        long,
+        env = "COURIER_STAGING_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    staging_secret_access_key: Option<String>,
     #[command(flatten)]
     redis: RedisArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let tenant = TenantId::parse(&args.tenant).map_err(anyhow::Error::msg)?;
-    let rows = match &args.rows_url {
+    let staged = match &args.stage {
+        Some(path) => Some(stage(&args, path).await?),
+        None => None,
+    };
+    let rows_url = staged.or(args.rows_url.clone());
+    let rows = match &rows_url {
         Some(_) => None,
         None => Some(read_rows(&args.rows)?),
     };
@@ -57,7 +82,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         completed_at: args.completed_at.unwrap_or_else(|| Utc::now().to_rfc3339()),
         columns: args.columns,
         rows,
-        rows_url: args.rows_url,
+        rows_url,
     };
     let job = request
         .validate()
@@ -77,6 +102,34 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     })?;
     println!("{}", record.id);
     Ok(())
+}
+
+/// Uploads `path` to the staging store; returns its `s3://` reference.
+async fn stage(args: &Args, path: &std::path::Path) -> anyhow::Result<String> {
+    let bucket = args
+        .staging_bucket
+        .clone()
+        .context("--stage needs the staging bucket (COURIER_STAGING_BUCKET)")?;
+    let credentials = match (&args.staging_access_key_id, &args.staging_secret_access_key) {
+        (Some(id), Some(secret)) => Credentials::Static(StaticCredentials {
+            access_key_id: id.clone(),
+            secret_access_key: Secret::new(secret.clone()),
+        }),
+        _ => Credentials::DefaultChain,
+    };
+    let client = courier_s3::client::client_for(
+        &args.staging_region,
+        args.staging_endpoint.as_deref(),
+        &credentials,
+        courier_s3::S3Timeouts::default(),
+    )
+    .await;
+    let url = StagingStore { client, bucket }
+        .stage_file(path)
+        .await
+        .with_context(|| format!("staging {}", path.display()))?;
+    eprintln!("staged {} as {}", path.display(), url.as_str());
+    Ok(url.as_str().to_owned())
 }
 
 /// Reads rows from `path` (`-` for stdin), with progress for big files.
