@@ -600,8 +600,14 @@ mod tests {
             "string"
         );
         let rows = &schemas["JobCompletedRequest"]["properties"]["rows"];
-        assert_eq!(rows["type"], "array");
+        assert_eq!(
+            rows["type"],
+            serde_json::json!(["array", "null"]),
+            "rows or rowsUrl"
+        );
         assert_eq!(rows["items"]["type"], "object");
+        let rows_url = &schemas["JobCompletedRequest"]["properties"]["rowsUrl"];
+        assert_eq!(rows_url["type"], serde_json::json!(["string", "null"]));
     }
 
     fn full_probe_report() -> ProbeReport {
