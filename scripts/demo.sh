@@ -113,7 +113,7 @@ done
 say "Metrics"
 echo "Worker metrics: http://127.0.0.1:${METRICS_PORTS[0]}/metrics and http://127.0.0.1:${METRICS_PORTS[1]}/metrics; API: $API/metrics"
 for port in "${METRICS_PORTS[@]}"; do
-  curl -fs "http://127.0.0.1:$port/metrics" | grep '^courier_deliveries_total' || true
+  curl -fs "http://127.0.0.1:$port/metrics" | grep '^courier_deliveries_total' | grep -v ' 0$' || true
 done
 if [ -n "${DEMO_KEEP_RUNNING:-}" ]; then
   say "Running until Ctrl-C (DEMO_KEEP_RUNNING is set)"
