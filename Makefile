@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export COURIER_TOOLS ?= $(HOME)/.cache/courier/tools
 CARGO ?= cargo
 
-.PHONY: demo test lint fmt tools build
+.PHONY: demo test lint fmt tools build bench
 
 tools:
 	scripts/ensure-tools.sh --prometheus
@@ -28,3 +28,10 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+# Throughput and memory against a Redis and a Garage it starts itself; prints one Markdown
+# table (docs/benchmarks.md). Sizes: BENCH_* variables, see crates/bench/src/config.rs.
+bench:
+	scripts/ensure-tools.sh
+	$(CARGO) build --release -p courier -p courier-bench -p courier-test-support
+	$${CARGO_TARGET_DIR:-target}/release/courier-bench

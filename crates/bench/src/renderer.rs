@@ -1,0 +1,73 @@
+//! Row 3: the renderers alone, in process, into a byte-counting sink: no queue, no disk,
+//! no network. What a worker's CPU can turn into file bytes at best.
+
+use std::io::Write;
+use std::time::Instant;
+
+use courier_core::render::{RenderSpec, render_all};
+use courier_core::{Compression, Format};
+
+use crate::rows;
+use crate::table::{Line, int, mb, rate};
+
+/// Counts the bytes written and throws them away.
+#[derive(Debug, Default)]
+struct Counter(u64);
+
+impl Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub fn run(n: usize) -> Vec<Line> {
+    eprintln!("bench: renderers, {} rows each", int(n as u64));
+    let rows = rows::rows(n);
+    let mut lines = Vec::new();
+    for format in Format::ALL {
+        for compression in [Compression::None, Compression::Gzip] {
+            let spec = RenderSpec {
+                format,
+                compression,
+                columns: rows::columns(),
+            };
+            let name = format!(
+                "Renderer {}{}",
+                format.extension().to_uppercase(),
+                if compression == Compression::Gzip {
+                    " + gzip"
+                } else {
+                    ""
+                }
+            );
+            let mut out = Counter::default();
+            let t0 = Instant::now();
+            let result = render_all(&spec, rows.iter(), &mut out);
+            let took = t0.elapsed().as_secs_f64();
+            let line = Line::new("3", name).setup(format!(
+                "{} rows in process into a sink, 1 thread",
+                int(n as u64)
+            ));
+            lines.push(match result {
+                Ok(summary) => line.result(format!(
+                    "**{} rows/s**, {}/s {} ({} in {:.2} s)",
+                    rate(summary.rows as f64 / took),
+                    mb((out.0 as f64 / took) as u64),
+                    if compression == Compression::Gzip {
+                        "compressed"
+                    } else {
+                        "out"
+                    },
+                    mb(out.0),
+                    took
+                )),
+                Err(e) => Line::failed("3", line.measurement, &e.to_string()),
+            });
+        }
+    }
+    lines
+}

@@ -1,0 +1,246 @@
+//! Row 2: small deliveries end to end, API → Redis → worker processes → Garage, on a fresh
+//! Redis per run.
+//!
+//! Two ways of feeding the workers, each with `workers` processes:
+//! - **live**: the workers are up and idle, then the deliveries are enqueued through the API
+//!   with bounded concurrency; timed from the first enqueue to the last delivery. The API,
+//!   Redis and the workers share the CPU, as they would on one small host.
+//! - **drain**: the deliveries are enqueued first, then the workers are started; timed from
+//!   the moment every worker is ready to the last delivery. The worker path alone.
+//!
+//! "Delivered" is read from the workers' `courier_deliveries_total{outcome="delivered"}`,
+//! and the objects are counted in the bucket at the end.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use courier_core::{Compression, Format};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::api::{Outcomes, outcomes};
+use crate::cluster::{BUCKET, Cluster, Services};
+use crate::cpu;
+use crate::rows::JobBodies;
+
+/// How the queue was fed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Feed {
+    Live,
+    Drain,
+}
+
+impl Feed {
+    pub fn name(self) -> &'static str {
+        match self {
+            Feed::Live => "live",
+            Feed::Drain => "drain",
+        }
+    }
+}
+
+/// One run's figures.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// Deliveries inside the timed window.
+    pub deliveries: u64,
+    pub elapsed: Duration,
+    /// How long enqueueing all of them took (live: while the workers ran).
+    pub enqueue_elapsed: Duration,
+    /// CPU time per delivery of each process group in the timed window.
+    pub cpu_per_delivery: String,
+    /// Cores busy on average in the timed window (all processes of the run).
+    pub cores_busy: f64,
+    /// Commands Redis processed per delivery in the timed window.
+    pub redis_commands: f64,
+}
+
+impl Run {
+    pub fn per_sec(&self) -> f64 {
+        self.deliveries as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// How long the delivered count may stand still before the run is given up.
+const STALL: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+pub struct Params {
+    pub rows: usize,
+    pub deliveries: usize,
+    pub workers: usize,
+    pub enqueuers: usize,
+    /// `COURIER_MAX_UPLOADS_PER_DESTINATION` of the workers; `None` keeps the worker's default.
+    pub upload_cap: Option<usize>,
+}
+
+pub async fn run(services: &Services, feed: Feed, p: &Params) -> anyhow::Result<Run> {
+    let name = format!(
+        "e2e-{}-{}w{}",
+        feed.name(),
+        p.workers,
+        if p.upload_cap.is_none() {
+            "-default-cap"
+        } else {
+            ""
+        }
+    );
+    let mut cluster = Cluster::start(services, &name).await?;
+    let prefix = format!("{name}/");
+    let dest = cluster
+        .api
+        .create_destination(
+            &services.garage.endpoint(),
+            BUCKET,
+            &services.key,
+            &prefix,
+            Format::Csv,
+            Compression::None,
+        )
+        .await?;
+    let bodies = JobBodies::new(&dest, p.rows);
+    let cap_env: Vec<(&str, String)> = p
+        .upload_cap
+        .map(|cap| ("COURIER_MAX_UPLOADS_PER_DESTINATION", cap.to_string()))
+        .into_iter()
+        .collect();
+
+    let result = match feed {
+        Feed::Live => {
+            cluster.add_workers_with(p.workers, &cap_env).await?;
+            let groups = cluster.cpu_groups();
+            let cpu0 = cpu::Sample::take(&groups);
+            let cmds0 = cluster
+                .redis_info("stats", "total_commands_processed")
+                .await?;
+            let start = Instant::now();
+            let (enqueued, delivered) = tokio::join!(
+                enqueue_all(&cluster, &bodies, &name, p.deliveries, p.enqueuers),
+                wait_delivered(&cluster, p.deliveries as u64)
+            );
+            let enqueue_elapsed = enqueued?;
+            let end = delivered?;
+            let cpu1 = cpu::Sample::take(&groups);
+            let cmds1 = cluster
+                .redis_info("stats", "total_commands_processed")
+                .await?;
+            let deliveries = p.deliveries as u64;
+            Run {
+                redis_commands: (cmds1 - cmds0) as f64 / deliveries as f64,
+                deliveries,
+                elapsed: end - start,
+                enqueue_elapsed,
+                cpu_per_delivery: cpu0.per_unit(&cpu1, deliveries),
+                cores_busy: cpu0.total(&cpu1) / (end - start).as_secs_f64(),
+            }
+        }
+        Feed::Drain => {
+            let enqueue_elapsed =
+                enqueue_all(&cluster, &bodies, &name, p.deliveries, p.enqueuers).await?;
+            cluster.add_workers_with(p.workers, &cap_env).await?;
+            let groups = cluster.cpu_groups();
+            let cpu0 = cpu::Sample::take(&groups);
+            let cmds0 = cluster
+                .redis_info("stats", "total_commands_processed")
+                .await?;
+            let start = Instant::now();
+            let urls: Vec<String> = cluster
+                .workers
+                .iter()
+                .map(|w| w.metrics_url.clone())
+                .collect();
+            let before = outcomes(&cluster.api, &urls).await?.delivered;
+            let end = wait_delivered(&cluster, p.deliveries as u64).await?;
+            let cpu1 = cpu::Sample::take(&groups);
+            let cmds1 = cluster
+                .redis_info("stats", "total_commands_processed")
+                .await?;
+            let deliveries = p.deliveries as u64 - before;
+            Run {
+                redis_commands: (cmds1 - cmds0) as f64 / deliveries.max(1) as f64,
+                deliveries,
+                elapsed: end - start,
+                enqueue_elapsed,
+                cpu_per_delivery: cpu0.per_unit(&cpu1, deliveries),
+                cores_busy: cpu0.total(&cpu1) / (end - start).as_secs_f64(),
+            }
+        }
+    };
+    cluster.stop_workers();
+
+    let objects = count_objects(&services.s3(&services.key), &prefix).await?;
+    if objects != p.deliveries {
+        bail!(
+            "{} objects under {prefix}, expected {}",
+            objects,
+            p.deliveries
+        );
+    }
+    Ok(result)
+}
+
+/// Enqueues `n` jobs with `concurrency` requests in flight; returns how long it took.
+async fn enqueue_all(
+    cluster: &Cluster<'_>,
+    bodies: &JobBodies,
+    tag: &str,
+    n: usize,
+    concurrency: usize,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| cluster.api.enqueue(bodies.body(tag, i)))
+        .buffer_unordered(concurrency)
+        .try_for_each(|_| async { Ok(()) })
+        .await
+        .context("enqueueing")?;
+    Ok(start.elapsed())
+}
+
+/// Polls the workers' metrics until `n` deliveries are delivered; returns when they were.
+/// A worker that died fails the next scrape.
+async fn wait_delivered(cluster: &Cluster<'_>, n: u64) -> anyhow::Result<Instant> {
+    let urls: Vec<String> = cluster
+        .workers
+        .iter()
+        .map(|w| w.metrics_url.clone())
+        .collect();
+    let mut last = Outcomes::default();
+    let mut last_change = Instant::now();
+    loop {
+        let now = outcomes(&cluster.api, &urls).await?;
+        if now.delivered >= n {
+            return Ok(Instant::now());
+        }
+        if now.stuck > 0 {
+            bail!(
+                "{} deliveries were dead-lettered or held (see the worker logs)",
+                now.stuck
+            );
+        }
+        if now != last {
+            last = now;
+            last_change = Instant::now();
+        } else if last_change.elapsed() > STALL {
+            bail!(
+                "stalled at {}/{n} delivered ({} retries) for {STALL:?}",
+                now.delivered,
+                now.retried
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn count_objects(s3: &aws_sdk_s3::Client, prefix: &str) -> anyhow::Result<usize> {
+    let mut pages = s3
+        .list_objects_v2()
+        .bucket(BUCKET)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    let mut n = 0;
+    while let Some(page) = pages.next().await {
+        n += page?.contents().len();
+    }
+    Ok(n)
+}
