@@ -676,7 +676,10 @@ async fn worker_sigkill_mid_work_loses_nothing() {
                 killed = Some((Instant::now(), in_flight, busy));
             }
         }
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // The survivor may have taken everything so far: keep feeding work until the
+        // victim is caught mid-delivery.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut extra = 0;
         while killed.is_none() {
             if let Some((in_flight, busy)) = mid_work(&stack, &victim_name).await {
                 stack.kill_worker(victim);
@@ -687,6 +690,16 @@ async fn worker_sigkill_mid_work_loses_nothing() {
                 Instant::now() < deadline,
                 "worker {victim_name} was never in the middle of a delivery"
             );
+            let inv = format!("INV-{run}-extra-{extra}");
+            extra += 1;
+            let r = rows(&format!("run{run}-{inv}"), ROWS);
+            let id = enqueue(
+                &stack,
+                &job(&dest, &format!("job-extra-{extra}"), &inv, COMPLETED_AT, &r),
+            )
+            .await;
+            sent_rows.insert(id.clone(), (inv, r));
+            ids.push(id);
         }
         let (killed_at, in_flight, busy) = killed.unwrap();
         assert!(!stack.worker_running(victim));
@@ -722,7 +735,7 @@ async fn worker_sigkill_mid_work_loses_nothing() {
             );
         }
         t.assert_none_lost(SCENARIO, run);
-        assert_eq!(t.delivered, N, "every delivery DELIVERED");
+        assert_eq!(t.delivered, ids.len(), "every delivery DELIVERED");
 
         // One final DELIVERED record each, at its key, with the bytes that are in the bucket.
         let s3 = stack.s3().await;
@@ -748,11 +761,15 @@ async fn worker_sigkill_mid_work_loses_nothing() {
         let mut keys = stack.objects(&prefix).await;
         keys.sort();
         keys.dedup();
-        assert_eq!(keys.len(), N, "one object per delivery, nothing else");
+        assert_eq!(
+            keys.len(),
+            ids.len(),
+            "one object per delivery, nothing else"
+        );
         // Parse a few files back: those that were in flight on the victim, the first, the last.
         let mut sample: Vec<&String> = in_flight.iter().take(2).collect();
         sample.push(&ids[0]);
-        sample.push(&ids[N - 1]);
+        sample.push(&ids[ids.len() - 1]);
         for id in sample {
             let (inv, r) = &sent_rows[id];
             assert_csv_object(&stack, &key_of(&prefix, inv), r).await;
