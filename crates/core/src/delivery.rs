@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::rows::{InlineRows, RowsShape};
 use crate::{Compression, DeliveryId, DestinationId, Format, TenantId, ValidationErrors};
 
 /// One result row: a JSON object. Key order is kept, so the first row can name the columns.
@@ -75,7 +76,7 @@ pub struct JobCompletedRequest {
     /// The rows inline, for results that fit the request size limit (8 MiB by default).
     #[serde(default)]
     #[schema(value_type = Option<Vec<Object>>, example = json!([{"hotel": "A", "score": 1}]))]
-    pub rows: Option<Vec<Value>>,
+    pub rows: Option<InlineRows>,
     /// Or a reference to the rows, for big results: NDJSON (gzip if the name ends in
     /// `.gz`) at `s3://bucket/key` in the fleet's staging store, or at an http(s) URL.
     #[serde(default)]
@@ -157,7 +158,10 @@ pub struct JobCompleted {
     pub partner_inventory_id: PartnerInventoryId,
     pub completed_at: DateTime<Utc>,
     pub columns: Vec<String>,
-    pub rows: Vec<Row>,
+    /// Checked to be an array of objects.
+    pub rows: InlineRows,
+    /// How many `rows` holds.
+    pub row_count: u64,
     /// Set instead of `rows` for results passed by reference.
     pub rows_url: Option<RowsUrl>,
 }
@@ -204,27 +208,32 @@ impl JobCompletedRequest {
             (None, Some(u)) => errors.check("rowsUrl", RowsUrl::parse(u)),
             (Some(_), None) => None,
         };
-        let inline = self.rows.unwrap_or_default();
-        let mut rows = Vec::with_capacity(inline.len());
-        for (i, row) in inline.into_iter().enumerate() {
-            match row {
-                Value::Object(map) => rows.push(map),
-                other => errors.push(
-                    format!("rows[{i}]"),
-                    format!("must be a JSON object, found {}", json_kind(&other)),
-                ),
+        let rows = self.rows.unwrap_or_default();
+        let shape = match rows.check() {
+            Ok(shape) => shape,
+            Err(problems) => {
+                for p in problems {
+                    match p.index {
+                        Some(i) => errors.push(
+                            format!("rows[{i}]"),
+                            format!("must be a JSON object, found {}", p.found),
+                        ),
+                        None => errors.push(
+                            "rows",
+                            format!("must be an array of JSON objects, found {}", p.found),
+                        ),
+                    }
+                }
+                RowsShape::default()
             }
-        }
+        };
 
         let columns = match self.columns {
             Some(cols) => {
                 check_columns(&cols, &mut errors);
                 cols
             }
-            None => rows
-                .first()
-                .map(|r| r.keys().cloned().collect())
-                .unwrap_or_default(),
+            None => shape.first_keys,
         };
         if columns.len() > MAX_COLUMNS {
             errors.push(
@@ -244,6 +253,7 @@ impl JobCompletedRequest {
                     completed_at,
                     columns,
                     rows,
+                    row_count: shape.count,
                     rows_url,
                 })
             }
@@ -266,17 +276,6 @@ fn check_columns(cols: &[String], errors: &mut ValidationErrors) {
     }
 }
 
-fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 /// What a worker receives from the queue: everything needed to render and upload one file.
 /// The destination itself is read when the task runs, so rotated credentials apply at once.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -289,7 +288,9 @@ pub struct DeliveryTask {
     pub partner_inventory_id: PartnerInventoryId,
     pub completed_at: DateTime<Utc>,
     pub columns: Vec<String>,
-    pub rows: Vec<Row>,
+    /// The JSON text of the rows, as the producer received it.
+    #[serde(default)]
+    pub rows: InlineRows,
     /// Set instead of `rows` for results passed by reference; the worker streams them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows_url: Option<RowsUrl>,
@@ -469,7 +470,7 @@ mod tests {
     fn columns_default_to_the_first_rows_keys_in_order() {
         let job = parse(body()).unwrap();
         assert_eq!(job.columns, ["hotel", "score"]);
-        assert_eq!(job.rows.len(), 2);
+        assert_eq!(job.row_count, 2);
     }
 
     #[test]
@@ -502,6 +503,16 @@ mod tests {
             ]
         );
         assert!(errs.0[3].message.contains("a number"));
+    }
+
+    #[test]
+    fn rows_that_are_not_an_array_are_named_as_rows() {
+        let mut b = body();
+        b["rows"] = json!({"a": 1});
+        let errs = parse(b).unwrap_err();
+        assert_eq!(errs.0.len(), 1);
+        assert_eq!(errs.0[0].field, "rows");
+        assert!(errs.0[0].message.contains("found an object"), "{errs}");
     }
 
     #[test]
@@ -582,7 +593,7 @@ mod rows_url_tests {
         let mut by_ref = base.clone();
         by_ref["rowsUrl"] = "s3://staging/x.ndjson".into();
         let job = parse(by_ref.clone()).unwrap();
-        assert!(job.rows.is_empty());
+        assert_eq!(job.row_count, 0);
         assert_eq!(job.rows_url.unwrap().as_str(), "s3://staging/x.ndjson");
         by_ref["rows"] = json!([]);
         assert_eq!(parse(by_ref).unwrap_err().0[0].field, "rowsUrl");

@@ -6,6 +6,7 @@
 //! - [`delivery`]: the "job completed" request, the task a worker receives, and the
 //!   delivery record that says what happened to it.
 //! - [`key`]: where a delivered file lands in the bucket.
+//! - [`rows`]: inline rows kept as JSON text, checked without being built.
 //! - [`render`]: row-by-row writers for CSV, JSON, NDJSON and XLSX, optionally gzip.
 //! - [`error`]: field-level validation errors shared by every edge that accepts input.
 //!
@@ -20,6 +21,7 @@ pub mod format;
 pub mod ids;
 pub mod key;
 pub mod render;
+pub mod rows;
 
 pub use error::{FieldError, ValidationErrors};
 pub use format::{Compression, Format};

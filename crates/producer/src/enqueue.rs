@@ -58,7 +58,7 @@ impl Producer {
             status: DeliveryStatus::Queued,
             format: destination.format,
             compression: destination.compression,
-            rows: job.rows.len() as u64,
+            rows: job.row_count,
             bucket: None,
             key: None,
             bytes: None,

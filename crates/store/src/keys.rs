@@ -97,6 +97,12 @@ impl Keys {
         format!("{}:destination:{id}:upload-slots", self.ns)
     }
 
+    /// String, present for a moment after one of a destination's upload slots is given
+    /// back: its uploads are moving, so a full cap is worth waiting for.
+    pub fn upload_slots_moved(&self, id: &DestinationId) -> String {
+        format!("{}:destination:{id}:upload-slots:moved", self.ns)
+    }
+
     /// The lock of one object key of a destination.
     pub fn object_lock(&self, id: &DestinationId, key: &str) -> String {
         format!("{}:destination:{id}:object-lock:{key}", self.ns)

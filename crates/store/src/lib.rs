@@ -39,7 +39,7 @@ pub use keys::Keys;
 pub use queue::DeliveryQueue;
 pub use records::{Page, RecordFilter, RecordStore};
 pub use retention::{Janitor, Swept};
-pub use slots::UploadSlots;
+pub use slots::{Claim, UploadSlots};
 pub use stats::{QueueStats, StatsReader};
 
 use redis::aio::ConnectionManager;

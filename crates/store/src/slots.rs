@@ -3,17 +3,32 @@
 //!
 //! Each destination has a sorted set of slot holders scored by when their claim expires;
 //! a worker takes a slot before it starts a delivery and gives it back after. Claims of a
-//! worker that died expire on their own.
+//! worker that died expire on their own. Giving a slot back also marks the destination as
+//! *moving* for [`MOVING_FOR`], which tells a worker that finds the cap full whether a
+//! slot is likely to free up soon (a busy destination) or not (one whose endpoint hangs).
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::Utc;
 use courier_core::{DeliveryId, DestinationId};
+use redis::Script;
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Script};
 
 use crate::{Keys, StoreError};
+
+/// How long a destination counts as moving after one of its slots was given back.
+pub const MOVING_FOR: Duration = Duration::from_secs(1);
+
+/// The answer to a claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    Taken,
+    /// Every slot is held. `moving`: one was given back within [`MOVING_FOR`].
+    Full {
+        moving: bool,
+    },
+}
 
 /// Takes and gives back upload slots.
 #[derive(Debug, Clone)]
@@ -41,34 +56,45 @@ impl UploadSlots {
         }
     }
 
-    /// Takes a slot of `dest` for `holder`; false when all are taken.
+    /// Takes a slot of `dest` for `holder` (again, if it holds one already).
     pub async fn acquire(
         &self,
         dest: &DestinationId,
         holder: &DeliveryId,
-    ) -> Result<bool, StoreError> {
+    ) -> Result<Claim, StoreError> {
         let now = Utc::now().timestamp_millis();
         let expires = now + i64::try_from(self.claim_ttl.as_millis()).unwrap_or(i64::MAX / 2);
         let mut conn = self.conn.clone();
         let taken: i64 = ACQUIRE
             .key(self.keys.upload_slots(dest))
+            .key(self.keys.upload_slots_moved(dest))
             .arg(now)
             .arg(expires)
             .arg(self.per_destination)
             .arg(holder.as_str())
             .invoke_async(&mut conn)
             .await?;
-        Ok(taken == 1)
+        Ok(match taken {
+            1 => Claim::Taken,
+            moving => Claim::Full {
+                moving: moving == 2,
+            },
+        })
     }
 
+    /// Gives `holder`'s slot of `dest` back, and marks the destination as moving.
     pub async fn release(
         &self,
         dest: &DestinationId,
         holder: &DeliveryId,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let _: () = conn
-            .zrem(self.keys.upload_slots(dest), holder.as_str())
+        let _: () = RELEASE
+            .key(self.keys.upload_slots(dest))
+            .key(self.keys.upload_slots_moved(dest))
+            .arg(holder.as_str())
+            .arg(u64::try_from(MOVING_FOR.as_millis()).unwrap_or(1000))
+            .invoke_async(&mut conn)
             .await?;
         Ok(())
     }
@@ -78,8 +104,10 @@ static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 -- KEYS[1]: the destination's slot holders, scored by claim expiry (ms)
+-- KEYS[2]: present while the destination is moving (a slot was given back just now)
 -- ARGV[1]: now (ms)   ARGV[2]: this claim's expiry (ms)   ARGV[3]: the cap   ARGV[4]: holder
--- Returns: 1 if the slot was taken (or already held by this holder), 0 if all are taken.
+-- Returns: 1 if the slot was taken (or already held by this holder); if all are taken,
+-- 2 while the destination is moving, else 0.
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if redis.call('ZSCORE', KEYS[1], ARGV[4]) then
     redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
@@ -89,6 +117,22 @@ if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
     redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
     redis.call('PEXPIREAT', KEYS[1], ARGV[2])
     return 1
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+    return 2
+end
+return 0
+"#,
+    )
+});
+
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+-- KEYS[1]: the destination's slot holders   KEYS[2]: its "moving" marker
+-- ARGV[1]: holder   ARGV[2]: how long the destination counts as moving (ms)
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+    redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
 end
 return 0
 "#,

@@ -1,26 +1,32 @@
-//! The codec the worker reads task payloads with. apalis-redis's JSON codec fails the fetch
-//! itself on a payload that is not JSON, which would stop the queue at that task; this one
-//! never fails: anything unreadable arrives as `{"courierUndecodable": "<text>"}`, which
-//! the handler then dead-letters like any payload that is not a delivery task.
+//! The codec the worker reads task payloads with: none. apalis-redis's JSON codec parses
+//! every payload into a tree before the handler sees it, and fails the fetch itself on a
+//! payload that is not JSON, which would stop the queue at that task. The worker takes the
+//! bytes as they are instead and decodes them once, straight into a
+//! [`DeliveryTask`](courier_core::delivery::DeliveryTask); bytes that are not a task are
+//! dead-lettered as they are.
+
+use std::convert::Infallible;
 
 use apalis::prelude::Codec;
-use serde_json::{Value, json};
 
-/// JSON that never fails to decode.
+/// A task payload as it is stored in Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawTask(pub Vec<u8>);
+
+/// Hands the stored bytes over untouched; never fails.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct LenientJson;
+pub struct Verbatim;
 
-impl Codec<Value> for LenientJson {
-    type Error = serde_json::Error;
+impl Codec<RawTask> for Verbatim {
+    type Error = Infallible;
     type Compact = Vec<u8>;
 
-    fn encode(&self, val: &Value) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(val)
+    fn encode(&self, val: &RawTask) -> Result<Vec<u8>, Infallible> {
+        Ok(val.0.clone())
     }
 
-    fn decode(&self, bytes: &Vec<u8>) -> Result<Value, serde_json::Error> {
-        Ok(serde_json::from_slice(bytes)
-            .unwrap_or_else(|_| json!({ "courierUndecodable": String::from_utf8_lossy(bytes) })))
+    fn decode(&self, bytes: &Vec<u8>) -> Result<RawTask, Infallible> {
+        Ok(RawTask(bytes.clone()))
     }
 }
 
@@ -29,18 +35,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn anything_decodes() {
-        assert_eq!(
-            LenientJson.decode(&br#"{"a":1}"#.to_vec()).unwrap(),
-            json!({"a": 1})
-        );
-        assert_eq!(
-            LenientJson.decode(&b"{\"unterminated".to_vec()).unwrap(),
-            json!({"courierUndecodable": "{\"unterminated"})
-        );
-        assert_eq!(
-            LenientJson.decode(&vec![0xff, 0xfe]).unwrap()["courierUndecodable"],
-            "\u{fffd}\u{fffd}"
-        );
+    fn anything_decodes_to_its_own_bytes() {
+        for bytes in [
+            br#"{"a":1}"#.to_vec(),
+            b"{\"unterminated".to_vec(),
+            vec![0xff, 0xfe],
+        ] {
+            let task = Verbatim.decode(&bytes).unwrap();
+            assert_eq!(task.0, bytes);
+            assert_eq!(Verbatim.encode(&task).unwrap(), bytes);
+        }
     }
 }

@@ -15,17 +15,17 @@ use courier_core::failure::ErrorClass;
 use courier_core::key::object_key;
 use courier_core::render::RenderSpec;
 use courier_s3::stream::ObjectTarget;
-use courier_s3::{self as s3, S3Failure, S3Timeouts};
+use courier_s3::{ClientCache, S3Failure};
 use courier_store::{
     DeadLetter, DeadLetters, DeliveryQueue, DestinationStore, HealthStore, HeldDeliveries,
-    KeyGuard, RecordStore, StoreError, UploadSlots,
+    KeyGuard, RecordStore, StoreError,
 };
-use serde::Deserialize;
 use serde_json::Value;
 use tracing::Instrument;
 
 use crate::pipeline::{self, PipelineError, Rows, Uploaded};
 use crate::retry::RetryPolicy;
+use crate::slot_gate::SlotGate;
 use crate::source::{self, Staging};
 use crate::telemetry::{self, InFlight, Outcome};
 
@@ -40,12 +40,13 @@ pub struct Deliverer {
     pub health: HealthStore,
     pub keys: KeyGuard,
     pub worker_name: String,
-    pub timeouts: S3Timeouts,
+    /// S3 clients per destination, kept between deliveries.
+    pub clients: Arc<ClientCache>,
     pub retry: RetryPolicy,
     /// Permanent failures in a row after which a destination is marked failing.
     pub failing_threshold: u32,
     /// The fleet-wide cap on concurrent uploads per destination.
-    pub slots: UploadSlots,
+    pub slots: Arc<SlotGate>,
     /// Where `s3://` row references are read from.
     pub staging: Staging,
     /// For `http(s)://` row references.
@@ -77,11 +78,12 @@ const KEY_LOCK_TTL: Duration = Duration::from_secs(15 * 60);
 const KEY_BUSY_DELAY: Duration = Duration::from_secs(1);
 
 impl Deliverer {
-    /// Handles one task payload. An `Err` means Courier's own storage failed and the task
-    /// should be handed back to the queue; every other outcome is recorded.
-    pub async fn handle(self: Arc<Self>, payload: Value) -> Result<Handled, StoreError> {
+    /// Handles one task payload, decoded here and only here. An `Err` means Courier's own
+    /// storage failed and the task should be handed back to the queue; every other outcome
+    /// is recorded.
+    pub async fn handle(self: Arc<Self>, payload: &[u8]) -> Result<Handled, StoreError> {
         let _in_flight = InFlight::enter();
-        let task = match DeliveryTask::deserialize(&payload) {
+        let task = match serde_json::from_slice::<DeliveryTask>(payload) {
             Ok(t) => t,
             Err(e) => return self.poison(payload, &e.to_string()).await,
         };
@@ -94,7 +96,7 @@ impl Deliverer {
         self.deliver(task, payload).instrument(span).await
     }
 
-    async fn poison(&self, payload: Value, error: &str) -> Result<Handled, StoreError> {
+    async fn poison(&self, payload: &[u8], error: &str) -> Result<Handled, StoreError> {
         telemetry::poison();
         let id = format!("poison_{}", ulid::Ulid::new());
         tracing::error!(dead_letter = %id, error, "task payload is not a delivery task; dead-lettered");
@@ -105,13 +107,13 @@ impl Deliverer {
                 code: "UndecodableTask".into(),
                 reason: format!("the task payload is not a delivery task: {error}"),
                 died_at: Utc::now(),
-                payload,
+                payload: payload_value(payload),
             })
             .await?;
         Ok(Handled::Poison)
     }
 
-    async fn deliver(&self, task: DeliveryTask, payload: Value) -> Result<Handled, StoreError> {
+    async fn deliver(&self, task: DeliveryTask, payload: &[u8]) -> Result<Handled, StoreError> {
         let mut record = match self.records.get_any(&task.delivery_id).await? {
             Some(r) => r,
             None => record_from_task(&task),
@@ -152,9 +154,10 @@ impl Deliverer {
                 .await?;
             return Ok(Handled::Retrying);
         }
-        if !self.slots.acquire(&dest.id, &task.delivery_id).await? {
+        if !self.slots.take(&dest.id, &task.delivery_id).await? {
             // This destination already has its share of the fleet's uploads in flight
-            // (its endpoint may hang): give the worker to someone else for now.
+            // and none is about to end (its endpoint may hang): give the worker to
+            // someone else for now.
             self.keys.unlock(&dest.id, &key, &task.delivery_id).await?;
             tracing::debug!("destination at its upload cap; rescheduling");
             self.queue
@@ -166,7 +169,7 @@ impl Deliverer {
         let result = self
             .deliver_locked(&dest, &key, task, payload, &mut record)
             .await;
-        self.slots.release(&dest.id, &id).await?;
+        self.slots.give_back(&dest.id, &id).await?;
         self.keys.unlock(&dest.id, &key, &record.id).await?;
         result
     }
@@ -177,7 +180,7 @@ impl Deliverer {
         dest: &Destination,
         key: &str,
         mut task: DeliveryTask,
-        payload: Value,
+        payload: &[u8],
         record: &mut DeliveryRecord,
     ) -> Result<Handled, StoreError> {
         let spec = &dest.spec;
@@ -202,7 +205,7 @@ impl Deliverer {
         let number = record.attempts.len() as u32 + 1;
 
         let t0 = Instant::now();
-        let result = self.render_and_upload(dest, key, &mut task).await;
+        let result = self.render_and_upload(dest, key, &task).await;
         let took = t0.elapsed();
         let result = match result {
             Ok(up) => Ok(up),
@@ -314,12 +317,8 @@ impl Deliverer {
                 record.error = Some(err);
                 record.updated_at = Utc::now();
                 self.records.put(record).await?;
-                // Rows were moved out for rendering; the retry carries the original ones.
-                let mut retry = DeliveryTask::deserialize(&payload)
-                    .map_err(|e| StoreError::Queue(e.to_string()))?;
-                retry.retry = task.retry.clone();
                 let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                self.queue.schedule(retry, at).await?;
+                self.queue.schedule(task, at).await?;
                 Ok(Handled::Retrying)
             }
         }
@@ -330,12 +329,12 @@ impl Deliverer {
         &self,
         dest: &Destination,
         key: &str,
-        task: &mut DeliveryTask,
+        task: &DeliveryTask,
     ) -> Result<Uploaded, PipelineError> {
         let spec = RenderSpec {
             format: dest.spec.format,
             compression: dest.spec.compression,
-            columns: std::mem::take(&mut task.columns),
+            columns: task.columns.clone(),
         };
         let rows = match &task.rows_url {
             Some(url) => Rows::Stream {
@@ -344,9 +343,10 @@ impl Deliverer {
                     .map_err(PipelineError::Io)?,
                 gzip: url.is_gzip(),
             },
-            None => Rows::Inline(std::mem::take(&mut task.rows)),
+            // The renderer runs on its own thread; the rows' JSON text is copied once.
+            None => Rows::Inline(task.rows.clone()),
         };
-        let client = s3::client(&dest.spec.s3, self.timeouts).await;
+        let client = self.clients.get(&dest.id, &dest.spec.s3).await;
         let target = ObjectTarget {
             bucket: dest.spec.s3.bucket.as_str(),
             key,
@@ -435,7 +435,7 @@ impl Deliverer {
         &self,
         mut record: DeliveryRecord,
         err: DeliveryError,
-        payload: Value,
+        payload: &[u8],
     ) -> Result<Handled, StoreError> {
         let now = Utc::now();
         let code = err.code.clone();
@@ -446,7 +446,7 @@ impl Deliverer {
                 code: err.code.clone(),
                 reason: err.message.clone(),
                 died_at: now,
-                payload,
+                payload: payload_value(payload),
             })
             .await?;
         record.status = DeliveryStatus::Failed;
@@ -457,6 +457,13 @@ impl Deliverer {
         telemetry::delivery_finished(Outcome::Dead, record.format, total);
         Ok(Handled::Failed { code })
     }
+}
+
+/// A payload as a dead letter keeps it: its JSON, or its text when it is not JSON.
+fn payload_value(payload: &[u8]) -> Value {
+    serde_json::from_slice(payload).unwrap_or_else(
+        |_| serde_json::json!({ "courierUndecodable": String::from_utf8_lossy(payload) }),
+    )
 }
 
 fn millis(d: Duration) -> u64 {
@@ -475,7 +482,8 @@ fn record_from_task(task: &DeliveryTask) -> DeliveryRecord {
         status: DeliveryStatus::Queued,
         format: Default::default(),
         compression: Default::default(),
-        rows: task.rows.len() as u64,
+        // Counted when rendered.
+        rows: 0,
         bucket: None,
         key: None,
         bytes: None,

@@ -2,8 +2,9 @@
 //! store, and record the outcome.
 //!
 //! - [`run`]: the apalis worker loop, its supervisor and graceful shutdown.
-//! - [`codec`]: task payloads decoded so that no payload can stop the queue.
+//! - [`codec`]: task payloads taken as bytes, so that no payload can stop the queue.
 //! - [`deliver`]: one delivery from task to record.
+//! - [`slot_gate`]: upload slots per destination, waited for briefly while they move.
 //! - [`retry`]: the retry policy (exponential, full jitter, capped in count and time).
 //! - [`janitor`]: the periodic sweep that keeps Redis memory bounded.
 //! - [`pipeline`]: rows rendered straight into a streamed (multipart) upload.
@@ -16,6 +17,7 @@ pub mod janitor;
 pub mod pipeline;
 pub mod retry;
 pub mod run;
+pub mod slot_gate;
 pub mod source;
 pub mod telemetry;
 

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use courier_core::delivery::Row;
 use courier_core::failure::ErrorClass;
 use courier_core::render::{RenderSpec, row_writer};
+use courier_core::rows::{ForEachError, InlineRows};
 use courier_s3::S3Failure;
 use courier_s3::stream::{self, ObjectTarget, PartWriter, Written};
 use tokio::sync::mpsc;
@@ -17,7 +18,7 @@ use crate::source::ByteSource;
 
 /// The rows of one delivery.
 pub enum Rows {
-    Inline(Vec<Row>),
+    Inline(InlineRows),
     /// NDJSON bytes, gzip-compressed when `gzip`.
     Stream {
         source: ByteSource,
@@ -28,7 +29,7 @@ pub enum Rows {
 impl std::fmt::Debug for Rows {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Rows::Inline(r) => write!(f, "Rows::Inline({} rows)", r.len()),
+            Rows::Inline(r) => write!(f, "Rows::{r:?}"),
             Rows::Stream { gzip, .. } => write!(f, "Rows::Stream {{ gzip: {gzip} }}"),
         }
     }
@@ -111,9 +112,12 @@ fn render_rows(
     let count = match rows {
         Rows::Inline(rows) => {
             let mut w = row_writer(&spec, &mut out).map_err(render_err)?;
-            for row in &rows {
-                w.write_row(row).map_err(render_err)?;
-            }
+            rows.for_each(|row| w.write_row(row)).map_err(|e| match e {
+                ForEachError::Stopped(e) => render_err(e),
+                ForEachError::Json(e) => {
+                    PipelineError::Render(format!("the rows are not JSON objects: {e}"))
+                }
+            })?;
             w.finish().map_err(render_err)?.rows
         }
         Rows::Stream { source, gzip } => {

@@ -9,10 +9,9 @@ use apalis_redis::RedisStorage;
 use courier_store::Keys;
 use courier_store::queue::{Liveness, queue_config};
 use redis::aio::ConnectionManager;
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::codec::LenientJson;
+use crate::codec::{RawTask, Verbatim};
 use crate::deliver::Deliverer;
 
 /// How one worker process takes work.
@@ -57,8 +56,8 @@ pub fn default_worker_name() -> String {
     )
 }
 
-async fn handle(task: Value, deliverer: Data<Arc<Deliverer>>) -> Result<(), BoxDynError> {
-    match Arc::clone(&deliverer).handle(task).await {
+async fn handle(task: RawTask, deliverer: Data<Arc<Deliverer>>) -> Result<(), BoxDynError> {
+    match Arc::clone(&deliverer).handle(&task.0).await {
         Ok(_) => Ok(()),
         // Courier's own storage failed: hand the task back so it is tried again.
         Err(e) => Err(Box::new(e)),
@@ -84,9 +83,9 @@ pub async fn run(
             format!("{}-r{generation}", settings.name)
         };
         let config = queue_config(keys, settings.liveness, settings.concurrency);
-        let storage = RedisStorage::<Value>::new(conn.clone())
+        let storage = RedisStorage::<RawTask>::new(conn.clone())
             .with_config(config)
-            .with_codec(LenientJson)
+            .with_codec(Verbatim)
             .poll_with_interval(settings.poll_interval);
         let worker = WorkerBuilder::new(name.clone())
             .backend(storage)

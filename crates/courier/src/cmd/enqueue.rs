@@ -9,6 +9,7 @@ use chrono::Utc;
 use courier_core::TenantId;
 use courier_core::delivery::JobCompletedRequest;
 use courier_core::destination::{Credentials, Secret, StaticCredentials};
+use courier_core::rows::InlineRows;
 use courier_producer::{EnqueueError, Producer, StagingStore};
 use courier_store::{DeliveryQueue, DestinationStore, RecordStore};
 use serde_json::Value;
@@ -73,7 +74,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let rows_url = staged.or(args.rows_url.clone());
     let rows = match &rows_url {
         Some(_) => None,
-        None => Some(read_rows(&args.rows)?),
+        None => Some(InlineRows::from_raw(serde_json::value::to_raw_value(
+            &read_rows(&args.rows)?,
+        )?)),
     };
     let request = JobCompletedRequest {
         destination_id: args.destination,

@@ -6,16 +6,20 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use courier_core::destination::{Credentials, Secret, StaticCredentials};
-use courier_s3::S3Timeouts;
+use courier_s3::{ClientCache, S3Timeouts};
 use courier_store::queue::Liveness;
 use courier_store::{
     DeadLetters, DeliveryQueue, DestinationStore, HealthStore, HeldDeliveries, Janitor, KeyGuard,
     RecordStore, StatsReader, UploadSlots,
 };
+use courier_worker::slot_gate::{self, SlotGate};
 use courier_worker::source::Staging;
 use courier_worker::{Deliverer, RetryPolicy, WorkerSettings};
 
 use crate::common::{RedisArgs, SecretArgs, shutdown_token};
+
+/// Destinations whose S3 client a worker keeps between deliveries.
+const CLIENT_CACHE_SIZE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(1024).unwrap();
 use crate::observe;
 
 #[derive(Debug, clap::Args)]
@@ -134,13 +138,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         queue,
         failing_threshold: args.failing_threshold.max(1),
         worker_name: settings.name.clone(),
-        timeouts,
-        slots: UploadSlots::new(
-            conn.clone(),
-            keys.clone(),
-            args.max_uploads_per_destination.max(1),
-            timeouts.operation * 2,
-        ),
+        clients: Arc::new(ClientCache::new(CLIENT_CACHE_SIZE, timeouts)),
+        slots: Arc::new(SlotGate::new(
+            UploadSlots::new(
+                conn.clone(),
+                keys.clone(),
+                args.max_uploads_per_destination.max(1),
+                timeouts.operation * 2,
+            ),
+            slot_gate::DEFAULT_MAX_WAIT,
+        )),
         staging: Staging {
             client: staging_client(&args, timeouts).await,
         },

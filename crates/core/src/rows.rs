@@ -1,0 +1,503 @@
+//! Inline rows, kept as the JSON text they arrived in.
+//!
+//! A 1,000-row result is about 100 KB of JSON. Parsing it into a tree of
+//! [`serde_json::Value`]s to check it, writing that tree back out into the queued task,
+//! and parsing it into a tree again in the worker cost more CPU than rendering and
+//! uploading the file (see `docs/benchmarks.md`). So inline rows travel as text: the edge
+//! checks their shape in one pass that builds nothing ([`InlineRows::check`]), the queue
+//! stores the same bytes, and the worker builds one [`Row`] at a time as it renders
+//! ([`InlineRows::for_each`]).
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::value::RawValue;
+
+use crate::delivery::Row;
+
+/// The JSON text of an array of rows.
+#[derive(Clone)]
+pub struct InlineRows(Box<RawValue>);
+
+/// What [`InlineRows::check`] learned about well-formed rows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RowsShape {
+    pub count: u64,
+    /// The first row's keys, in order: the columns when none are given.
+    pub first_keys: Vec<String>,
+}
+
+/// Why rows are not an array of objects. `index` is `None` for the whole value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowProblem {
+    pub index: Option<usize>,
+    /// What was found instead: `a number`, `a string`, …
+    pub found: String,
+}
+
+impl InlineRows {
+    /// No rows: `[]`.
+    pub fn empty() -> Self {
+        Self(RawValue::from_string("[]".to_owned()).expect("valid JSON"))
+    }
+
+    /// Rows built in memory (tests, the CLI).
+    pub fn from_rows(rows: &[Row]) -> Self {
+        Self(serde_json::value::to_raw_value(rows).expect("a row always serializes"))
+    }
+
+    /// Takes JSON text as it is; [`check`](Self::check) says whether it is usable.
+    pub fn from_raw(raw: Box<RawValue>) -> Self {
+        Self(raw)
+    }
+
+    /// The JSON text.
+    pub fn as_json(&self) -> &str {
+        self.0.get()
+    }
+
+    /// Checks that this is an array of JSON objects, naming every element that is not,
+    /// without building any of them.
+    pub fn check(&self) -> Result<RowsShape, Vec<RowProblem>> {
+        let mut de = serde_json::Deserializer::from_str(self.0.get());
+        match de.deserialize_any(CheckRows) {
+            Ok(checked) if checked.problems.is_empty() => Ok(checked.shape),
+            Ok(checked) => Err(checked.problems),
+            // Well-formed JSON that cannot be read, such as a number out of range.
+            Err(e) => Err(vec![RowProblem {
+                index: None,
+                found: format!("a value that cannot be read ({e})"),
+            }]),
+        }
+    }
+
+    /// Calls `f` with each row in order, building one at a time; returns how many there
+    /// were. Stops at the first error, of the rows' JSON or of `f`.
+    pub fn for_each<E>(
+        &self,
+        mut f: impl FnMut(&Row) -> Result<(), E>,
+    ) -> Result<u64, ForEachError<E>> {
+        let mut stopped = None;
+        let mut de = serde_json::Deserializer::from_str(self.0.get());
+        let result = de.deserialize_seq(EachRow {
+            f: &mut f,
+            stopped: &mut stopped,
+        });
+        match (result, stopped) {
+            (_, Some(e)) => Err(ForEachError::Stopped(e)),
+            (Ok(n), None) => Ok(n),
+            (Err(e), None) => Err(ForEachError::Json(e)),
+        }
+    }
+}
+
+/// Why [`InlineRows::for_each`] stopped.
+#[derive(Debug)]
+pub enum ForEachError<E> {
+    /// The rows are not an array of objects.
+    Json(serde_json::Error),
+    /// The callback failed.
+    Stopped(E),
+}
+
+impl Default for InlineRows {
+    fn default() -> Self {
+        Self::empty()
+    }
+}
+
+impl PartialEq for InlineRows {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl fmt::Debug for InlineRows {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "InlineRows({} bytes of JSON)", self.0.get().len())
+    }
+}
+
+impl Serialize for InlineRows {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for InlineRows {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Box::<RawValue>::deserialize(d).map(Self)
+    }
+}
+
+struct Checked {
+    shape: RowsShape,
+    problems: Vec<RowProblem>,
+}
+
+/// Walks the top level: an array is checked element by element, anything else is one
+/// problem.
+struct CheckRows;
+
+impl CheckRows {
+    fn whole<E>(found: &'static str) -> Result<Checked, E> {
+        Ok(Checked {
+            shape: RowsShape {
+                count: 0,
+                first_keys: Vec::new(),
+            },
+            problems: vec![RowProblem {
+                index: None,
+                found: found.to_owned(),
+            }],
+        })
+    }
+}
+
+impl<'de> Visitor<'de> for CheckRows {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of JSON objects")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        let mut checked = Checked {
+            shape: RowsShape {
+                count: 0,
+                first_keys: Vec::new(),
+            },
+            problems: Vec::new(),
+        };
+        let mut index = 0usize;
+        while let Some(kind) = seq.next_element_seed(CheckRow { keys: index == 0 })? {
+            match kind {
+                Ok(keys) => {
+                    if index == 0 {
+                        checked.shape.first_keys = keys;
+                    }
+                }
+                Err(found) => checked.problems.push(RowProblem {
+                    index: Some(index),
+                    found: found.to_owned(),
+                }),
+            }
+            index += 1;
+        }
+        checked.shape.count = index as u64;
+        Ok(checked)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Self::whole("an object")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Checked, E> {
+        Self::whole("null")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Checked, E> {
+        Self::whole("a boolean")
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Checked, E> {
+        Self::whole("a number")
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Checked, E> {
+        Self::whole("a number")
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Checked, E> {
+        Self::whole("a number")
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Checked, E> {
+        Self::whole("a string")
+    }
+}
+
+/// One element: `Ok(keys)` for an object (keys collected only when asked), else what
+/// it is.
+struct CheckRow {
+    keys: bool,
+}
+
+type RowKind = Result<Vec<String>, &'static str>;
+
+impl<'de> DeserializeSeed<'de> for CheckRow {
+    type Value = RowKind;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<RowKind, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CheckRow {
+    type Value = RowKind;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RowKind, A::Error> {
+        let mut keys = Vec::new();
+        if self.keys {
+            while let Some((key, Cell)) = map.next_entry::<String, Cell>()? {
+                // A repeated key is one column, as when the row is built.
+                if !keys.contains(&key) {
+                    keys.push(key);
+                }
+            }
+        } else {
+            while map.next_entry::<IgnoredAny, Cell>()?.is_some() {}
+        }
+        Ok(Ok(keys))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RowKind, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Err("an array"))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<RowKind, E> {
+        Ok(Err("null"))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<RowKind, E> {
+        Ok(Err("a boolean"))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<RowKind, E> {
+        Ok(Err("a number"))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<RowKind, E> {
+        Ok(Err("a number"))
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<RowKind, E> {
+        Ok(Err("a number"))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<RowKind, E> {
+        Ok(Err("a string"))
+    }
+}
+
+/// A cell, walked without being built, so that one the worker could not build (a number
+/// out of range) fails the check rather than the delivery.
+struct Cell;
+
+impl<'de> Deserialize<'de> for Cell {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Cell, D::Error> {
+        d.deserialize_any(CellVisitor)
+    }
+}
+
+struct CellVisitor;
+
+impl<'de> Visitor<'de> for CellVisitor {
+    type Value = Cell;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Cell, A::Error> {
+        while map.next_entry::<IgnoredAny, Cell>()?.is_some() {}
+        Ok(Cell)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Cell, A::Error> {
+        while seq.next_element::<Cell>()?.is_some() {}
+        Ok(Cell)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Cell, E> {
+        Ok(Cell)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Cell, E> {
+        Ok(Cell)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Cell, E> {
+        Ok(Cell)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Cell, E> {
+        Ok(Cell)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Cell, E> {
+        Ok(Cell)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Cell, E> {
+        Ok(Cell)
+    }
+}
+
+/// Builds each element as a [`Row`] and hands it to the callback.
+struct EachRow<'a, F, E> {
+    f: &'a mut F,
+    stopped: &'a mut Option<E>,
+}
+
+impl<'de, F, E> Visitor<'de> for EachRow<'_, F, E>
+where
+    F: FnMut(&Row) -> Result<(), E>,
+{
+    type Value = u64;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of JSON objects")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<u64, A::Error> {
+        let mut n = 0u64;
+        while let Some(row) = seq.next_element::<Row>()? {
+            if let Err(e) = (self.f)(&row) {
+                *self.stopped = Some(e);
+                return Err(de::Error::custom("stopped"));
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn rows(v: serde_json::Value) -> InlineRows {
+        InlineRows::from_raw(serde_json::value::to_raw_value(&v).unwrap())
+    }
+
+    #[test]
+    fn check_counts_rows_and_takes_the_first_rows_keys_in_order() {
+        let r = rows(json!([{"b": 1, "a": {"x": [1, 2]}}, {"c": null}, {}]));
+        assert_eq!(
+            r.check().unwrap(),
+            RowsShape {
+                count: 3,
+                first_keys: vec!["b".into(), "a".into()],
+            }
+        );
+        assert_eq!(rows(json!([])).check().unwrap().count, 0);
+    }
+
+    #[test]
+    fn check_names_every_element_that_is_not_an_object() {
+        let r = rows(json!([{"a": 1}, 7, "x", [1], null, true, 1.5, {"b": 2}]));
+        let found: Vec<_> = r
+            .check()
+            .unwrap_err()
+            .into_iter()
+            .map(|p| (p.index, p.found))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                (Some(1), "a number".to_owned()),
+                (Some(2), "a string".to_owned()),
+                (Some(3), "an array".to_owned()),
+                (Some(4), "null".to_owned()),
+                (Some(5), "a boolean".to_owned()),
+                (Some(6), "a number".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn check_rejects_anything_but_an_array() {
+        for (v, found) in [
+            (json!({"a": 1}), "an object"),
+            (json!("rows"), "a string"),
+            (json!(3), "a number"),
+            (json!(null), "null"),
+        ] {
+            assert_eq!(
+                rows(v).check().unwrap_err(),
+                [RowProblem {
+                    index: None,
+                    found: found.to_owned()
+                }]
+            );
+        }
+    }
+
+    #[test]
+    fn check_refuses_a_cell_the_worker_could_not_build() {
+        let r: InlineRows = serde_json::from_str(r#"[{"a": 1}, {"a": [1e400]}]"#).unwrap();
+        let problems = r.check().unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].index, None);
+        assert!(problems[0].found.contains("out of range"), "{problems:?}");
+        assert!(matches!(
+            r.for_each(|_| Ok::<_, ()>(())),
+            Err(ForEachError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn for_each_builds_the_rows_in_order_with_their_key_order() {
+        let r = rows(json!([{"b": 1, "a": "é\"\n"}, {"a": [1, {"x": null}]}]));
+        let mut seen = Vec::new();
+        let n = r
+            .for_each(|row| {
+                seen.push(serde_json::Value::Object(row.clone()));
+                Ok::<_, ()>(())
+            })
+            .unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(
+            seen,
+            [
+                json!({"b": 1, "a": "é\"\n"}),
+                json!({"a": [1, {"x": null}]})
+            ]
+        );
+        let keys: Vec<_> = seen[0].as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["b", "a"]);
+    }
+
+    #[test]
+    fn for_each_stops_at_the_callbacks_error_or_a_bad_row() {
+        let r = rows(json!([{"a": 1}, {"a": 2}, {"a": 3}]));
+        let mut calls = 0;
+        let err = r
+            .for_each(|_| {
+                calls += 1;
+                if calls == 2 { Err("full") } else { Ok(()) }
+            })
+            .unwrap_err();
+        assert!(matches!(err, ForEachError::Stopped("full")));
+        assert_eq!(calls, 2);
+
+        let bad = rows(json!([{"a": 1}, 5]));
+        assert!(matches!(
+            bad.for_each(|_| Ok::<_, ()>(())),
+            Err(ForEachError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn serializes_as_the_same_json_text() {
+        let text = r#"[{"b":1,"a":"x"},{"a":2}]"#;
+        let r: InlineRows = serde_json::from_str(text).unwrap();
+        assert_eq!(r.as_json(), text);
+        assert_eq!(serde_json::to_string(&r).unwrap(), text);
+        let task = json!({ "rows": r });
+        assert_eq!(task["rows"][0]["b"], 1);
+        assert_eq!(InlineRows::default().as_json(), "[]");
+        let built = InlineRows::from_rows(&[json!({"z": 1, "y": 2}).as_object().unwrap().clone()]);
+        assert_eq!(built.as_json(), r#"[{"z":1,"y":2}]"#);
+    }
+}
