@@ -3,9 +3,10 @@
 //!
 //! Each destination has a sorted set of slot holders scored by when their claim expires;
 //! a worker takes a slot before it starts a delivery and gives it back after. Claims of a
-//! worker that died expire on their own. Giving a slot back also marks the destination as
-//! *moving* for [`MOVING_FOR`], which tells a worker that finds the cap full whether a
-//! slot is likely to free up soon (a busy destination) or not (one whose endpoint hangs).
+//! worker that died expire on their own. Taking or giving back a slot also marks the
+//! destination as *moving* for [`MOVING_FOR`], which tells a worker that finds the cap full
+//! whether a slot is likely to free up soon (a busy destination) or not (one whose endpoint
+//! hangs, so that its uploads neither end nor start).
 
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -17,14 +18,14 @@ use redis::aio::ConnectionManager;
 
 use crate::{Keys, StoreError};
 
-/// How long a destination counts as moving after one of its slots was given back.
+/// How long a destination counts as moving after one of its slots was taken or given back.
 pub const MOVING_FOR: Duration = Duration::from_secs(1);
 
 /// The answer to a claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
     Taken,
-    /// Every slot is held. `moving`: one was given back within [`MOVING_FOR`].
+    /// Every slot is held. `moving`: one was taken or given back within [`MOVING_FOR`].
     Full {
         moving: bool,
     },
@@ -72,6 +73,7 @@ impl UploadSlots {
             .arg(expires)
             .arg(self.per_destination)
             .arg(holder.as_str())
+            .arg(u64::try_from(MOVING_FOR.as_millis()).unwrap_or(1000))
             .invoke_async(&mut conn)
             .await?;
         Ok(match taken {
@@ -104,8 +106,9 @@ static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 -- KEYS[1]: the destination's slot holders, scored by claim expiry (ms)
--- KEYS[2]: present while the destination is moving (a slot was given back just now)
+-- KEYS[2]: present while the destination is moving (a slot was taken or given back just now)
 -- ARGV[1]: now (ms)   ARGV[2]: this claim's expiry (ms)   ARGV[3]: the cap   ARGV[4]: holder
+-- ARGV[5]: how long the destination counts as moving (ms)
 -- Returns: 1 if the slot was taken (or already held by this holder); if all are taken,
 -- 2 while the destination is moving, else 0.
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -116,6 +119,7 @@ end
 if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
     redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
     redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+    redis.call('SET', KEYS[2], '1', 'PX', ARGV[5])
     return 1
 end
 if redis.call('EXISTS', KEYS[2]) == 1 then

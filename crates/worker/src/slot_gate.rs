@@ -4,7 +4,8 @@
 //! back in the queue for a second, which apalis-redis schedules in whole seconds: a burst
 //! to one busy destination then went at a few deliveries per second. A slot of a busy
 //! destination frees up within milliseconds, so the gate waits for it, briefly: only while
-//! the destination is *moving* (a slot was given back just now, anywhere in the fleet),
+//! the destination is *moving* (a slot was taken or given back in the last second,
+//! anywhere in the fleet),
 //! for at most [`SlotGate::max_wait`], and with at most as many waiters per destination
 //! in this process as the cap. A destination whose endpoint hangs never moves, so its
 //! tasks go back to the queue at once and cannot take the worker's other slots.

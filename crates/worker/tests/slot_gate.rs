@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use courier_core::{DeliveryId, DestinationId};
+use courier_store::slots::MOVING_FOR;
 use courier_store::{Claim, Keys, UploadSlots};
 use courier_test_support::RedisServer;
 use courier_worker::slot_gate::SlotGate;
@@ -18,9 +19,9 @@ async fn slots(redis: &RedisServer, cap: u32, claim_ttl: Duration) -> UploadSlot
 const TTL: Duration = Duration::from_secs(60);
 
 #[tokio::test]
-async fn the_cap_holds_claims_expire_and_a_release_marks_the_destination_moving() {
+async fn the_cap_holds_claims_expire_and_slot_activity_marks_the_destination_moving() {
     let redis = RedisServer::start().unwrap();
-    let slots = slots(&redis, 2, Duration::from_millis(300)).await;
+    let slots = slots(&redis, 2, Duration::from_millis(1500)).await;
     let dest = DestinationId::generate();
     let (a, b, c) = (
         DeliveryId::generate(),
@@ -29,8 +30,14 @@ async fn the_cap_holds_claims_expire_and_a_release_marks_the_destination_moving(
     );
     assert_eq!(slots.acquire(&dest, &a).await.unwrap(), Claim::Taken);
     assert_eq!(slots.acquire(&dest, &b).await.unwrap(), Claim::Taken);
-    // Its own slot again, but no third.
+    // Its own slot again, but no third; slots were just taken, so the destination moves.
     assert_eq!(slots.acquire(&dest, &a).await.unwrap(), Claim::Taken);
+    assert_eq!(
+        slots.acquire(&dest, &c).await.unwrap(),
+        Claim::Full { moving: true }
+    );
+    // A second later nothing has been taken or given back: it is stuck.
+    tokio::time::sleep(MOVING_FOR + Duration::from_millis(50)).await;
     assert_eq!(
         slots.acquire(&dest, &c).await.unwrap(),
         Claim::Full { moving: false }
@@ -50,7 +57,7 @@ async fn the_cap_holds_claims_expire_and_a_release_marks_the_destination_moving(
     slots.release(&dest, &DeliveryId::generate()).await.unwrap();
 
     // A holder that never gives back (a killed worker): its claim expires.
-    tokio::time::sleep(Duration::from_millis(350)).await;
+    tokio::time::sleep(Duration::from_millis(1550)).await;
     assert_eq!(slots.acquire(&dest, &a).await.unwrap(), Claim::Taken);
 }
 
@@ -62,8 +69,9 @@ async fn a_hung_destination_sends_tasks_back_at_once() {
     for _ in 0..2 {
         assert!(gate.take(&dest, &DeliveryId::generate()).await.unwrap());
     }
-    // Nothing was ever given back: the uploads are stuck, waiting would only hold a
-    // worker's slot that other destinations could use.
+    // Nothing was given back since the slots were taken: the uploads are stuck, and
+    // waiting would only hold a worker's slot that other destinations could use.
+    tokio::time::sleep(MOVING_FOR + Duration::from_millis(50)).await;
     let t = Instant::now();
     assert!(!gate.take(&dest, &DeliveryId::generate()).await.unwrap());
     assert!(
@@ -82,11 +90,9 @@ async fn a_busy_destination_waits_for_the_next_slot_instead_of_leaving() {
     ));
     let dest = DestinationId::generate();
     let (a, b) = (DeliveryId::generate(), DeliveryId::generate());
+    // The start of a burst: two uploads just started, none ended yet.
     assert!(gate.take(&dest, &a).await.unwrap());
     assert!(gate.take(&dest, &b).await.unwrap());
-    // One upload ends: the destination is moving.
-    gate.give_back(&dest, &a).await.unwrap();
-    assert!(gate.take(&dest, &a).await.unwrap());
 
     // A third task waits, and gets the slot as soon as one is given back.
     let waiter = {
