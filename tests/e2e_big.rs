@@ -19,6 +19,7 @@ const STAGING: &str = "courier-staging";
 /// Staging bucket env for workers that read `s3://` row references.
 fn staging_env(stack: &Stack, key: &courier_test_support::S3Key) -> Vec<(&'static str, String)> {
     vec![
+        ("COURIER_STAGING_BUCKET", STAGING.to_owned()),
         ("COURIER_STAGING_ENDPOINT", stack.garage.endpoint()),
         ("COURIER_STAGING_REGION", stack.garage.region().to_owned()),
         ("COURIER_STAGING_ACCESS_KEY_ID", key.id.clone()),

@@ -219,6 +219,7 @@ impl<'s> Cluster<'s> {
                     "COURIER_WORKER_NAME",
                     format!("bench-{}-{i}-{}", self.name, std::process::id()),
                 ),
+                ("COURIER_STAGING_BUCKET", STAGING_BUCKET.to_owned()),
                 ("COURIER_STAGING_ENDPOINT", s.garage.endpoint()),
                 ("COURIER_STAGING_REGION", s.garage.region().to_owned()),
                 ("COURIER_STAGING_ACCESS_KEY_ID", s.staging_key.id.clone()),

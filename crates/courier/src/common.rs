@@ -46,6 +46,51 @@ impl SecretArgs {
     }
 }
 
+/// The fleet's staging store: where big results are staged (`courier enqueue --stage`)
+/// and where workers read `s3://` row references from.
+#[derive(Debug, Clone, Args)]
+pub struct StagingArgs {
+    /// The staging bucket. Workers read `s3://` row references only from this bucket, so
+    /// that a delivery cannot make the fleet read anything else its credentials can.
+    #[arg(long, env = "COURIER_STAGING_BUCKET")]
+    pub staging_bucket: Option<String>,
+    /// The staging store's endpoint (none: AWS S3).
+    #[arg(long, env = "COURIER_STAGING_ENDPOINT")]
+    pub staging_endpoint: Option<String>,
+    #[arg(long, env = "COURIER_STAGING_REGION", default_value = "us-east-1")]
+    pub staging_region: String,
+    /// With the secret, static keys for the staging store (without: the AWS default chain).
+    #[arg(long, env = "COURIER_STAGING_ACCESS_KEY_ID", hide_env_values = true)]
+    pub staging_access_key_id: Option<String>,
+    #[arg(
+        long,
+        env = "COURIER_STAGING_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    pub staging_secret_access_key: Option<String>,
+}
+
+impl StagingArgs {
+    /// A client for the staging store.
+    pub async fn client(&self, timeouts: courier_s3::S3Timeouts) -> aws_sdk_s3::Client {
+        use courier_core::destination::{Credentials, Secret, StaticCredentials};
+        let credentials = match (&self.staging_access_key_id, &self.staging_secret_access_key) {
+            (Some(id), Some(secret)) => Credentials::Static(StaticCredentials {
+                access_key_id: id.clone(),
+                secret_access_key: Secret::new(secret.clone()),
+            }),
+            _ => Credentials::DefaultChain,
+        };
+        courier_s3::client::client_for(
+            &self.staging_region,
+            self.staging_endpoint.as_deref(),
+            &credentials,
+            timeouts,
+        )
+        .await
+    }
+}
+
 /// Hides a password in a Redis URL before it is printed.
 pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

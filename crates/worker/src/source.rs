@@ -15,6 +15,9 @@ use tokio_util::io::StreamReader;
 #[derive(Debug, Clone, Default)]
 pub struct Staging {
     pub client: Option<aws_sdk_s3::Client>,
+    /// The only bucket `s3://` references may name: the fleet's credentials must not read
+    /// whatever else they can on a delivery's say-so.
+    pub bucket: Option<String>,
 }
 
 /// An open stream of NDJSON bytes (still compressed if the reference says gzip).
@@ -32,13 +35,23 @@ pub async fn open(
         .map_err(|m| failure("InvalidRowsUrl", m, ErrorClass::Permanent))?
     {
         RowsLocation::S3 { bucket, key } => {
-            let client = staging.client.as_ref().ok_or_else(|| {
-                failure(
+            let (Some(client), Some(staging_bucket)) = (&staging.client, &staging.bucket) else {
+                return Err(failure(
                     "StagingNotConfigured",
-                    "this worker has no staging store (COURIER_STAGING_ENDPOINT …) to read s3:// rows from",
+                    "this worker has no staging store (COURIER_STAGING_BUCKET …) to read s3:// rows from",
                     ErrorClass::Permanent,
-                )
-            })?;
+                ));
+            };
+            if bucket != *staging_bucket {
+                return Err(failure(
+                    "RowsUrlOutsideStaging",
+                    format!(
+                        "s3:// rows must be in the fleet's staging bucket `{staging_bucket}`, \
+                         not `{bucket}`"
+                    ),
+                    ErrorClass::Permanent,
+                ));
+            }
             let out = client
                 .get_object()
                 .bucket(&bucket)
@@ -90,5 +103,54 @@ fn failure(code: &str, message: impl Into<String>, class: ErrorClass) -> S3Failu
         message: message.into(),
         status: None,
         class,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use courier_core::destination::Credentials;
+
+    use super::*;
+
+    async fn staging(bucket: Option<&str>) -> Staging {
+        let client = courier_s3::client::client_for(
+            "us-east-1",
+            Some("http://127.0.0.1:9"),
+            &Credentials::Anonymous,
+            courier_s3::S3Timeouts::default(),
+        )
+        .await;
+        Staging {
+            client: Some(client),
+            bucket: bucket.map(str::to_owned),
+        }
+    }
+
+    async fn code(url: &str, staging: &Staging) -> String {
+        let url = RowsUrl::parse(url).unwrap();
+        match open(&url, staging, &reqwest::Client::new()).await {
+            Ok(_) => "opened".into(),
+            Err(f) => {
+                assert_eq!(f.class, ErrorClass::Permanent, "{f:?}");
+                f.code
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn s3_references_must_name_the_staging_bucket() {
+        let staging = staging(Some("courier-staging")).await;
+        assert_eq!(
+            code("s3://customer-secrets/dump.ndjson", &staging).await,
+            "RowsUrlOutsideStaging"
+        );
+        assert_eq!(
+            code("s3://courier-staging/x.ndjson", &Staging::default()).await,
+            "StagingNotConfigured"
+        );
+        assert_eq!(
+            code("s3://courier-staging/x.ndjson", &self::staging(None).await).await,
+            "StagingNotConfigured"
+        );
     }
 }

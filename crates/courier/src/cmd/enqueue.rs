@@ -8,13 +8,12 @@ use anyhow::Context as _;
 use chrono::Utc;
 use courier_core::TenantId;
 use courier_core::delivery::JobCompletedRequest;
-use courier_core::destination::{Credentials, Secret, StaticCredentials};
 use courier_core::rows::InlineRows;
 use courier_producer::{EnqueueError, Producer, StagingStore};
 use courier_store::{DeliveryQueue, DestinationStore, RecordStore};
 use serde_json::Value;
 
-use crate::common::RedisArgs;
+use crate::common::{RedisArgs, StagingArgs};
 use crate::progress::{Progress, ProgressReader};
 
 #[derive(Debug, clap::Args)]
@@ -46,21 +45,8 @@ pub struct Args {
     /// by reference: for results too big to send inline.
     #[arg(long)]
     stage: Option<PathBuf>,
-    /// The staging bucket `--stage` uploads to.
-    #[arg(long, env = "COURIER_STAGING_BUCKET")]
-    staging_bucket: Option<String>,
-    #[arg(long, env = "COURIER_STAGING_ENDPOINT")]
-    staging_endpoint: Option<String>,
-    #[arg(long, env = "COURIER_STAGING_REGION", default_value = "us-east-1")]
-    staging_region: String,
-    #[arg(long, env = "COURIER_STAGING_ACCESS_KEY_ID", hide_env_values = true)]
-    staging_access_key_id: Option<String>,
-    #[arg(
-        long,
-        env = "COURIER_STAGING_SECRET_ACCESS_KEY",
-        hide_env_values = true
-    )]
-    staging_secret_access_key: Option<String>,
+    #[command(flatten)]
+    staging: StagingArgs,
     #[command(flatten)]
     redis: RedisArgs,
 }
@@ -110,23 +96,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// Uploads `path` to the staging store; returns its `s3://` reference.
 async fn stage(args: &Args, path: &std::path::Path) -> anyhow::Result<String> {
     let bucket = args
+        .staging
         .staging_bucket
         .clone()
         .context("--stage needs the staging bucket (COURIER_STAGING_BUCKET)")?;
-    let credentials = match (&args.staging_access_key_id, &args.staging_secret_access_key) {
-        (Some(id), Some(secret)) => Credentials::Static(StaticCredentials {
-            access_key_id: id.clone(),
-            secret_access_key: Secret::new(secret.clone()),
-        }),
-        _ => Credentials::DefaultChain,
-    };
-    let client = courier_s3::client::client_for(
-        &args.staging_region,
-        args.staging_endpoint.as_deref(),
-        &credentials,
-        courier_s3::S3Timeouts::default(),
-    )
-    .await;
+    let client = args.staging.client(courier_s3::S3Timeouts::default()).await;
     let url = StagingStore { client, bucket }
         .stage_file(path)
         .await

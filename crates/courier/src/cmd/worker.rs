@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use courier_core::destination::{Credentials, Secret, StaticCredentials};
 use courier_s3::{ClientCache, S3Timeouts};
 use courier_store::queue::Liveness;
 use courier_store::{
@@ -16,7 +15,7 @@ use courier_worker::slot_gate::{self, SlotGate};
 use courier_worker::source::Staging;
 use courier_worker::{Deliverer, RetryPolicy, WorkerSettings};
 
-use crate::common::{RedisArgs, SecretArgs, shutdown_token};
+use crate::common::{RedisArgs, SecretArgs, StagingArgs, shutdown_token};
 
 /// Destinations whose S3 client a worker keeps between deliveries.
 const CLIENT_CACHE_SIZE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(1024).unwrap();
@@ -53,19 +52,8 @@ pub struct Args {
     /// whose endpoint hangs holds at most this many workers' slots.
     #[arg(long, env = "COURIER_MAX_UPLOADS_PER_DESTINATION", default_value_t = 4)]
     max_uploads_per_destination: u32,
-    /// The fleet's staging store, where `s3://bucket/key` row references are read.
-    #[arg(long, env = "COURIER_STAGING_ENDPOINT")]
-    staging_endpoint: Option<String>,
-    #[arg(long, env = "COURIER_STAGING_REGION", default_value = "us-east-1")]
-    staging_region: String,
-    #[arg(long, env = "COURIER_STAGING_ACCESS_KEY_ID", hide_env_values = true)]
-    staging_access_key_id: Option<String>,
-    #[arg(
-        long,
-        env = "COURIER_STAGING_SECRET_ACCESS_KEY",
-        hide_env_values = true
-    )]
-    staging_secret_access_key: Option<String>,
+    #[command(flatten)]
+    staging: StagingArgs,
     /// Tries per delivery for transient failures, the first included.
     #[arg(long, env = "COURIER_RETRY_MAX_ATTEMPTS", default_value_t = 12)]
     retry_max_attempts: u32,
@@ -148,8 +136,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             ),
             slot_gate::DEFAULT_MAX_WAIT,
         )),
-        staging: Staging {
-            client: staging_client(&args, timeouts).await,
+        staging: match &args.staging.staging_bucket {
+            Some(bucket) => Staging {
+                client: Some(args.staging.client(timeouts).await),
+                bucket: Some(bucket.clone()),
+            },
+            None => Staging::default(),
         },
         http: reqwest::Client::builder()
             .connect_timeout(timeouts.connect)
@@ -189,25 +181,4 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     janitor.await?;
     server.await??;
     Ok(())
-}
-
-/// A client for the staging store, if one is configured.
-async fn staging_client(args: &Args, timeouts: S3Timeouts) -> Option<aws_sdk_s3::Client> {
-    let endpoint = args.staging_endpoint.as_deref()?;
-    let credentials = match (&args.staging_access_key_id, &args.staging_secret_access_key) {
-        (Some(id), Some(secret)) => Credentials::Static(StaticCredentials {
-            access_key_id: id.clone(),
-            secret_access_key: Secret::new(secret.clone()),
-        }),
-        _ => Credentials::DefaultChain,
-    };
-    Some(
-        courier_s3::client::client_for(
-            &args.staging_region,
-            Some(endpoint),
-            &credentials,
-            timeouts,
-        )
-        .await,
-    )
 }
