@@ -7,12 +7,14 @@
 //!   delivery record that says what happened to it.
 //! - [`key`]: where a delivered file lands in the bucket.
 //! - [`rows`]: inline rows kept as JSON text, checked without being built.
+//! - [`cells`]: a row read straight into its cells in column order, for rendering.
 //! - [`render`]: row-by-row writers for CSV, JSON, NDJSON and XLSX, optionally gzip.
 //! - [`error`]: field-level validation errors shared by every edge that accepts input.
 //!
 //! No Redis, no AWS and no tokio here: the crates around this one do the I/O and call
 //! into these plain functions, which is what lets them be unit-tested exhaustively.
 
+pub mod cells;
 pub mod delivery;
 pub mod destination;
 pub mod error;

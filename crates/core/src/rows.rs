@@ -5,8 +5,8 @@
 //! and parsing it into a tree again in the worker cost more CPU than rendering and
 //! uploading the file (see `docs/benchmarks.md`). So inline rows travel as text: the edge
 //! checks their shape in one pass that builds nothing ([`InlineRows::check`]), the queue
-//! stores the same bytes, and the worker builds one [`Row`] at a time as it renders
-//! ([`InlineRows::for_each`]).
+//! stores the same bytes, and the worker reads one row at a time straight into its cells
+//! as it renders ([`InlineRows::for_each_cells`]).
 
 use std::fmt;
 
@@ -14,6 +14,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
+use crate::cells::{Cells, ColumnIndex};
 use crate::delivery::Row;
 
 /// The JSON text of an array of rows.
@@ -72,15 +73,18 @@ impl InlineRows {
         }
     }
 
-    /// Calls `f` with each row in order, building one at a time; returns how many there
-    /// were. Stops at the first error, of the rows' JSON or of `f`.
-    pub fn for_each<E>(
+    /// Calls `f` with each row's cells in `columns` order, reading one row at a time into
+    /// a reused buffer; returns how many rows there were. Stops at the first error, of the
+    /// rows' JSON or of `f`.
+    pub fn for_each_cells<E>(
         &self,
-        mut f: impl FnMut(&Row) -> Result<(), E>,
+        columns: &ColumnIndex,
+        mut f: impl FnMut(&Cells) -> Result<(), E>,
     ) -> Result<u64, ForEachError<E>> {
         let mut stopped = None;
         let mut de = serde_json::Deserializer::from_str(self.0.get());
         let result = de.deserialize_seq(EachRow {
+            columns,
             f: &mut f,
             stopped: &mut stopped,
         });
@@ -92,7 +96,7 @@ impl InlineRows {
     }
 }
 
-/// Why [`InlineRows::for_each`] stopped.
+/// Why [`InlineRows::for_each_cells`] stopped.
 #[derive(Debug)]
 pub enum ForEachError<E> {
     /// The rows are not an array of objects.
@@ -341,15 +345,16 @@ impl<'de> Visitor<'de> for CellVisitor {
     }
 }
 
-/// Builds each element as a [`Row`] and hands it to the callback.
+/// Reads each element into the cells buffer and hands it to the callback.
 struct EachRow<'a, F, E> {
+    columns: &'a ColumnIndex,
     f: &'a mut F,
     stopped: &'a mut Option<E>,
 }
 
 impl<'de, F, E> Visitor<'de> for EachRow<'_, F, E>
 where
-    F: FnMut(&Row) -> Result<(), E>,
+    F: FnMut(&Cells) -> Result<(), E>,
 {
     type Value = u64;
 
@@ -359,8 +364,12 @@ where
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<u64, A::Error> {
         let mut n = 0u64;
-        while let Some(row) = seq.next_element::<Row>()? {
-            if let Err(e) = (self.f)(&row) {
+        let mut cells = Vec::with_capacity(self.columns.len());
+        while seq
+            .next_element_seed(self.columns.seed(&mut cells))?
+            .is_some()
+        {
+            if let Err(e) = (self.f)(&cells) {
                 *self.stopped = Some(e);
                 return Err(de::Error::custom("stopped"));
             }
@@ -441,18 +450,22 @@ mod tests {
         assert_eq!(problems[0].index, None);
         assert!(problems[0].found.contains("out of range"), "{problems:?}");
         assert!(matches!(
-            r.for_each(|_| Ok::<_, ()>(())),
+            r.for_each_cells(&index(&["a"]), |_| Ok::<_, ()>(())),
             Err(ForEachError::Json(_))
         ));
     }
 
+    fn index(names: &[&str]) -> ColumnIndex {
+        ColumnIndex::new(&names.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>())
+    }
+
     #[test]
-    fn for_each_builds_the_rows_in_order_with_their_key_order() {
-        let r = rows(json!([{"b": 1, "a": "é\"\n"}, {"a": [1, {"x": null}]}]));
+    fn for_each_cells_reads_the_rows_in_order_into_column_order() {
+        let r = rows(json!([{"b": 1, "a": "é\"\n", "z": 0}, {"a": [1, {"x": null}]}]));
         let mut seen = Vec::new();
         let n = r
-            .for_each(|row| {
-                seen.push(serde_json::Value::Object(row.clone()));
+            .for_each_cells(&index(&["a", "b"]), |cells| {
+                seen.push(cells.to_vec());
                 Ok::<_, ()>(())
             })
             .unwrap();
@@ -460,12 +473,10 @@ mod tests {
         assert_eq!(
             seen,
             [
-                json!({"b": 1, "a": "é\"\n"}),
-                json!({"a": [1, {"x": null}]})
+                vec![Some(json!("é\"\n")), Some(json!(1))],
+                vec![Some(json!([1, {"x": null}])), None]
             ]
         );
-        let keys: Vec<_> = seen[0].as_object().unwrap().keys().cloned().collect();
-        assert_eq!(keys, ["b", "a"]);
     }
 
     #[test]
@@ -473,7 +484,7 @@ mod tests {
         let r = rows(json!([{"a": 1}, {"a": 2}, {"a": 3}]));
         let mut calls = 0;
         let err = r
-            .for_each(|_| {
+            .for_each_cells(&index(&["a"]), |_| {
                 calls += 1;
                 if calls == 2 { Err("full") } else { Ok(()) }
             })
@@ -483,7 +494,7 @@ mod tests {
 
         let bad = rows(json!([{"a": 1}, 5]));
         assert!(matches!(
-            bad.for_each(|_| Ok::<_, ()>(())),
+            bad.for_each_cells(&index(&["a"]), |_| Ok::<_, ()>(())),
             Err(ForEachError::Json(_))
         ));
     }

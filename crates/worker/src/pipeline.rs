@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
+use courier_core::cells::ColumnIndex;
 use courier_core::delivery::Row;
 use courier_core::failure::ErrorClass;
 use courier_core::render::{RenderSpec, row_writer};
@@ -111,8 +112,10 @@ fn render_rows(
     let render_err = |e: courier_core::render::RenderError| PipelineError::Render(e.to_string());
     let count = match rows {
         Rows::Inline(rows) => {
+            let columns = ColumnIndex::new(&spec.columns);
             let mut w = row_writer(&spec, &mut out).map_err(render_err)?;
-            rows.for_each(|row| w.write_row(row)).map_err(|e| match e {
+            let read = rows.for_each_cells(&columns, |cells| w.write_cells(cells));
+            read.map_err(|e| match e {
                 ForEachError::Stopped(e) => render_err(e),
                 ForEachError::Json(e) => {
                     PipelineError::Render(format!("the rows are not JSON objects: {e}"))
@@ -144,16 +147,21 @@ fn render_rows(
             {
                 spec.columns = row.keys().cloned().collect();
             }
+            let columns = ColumnIndex::new(&spec.columns);
             let mut w = row_writer(&spec, &mut out).map_err(render_err)?;
             if let Some(row) = first {
                 w.write_row(&row).map_err(render_err)?;
             }
+            let mut cells = Vec::with_capacity(columns.len());
             for (i, line) in lines {
                 let line = line.map_err(source_err)?;
                 if line.trim().is_empty() {
                     continue;
                 }
-                w.write_row(&parse_line(i, &line)?).map_err(render_err)?;
+                columns
+                    .parse(&line, &mut cells)
+                    .map_err(|e| not_an_object(i, &e))?;
+                w.write_cells(&cells).map_err(render_err)?;
             }
             w.finish().map_err(render_err)?.rows
         }
@@ -170,9 +178,11 @@ fn render_rows(
 }
 
 fn parse_line(i: usize, line: &str) -> Result<Row, PipelineError> {
-    serde_json::from_str::<Row>(line).map_err(|e| {
-        PipelineError::Render(format!("rows line {} is not a JSON object: {e}", i + 1))
-    })
+    serde_json::from_str::<Row>(line).map_err(|e| not_an_object(i, &e))
+}
+
+fn not_an_object(i: usize, e: &serde_json::Error) -> PipelineError {
+    PipelineError::Render(format!("rows line {} is not a JSON object: {e}", i + 1))
 }
 
 /// Reading the source failed mid-stream (a cut connection, a corrupt gzip): transient for

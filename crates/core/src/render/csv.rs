@@ -16,7 +16,7 @@ use ::csv::{ByteRecord, Writer, WriterBuilder};
 use super::cell::cell_text;
 use super::sink::Sink;
 use super::{RenderError, RenderSummary, RowWriter};
-use crate::delivery::Row;
+use crate::cells::Cells;
 
 pub(super) struct CsvWriter<W: Write> {
     out: Writer<Sink<W>>,
@@ -43,12 +43,16 @@ impl<W: Write> CsvWriter<W> {
 }
 
 impl<W: Write + Send> RowWriter for CsvWriter<W> {
-    fn write_row(&mut self, row: &Row) -> Result<(), RenderError> {
+    fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    fn write_cells(&mut self, cells: &Cells) -> Result<(), RenderError> {
+        debug_assert_eq!(cells.len(), self.columns.len());
         if !self.columns.is_empty() {
             self.record.clear();
-            for column in &self.columns {
-                self.record
-                    .push_field(cell_text(row.get(column)).as_bytes());
+            for cell in cells {
+                self.record.push_field(cell_text(cell.as_ref()).as_bytes());
             }
             self.out.write_byte_record(&self.record)?;
         }

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::sink::Sink;
 use super::{RenderError, RenderSummary, RowWriter};
-use crate::delivery::Row;
+use crate::cells::Cells;
 
 static NULL: Value = Value::Null;
 
@@ -51,16 +51,17 @@ impl<W: Write> JsonWriter<W> {
     }
 
     /// Writes `row` as one compact object of the columns, without building it in memory.
-    fn write_object(&mut self, row: &Row) -> Result<(), RenderError> {
+    fn write_object(&mut self, cells: &Cells) -> Result<(), RenderError> {
+        debug_assert_eq!(cells.len(), self.columns.len());
         let out = &mut self.out;
         out.write_all(b"{")?;
-        for (i, column) in self.columns.iter().enumerate() {
+        for (i, (column, cell)) in self.columns.iter().zip(cells).enumerate() {
             if i > 0 {
                 out.write_all(b",")?;
             }
             serde_json::to_writer(&mut *out, column)?;
             out.write_all(b":")?;
-            serde_json::to_writer(&mut *out, row.get(column).unwrap_or(&NULL))?;
+            serde_json::to_writer(&mut *out, cell.as_ref().unwrap_or(&NULL))?;
         }
         out.write_all(b"}")?;
         Ok(())
@@ -68,11 +69,15 @@ impl<W: Write> JsonWriter<W> {
 }
 
 impl<W: Write + Send> RowWriter for JsonWriter<W> {
-    fn write_row(&mut self, row: &Row) -> Result<(), RenderError> {
+    fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    fn write_cells(&mut self, cells: &Cells) -> Result<(), RenderError> {
         if self.layout == Layout::Array && self.rows > 0 {
             self.out.write_all(b",")?;
         }
-        self.write_object(row)?;
+        self.write_object(cells)?;
         if self.layout == Layout::Lines {
             self.out.write_all(b"\n")?;
         }
@@ -99,6 +104,7 @@ mod tests {
     };
     use super::super::{RenderSpec, render_all};
     use super::*;
+    use crate::delivery::Row;
     use crate::{Compression, Format};
 
     fn render(

@@ -39,6 +39,7 @@ mod test_support;
 
 use std::io::Write;
 
+use crate::cells::Cells;
 use crate::delivery::Row;
 use crate::{Compression, Format};
 
@@ -143,8 +144,19 @@ pub struct RenderSummary {
 
 /// Writes one file row by row into a sink; nothing here holds the whole file in memory.
 pub trait RowWriter: Send {
-    /// Appends one row. Only [`RenderSpec::columns`] are written, in that order.
-    fn write_row(&mut self, row: &Row) -> Result<(), RenderError>;
+    /// The columns written, in order ([`RenderSpec::columns`]).
+    fn columns(&self) -> &[String];
+
+    /// Appends one row given as its cells, one per column, in order (`None`: the row has
+    /// no such key). See [`crate::cells`] for reading them straight from JSON.
+    fn write_cells(&mut self, cells: &Cells) -> Result<(), RenderError>;
+
+    /// Appends one row given as an object. Only the columns are written, in their order.
+    fn write_row(&mut self, row: &Row) -> Result<(), RenderError> {
+        let cells: Vec<Option<serde_json::Value>> =
+            self.columns().iter().map(|c| row.get(c).cloned()).collect();
+        self.write_cells(&cells)
+    }
 
     /// Writes trailers (JSON's closing `]`, the XLSX zip, the gzip footer) and flushes the
     /// sink. The file is complete only once this returns `Ok`.

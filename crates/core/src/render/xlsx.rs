@@ -27,7 +27,7 @@ use rust_xlsxwriter::{Format as CellFormat, Workbook};
 use super::cell::{TypedCell, typed_cell};
 use super::sink::Sink;
 use super::{RenderError, RenderSummary, RowWriter};
-use crate::delivery::Row;
+use crate::cells::Cells;
 
 /// Excel's rows per sheet, header included.
 pub const MAX_ROWS_PER_SHEET: u32 = 1_048_576;
@@ -121,7 +121,12 @@ impl<W: Write> XlsxWriter<W> {
 }
 
 impl<W: Write + Send> RowWriter for XlsxWriter<W> {
-    fn write_row(&mut self, row: &Row) -> Result<(), RenderError> {
+    fn columns(&self) -> &[String] {
+        &self.columns
+    }
+
+    fn write_cells(&mut self, cells: &Cells) -> Result<(), RenderError> {
+        debug_assert_eq!(cells.len(), self.columns.len());
         if self.next_row >= self.max_rows_per_sheet {
             if self.sheets >= self.max_sheets {
                 return Err(RenderError::TooManyRows {
@@ -133,8 +138,8 @@ impl<W: Write + Send> RowWriter for XlsxWriter<W> {
         let data_row = self.rows + 1;
         let sheet_row = self.next_row;
         let sheet = self.workbook.worksheet_from_index(self.sheets - 1)?;
-        for (col, name) in (0u16..).zip(&self.columns) {
-            match typed_cell(row.get(name)) {
+        for ((col, name), cell) in (0u16..).zip(&self.columns).zip(cells) {
+            match typed_cell(cell.as_ref()) {
                 TypedCell::Empty => {}
                 TypedCell::Number(n) => {
                     sheet.write_number(sheet_row, col, n)?;
@@ -204,6 +209,7 @@ mod tests {
     };
     use super::super::{RenderSpec, render_all};
     use super::*;
+    use crate::delivery::Row;
     use crate::{Compression, Format};
 
     fn spec(columns: &[String], compression: Compression) -> RenderSpec {
