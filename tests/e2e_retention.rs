@@ -138,6 +138,18 @@ async fn redis_memory_returns_to_its_baseline_after_the_retention() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
     let peak_memory = peak_memory.load(std::sync::atomic::Ordering::Relaxed);
+    // No per-delivery command may scan the waiting list (apalis-redis's lease does, with
+    // LREM, unless leases are off): that would make a backlog drain in quadratic time.
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let lrem = stats
+        .lines()
+        .find(|l| l.starts_with("cmdstat_lrem:"))
+        .unwrap_or("cmdstat_lrem: none");
+    assert!(lrem.ends_with("none"), "the queue scanned lists: {lrem}");
     println!(
         "deliveries={n} delivered_in={delivered_in:?} keys: baseline={base_keys} peak={peak_keys} after={keys}; \
          used_memory: baseline={base_memory} peak={peak_memory} after={memory}"
