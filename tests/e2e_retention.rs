@@ -150,6 +150,17 @@ async fn redis_memory_returns_to_its_baseline_after_the_retention() {
         .find(|l| l.starts_with("cmdstat_lrem:"))
         .unwrap_or("cmdstat_lrem: none");
     assert!(lrem.ends_with("none"), "the queue scanned lists: {lrem}");
+    // The janitors find the delivery indexes through their registry; each scans the
+    // keyspace once at most, when it starts, not on every sweep.
+    let scans: u64 = stats
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_scan:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap());
+    assert!(
+        scans <= 8,
+        "the janitors scanned the keyspace {scans} times"
+    );
     println!(
         "deliveries={n} delivered_in={delivered_in:?} keys: baseline={base_keys} peak={peak_keys} after={keys}; \
          used_memory: baseline={base_memory} peak={peak_memory} after={memory}"

@@ -52,6 +52,12 @@ impl Keys {
         format!("{}:destination:{id}:deliveries", self.ns)
     }
 
+    /// Set of the names of the tenant and destination delivery indexes, so that the janitor
+    /// finds them without scanning the keyspace.
+    pub fn delivery_indexes(&self) -> String {
+        format!("{}:delivery-indexes", self.ns)
+    }
+
     /// Lex-ordered set of the delivery ids of one job of one tenant.
     pub fn job_deliveries(&self, tenant: &TenantId, job_id: &str) -> String {
         format!("{}:tenant:{tenant}:job:{job_id}:deliveries", self.ns)

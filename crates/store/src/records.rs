@@ -76,11 +76,13 @@ impl RecordStore {
                     .zadd(&job_index, id, 0);
             }
         }
-        pipe.zadd(self.keys.tenant_deliveries(&record.tenant), id, 0)
-            .zadd(
-                self.keys.destination_deliveries(&record.destination_id),
-                id,
-                0,
+        let tenant_index = self.keys.tenant_deliveries(&record.tenant);
+        let destination_index = self.keys.destination_deliveries(&record.destination_id);
+        pipe.zadd(&tenant_index, id, 0)
+            .zadd(&destination_index, id, 0)
+            .sadd(
+                self.keys.delivery_indexes(),
+                &[&tenant_index, &destination_index],
             );
         if record.status.is_final() {
             pipe.srem(pending, id);
