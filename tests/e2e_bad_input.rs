@@ -133,6 +133,19 @@ async fn bad_deliveries_are_refused_and_leave_nothing_behind() {
     let (s, b) = stack.post("/api/v1/deliveries", &body).await;
     assert_eq!(fields_of(s, &b, 422), ["rows"]);
 
+    // Rows by reference from outside the fleet's staging bucket: the workers would not read
+    // them (the fleet's credentials must not read whatever else they can).
+    let mut body = good.clone();
+    body.as_object_mut().unwrap().remove("rows");
+    body["rowsUrl"] = "s3://customer-secrets/dump.ndjson".into();
+    let (s, b) = stack.post("/api/v1/deliveries", &body).await;
+    assert_eq!(fields_of(s, &b, 422), ["rowsUrl"]);
+    let message = b["error"]["fields"][0]["message"].as_str().unwrap();
+    assert!(
+        message.contains(common::STAGING_BUCKET) && message.contains("customer-secrets"),
+        "{b}"
+    );
+
     // A wrong type deep inside is named by its path.
     let mut body = good.clone();
     body["columns"] = json!(["a", 5]);

@@ -14,7 +14,7 @@ use redis::AsyncCommands;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(180);
-const STAGING: &str = "courier-staging";
+const STAGING: &str = common::STAGING_BUCKET;
 
 /// Staging bucket env for workers that read `s3://` row references.
 fn staging_env(stack: &Stack, key: &courier_test_support::S3Key) -> Vec<(&'static str, String)> {

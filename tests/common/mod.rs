@@ -15,6 +15,9 @@ use serde_json::{Value, json};
 pub const TOKEN: &str = "tok_acme_0123456789abcdef";
 pub const OTHER_TOKEN: &str = "tok_globex_0123456789abcdef";
 pub const BUCKET: &str = "acme-results";
+/// The fleet's staging bucket (`COURIER_STAGING_BUCKET` of the API; workers that read
+/// staged rows get it with the rest of the staging settings).
+pub const STAGING_BUCKET: &str = "courier-staging";
 
 /// A running process whose output goes to a log file; killed on drop.
 pub struct Proc {
@@ -81,7 +84,10 @@ impl Stack {
         stack.api = stack.spawn(
             "api",
             &["api"],
-            &[("COURIER_API_LISTEN", format!("127.0.0.1:{port}"))],
+            &[
+                ("COURIER_API_LISTEN", format!("127.0.0.1:{port}")),
+                ("COURIER_STAGING_BUCKET", STAGING_BUCKET.to_owned()),
+            ],
         );
         for _ in 0..workers {
             stack.add_worker();

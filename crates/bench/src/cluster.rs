@@ -188,7 +188,10 @@ impl<'s> Cluster<'s> {
         cluster.api_proc = cluster.spawn(
             &format!("{name}-api"),
             "api",
-            &[("COURIER_API_LISTEN", format!("127.0.0.1:{port}"))],
+            &[
+                ("COURIER_API_LISTEN", format!("127.0.0.1:{port}")),
+                ("COURIER_STAGING_BUCKET", STAGING_BUCKET.to_owned()),
+            ],
         )?;
         let url = format!("{}/healthz", cluster.api.base());
         wait_ok(&cluster.api, &url, &mut cluster.api_proc).await?;

@@ -32,6 +32,10 @@ pub struct Args {
     /// Seconds each step of a connection test may take; a store that does not answer fails then.
     #[arg(long, env = "COURIER_PROBE_TIMEOUT_SECS", default_value_t = 10)]
     probe_timeout_secs: u64,
+    /// The fleet's staging bucket: the only bucket an `s3://` rowsUrl may name, as the
+    /// workers read no other (without it, `s3://` references are refused).
+    #[arg(long, env = "COURIER_STAGING_BUCKET")]
+    staging_bucket: Option<String>,
     #[command(flatten)]
     redis: RedisArgs,
     #[command(flatten)]
@@ -60,6 +64,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         records,
         allow_private_endpoints: args.allow_private_endpoints,
         probe_timeout: std::time::Duration::from_secs(args.probe_timeout_secs.max(1)),
+        staging_bucket: args.staging_bucket,
     };
     observe::spawn_queue_stats(
         StatsReader::new(conn.clone(), keys.clone(), Liveness::default()),

@@ -46,6 +46,9 @@ pub struct AppState {
     pub allow_private_endpoints: bool,
     /// How long each step of a connection test may take (`COURIER_PROBE_TIMEOUT_SECS`).
     pub probe_timeout: std::time::Duration,
+    /// `COURIER_STAGING_BUCKET`: the only bucket an `s3://` rowsUrl may name (the workers
+    /// read no other); without it `s3://` references are refused.
+    pub staging_bucket: Option<String>,
 }
 
 /// Every documented route with its OpenAPI operation; the document and the router both
