@@ -24,6 +24,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::pipeline::{self, PipelineError, Rows, Uploaded};
+use crate::renew;
 use crate::retry::RetryPolicy;
 use crate::slot_gate::SlotGate;
 use crate::source::{self, Staging};
@@ -72,7 +73,8 @@ pub enum Handled {
     Poison,
 }
 
-/// How long a delivery may hold its object key; longer than any upload's timeout.
+/// How long a delivery's hold on its object key lasts unless renewed; a running delivery
+/// renews it (see [`renew`]), so this only bounds how long a dead worker's lock blocks.
 const KEY_LOCK_TTL: Duration = Duration::from_secs(15 * 60);
 /// When the key is busy with another delivery of it, try again this much later.
 const KEY_BUSY_DELAY: Duration = Duration::from_secs(1);
@@ -166,9 +168,25 @@ impl Deliverer {
             return Ok(Handled::Retrying);
         }
         let id = task.delivery_id.clone();
-        let result = self
-            .deliver_locked(&dest, &key, task, payload, &mut record)
-            .await;
+        // Both claims expire by themselves (so a dead worker's do); a long delivery renews
+        // them, a third of the shorter lifetime at a time, until it ends.
+        let every = KEY_LOCK_TTL.min(self.slots.claim_ttl()) / 3;
+        let (keys, slots, dest_id, key_ref, id_ref) =
+            (&self.keys, &self.slots, &dest.id, key.as_str(), &id);
+        let result = renew::while_running(
+            self.deliver_locked(&dest, &key, task, payload, &mut record),
+            every,
+            move || async move {
+                if !keys.lock(dest_id, key_ref, id_ref, KEY_LOCK_TTL).await? {
+                    tracing::warn!(
+                        "the object key's lock expired during the delivery and another \
+                         delivery of the key took it"
+                    );
+                }
+                slots.renew(dest_id, id_ref).await
+            },
+        )
+        .await;
         self.slots.give_back(&dest.id, &id).await?;
         self.keys.unlock(&dest.id, &key, &record.id).await?;
         result

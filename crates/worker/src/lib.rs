@@ -7,6 +7,7 @@
 //! - [`slot_gate`]: upload slots per destination, waited for briefly while they move.
 //! - [`retry`]: the retry policy (exponential, full jitter, capped in count and time).
 //! - [`janitor`]: the periodic sweep that keeps Redis memory bounded.
+//! - [`renew`]: a long delivery's key lock and upload slot, kept alive while it runs.
 //! - [`pipeline`]: rows rendered straight into a streamed (multipart) upload.
 //! - [`source`]: inline rows, or rows streamed from a reference (`rowsUrl`).
 //! - [`telemetry`]: the metrics the worker exports.
@@ -15,6 +16,7 @@ pub mod codec;
 pub mod deliver;
 pub mod janitor;
 pub mod pipeline;
+pub mod renew;
 pub mod retry;
 pub mod run;
 pub mod slot_gate;

@@ -100,6 +100,21 @@ impl SlotGate {
         Ok(())
     }
 
+    /// Extends `holder`'s claim on its slot of `dest` (a long upload's).
+    pub async fn renew(&self, dest: &DestinationId, holder: &DeliveryId) -> Result<(), StoreError> {
+        if self.slots.acquire(dest, holder).await? != Claim::Taken {
+            tracing::warn!(
+                "an upload slot's claim expired during the upload; the cap may be exceeded once"
+            );
+        }
+        Ok(())
+    }
+
+    /// How long a claim lasts unless renewed.
+    pub fn claim_ttl(&self) -> Duration {
+        self.slots.claim_ttl
+    }
+
     /// Waiters of this process for `dest`, now.
     pub fn waiting(&self, dest: &DestinationId) -> u32 {
         self.lock().get(dest).map_or(0, |w| w.count)
