@@ -98,6 +98,20 @@ pub enum RowsLocation {
     Http(String),
 }
 
+impl RowsLocation {
+    /// Why a fleet whose staging bucket is `staging` must not read these rows: `s3://` rows
+    /// must be in that bucket, so that a delivery cannot make the fleet's credentials read
+    /// whatever else they can. `None` when they may be read.
+    pub fn outside_staging(&self, staging: &str) -> Option<String> {
+        match self {
+            RowsLocation::S3 { bucket, .. } if bucket != staging => Some(format!(
+                "s3:// rows must be in the fleet's staging bucket `{staging}`, not `{bucket}`"
+            )),
+            _ => None,
+        }
+    }
+}
+
 impl RowsUrl {
     pub fn parse(s: &str) -> Result<Self, String> {
         let url = Self(s.to_owned());
@@ -554,6 +568,26 @@ mod rows_url_tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn only_s3_rows_outside_the_staging_bucket_are_refused() {
+        let loc = |u: &str| RowsUrl::parse(u).unwrap().location().unwrap();
+        assert_eq!(
+            loc("s3://staging/a.ndjson").outside_staging("staging"),
+            None
+        );
+        assert_eq!(
+            loc("https://example.com/a.ndjson").outside_staging("staging"),
+            None
+        );
+        let why = loc("s3://secrets/a.ndjson")
+            .outside_staging("staging")
+            .unwrap();
+        assert!(
+            why.contains("`staging`") && why.contains("`secrets`"),
+            "{why}"
+        );
+    }
 
     #[test]
     fn s3_and_http_references_parse() {

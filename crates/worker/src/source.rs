@@ -30,28 +30,23 @@ pub async fn open(
     staging: &Staging,
     http: &reqwest::Client,
 ) -> Result<ByteSource, S3Failure> {
-    match url
+    let location = url
         .location()
-        .map_err(|m| failure("InvalidRowsUrl", m, ErrorClass::Permanent))?
+        .map_err(|m| failure("InvalidRowsUrl", m, ErrorClass::Permanent))?;
+    if let Some(staging_bucket) = &staging.bucket
+        && let Some(why) = location.outside_staging(staging_bucket)
     {
+        return Err(failure("RowsUrlOutsideStaging", why, ErrorClass::Permanent));
+    }
+    match location {
         RowsLocation::S3 { bucket, key } => {
-            let (Some(client), Some(staging_bucket)) = (&staging.client, &staging.bucket) else {
+            let (Some(client), Some(_)) = (&staging.client, &staging.bucket) else {
                 return Err(failure(
                     "StagingNotConfigured",
                     "this worker has no staging store (COURIER_STAGING_BUCKET …) to read s3:// rows from",
                     ErrorClass::Permanent,
                 ));
             };
-            if bucket != *staging_bucket {
-                return Err(failure(
-                    "RowsUrlOutsideStaging",
-                    format!(
-                        "s3:// rows must be in the fleet's staging bucket `{staging_bucket}`, \
-                         not `{bucket}`"
-                    ),
-                    ErrorClass::Permanent,
-                ));
-            }
             let out = client
                 .get_object()
                 .bucket(&bucket)

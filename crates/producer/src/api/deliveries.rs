@@ -85,15 +85,12 @@ async fn create(
 ) -> Result<impl IntoResponse, ApiError> {
     let job = req.validate().map_err(ApiError::invalid)?;
     if let Some(url) = &job.rows_url
-        && let Ok(courier_core::delivery::RowsLocation::S3 { bucket, .. }) = url.location()
+        && let Ok(location @ courier_core::delivery::RowsLocation::S3 { .. }) = url.location()
     {
         // The workers read s3:// rows from the staging bucket only; say so now rather than
         // fail the delivery later.
         let message = match &state.staging_bucket {
-            Some(staging) if *staging == bucket => None,
-            Some(staging) => Some(format!(
-                "s3:// rows must be in the fleet's staging bucket `{staging}`, not `{bucket}`"
-            )),
+            Some(staging) => location.outside_staging(staging),
             None => Some(
                 "this deployment has no staging bucket (COURIER_STAGING_BUCKET) for s3:// rows; \
                  use an http(s) URL"
