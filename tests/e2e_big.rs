@@ -27,6 +27,19 @@ fn staging_env(stack: &Stack, key: &courier_test_support::S3Key) -> Vec<(&'stati
     ]
 }
 
+/// A stack with a staging bucket and one worker that reads it, with `extra` environment.
+async fn stack_reading_staging(
+    extra: &[(&'static str, String)],
+) -> (Stack, courier_test_support::S3Key) {
+    let mut stack = Stack::start(0).await;
+    let staging_key = stack.garage.bucket_with_key(STAGING).unwrap();
+    let mut env = staging_env(&stack, &staging_key);
+    env.extend_from_slice(extra);
+    stack.add_worker_with_env(&env);
+    stack.wait_worker(0).await;
+    (stack, staging_key)
+}
+
 /// `n` rows of NDJSON, gzip-compressed.
 fn ndjson_gz(n: usize, poison_at: Option<usize>) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
@@ -79,12 +92,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_million_rows_stream_through_a_multipart_upload_in_bounded_memory() {
     const ROWS: usize = 1_000_000;
-    let mut stack = Stack::start(0).await;
-    let staging_key = stack.garage.bucket_with_key(STAGING).unwrap();
-    let mut env = staging_env(&stack, &staging_key);
-    env.push(("COURIER_PART_SIZE_MB", "5".into()));
-    stack.add_worker_with_env(&env);
-    stack.wait_worker(0).await;
+    let (stack, staging_key) = stack_reading_staging(&[("COURIER_PART_SIZE_MB", "5".into())]).await;
     let url = stage(
         &stack,
         &staging_key,
@@ -117,15 +125,7 @@ async fn a_million_rows_stream_through_a_multipart_upload_in_bounded_memory() {
 
     // The object is complete: every row is there, and its MD5 is the recorded checksum.
     let key = "big/mapping_results_INV-BIG_2026-06-07.csv.gz";
-    let obj = stack
-        .s3()
-        .await
-        .get_object()
-        .bucket(BUCKET)
-        .key(key)
-        .send()
-        .await
-        .unwrap();
+    let obj = stack.get_object(key).await;
     let etag = obj.e_tag().unwrap_or_default().to_owned();
     assert!(
         etag.contains('-'),
@@ -189,14 +189,8 @@ async fn rows_by_http_reference_small_results_in_one_put_and_the_size_limit() {
     assert_eq!(rec["status"], "DELIVERED", "{rec}");
     assert_eq!(rec["rows"], 1_000);
     let obj = stack
-        .s3()
-        .await
-        .get_object()
-        .bucket(BUCKET)
-        .key("http/mapping_results_INV-HTTP_2026-06-07.json")
-        .send()
-        .await
-        .unwrap();
+        .get_object("http/mapping_results_INV-HTTP_2026-06-07.json")
+        .await;
     assert!(
         !obj.e_tag().unwrap().contains('-'),
         "a small result is one PutObject"
@@ -235,12 +229,7 @@ async fn rows_by_http_reference_small_results_in_one_put_and_the_size_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_multipart_upload_is_aborted_without_orphaned_parts() {
-    let mut stack = Stack::start(0).await;
-    let staging_key = stack.garage.bucket_with_key(STAGING).unwrap();
-    let mut env = staging_env(&stack, &staging_key);
-    env.push(("COURIER_PART_SIZE_MB", "5".into()));
-    stack.add_worker_with_env(&env);
-    stack.wait_worker(0).await;
+    let (stack, staging_key) = stack_reading_staging(&[("COURIER_PART_SIZE_MB", "5".into())]).await;
     // A corrupt line well past the first parts: the upload has begun when rendering fails.
     let url = stage(
         &stack,
@@ -368,11 +357,7 @@ async fn a_hung_destination_holds_only_its_share_of_the_fleet() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_stages_a_big_local_file_and_delivers_it_by_reference() {
     const ROWS: usize = 120_000;
-    let mut stack = Stack::start(0).await;
-    let staging_key = stack.garage.bucket_with_key(STAGING).unwrap();
-    let env = staging_env(&stack, &staging_key);
-    stack.add_worker_with_env(&env);
-    stack.wait_worker(0).await;
+    let (stack, staging_key) = stack_reading_staging(&[]).await;
     let dest = stack
         .create_destination(&stack.destination_body("NDJSON", "GZIP", "staged/"))
         .await;
@@ -396,10 +381,11 @@ async fn the_cli_stages_a_big_local_file_and_delivers_it_by_reference() {
         "--stage",
         file.to_str().unwrap(),
     ]);
-    for (k, v) in &env {
+    // The CLI stages with the same settings the worker reads with.
+    for (k, v) in staging_env(&stack, &staging_key) {
         cmd.env(k, v);
     }
-    let out = cmd.env("COURIER_STAGING_BUCKET", STAGING).output().unwrap();
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -415,14 +401,8 @@ async fn the_cli_stages_a_big_local_file_and_delivers_it_by_reference() {
     assert_eq!(rec["status"], "DELIVERED", "{rec}");
     assert_eq!(rec["rows"], ROWS as u64);
     let obj = stack
-        .s3()
-        .await
-        .get_object()
-        .bucket(BUCKET)
-        .key("staged/mapping_results_INV-STAGED_2026-06-07.ndjson.gz")
-        .send()
-        .await
-        .unwrap();
+        .get_object("staged/mapping_results_INV-STAGED_2026-06-07.ndjson.gz")
+        .await;
     let raw = obj.body.collect().await.unwrap().to_vec();
     let mut text = Vec::new();
     flate2::read::GzDecoder::new(&raw[..]).read_to_end_into(&mut text);

@@ -98,15 +98,7 @@ async fn check_delivered(stack: &Stack, record: &Value, key: &str, format: &str,
     assert_eq!(record["attempts"][0]["outcome"], "DELIVERED");
     assert_eq!(record["rows"], 2);
 
-    let obj = stack
-        .s3()
-        .await
-        .get_object()
-        .bucket(BUCKET)
-        .key(key)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("object {key} must exist: {e:?}"));
+    let obj = stack.get_object(key).await;
     let content_type = obj.content_type().unwrap_or_default().to_owned();
     let content_encoding = obj.content_encoding().map(str::to_owned);
     let etag = obj.e_tag().unwrap_or_default().trim_matches('"').to_owned();
@@ -332,15 +324,7 @@ async fn the_cli_enqueues_rows_from_a_file_or_stdin() {
     assert_eq!(record["status"], "DELIVERED", "{record}");
     let key = "cli/mapping_results_INV-STDIN_2026-01-02.csv";
     assert_eq!(record["key"], key);
-    let obj = stack
-        .s3()
-        .await
-        .get_object()
-        .bucket(BUCKET)
-        .key(key)
-        .send()
-        .await
-        .unwrap();
+    let obj = stack.get_object(key).await;
     let text = String::from_utf8(obj.body.collect().await.unwrap().to_vec()).unwrap();
     assert_eq!(
         text,

@@ -423,17 +423,36 @@ impl Stack {
         }
     }
 
-    /// The bytes of object `key` in [`BUCKET`], or `None` if there is no such object.
-    pub async fn object(&self, key: &str) -> Option<Vec<u8>> {
-        let out = self
-            .s3()
+    /// Object `key` in [`BUCKET`], headers and body.
+    pub async fn try_get_object(
+        &self,
+        key: &str,
+    ) -> Result<
+        aws_sdk_s3::operation::get_object::GetObjectOutput,
+        aws_sdk_s3::error::SdkError<aws_sdk_s3::operation::get_object::GetObjectError>,
+    > {
+        self.s3()
             .await
             .get_object()
             .bucket(BUCKET)
             .key(key)
             .send()
             .await
-            .ok()?;
+    }
+
+    /// Object `key` in [`BUCKET`], which must exist.
+    pub async fn get_object(
+        &self,
+        key: &str,
+    ) -> aws_sdk_s3::operation::get_object::GetObjectOutput {
+        self.try_get_object(key)
+            .await
+            .unwrap_or_else(|e| panic!("object {key} must exist: {e:?}"))
+    }
+
+    /// The bytes of object `key` in [`BUCKET`], or `None` if there is no such object.
+    pub async fn object(&self, key: &str) -> Option<Vec<u8>> {
+        let out = self.try_get_object(key).await.ok()?;
         Some(out.body.collect().await.ok()?.into_bytes().to_vec())
     }
 
