@@ -45,18 +45,7 @@ impl PartnerInventoryId {
     }
 }
 
-impl TryFrom<String> for PartnerInventoryId {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        Self::parse(&s)
-    }
-}
-
-impl From<PartnerInventoryId> for String {
-    fn from(v: PartnerInventoryId) -> String {
-        v.0
-    }
-}
+string_newtype_conversions!(PartnerInventoryId);
 
 /// The body of `POST /api/v1/deliveries` (and the input of `courier enqueue`), as received.
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
@@ -151,18 +140,7 @@ impl RowsUrl {
     }
 }
 
-impl TryFrom<String> for RowsUrl {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        Self::parse(&s)
-    }
-}
-
-impl From<RowsUrl> for String {
-    fn from(v: RowsUrl) -> String {
-        v.0
-    }
-}
+string_newtype_conversions!(RowsUrl);
 
 /// A job-completed request with every field checked; rows are objects and columns are known.
 #[derive(Debug, Clone, PartialEq)]

@@ -496,26 +496,6 @@ pub struct Destination {
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
-macro_rules! string_newtype_conversions {
-    ($($t:ty),*) => {$(
-        impl TryFrom<String> for $t {
-            type Error = String;
-            fn try_from(s: String) -> Result<Self, String> {
-                Self::parse(&s)
-            }
-        }
-        impl From<$t> for String {
-            fn from(v: $t) -> String {
-                v.0
-            }
-        }
-        impl fmt::Display for $t {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.0)
-            }
-        }
-    )*};
-}
 string_newtype_conversions!(BucketName, PathPrefix, Region, EndpointUrl);
 
 #[cfg(test)]

@@ -14,6 +14,29 @@
 //! No Redis, no AWS and no tokio here: the crates around this one do the I/O and call
 //! into these plain functions, which is what lets them be unit-tested exhaustively.
 
+/// `TryFrom<String>` (through `parse`), `From<T> for String` and `Display` for a validated
+/// string newtype, so that serde can read and write it as a plain string.
+macro_rules! string_newtype_conversions {
+    ($($t:ty),*) => {$(
+        impl TryFrom<String> for $t {
+            type Error = String;
+            fn try_from(s: String) -> Result<Self, String> {
+                Self::parse(&s)
+            }
+        }
+        impl From<$t> for String {
+            fn from(v: $t) -> String {
+                v.0
+            }
+        }
+        impl ::std::fmt::Display for $t {
+            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    )*};
+}
+
 pub mod cells;
 pub mod delivery;
 pub mod destination;
