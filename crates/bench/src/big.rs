@@ -205,15 +205,7 @@ async fn deliver(
 ) -> anyhow::Result<Delivered> {
     let prefix = format!("big/{}/", format.extension());
     let dest = cluster
-        .api
-        .create_destination(
-            &services.garage.endpoint(),
-            BUCKET,
-            &services.key,
-            &prefix,
-            format,
-            Compression::None,
-        )
+        .create_destination(&prefix, format, Compression::None)
         .await?;
     cluster.add_workers(1).await?;
 

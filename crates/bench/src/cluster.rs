@@ -198,6 +198,26 @@ impl<'s> Cluster<'s> {
         Ok(cluster)
     }
 
+    /// Creates a destination writing into the bench bucket [`BUCKET`] of the run's Garage
+    /// under `prefix`; returns its id.
+    pub async fn create_destination(
+        &self,
+        prefix: &str,
+        format: courier_core::Format,
+        compression: courier_core::Compression,
+    ) -> anyhow::Result<String> {
+        self.api
+            .create_destination(
+                &self.services.garage.endpoint(),
+                BUCKET,
+                &self.services.key,
+                prefix,
+                format,
+                compression,
+            )
+            .await
+    }
+
     /// Starts `n` more workers and waits until each is ready (`/readyz`).
     pub async fn add_workers(&mut self, n: usize) -> anyhow::Result<()> {
         self.add_workers_with(n, &[]).await

@@ -8,7 +8,7 @@ use anyhow::Context;
 use courier_core::{Compression, Format};
 use futures::{StreamExt, TryStreamExt};
 
-use crate::cluster::{BUCKET, Cluster, Services};
+use crate::cluster::{Cluster, Services};
 use crate::cpu;
 use crate::rows::JobBodies;
 use crate::table::{Line, int, rate};
@@ -29,15 +29,7 @@ pub async fn run(services: &Services, p: &Params) -> Vec<Line> {
 async fn run_inner(services: &Services, p: &Params) -> anyhow::Result<Vec<Line>> {
     let cluster = Cluster::start(services, "enqueue").await?;
     let dest = cluster
-        .api
-        .create_destination(
-            &services.garage.endpoint(),
-            BUCKET,
-            &services.key,
-            "enqueue/",
-            Format::Csv,
-            Compression::None,
-        )
+        .create_destination("enqueue/", Format::Csv, Compression::None)
         .await?;
     let bodies = JobBodies::new(&dest, p.rows);
     let before = cluster.redis_info("memory", "used_memory").await?;

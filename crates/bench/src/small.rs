@@ -87,15 +87,7 @@ pub async fn run(services: &Services, feed: Feed, p: &Params) -> anyhow::Result<
     let mut cluster = Cluster::start(services, &name).await?;
     let prefix = format!("{name}/");
     let dest = cluster
-        .api
-        .create_destination(
-            &services.garage.endpoint(),
-            BUCKET,
-            &services.key,
-            &prefix,
-            Format::Csv,
-            Compression::None,
-        )
+        .create_destination(&prefix, Format::Csv, Compression::None)
         .await?;
     let bodies = JobBodies::new(&dest, p.rows);
     let cap_env: Vec<(&str, String)> = p
