@@ -21,6 +21,10 @@ use crate::{Keys, StoreError};
 /// How long a destination counts as moving after one of its slots was taken or given back.
 pub const MOVING_FOR: Duration = Duration::from_secs(1);
 
+fn moving_for_ms() -> u64 {
+    u64::try_from(MOVING_FOR.as_millis()).unwrap_or(1000)
+}
+
 /// The answer to a claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
@@ -73,7 +77,7 @@ impl UploadSlots {
             .arg(expires)
             .arg(self.per_destination)
             .arg(holder.as_str())
-            .arg(u64::try_from(MOVING_FOR.as_millis()).unwrap_or(1000))
+            .arg(moving_for_ms())
             .invoke_async(&mut conn)
             .await?;
         Ok(match taken {
@@ -95,7 +99,7 @@ impl UploadSlots {
             .key(self.keys.upload_slots(dest))
             .key(self.keys.upload_slots_moved(dest))
             .arg(holder.as_str())
-            .arg(u64::try_from(MOVING_FOR.as_millis()).unwrap_or(1000))
+            .arg(moving_for_ms())
             .invoke_async(&mut conn)
             .await?;
         Ok(())
