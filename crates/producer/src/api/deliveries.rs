@@ -84,44 +84,8 @@ async fn create(
     ValidJson(req): ValidJson<JobCompletedRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let job = req.validate().map_err(ApiError::invalid)?;
-    if let Some(url) = &job.rows_url
-        && let Ok(location @ courier_core::delivery::RowsLocation::S3 { .. }) = url.location()
-    {
-        // The workers read s3:// rows from the staging bucket only; say so now rather than
-        // fail the delivery later.
-        let message = match &state.staging_bucket {
-            Some(staging) => location.outside_staging(staging),
-            None => Some(
-                "this deployment has no staging bucket (COURIER_STAGING_BUCKET) for s3:// rows; \
-                 use an http(s) URL"
-                    .to_owned(),
-            ),
-        };
-        if let Some(message) = message {
-            return Err(ApiError::invalid(ValidationErrors::single(
-                "rowsUrl", message,
-            )));
-        }
-    }
-    if let Some(url) = &job.rows_url
-        && let Ok(courier_core::delivery::RowsLocation::Http(u)) = url.location()
-    {
-        // The workers will fetch it: the same rule as endpoints keeps them off internal hosts.
-        // Only scheme, host and port matter here (a signed URL's query would not parse as
-        // an endpoint).
-        let (scheme, rest) = u.split_once("://").unwrap_or(("https", &u));
-        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-        let endpoint =
-            courier_core::destination::EndpointUrl::parse(&format!("{scheme}://{authority}"))
-                .map_err(|m| ApiError::invalid(ValidationErrors::single("rowsUrl", m)))?;
-        super::destinations::check_endpoint(&endpoint, state.allow_private_endpoints)
-            .await
-            .map_err(|mut e| {
-                for f in &mut e.0 {
-                    f.field = "rowsUrl".into();
-                }
-                ApiError::invalid(e)
-            })?;
+    if let Some(url) = &job.rows_url {
+        check_rows_url(url, &state).await?;
     }
     let record = state
         .producer
@@ -144,6 +108,49 @@ async fn create(
             status: record.status,
         }),
     ))
+}
+
+/// Where the workers will read a `rowsUrl` from must be a place they may read.
+async fn check_rows_url(
+    url: &courier_core::delivery::RowsUrl,
+    state: &AppState,
+) -> Result<(), ApiError> {
+    use courier_core::delivery::RowsLocation;
+    let invalid = |m: String| ApiError::invalid(ValidationErrors::single("rowsUrl", m));
+    match url.location() {
+        // The workers read s3:// rows from the staging bucket only; say so now rather than
+        // fail the delivery later.
+        Ok(location @ RowsLocation::S3 { .. }) => match &state.staging_bucket {
+            Some(staging) => location
+                .outside_staging(staging)
+                .map_or(Ok(()), |m| Err(invalid(m))),
+            None => Err(invalid(
+                "this deployment has no staging bucket (COURIER_STAGING_BUCKET) for s3:// rows; \
+                 use an http(s) URL"
+                    .to_owned(),
+            )),
+        },
+        // The workers will fetch it: the same rule as endpoints keeps them off internal hosts.
+        // Only scheme, host and port matter here (a signed URL's query would not parse as
+        // an endpoint).
+        Ok(RowsLocation::Http(u)) => {
+            let (scheme, rest) = u.split_once("://").unwrap_or(("https", &u));
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            let endpoint =
+                courier_core::destination::EndpointUrl::parse(&format!("{scheme}://{authority}"))
+                    .map_err(invalid)?;
+            super::destinations::check_endpoint(&endpoint, state.allow_private_endpoints)
+                .await
+                .map_err(|mut e| {
+                    for f in &mut e.0 {
+                        f.field = "rowsUrl".into();
+                    }
+                    ApiError::invalid(e)
+                })
+        }
+        // validate() already refused a rowsUrl that does not parse.
+        Err(_) => Ok(()),
+    }
 }
 
 /// Read a delivery record
