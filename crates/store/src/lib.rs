@@ -16,6 +16,7 @@
 //! All access goes through a [`redis::aio::ConnectionManager`], which reconnects by
 //! itself after Redis restarts, so neither the API nor a worker needs restarting.
 
+pub mod conn;
 pub mod crypto;
 pub mod dead;
 pub mod destinations;
@@ -29,6 +30,7 @@ pub mod retention;
 pub mod slots;
 pub mod stats;
 
+pub use conn::{RedisConn, RedisTarget};
 pub use crypto::SecretCipher;
 pub use dead::{DeadLetter, DeadLetters};
 pub use destinations::{DestinationStore, DestinationSummary};
