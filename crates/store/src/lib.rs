@@ -59,6 +59,11 @@ pub enum StoreError {
     NoSecretKey,
     #[error("secret decryption failed: the destination was saved with another COURIER_SECRET_KEY")]
     Decrypt,
+    #[error(
+        "the destination's secret was sealed with key {0}, which neither COURIER_SECRET_KEY nor \
+         COURIER_PREVIOUS_SECRET_KEYS holds"
+    )]
+    UnknownSecretKey(String),
 }
 
 /// Opens a self-reconnecting connection to the Redis at `url`.
