@@ -129,6 +129,12 @@ impl Keys {
         format!("{}:dead:{id}", self.ns)
     }
 
+    /// String: what one `Idempotency-Key` of a tenant stands for (the request's fingerprint
+    /// and, once queued, its delivery id); kept 24 hours.
+    pub fn idempotency(&self, tenant: &TenantId, key: &str) -> String {
+        format!("{}:tenant:{tenant}:idempotency:{key}", self.ns)
+    }
+
     /// The apalis-redis queue name; apalis derives its own keys from it.
     pub fn queue(&self) -> String {
         format!("{}:deliveries", self.ns)
