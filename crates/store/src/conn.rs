@@ -195,6 +195,33 @@ impl RedisConn {
     }
 }
 
+/// Waits until `replicas` replicas acknowledge every write this connection made so far
+/// (Redis `WAIT`), for at most `timeout`. Clones of a connection share it, so this covers
+/// every write a process made through any clone. Returns how many acknowledged; fewer than
+/// `replicas` is [`StoreError::NotReplicated`].
+pub async fn wait_for_replicas(
+    conn: &mut impl ConnectionLike,
+    replicas: u32,
+    timeout: Duration,
+) -> Result<u32, StoreError> {
+    let acked: u32 = redis::cmd("WAIT")
+        .arg(replicas)
+        .arg(
+            u64::try_from(timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+        )
+        .query_async(conn)
+        .await?;
+    if acked < replicas {
+        return Err(StoreError::NotReplicated {
+            wanted: replicas,
+            acked,
+        });
+    }
+    Ok(acked)
+}
+
 /// The primary the Sentinels name, and the connection to it.
 struct SentinelPrimary {
     service: String,

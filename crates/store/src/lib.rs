@@ -31,7 +31,7 @@ pub mod retention;
 pub mod slots;
 pub mod stats;
 
-pub use conn::{RedisConn, RedisTarget};
+pub use conn::{RedisConn, RedisTarget, wait_for_replicas};
 pub use crypto::SecretCipher;
 pub use dead::{DeadLetter, DeadLetters};
 pub use destinations::{DestinationStore, DestinationSummary};
@@ -66,6 +66,8 @@ pub enum StoreError {
          COURIER_PREVIOUS_SECRET_KEYS holds"
     )]
     UnknownSecretKey(String),
+    #[error("{acked} of the {wanted} replicas asked for acknowledged the write in time")]
+    NotReplicated { wanted: u32, acked: u32 },
 }
 
 /// Opens a self-reconnecting connection to the Redis at `url`.
