@@ -5,14 +5,14 @@
 //! marker with the `completedAt` of the newest result delivered there; a delivery takes the
 //! key's lock, compares, uploads only if it is not older, then raises the marker.
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use courier_core::{DeliveryId, DestinationId};
+use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Script};
 
+use crate::scripts::{KEY_LOCK, KEY_MARK, KEY_UNLOCK};
 use crate::{Keys, StoreError};
 
 /// The newest result delivered at a key.
@@ -51,7 +51,7 @@ impl KeyGuard {
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let mut conn = self.conn.clone();
-        let taken: i64 = LOCK
+        let taken: i64 = KEY_LOCK
             .key(self.keys.object_lock(dest, key))
             .arg(owner.as_str())
             .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
@@ -68,7 +68,7 @@ impl KeyGuard {
         owner: &DeliveryId,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let _: i64 = UNLOCK
+        let _: i64 = KEY_UNLOCK
             .key(self.keys.object_lock(dest, key))
             .arg(owner.as_str())
             .invoke_async(&mut conn)
@@ -103,7 +103,7 @@ impl KeyGuard {
         id: &DeliveryId,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let _: i64 = MARK
+        let _: i64 = KEY_MARK
             .key(self.keys.object_marker(dest, key))
             .arg(completed_at.timestamp_millis())
             .arg(id.as_str())
@@ -113,48 +113,3 @@ impl KeyGuard {
         Ok(())
     }
 }
-
-static LOCK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
--- KEYS[1]: the lock   ARGV[1]: the owner   ARGV[2]: ttl in ms
--- Returns: 1 if the owner holds the lock now, 0 if another owner does.
-local holder = redis.call('GET', KEYS[1])
-if holder == false or holder == ARGV[1] then
-    redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-    return 1
-end
-return 0
-"#,
-    )
-});
-
-static UNLOCK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
--- KEYS[1]: the lock   ARGV[1]: its owner
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('DEL', KEYS[1])
-end
-return 0
-"#,
-    )
-});
-
-static MARK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
--- KEYS[1]: the marker "<completedAt ms> <delivery id>"
--- ARGV[1]: completedAt in ms   ARGV[2]: delivery id   ARGV[3]: retention in seconds
-local current = redis.call('GET', KEYS[1])
-if current then
-    local ms = tonumber(string.match(current, '^(%d+)'))
-    if ms and ms > tonumber(ARGV[1]) then
-        return 0
-    end
-end
-redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'EX', ARGV[3])
-return 1
-"#,
-    )
-});

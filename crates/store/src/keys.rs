@@ -1,6 +1,12 @@
-//! Every Redis key Courier writes, built from one namespace so that several
+//! Every Redis key Courier reads or writes, built from one namespace so that several
 //! deployments (or tests) can share one Redis without seeing each other.
+//!
+//! This module is the only place that knows a key's shape: the store's operations, its Lua
+//! scripts (which receive every key in `KEYS`) and the tests all get their key names from
+//! [`Keys`]. The keys apalis-redis keeps for the queue are named by apalis itself; they are
+//! read through its [`Config`] accessors, wrapped in [`QueueKeys`].
 
+use apalis_redis::Config;
 use courier_core::{DeliveryId, DestinationId, TenantId};
 
 /// Key builder. The default namespace is `courier`.
@@ -39,6 +45,11 @@ impl Keys {
 
     /// String: the JSON of one delivery record.
     pub fn delivery(&self, id: &DeliveryId) -> String {
+        self.delivery_of(id.as_str())
+    }
+
+    /// [`delivery`](Self::delivery) for an id read back from an index, unparsed.
+    pub fn delivery_of(&self, id: &str) -> String {
         format!("{}:delivery:{id}", self.ns)
     }
 
@@ -56,6 +67,33 @@ impl Keys {
     /// finds them without scanning the keyspace.
     pub fn delivery_indexes(&self) -> String {
         format!("{}:delivery-indexes", self.ns)
+    }
+
+    /// `SCAN` patterns that match every tenant and destination delivery index, for indexes
+    /// written before [`delivery_indexes`](Self::delivery_indexes) registered them. Job
+    /// indexes match the tenant pattern too; [`is_owner_index`](Self::is_owner_index)
+    /// tells them apart.
+    pub fn delivery_index_patterns(&self) -> [String; 2] {
+        [
+            format!("{}:tenant:*:deliveries", self.ns),
+            format!("{}:destination:*:deliveries", self.ns),
+        ]
+    }
+
+    /// Whether `key` is a tenant's or a destination's delivery index (not a job's, which
+    /// expires by itself, nor anything else).
+    pub fn is_owner_index(&self, key: &str) -> bool {
+        let Some(rest) = key
+            .strip_prefix(self.ns.as_str())
+            .and_then(|r| r.strip_prefix(':'))
+        else {
+            return false;
+        };
+        ["tenant:", "destination:"].iter().any(|kind| {
+            rest.strip_prefix(kind)
+                .and_then(|r| r.strip_suffix(":deliveries"))
+                .is_some_and(|owner| !owner.is_empty() && !owner.contains(':'))
+        })
     }
 
     /// Lex-ordered set of the delivery ids of one job of one tenant.
@@ -138,5 +176,118 @@ impl Keys {
     /// The apalis-redis queue name; apalis derives its own keys from it.
     pub fn queue(&self) -> String {
         format!("{}:deliveries", self.ns)
+    }
+
+    /// The keys apalis-redis keeps for [`queue`](Self::queue).
+    pub fn queue_keys(&self) -> QueueKeys {
+        QueueKeys {
+            config: Config::default().queue(self.queue()),
+        }
+    }
+}
+
+/// The keys apalis-redis derives from the queue name, as its [`Config`] names them. Courier
+/// reads them for metrics, hands a stopping worker's tasks back, and drops finished tasks'
+/// data; it never invents their shapes.
+#[derive(Debug, Clone)]
+pub struct QueueKeys {
+    config: Config,
+}
+
+impl QueueKeys {
+    /// List of task ids ready to run.
+    pub fn active(&self) -> String {
+        self.config.active_jobs_list()
+    }
+
+    /// Sorted set of task ids scheduled for later, scored by when they are due (unix s).
+    pub fn scheduled(&self) -> String {
+        self.config.scheduled_jobs_set()
+    }
+
+    /// Sorted set of registered worker names, scored by their last heartbeat (unix s).
+    pub fn workers(&self) -> String {
+        self.config.workers_set()
+    }
+
+    /// Set of the task ids `worker` has taken and not acknowledged yet. apalis names it
+    /// with [`Config::inflight_set_for`], which wants a whole `WorkerContext`; this is the
+    /// same key for a worker known by its name. `"*"` gives a `KEYS`/`SCAN` pattern.
+    pub fn inflight(&self, worker: &str) -> String {
+        format!("{}:{worker}", self.config.inflight_jobs_set())
+    }
+
+    /// Hash of task payloads by task id.
+    pub fn data(&self) -> String {
+        self.config.job_data_hash()
+    }
+
+    /// Hash of one task's metadata (attempts, status, …); apalis appends the task id to
+    /// [`Config::job_meta_hash`].
+    pub fn meta(&self, task_id: &str) -> String {
+        format!("{}:{task_id}", self.config.job_meta_hash())
+    }
+
+    /// Set of finished task ids, whose data and metadata the janitor drops.
+    pub fn done(&self) -> String {
+        self.config.done_jobs_set()
+    }
+
+    /// Set of task ids apalis itself gave up on (Courier's dead letters are elsewhere).
+    pub fn dead(&self) -> String {
+        self.config.dead_jobs_set()
+    }
+
+    /// Set of task ids apalis marked failed.
+    pub fn failed(&self) -> String {
+        self.config.failed_jobs_set()
+    }
+
+    /// List that wakes workers blocked waiting for tasks.
+    pub fn signal(&self) -> String {
+        self.config.signal_list()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_is_under_the_namespace() {
+        let keys = Keys::new("ns");
+        let dest = DestinationId::parse("dst_01J0000000000000000000000A").unwrap();
+        let tenant = TenantId::parse("acme").unwrap();
+        assert_eq!(keys.destination(&dest), format!("ns:destination:{dest}"));
+        assert_eq!(keys.held(&dest), format!("ns:destination:{dest}:held"));
+        assert_eq!(
+            keys.object_lock(&dest, "a/b.csv"),
+            format!("ns:destination:{dest}:object-lock:a/b.csv")
+        );
+        assert_eq!(keys.delivery_of("dlv_x"), "ns:delivery:dlv_x");
+        assert_eq!(keys.queue(), "ns:deliveries");
+        let q = keys.queue_keys();
+        assert_eq!(q.active(), "ns:deliveries:active");
+        assert_eq!(q.scheduled(), "ns:deliveries:scheduled");
+        assert_eq!(q.workers(), "ns:deliveries:workers");
+        assert_eq!(q.inflight("w1"), "ns:deliveries:inflight:w1");
+        assert_eq!(q.data(), "ns:deliveries:data");
+        assert_eq!(q.meta("t1"), "ns:deliveries:meta:t1");
+        assert_eq!(q.done(), "ns:deliveries:done");
+        assert_eq!(q.signal(), "ns:deliveries:signal");
+        assert_eq!(keys.tenant_deliveries(&tenant), "ns:tenant:acme:deliveries");
+    }
+
+    #[test]
+    fn owner_indexes_are_told_apart_from_job_indexes() {
+        let keys = Keys::new("ns");
+        let tenant = TenantId::parse("acme").unwrap();
+        let dest = DestinationId::generate();
+        assert!(keys.is_owner_index(&keys.tenant_deliveries(&tenant)));
+        assert!(keys.is_owner_index(&keys.destination_deliveries(&dest)));
+        assert!(!keys.is_owner_index(&keys.job_deliveries(&tenant, "j1")));
+        assert!(!keys.is_owner_index(&keys.destination_pending(&dest)));
+        assert!(!keys.is_owner_index(&Keys::new("other").tenant_deliveries(&tenant)));
+        assert!(!keys.is_owner_index("ns:tenant::deliveries"));
     }
 }

@@ -12,6 +12,7 @@
 //! - [`slots`]: the fleet-wide cap on concurrent uploads per destination.
 //! - [`retention`]: the janitor that keeps Redis memory bounded.
 //! - [`keyguard`]: per-key locks and markers so an older result never overwrites a newer.
+//! - `scripts`: the Lua scripts behind the atomic operations, one `.lua` file each.
 //!
 //! All access goes through a [`redis::aio::ConnectionManager`], which reconnects by
 //! itself after Redis restarts, so neither the API nor a worker needs restarting.
@@ -28,6 +29,7 @@ pub mod keys;
 pub mod queue;
 pub mod records;
 pub mod retention;
+mod scripts;
 pub mod slots;
 pub mod stats;
 
@@ -39,7 +41,7 @@ pub use health::{DestinationHealth, HealthStore};
 pub use held::HeldDeliveries;
 pub use idempotency::{Idempotency, KeyClaim};
 pub use keyguard::{KeyGuard, Marker};
-pub use keys::Keys;
+pub use keys::{Keys, QueueKeys};
 pub use queue::DeliveryQueue;
 pub use records::{Page, RecordFilter, RecordStore};
 pub use retention::{Janitor, Swept};

@@ -6,15 +6,13 @@
 
 use std::time::Duration;
 
-use std::sync::LazyLock;
-
 use apalis::prelude::{TaskBuilder, TaskSink};
 use apalis_redis::{Config, RedisStorage};
 use chrono::{DateTime, Utc};
 use courier_core::delivery::DeliveryTask;
-use redis::Script;
 use redis::aio::ConnectionManager;
 
+use crate::scripts::HAND_BACK;
 use crate::{Keys, StoreError};
 
 /// How long a worker may go silent before its in-flight tasks are handed to others.
@@ -56,6 +54,7 @@ pub fn queue_config(keys: &Keys, liveness: Liveness, batch_size: usize) -> Confi
 #[derive(Debug, Clone)]
 pub struct DeliveryQueue {
     storage: RedisStorage<DeliveryTask>,
+    keys: Keys,
 }
 
 impl DeliveryQueue {
@@ -63,6 +62,7 @@ impl DeliveryQueue {
         let config = queue_config(keys, Liveness::default(), 1);
         Self {
             storage: RedisStorage::new(conn).with_config(config),
+            keys: keys.clone(),
         }
     }
 
@@ -99,7 +99,7 @@ impl DeliveryQueue {
     ) -> Result<(), StoreError> {
         let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
         let _: i64 = redis::cmd("ZADD")
-            .arg(self.storage.get_config().workers_set())
+            .arg(self.keys.queue_keys().workers())
             .arg("XX")
             .arg(now)
             .arg(worker)
@@ -116,36 +116,14 @@ impl DeliveryQueue {
         conn: &mut ConnectionManager,
         worker: &str,
     ) -> Result<u64, StoreError> {
-        let config = self.storage.get_config();
-        let inflight = format!("{}:{worker}", config.inflight_jobs_set());
+        let q = self.keys.queue_keys();
         Ok(HAND_BACK
-            .key(inflight)
-            .key(config.active_jobs_list())
-            .key(config.workers_set())
-            .key(config.signal_list())
+            .key(q.inflight(worker))
+            .key(q.active())
+            .key(q.workers())
+            .key(q.signal())
             .arg(worker)
             .invoke_async(conn)
             .await?)
     }
 }
-
-/// Moves a worker's in-flight task ids back to the active list.
-static HAND_BACK: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
--- KEYS[1]: the worker's in-flight set   KEYS[2]: the active task list
--- KEYS[3]: the live workers sorted set  KEYS[4]: the signal list
--- ARGV[1]: the worker name
--- Returns: how many task ids were handed back.
-local ids = redis.call('SMEMBERS', KEYS[1])
-if #ids > 0 then
-    redis.call('RPUSH', KEYS[2], unpack(ids))
-    redis.call('DEL', KEYS[1])
-    redis.call('DEL', KEYS[4])
-    redis.call('LPUSH', KEYS[4], 1)
-end
-redis.call('ZREM', KEYS[3], ARGV[1])
-return #ids
-"#,
-    )
-});

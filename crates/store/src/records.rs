@@ -180,10 +180,7 @@ impl RecordStore {
                 });
             };
             max = format!("({last}");
-            let keys: Vec<String> = ids
-                .iter()
-                .map(|id| format!("{}:delivery:{id}", self.keys.namespace()))
-                .collect();
+            let keys: Vec<String> = ids.iter().map(|id| self.keys.delivery_of(id)).collect();
             let jsons: Vec<Option<String>> =
                 redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
             for (id, json) in ids.iter().zip(jsons) {

@@ -3,15 +3,18 @@
 //! the retention period. Without this, apalis-redis keeps every task's payload and
 //! metadata forever.
 
-use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
-use redis::Script;
+use courier_core::DeliveryId;
 use redis::aio::ConnectionManager;
 
+use crate::scripts::{DROP_DONE_TASKS, TRIM_INDEX};
 use crate::{Keys, StoreError};
+
+/// How many finished tasks one call of the drop script takes.
+const DROP_BATCH: usize = 1000;
 
 /// What one sweep removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -48,23 +51,31 @@ impl Janitor {
     pub async fn sweep(&self) -> Result<Swept, StoreError> {
         let mut swept = Swept::default();
         let mut conn = self.conn.clone();
-        let queue = self.keys.queue();
+        let queue = self.keys.queue_keys();
         loop {
-            let n: u64 = DROP_DONE_TASKS
-                .key(format!("{queue}:done"))
-                .key(format!("{queue}:data"))
-                .key(format!("{queue}:meta"))
-                .arg(1000)
-                .invoke_async(&mut conn)
+            // The ids first, so that the script is handed every key it deletes.
+            let ids: Vec<String> = redis::cmd("SRANDMEMBER")
+                .arg(queue.done())
+                .arg(DROP_BATCH)
+                .query_async(&mut conn)
                 .await?;
+            if ids.is_empty() {
+                break;
+            }
+            let mut drop = DROP_DONE_TASKS.prepare_invoke();
+            drop.key(queue.done()).key(queue.data());
+            for id in &ids {
+                drop.key(queue.meta(id)).arg(id);
+            }
+            let n: u64 = drop.invoke_async(&mut conn).await?;
             swept.tasks += n;
-            if n < 1000 {
+            if ids.len() < DROP_BATCH {
                 break;
             }
         }
         let cutoff = Utc::now() - chrono::Duration::from_std(self.retention).unwrap_or_default();
         let ms = u64::try_from(cutoff.timestamp_millis()).unwrap_or(0);
-        let oldest_kept = format!("(dlv_{}", ulid::Ulid::from_parts(ms, 0));
+        let oldest_kept = format!("({}{}", DeliveryId::PREFIX, ulid::Ulid::from_parts(ms, 0));
         if !self.registered_old_indexes.load(Ordering::Relaxed) {
             self.register_old_indexes(&mut conn).await?;
             self.registered_old_indexes.store(true, Ordering::Relaxed);
@@ -106,14 +117,7 @@ impl Janitor {
     /// Registers indexes written before they were registered on write (once per process:
     /// a scan of the keyspace).
     async fn register_old_indexes(&self, conn: &mut ConnectionManager) -> Result<(), StoreError> {
-        let ns = self.keys.namespace();
-        for (prefix, pattern) in [
-            (format!("{ns}:tenant:"), format!("{ns}:tenant:*:deliveries")),
-            (
-                format!("{ns}:destination:"),
-                format!("{ns}:destination:*:deliveries"),
-            ),
-        ] {
+        for pattern in self.keys.delivery_index_patterns() {
             let mut iter: redis::AsyncIter<String> = redis::cmd("SCAN")
                 .cursor_arg(0)
                 .arg("MATCH")
@@ -126,12 +130,8 @@ impl Janitor {
             let mut found = Vec::new();
             while let Some(k) = iter.next_item().await {
                 let k = k?;
-                // Job indexes (`tenant:T:job:J:deliveries`) match the tenant pattern too;
-                // they expire by themselves.
-                let owner = k
-                    .strip_prefix(prefix.as_str())
-                    .and_then(|rest| rest.strip_suffix(":deliveries"));
-                if owner.is_some_and(|o| !o.contains(':')) {
+                // Job indexes match the tenant pattern too; they expire by themselves.
+                if self.keys.is_owner_index(&k) {
                     found.push(k);
                 }
             }
@@ -147,36 +147,3 @@ impl Janitor {
         Ok(())
     }
 }
-
-/// Drops an index's entries older than the retention, and forgets the index once empty.
-static TRIM_INDEX: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
--- KEYS[1]: a delivery index   KEYS[2]: the set of indexes
--- ARGV[1]: the lex bound of the oldest id kept, exclusive ("(dlv_…")
--- Returns: how many entries were dropped.
-local n = redis.call('ZREMRANGEBYLEX', KEYS[1], '-', ARGV[1])
-if redis.call('EXISTS', KEYS[1]) == 0 then
-    redis.call('SREM', KEYS[2], KEYS[1])
-end
-return n
-"#,
-    )
-});
-
-/// Drops the payload and metadata of up to ARGV[1] finished tasks.
-static DROP_DONE_TASKS: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
--- KEYS[1]: apalis's done set   KEYS[2]: its task data hash   KEYS[3]: its metadata prefix
--- ARGV[1]: how many to drop at most
--- Returns: how many were dropped.
-local ids = redis.call('SPOP', KEYS[1], tonumber(ARGV[1]))
-for _, id in ipairs(ids) do
-    redis.call('HDEL', KEYS[2], id)
-    redis.call('DEL', KEYS[3] .. ':' .. id)
-end
-return #ids
-"#,
-    )
-});

@@ -8,14 +8,13 @@
 //! whether a slot is likely to free up soon (a busy destination) or not (one whose endpoint
 //! hangs, so that its uploads neither end nor start).
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::Utc;
 use courier_core::{DeliveryId, DestinationId};
-use redis::Script;
 use redis::aio::ConnectionManager;
 
+use crate::scripts::{SLOT_ACQUIRE, SLOT_RELEASE};
 use crate::{Keys, StoreError};
 
 /// How long a destination counts as moving after one of its slots was taken or given back.
@@ -70,7 +69,7 @@ impl UploadSlots {
         let now = Utc::now().timestamp_millis();
         let expires = now + i64::try_from(self.claim_ttl.as_millis()).unwrap_or(i64::MAX / 2);
         let mut conn = self.conn.clone();
-        let taken: i64 = ACQUIRE
+        let taken: i64 = SLOT_ACQUIRE
             .key(self.keys.upload_slots(dest))
             .key(self.keys.upload_slots_moved(dest))
             .arg(now)
@@ -95,7 +94,7 @@ impl UploadSlots {
         holder: &DeliveryId,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
-        let _: () = RELEASE
+        let _: () = SLOT_RELEASE
             .key(self.keys.upload_slots(dest))
             .key(self.keys.upload_slots_moved(dest))
             .arg(holder.as_str())
@@ -105,44 +104,3 @@ impl UploadSlots {
         Ok(())
     }
 }
-
-static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
--- KEYS[1]: the destination's slot holders, scored by claim expiry (ms)
--- KEYS[2]: present while the destination is moving (a slot was taken or given back just now)
--- ARGV[1]: now (ms)   ARGV[2]: this claim's expiry (ms)   ARGV[3]: the cap   ARGV[4]: holder
--- ARGV[5]: how long the destination counts as moving (ms)
--- Returns: 1 if the slot was taken (or already held by this holder); if all are taken,
--- 2 while the destination is moving, else 0.
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZSCORE', KEYS[1], ARGV[4]) then
-    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
-    return 1
-end
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[3]) then
-    redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
-    redis.call('PEXPIREAT', KEYS[1], ARGV[2])
-    redis.call('SET', KEYS[2], '1', 'PX', ARGV[5])
-    return 1
-end
-if redis.call('EXISTS', KEYS[2]) == 1 then
-    return 2
-end
-return 0
-"#,
-    )
-});
-
-static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
--- KEYS[1]: the destination's slot holders   KEYS[2]: its "moving" marker
--- ARGV[1]: holder   ARGV[2]: how long the destination counts as moving (ms)
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-    redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
-end
-return 0
-"#,
-    )
-});

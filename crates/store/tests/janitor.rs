@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use courier_core::{DestinationId, TenantId};
 use courier_store::{Janitor, Keys};
 use courier_test_support::RedisServer;
 use redis::AsyncCommands;
@@ -24,21 +25,22 @@ async fn sweeps_trim_registered_indexes_and_scan_only_once_for_old_ones() {
     let redis = RedisServer::start().unwrap();
     let conn = courier_store::connect(&redis.url()).await.unwrap();
     let mut c = conn.clone();
-    let keys = Keys::new("courier");
+    let keys = Keys::default();
     let now = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap();
     let (old, fresh) = (id_at(now - 3_600_000), id_at(now));
 
     // An index written before indexes were registered, and one registered on write.
-    let unregistered = "courier:tenant:acme:deliveries";
-    let registered = "courier:destination:dst_X:deliveries";
-    let job_index = "courier:tenant:acme:job:j1:deliveries";
+    let acme = TenantId::parse("acme").unwrap();
+    let unregistered = &keys.tenant_deliveries(&acme);
+    let registered = &keys.destination_deliveries(&DestinationId::generate());
+    let job_index = &keys.job_deliveries(&acme, "j1");
     for key in [unregistered, registered, job_index] {
         let _: () = c.zadd(key, &old, 0).await.unwrap();
         let _: () = c.zadd(key, &fresh, 0).await.unwrap();
     }
     let _: () = c.sadd(keys.delivery_indexes(), registered).await.unwrap();
     // An index whose entries all expired.
-    let stale = "courier:destination:dst_Y:deliveries";
+    let stale = &keys.destination_deliveries(&DestinationId::generate());
     let _: () = c.zadd(stale, &old, 0).await.unwrap();
     let _: () = c.sadd(keys.delivery_indexes(), stale).await.unwrap();
 
@@ -56,11 +58,9 @@ async fn sweeps_trim_registered_indexes_and_scan_only_once_for_old_ones() {
     assert_eq!(c.zcard::<_, u64>(job_index).await.unwrap(), 2);
     let mut registry: Vec<String> = c.smembers(keys.delivery_indexes()).await.unwrap();
     registry.sort();
-    assert_eq!(
-        registry,
-        [registered, unregistered],
-        "the empty index is forgotten"
-    );
+    let mut want = [registered.clone(), unregistered.clone()];
+    want.sort();
+    assert_eq!(registry, want, "the empty index is forgotten");
 
     // Later sweeps find the indexes through the registry: no more scans.
     let before = scans(

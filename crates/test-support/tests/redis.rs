@@ -31,8 +31,8 @@ fn data_survives_kill_and_restart() {
     let port = server.port();
     {
         let mut con = connect(&server);
-        let () = con.set("courier:test", "before-kill").expect("SET");
-        let () = con.rpush("courier:list", &[1, 2, 3]).expect("RPUSH");
+        let () = con.set("test:value", "before-kill").expect("SET");
+        let () = con.rpush("test:list", &[1, 2, 3]).expect("RPUSH");
     }
 
     server.kill();
@@ -45,9 +45,9 @@ fn data_survives_kill_and_restart() {
     eprintln!("redis restarted in {:?}", started.elapsed());
     assert_eq!(server.port(), port, "restart keeps the port");
     let mut con = connect(&server);
-    let value: String = con.get("courier:test").expect("GET");
+    let value: String = con.get("test:value").expect("GET");
     assert_eq!(value, "before-kill");
-    let list: Vec<i64> = con.lrange("courier:list", 0, -1).expect("LRANGE");
+    let list: Vec<i64> = con.lrange("test:list", 0, -1).expect("LRANGE");
     assert_eq!(list, [1, 2, 3]);
 }
 
@@ -59,4 +59,13 @@ fn servers_are_independent() {
     let () = connect(&a).set("only-in-a", 1).expect("SET");
     let exists: bool = connect(&b).exists("only-in-a").expect("EXISTS");
     assert!(!exists);
+}
+
+#[test]
+fn the_shared_server_is_one_per_process() {
+    let a = RedisServer::shared();
+    let b = RedisServer::shared();
+    assert_eq!(a.port(), b.port());
+    let pong: String = redis::cmd("PING").query(&mut connect(a)).expect("PING");
+    assert_eq!(pong, "PONG");
 }

@@ -1,0 +1,118 @@
+//! The Lua scripts behind the store's atomic operations, one `.lua` file per script under
+//! `src/lua/`. Each file opens with a header naming every `KEYS[n]` and `ARGV[n]` it takes,
+//! and every key a script touches comes in `KEYS`, named by [`crate::keys`]; the scripts
+//! never build key names themselves.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+macro_rules! scripts {
+    ($($(#[$doc:meta])* $name:ident = $file:literal;)*) => {
+        $(
+            $(#[$doc])*
+            pub(crate) static $name: LazyLock<Script> =
+                LazyLock::new(|| Script::new(include_str!(concat!("lua/", $file))));
+        )*
+        /// Every script's file name and source, for the header checks.
+        #[cfg(test)]
+        pub(crate) const SOURCES: &[(&str, &str)] = &[
+            $(($file, include_str!(concat!("lua/", $file))),)*
+        ];
+    };
+}
+
+scripts! {
+    /// [`crate::KeyGuard::lock`].
+    KEY_LOCK = "key_lock.lua";
+    /// [`crate::KeyGuard::unlock`].
+    KEY_UNLOCK = "key_unlock.lua";
+    /// [`crate::KeyGuard::mark`].
+    KEY_MARK = "key_mark.lua";
+    /// [`crate::UploadSlots::acquire`].
+    SLOT_ACQUIRE = "slot_acquire.lua";
+    /// [`crate::UploadSlots::release`].
+    SLOT_RELEASE = "slot_release.lua";
+    /// [`crate::DeliveryQueue::hand_back`].
+    HAND_BACK = "hand_back.lua";
+    /// [`crate::Janitor::sweep`]: finished apalis tasks.
+    DROP_DONE_TASKS = "drop_done_tasks.lua";
+    /// [`crate::Janitor::sweep`]: expired index entries.
+    TRIM_INDEX = "trim_index.lua";
+    /// [`crate::StatsReader::read`].
+    QUEUE_SNAPSHOT = "queue_snapshot.lua";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SOURCES;
+
+    /// The `n`s of every `NAME[n]` (a literal number) in `text`.
+    fn indexes(text: &str, name: &str) -> Vec<u32> {
+        let pat = format!("{name}[");
+        text.match_indices(&pat)
+            .filter_map(|(at, _)| {
+                let rest = &text[at + pat.len()..];
+                let end = rest.find(']')?;
+                rest[..end].parse().ok()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_script_documents_each_key_and_argument_it_uses() {
+        assert_eq!(SOURCES.len(), 9);
+        for (file, source) in SOURCES {
+            let header: String = source
+                .lines()
+                .take_while(|l| l.starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let body = &source[header.len()..];
+            assert!(header.contains("-- KEYS[1]: "), "{file}: no KEYS header");
+            for name in ["KEYS", "ARGV"] {
+                for n in indexes(body, name) {
+                    assert!(
+                        header.contains(&format!("-- {name}[{n}]"))
+                            || header.contains(&format!("-- {name}[{n} ..")),
+                        "{file}: {name}[{n}] is used but not in the header"
+                    );
+                }
+            }
+            assert!(header.contains("-- Returns: "), "{file}: no Returns line");
+        }
+    }
+
+    /// Whether a line of Lua extends a key (`KEYS[1] .. ':' .. id`) or glues one from a
+    /// prefix and a `':suffix'` literal (`ARGV[3] .. d .. ':held'`).
+    fn builds_a_key(line: &str) -> bool {
+        let squeezed: String = line.split_whitespace().collect();
+        let extends_a_key = squeezed.match_indices("KEYS[").any(|(at, _)| {
+            squeezed[at..]
+                .find(']')
+                .is_some_and(|end| squeezed[at + end + 1..].starts_with(".."))
+        });
+        extends_a_key || squeezed.contains("..':") || squeezed.contains("..\":")
+    }
+
+    #[test]
+    fn no_script_builds_a_key_name() {
+        for (file, source) in SOURCES {
+            for line in source.lines().filter(|l| !l.trim_start().starts_with("--")) {
+                assert!(
+                    !builds_a_key(line),
+                    "{file}: a key built by concatenation: {line}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_check_catches_the_old_ways_and_spares_values() {
+        assert!(builds_a_key("redis.call('DEL', KEYS[3] .. ':' .. id)"));
+        assert!(builds_a_key("redis.call('LLEN', ARGV[3] .. d .. ':held')"));
+        assert!(!builds_a_key(
+            "redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'EX', ARGV[3])"
+        ));
+    }
+}

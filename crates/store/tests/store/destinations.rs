@@ -1,0 +1,161 @@
+//! Destinations: sealed secrets, tenants, the paused set, paging.
+
+use base64::Engine as _;
+use courier_core::destination::{
+    BucketName, Credentials, DestinationSpec, DestinationStatus, PathPrefix, Region, S3Settings,
+    Secret, StaticCredentials,
+};
+use courier_core::{Compression, Format};
+use courier_store::{DestinationStore, DestinationSummary, SecretCipher, StoreError};
+use redis::AsyncCommands;
+
+use crate::{ns, tenant};
+
+const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCY";
+
+fn cipher() -> SecretCipher {
+    SecretCipher::from_base64(&base64::engine::general_purpose::STANDARD.encode([7u8; 32])).unwrap()
+}
+
+fn spec(name: &str, status: DestinationStatus) -> DestinationSpec {
+    DestinationSpec {
+        name: name.into(),
+        s3: S3Settings {
+            bucket: BucketName::parse("acme-results").unwrap(),
+            region: Region::parse("eu-west-1").unwrap(),
+            endpoint_url: None,
+            path_prefix: PathPrefix::parse("out/").unwrap(),
+            credentials: Credentials::Static(StaticCredentials {
+                access_key_id: "AKIAEXAMPLE".into(),
+                secret_access_key: Secret::new(SECRET),
+            }),
+        },
+        format: Format::Csv,
+        compression: Compression::Gzip,
+        status,
+    }
+}
+
+#[tokio::test]
+async fn a_destination_is_stored_sealed_and_read_back_by_its_tenant_only() {
+    let ns = ns().await;
+    let mut c = ns.conn.clone();
+    let store = DestinationStore::new(ns.conn.clone(), ns.keys.clone(), Some(cipher()));
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let d = store
+        .create(&acme, spec("main", DestinationStatus::Active))
+        .await
+        .unwrap();
+    assert_eq!(d.spec, spec("main", DestinationStatus::Active));
+
+    let raw: String = c.get(ns.keys.destination(&d.id)).await.unwrap();
+    assert!(!raw.contains(SECRET), "the secret is sealed at rest: {raw}");
+    assert_eq!(store.get(&acme, &d.id).await.unwrap(), Some(d.clone()));
+    assert_eq!(store.get(&globex, &d.id).await.unwrap(), None);
+    assert_eq!(store.get_any(&d.id).await.unwrap(), Some(d.clone()));
+    assert_eq!(
+        store.summary(&acme, &d.id).await.unwrap(),
+        Some(DestinationSummary {
+            id: d.id.clone(),
+            format: Format::Csv,
+            compression: Compression::Gzip,
+            status: DestinationStatus::Active,
+        })
+    );
+    assert_eq!(store.summary(&globex, &d.id).await.unwrap(), None);
+
+    // Without the key, the summary reads but the secret does not; nor can one be saved.
+    let keyless = DestinationStore::new(ns.conn.clone(), ns.keys.clone(), None);
+    assert!(keyless.summary(&acme, &d.id).await.unwrap().is_some());
+    assert!(matches!(
+        keyless.get(&acme, &d.id).await,
+        Err(StoreError::NoSecretKey)
+    ));
+    assert!(matches!(
+        keyless
+            .create(&acme, spec("x", DestinationStatus::Active))
+            .await,
+        Err(StoreError::NoSecretKey)
+    ));
+}
+
+#[tokio::test]
+async fn pausing_deleting_and_paging_keep_the_sets_in_step() {
+    let ns = ns().await;
+    let mut c = ns.conn.clone();
+    let store = DestinationStore::new(ns.conn.clone(), ns.keys.clone(), Some(cipher()));
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    let paused = ns.keys.paused_destinations();
+    let d = store
+        .create(&acme, spec("a", DestinationStatus::Paused))
+        .await
+        .unwrap();
+    let members: Vec<String> = c.smembers(&paused).await.unwrap();
+    assert_eq!(members, [d.id.as_str()]);
+
+    let updated = store
+        .update(&acme, &d.id, spec("a2", DestinationStatus::Active))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(updated.spec.name, "a2");
+    assert_eq!(updated.created_at, d.created_at);
+    assert_eq!(c.scard::<_, u64>(&paused).await.unwrap(), 0);
+    assert_eq!(
+        store
+            .update(&globex, &d.id, spec("b", DestinationStatus::Active))
+            .await
+            .unwrap(),
+        None,
+        "another tenant's destination cannot be updated"
+    );
+
+    // Pages of two in the order of ids (ULIDs: the creation order, give or take the
+    // order of ids made in the same millisecond).
+    let mut ids = vec![d.id.clone()];
+    for name in ["b", "c"] {
+        let d = store
+            .create(&acme, spec(name, DestinationStatus::Active))
+            .await
+            .unwrap();
+        ids.push(d.id);
+    }
+    ids.sort();
+    let (page, next) = store.list(&acme, 2, None).await.unwrap();
+    assert_eq!(
+        page.iter().map(|d| &d.id).collect::<Vec<_>>(),
+        [&ids[0], &ids[1]]
+    );
+    assert_eq!(next.as_ref(), Some(&ids[1]));
+    let (page, next) = store.list(&acme, 2, next.as_ref()).await.unwrap();
+    assert_eq!(page.iter().map(|d| &d.id).collect::<Vec<_>>(), [&ids[2]]);
+    assert_eq!(next, None);
+    assert!(store.list(&globex, 2, None).await.unwrap().0.is_empty());
+
+    // Deleting forgets its health and failing state too.
+    let _: () = c.set(ns.keys.health(&ids[0]), "{}").await.unwrap();
+    let _: () = c
+        .sadd(ns.keys.failing_destinations(), ids[0].as_str())
+        .await
+        .unwrap();
+    assert!(!store.delete(&globex, &ids[0]).await.unwrap());
+    assert!(store.delete(&acme, &ids[0]).await.unwrap());
+    assert!(!store.delete(&acme, &ids[0]).await.unwrap());
+    assert!(
+        !c.exists::<_, bool>(ns.keys.destination(&ids[0]))
+            .await
+            .unwrap()
+    );
+    assert!(!c.exists::<_, bool>(ns.keys.health(&ids[0])).await.unwrap());
+    assert_eq!(
+        c.scard::<_, u64>(ns.keys.failing_destinations())
+            .await
+            .unwrap(),
+        0
+    );
+    let left: Vec<String> = c
+        .zrange(ns.keys.tenant_destinations(&acme), 0, -1)
+        .await
+        .unwrap();
+    assert_eq!(left, [ids[1].as_str(), ids[2].as_str()]);
+}

@@ -1,0 +1,87 @@
+//! The object-key lock and marker scripts.
+
+use std::time::Duration;
+
+use chrono::{TimeZone, Utc};
+use courier_core::DestinationId;
+use courier_store::{KeyGuard, Marker};
+use redis::AsyncCommands;
+
+use crate::{delivery_id_at, ns};
+
+const KEY: &str = "out/INV-1/2026-01-02.csv";
+
+#[tokio::test]
+async fn one_owner_holds_a_key_lock_and_may_take_it_again() {
+    let ns = ns().await;
+    let mut c = ns.conn.clone();
+    let guard = KeyGuard::new(ns.conn.clone(), ns.keys.clone(), Duration::from_secs(60));
+    let dest = DestinationId::generate();
+    let (a, b) = (delivery_id_at(1), delivery_id_at(2));
+    let ttl = Duration::from_secs(30);
+    assert!(guard.lock(&dest, KEY, &a, ttl).await.unwrap());
+    assert!(!guard.lock(&dest, KEY, &b, ttl).await.unwrap());
+    assert!(guard.lock(&dest, KEY, &a, ttl).await.unwrap(), "re-entrant");
+    let lock = ns.keys.object_lock(&dest, KEY);
+    let owner: String = c.get(&lock).await.unwrap();
+    assert_eq!(owner, a.as_str());
+    let pttl: i64 = c.pttl(&lock).await.unwrap();
+    assert!((1..=30_000).contains(&pttl), "{pttl}");
+    // Another key of the same destination has its own lock.
+    assert!(guard.lock(&dest, "other.csv", &b, ttl).await.unwrap());
+
+    guard.unlock(&dest, KEY, &b).await.unwrap();
+    assert!(
+        !guard.lock(&dest, KEY, &b, ttl).await.unwrap(),
+        "not b's to unlock"
+    );
+    guard.unlock(&dest, KEY, &a).await.unwrap();
+    assert!(!c.exists::<_, bool>(&lock).await.unwrap());
+    assert!(guard.lock(&dest, KEY, &b, ttl).await.unwrap());
+}
+
+#[tokio::test]
+async fn the_marker_only_moves_forward() {
+    let ns = ns().await;
+    let mut c = ns.conn.clone();
+    let guard = KeyGuard::new(
+        ns.conn.clone(),
+        ns.keys.clone(),
+        Duration::from_secs(86_400),
+    );
+    let dest = DestinationId::generate();
+    let at = |ms: i64| Utc.timestamp_millis_opt(ms).unwrap();
+    let (old, new, newest) = (delivery_id_at(1), delivery_id_at(2), delivery_id_at(3));
+    assert_eq!(guard.marker(&dest, KEY).await.unwrap(), None);
+
+    guard.mark(&dest, KEY, at(2_000), &new).await.unwrap();
+    let marker = |ms, id: &courier_core::DeliveryId| Marker {
+        completed_at: at(ms),
+        delivery_id: id.to_string(),
+    };
+    assert_eq!(
+        guard.marker(&dest, KEY).await.unwrap(),
+        Some(marker(2_000, &new))
+    );
+    guard.mark(&dest, KEY, at(1_000), &old).await.unwrap();
+    assert_eq!(
+        guard.marker(&dest, KEY).await.unwrap(),
+        Some(marker(2_000, &new)),
+        "an older result leaves the marker alone"
+    );
+    guard.mark(&dest, KEY, at(2_000), &newest).await.unwrap();
+    assert_eq!(
+        guard.marker(&dest, KEY).await.unwrap(),
+        Some(marker(2_000, &newest)),
+        "as recent a result takes over"
+    );
+    guard.mark(&dest, KEY, at(3_000), &new).await.unwrap();
+    assert_eq!(
+        guard.marker(&dest, KEY).await.unwrap(),
+        Some(marker(3_000, &new))
+    );
+    let raw: String = c.get(ns.keys.object_marker(&dest, KEY)).await.unwrap();
+    assert_eq!(raw, format!("3000 {new}"));
+    let ttl: i64 = c.ttl(ns.keys.object_marker(&dest, KEY)).await.unwrap();
+    assert!((86_399..=86_400).contains(&ttl), "{ttl}");
+}
