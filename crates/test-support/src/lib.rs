@@ -12,6 +12,7 @@
 //!   (version [`GARAGE_VERSION`], installed by `scripts/ensure-tools.sh`) on free ports, with
 //!   helpers to create buckets and access keys, grant/revoke permissions through the `garage`
 //!   CLI, and build an `aws-sdk-s3` client for a key.
+//! * [`SentinelCluster`]: a primary, replicas and three Sentinels, for failover tests.
 //! * the `courier-devstack` binary, which starts one of each, writes a shell env file and
 //!   waits for SIGINT/SIGTERM.
 //!
@@ -30,9 +31,11 @@ pub mod garage;
 pub mod ports;
 mod process;
 pub mod redis;
+pub mod sentinel;
 mod tools;
 
 pub use garage::{GARAGE_REGION, GARAGE_VERSION, GarageServer, S3Key};
 pub use ports::free_port;
 pub use redis::{RedisServer, test_namespace};
+pub use sentinel::{SENTINEL_SERVICE, SentinelCluster, SentinelServer};
 pub use tools::{garage_bin, tools_dir, try_garage_bin};

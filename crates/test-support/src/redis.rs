@@ -47,12 +47,26 @@ pub struct RedisServer {
     lifeline: Option<ChildStdin>,
     /// Whether the server runs under that wrapper shell.
     tied: bool,
+    /// Arguments after the standard ones (`--replicaof …`).
+    extra_args: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts `redis-server` (found on `PATH`) and waits until it answers `PING`.
     pub fn start() -> anyhow::Result<Self> {
-        Self::start_with(false)
+        Self::start_with(false, Vec::new())
+    }
+
+    /// Starts a replica of the server on `primary_port` and waits until it has synced.
+    pub fn start_replica_of(primary_port: u16) -> anyhow::Result<Self> {
+        Self::start_with(
+            false,
+            vec![
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                primary_port.to_string(),
+            ],
+        )
     }
 
     /// One server for every test of this process (one test binary), started by the first
@@ -66,10 +80,11 @@ impl RedisServer {
     /// If the server cannot be started.
     pub fn shared() -> &'static RedisServer {
         static SHARED: OnceLock<RedisServer> = OnceLock::new();
-        SHARED.get_or_init(|| Self::start_with(true).unwrap_or_else(|e| panic!("{e:#}")))
+        SHARED
+            .get_or_init(|| Self::start_with(true, Vec::new()).unwrap_or_else(|e| panic!("{e:#}")))
     }
 
-    fn start_with(tied: bool) -> anyhow::Result<Self> {
+    fn start_with(tied: bool, extra_args: Vec<String>) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("courier-redis-")
             .tempdir()
@@ -82,6 +97,7 @@ impl RedisServer {
             child: None,
             lifeline: None,
             tied,
+            extra_args,
         };
         let mut last_err = None;
         for _ in 0..PORT_ATTEMPTS {
@@ -172,7 +188,8 @@ impl RedisServer {
             .args(["--appendfsync", "always"])
             .args(["--daemonize", "no"])
             .args(["--logfile", ""])
-            .args(["--loglevel", "notice"]);
+            .args(["--loglevel", "notice"])
+            .args(&self.extra_args);
         let stdin = if self.tied {
             Stdio::piped()
         } else {
@@ -196,7 +213,11 @@ impl RedisServer {
             what: "redis-server",
             log: &self.log,
             log_offset,
-            markers: vec!["Ready to accept connections".to_owned()],
+            markers: if self.extra_args.iter().any(|a| a == "--replicaof") {
+                vec!["MASTER <-> REPLICA sync: Finished with success".to_owned()]
+            } else {
+                vec!["Ready to accept connections".to_owned()]
+            },
         };
         let result = startup.wait(&mut self.child, || {
             probe(addr, b"PING\r\n", |reply| reply.starts_with(b"+PONG"))
