@@ -252,6 +252,7 @@ mod tests {
             child: None,
             lifeline: None,
             tied: false,
+            extra_args: Vec::new(),
         };
         let err = format!("{:#}", server.spawn_and_wait().unwrap_err());
         assert!(err.contains("already in use"), "{err}");
