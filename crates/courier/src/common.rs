@@ -13,6 +13,14 @@ pub struct RedisArgs {
     /// Prefix of every Redis key Courier writes; deployments sharing a Redis need distinct ones.
     #[arg(long, env = "COURIER_NAMESPACE", default_value = "courier")]
     pub namespace: String,
+    /// Find the primary through these Sentinels (comma-separated `host:port`) instead of
+    /// `REDIS_URL`'s host, and find the new one after a failover. `REDIS_URL` still gives the
+    /// database number and credentials.
+    #[arg(long, env = "COURIER_REDIS_SENTINELS")]
+    pub redis_sentinels: Option<String>,
+    /// The name the Sentinels monitor the primary under (required with the Sentinels).
+    #[arg(long, env = "COURIER_REDIS_SENTINEL_SERVICE")]
+    pub redis_sentinel_service: Option<String>,
 }
 
 impl RedisArgs {
@@ -20,11 +28,21 @@ impl RedisArgs {
         Keys::new(self.namespace.clone())
     }
 
-    pub async fn connect(&self) -> anyhow::Result<redis::aio::ConnectionManager> {
+    pub fn target(&self) -> anyhow::Result<courier_store::RedisTarget> {
+        courier_store::RedisTarget::from_settings(
+            &self.redis_url,
+            self.redis_sentinels.as_deref(),
+            self.redis_sentinel_service.as_deref(),
+        )
+        .map_err(anyhow::Error::msg)
+    }
+
+    pub async fn connect(&self) -> anyhow::Result<courier_store::RedisConn> {
         use anyhow::Context as _;
-        courier_store::connect(&self.redis_url)
+        let target = self.target()?;
+        courier_store::RedisConn::connect(&target)
             .await
-            .with_context(|| format!("connecting to Redis at {}", redact_url(&self.redis_url)))
+            .with_context(|| format!("connecting to Redis ({})", target.describe()))
     }
 }
 
@@ -91,16 +109,6 @@ impl StagingArgs {
     }
 }
 
-/// Hides a password in a Redis URL before it is printed.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}://***@{}", &url[..scheme], &url[at + 1..])
-        }
-        _ => url.to_owned(),
-    }
-}
-
 /// Cancelled on SIGTERM or Ctrl-C.
 pub fn shutdown_token() -> CancellationToken {
     let token = CancellationToken::new();
@@ -123,16 +131,4 @@ pub fn shutdown_token() -> CancellationToken {
         t.cancel();
     });
     token
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn redis_passwords_are_redacted() {
-        assert_eq!(
-            super::redact_url("redis://:hunter2@h:6379/0"),
-            "redis://***@h:6379/0"
-        );
-        assert_eq!(super::redact_url("redis://h:6379"), "redis://h:6379");
-    }
 }

@@ -6,9 +6,9 @@ use std::time::Duration;
 use axum::Router;
 use axum::http::StatusCode;
 use axum::routing::get;
+use courier_store::RedisConn;
 use courier_store::StatsReader;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use redis::aio::ConnectionManager;
 use tracing_subscriber::EnvFilter;
 
 /// Sets up logging once per process. `RUST_LOG` filters (default `info`).
@@ -46,7 +46,7 @@ pub fn install_metrics() -> anyhow::Result<PrometheusHandle> {
 
 /// `/metrics`, `/healthz` (the process is alive) and `/readyz` (Redis answers), to merge
 /// into a router or serve alone; fit for Kubernetes probes.
-pub fn metrics_routes(handle: PrometheusHandle, conn: ConnectionManager) -> Router {
+pub fn metrics_routes(handle: PrometheusHandle, conn: RedisConn) -> Router {
     Router::new()
         .route("/metrics", get(move || std::future::ready(handle.render())))
         .route("/healthz", get(|| async { "ok" }))

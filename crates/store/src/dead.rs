@@ -1,11 +1,11 @@
 //! Dead letters: deliveries that failed for good, or task payloads that could not even be
 //! read, kept with the reason so that they can be listed and replayed.
 
+use crate::RedisConn;
 use chrono::{DateTime, Utc};
 use courier_core::DestinationId;
 use courier_core::delivery::DeliveryTask;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -30,7 +30,7 @@ pub struct DeadLetter {
 /// The dead-letter set.
 #[derive(Debug, Clone)]
 pub struct DeadLetters {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
     queue: DeliveryQueue,
     /// How long a dead letter is kept; `None` keeps it until replayed.
@@ -38,7 +38,7 @@ pub struct DeadLetters {
 }
 
 impl DeadLetters {
-    pub fn new(conn: ConnectionManager, keys: Keys, queue: DeliveryQueue) -> Self {
+    pub fn new(conn: RedisConn, keys: Keys, queue: DeliveryQueue) -> Self {
         Self {
             conn,
             keys,

@@ -1,6 +1,7 @@
 //! Customers' destinations in Redis: one JSON string per destination, one sorted set of
 //! ids per tenant. Secrets are sealed by [`SecretCipher`] before they are written.
 
+use crate::RedisConn;
 use chrono::{DateTime, Utc};
 use courier_core::destination::{
     BucketName, Credentials, CredentialsMode, Destination, DestinationSpec, DestinationStatus,
@@ -8,7 +9,6 @@ use courier_core::destination::{
 };
 use courier_core::{Compression, DestinationId, Format, TenantId};
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
 use crate::{Keys, SecretCipher, StoreError};
@@ -37,7 +37,7 @@ struct Stored {
 /// Reads and writes destinations.
 #[derive(Debug, Clone)]
 pub struct DestinationStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
     /// Absent for processes that never read secrets (e.g. `courier enqueue`).
     cipher: Option<SecretCipher>,
@@ -53,7 +53,7 @@ pub struct DestinationSummary {
 }
 
 impl DestinationStore {
-    pub fn new(conn: ConnectionManager, keys: Keys, cipher: Option<SecretCipher>) -> Self {
+    pub fn new(conn: RedisConn, keys: Keys, cipher: Option<SecretCipher>) -> Self {
         Self { conn, keys, cipher }
     }
 

@@ -1,10 +1,10 @@
 //! Destination health: consecutive permanent failures, and the FAILING state that holds a
 //! destination's deliveries instead of failing them one after another.
 
+use crate::RedisConn;
 use chrono::{DateTime, Utc};
 use courier_core::DestinationId;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
 use crate::{Keys, StoreError};
@@ -33,12 +33,12 @@ impl DestinationHealth {
 /// Reads and updates destination health.
 #[derive(Debug, Clone)]
 pub struct HealthStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
 }
 
 impl HealthStore {
-    pub fn new(conn: ConnectionManager, keys: Keys) -> Self {
+    pub fn new(conn: RedisConn, keys: Keys) -> Self {
         Self { conn, keys }
     }
 

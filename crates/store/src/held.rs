@@ -6,23 +6,23 @@
 //! in `releasing` are pushed again by the next release (a duplicate at worst, and
 //! deliveries are idempotent).
 
+use crate::RedisConn;
 use courier_core::DestinationId;
 use courier_core::delivery::DeliveryTask;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 
 use crate::{DeliveryQueue, Keys, StoreError};
 
 /// Parks and releases held deliveries.
 #[derive(Debug, Clone)]
 pub struct HeldDeliveries {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
     queue: DeliveryQueue,
 }
 
 impl HeldDeliveries {
-    pub fn new(conn: ConnectionManager, keys: Keys, queue: DeliveryQueue) -> Self {
+    pub fn new(conn: RedisConn, keys: Keys, queue: DeliveryQueue) -> Self {
         Self { conn, keys, queue }
     }
 

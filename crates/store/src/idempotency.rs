@@ -8,9 +8,9 @@
 
 use std::time::Duration;
 
+use crate::RedisConn;
 use courier_core::{DeliveryId, TenantId};
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 
 use crate::{Keys, StoreError};
@@ -59,12 +59,12 @@ pub fn check_key(key: &str) -> Result<(), String> {
 /// Reads and writes idempotency keys.
 #[derive(Debug, Clone)]
 pub struct Idempotency {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
 }
 
 impl Idempotency {
-    pub fn new(conn: ConnectionManager, keys: Keys) -> Self {
+    pub fn new(conn: RedisConn, keys: Keys) -> Self {
         Self { conn, keys }
     }
 

@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
+use crate::RedisConn;
 use chrono::{DateTime, Utc};
 use courier_core::{DeliveryId, DestinationId};
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 
 use crate::scripts::{KEY_LOCK, KEY_MARK, KEY_UNLOCK};
 use crate::{Keys, StoreError};
@@ -25,14 +25,14 @@ pub struct Marker {
 /// Locks and markers of object keys.
 #[derive(Debug, Clone)]
 pub struct KeyGuard {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
     /// How long markers are kept after the last delivery to the key.
     pub retention: Duration,
 }
 
 impl KeyGuard {
-    pub fn new(conn: ConnectionManager, keys: Keys, retention: Duration) -> Self {
+    pub fn new(conn: RedisConn, keys: Keys, retention: Duration) -> Self {
         Self {
             conn,
             keys,

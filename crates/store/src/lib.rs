@@ -14,7 +14,7 @@
 //! - [`keyguard`]: per-key locks and markers so an older result never overwrites a newer.
 //! - `scripts`: the Lua scripts behind the atomic operations, one `.lua` file each.
 //!
-//! All access goes through a [`redis::aio::ConnectionManager`], which reconnects by
+//! All access goes through a [`RedisConn`] ([`conn`]), which reconnects by
 //! itself after Redis restarts, so neither the API nor a worker needs restarting.
 
 pub mod conn;
@@ -48,8 +48,6 @@ pub use retention::{Janitor, Swept};
 pub use slots::{Claim, UploadSlots};
 pub use stats::{QueueStats, StatsReader};
 
-use redis::aio::ConnectionManager;
-
 /// Errors talking to Redis or decoding what it holds.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -73,12 +71,6 @@ pub enum StoreError {
 }
 
 /// Opens a self-reconnecting connection to the Redis at `url`.
-pub async fn connect(url: &str) -> Result<ConnectionManager, StoreError> {
-    let client = redis::Client::open(url)?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(std::time::Duration::from_secs(5)))
-        .set_response_timeout(Some(std::time::Duration::from_secs(10)))
-        .set_number_of_retries(6)
-        .set_max_delay(std::time::Duration::from_secs(2));
-    Ok(ConnectionManager::new_with_config(client, config).await?)
+pub async fn connect(url: &str) -> Result<RedisConn, StoreError> {
+    RedisConn::connect(&RedisTarget::Url(url.to_owned())).await
 }

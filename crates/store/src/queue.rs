@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
+use crate::RedisConn;
 use apalis::prelude::{TaskBuilder, TaskSink};
 use apalis_redis::{Config, RedisStorage};
 use chrono::{DateTime, Utc};
 use courier_core::delivery::DeliveryTask;
-use redis::aio::ConnectionManager;
 
 use crate::scripts::HAND_BACK;
 use crate::{Keys, StoreError};
@@ -53,12 +53,12 @@ pub fn queue_config(keys: &Keys, liveness: Liveness, batch_size: usize) -> Confi
 /// The producer side of the queue.
 #[derive(Debug, Clone)]
 pub struct DeliveryQueue {
-    storage: RedisStorage<DeliveryTask>,
+    storage: RedisStorage<DeliveryTask, RedisConn>,
     keys: Keys,
 }
 
 impl DeliveryQueue {
-    pub fn new(conn: ConnectionManager, keys: &Keys) -> Self {
+    pub fn new(conn: RedisConn, keys: &Keys) -> Self {
         let config = queue_config(keys, Liveness::default(), 1);
         Self {
             storage: RedisStorage::new(conn).with_config(config),
@@ -92,11 +92,7 @@ impl DeliveryQueue {
     /// Marks `worker` alive now, if it is registered. apalis only beats when it polls for
     /// more work, so a worker whose every slot is busy with long uploads would look dead
     /// and lose its tasks; Courier beats on its own clock as well.
-    pub async fn keep_alive(
-        &self,
-        conn: &mut ConnectionManager,
-        worker: &str,
-    ) -> Result<(), StoreError> {
+    pub async fn keep_alive(&self, conn: &mut RedisConn, worker: &str) -> Result<(), StoreError> {
         let now = u64::try_from(Utc::now().timestamp()).unwrap_or(0);
         let _: i64 = redis::cmd("ZADD")
             .arg(self.keys.queue_keys().workers())
@@ -111,11 +107,7 @@ impl DeliveryQueue {
     /// Hands the tasks in `worker`'s in-flight set back to the queue at once and removes
     /// the worker from the live set: for a worker that stops before finishing them, so the
     /// fleet need not wait for its heartbeat to expire. Returns how many were handed back.
-    pub async fn hand_back(
-        &self,
-        conn: &mut ConnectionManager,
-        worker: &str,
-    ) -> Result<u64, StoreError> {
+    pub async fn hand_back(&self, conn: &mut RedisConn, worker: &str) -> Result<u64, StoreError> {
         let q = self.keys.queue_keys();
         Ok(HAND_BACK
             .key(q.inflight(worker))

@@ -2,18 +2,18 @@
 //! sort by enqueue time) per tenant, per destination and per job, plus the set of a
 //! destination's deliveries that are not final yet.
 
+use crate::RedisConn;
 use chrono::{DateTime, Utc};
 use courier_core::delivery::{DeliveryRecord, DeliveryStatus};
 use courier_core::{DeliveryId, DestinationId, TenantId};
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 
 use crate::{Keys, StoreError};
 
 /// Reads and writes delivery records.
 #[derive(Debug, Clone)]
 pub struct RecordStore {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
     /// How long a final record is kept; `None` keeps records forever.
     retention: Option<std::time::Duration>,
@@ -39,7 +39,7 @@ pub struct Page<T> {
 }
 
 impl RecordStore {
-    pub fn new(conn: ConnectionManager, keys: Keys) -> Self {
+    pub fn new(conn: RedisConn, keys: Keys) -> Self {
         Self {
             conn,
             keys,

@@ -6,9 +6,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::RedisConn;
 use chrono::Utc;
 use courier_core::DeliveryId;
-use redis::aio::ConnectionManager;
 
 use crate::scripts::{DROP_DONE_TASKS, TRIM_INDEX};
 use crate::{Keys, StoreError};
@@ -30,7 +30,7 @@ pub struct Swept {
 /// Removes what no longer needs to be kept.
 #[derive(Debug)]
 pub struct Janitor {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
     retention: Duration,
     /// Whether indexes written before they were registered have been looked for.
@@ -38,7 +38,7 @@ pub struct Janitor {
 }
 
 impl Janitor {
-    pub fn new(conn: ConnectionManager, keys: Keys, retention: Duration) -> Self {
+    pub fn new(conn: RedisConn, keys: Keys, retention: Duration) -> Self {
         Self {
             conn,
             keys,
@@ -116,7 +116,7 @@ impl Janitor {
 impl Janitor {
     /// Registers indexes written before they were registered on write (once per process:
     /// a scan of the keyspace).
-    async fn register_old_indexes(&self, conn: &mut ConnectionManager) -> Result<(), StoreError> {
+    async fn register_old_indexes(&self, conn: &mut RedisConn) -> Result<(), StoreError> {
         for pattern in self.keys.delivery_index_patterns() {
             let mut iter: redis::AsyncIter<String> = redis::cmd("SCAN")
                 .cursor_arg(0)

@@ -10,9 +10,9 @@
 
 use std::time::Duration;
 
+use crate::RedisConn;
 use chrono::Utc;
 use courier_core::{DeliveryId, DestinationId};
-use redis::aio::ConnectionManager;
 
 use crate::scripts::{SLOT_ACQUIRE, SLOT_RELEASE};
 use crate::{Keys, StoreError};
@@ -37,7 +37,7 @@ pub enum Claim {
 /// Takes and gives back upload slots.
 #[derive(Debug, Clone)]
 pub struct UploadSlots {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
     /// Uploads to one destination at once, fleet-wide.
     pub per_destination: u32,
@@ -46,12 +46,7 @@ pub struct UploadSlots {
 }
 
 impl UploadSlots {
-    pub fn new(
-        conn: ConnectionManager,
-        keys: Keys,
-        per_destination: u32,
-        claim_ttl: Duration,
-    ) -> Self {
+    pub fn new(conn: RedisConn, keys: Keys, per_destination: u32, claim_ttl: Duration) -> Self {
         Self {
             conn,
             keys,

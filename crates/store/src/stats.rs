@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
+use crate::RedisConn;
 use chrono::Utc;
 use courier_core::DestinationId;
-use redis::aio::ConnectionManager;
 
 use crate::queue::Liveness;
 use crate::scripts::QUEUE_SNAPSHOT;
@@ -41,13 +41,13 @@ pub struct QueueStats {
 /// Reads [`QueueStats`].
 #[derive(Debug, Clone)]
 pub struct StatsReader {
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: Keys,
     liveness: Liveness,
 }
 
 impl StatsReader {
-    pub fn new(conn: ConnectionManager, keys: Keys, liveness: Liveness) -> Self {
+    pub fn new(conn: RedisConn, keys: Keys, liveness: Liveness) -> Self {
         Self {
             conn,
             keys,

@@ -7,8 +7,8 @@ use std::time::Duration;
 use apalis::prelude::{BackendExt, BoxDynError, Data, WorkerBuilder, WorkerBuilderExt};
 use apalis_redis::RedisStorage;
 use courier_store::Keys;
+use courier_store::RedisConn;
 use courier_store::queue::{Liveness, queue_config};
-use redis::aio::ConnectionManager;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{RawTask, Verbatim};
@@ -66,7 +66,7 @@ async fn handle(task: RawTask, deliverer: Data<Arc<Deliverer>>) -> Result<(), Bo
 
 /// Runs until `shutdown` is cancelled, then drains in-flight deliveries.
 pub async fn run(
-    conn: ConnectionManager,
+    conn: RedisConn,
     keys: &Keys,
     settings: WorkerSettings,
     deliverer: Arc<Deliverer>,
@@ -83,7 +83,7 @@ pub async fn run(
             format!("{}-r{generation}", settings.name)
         };
         let config = queue_config(keys, settings.liveness, settings.concurrency);
-        let storage = RedisStorage::<RawTask>::new(conn.clone())
+        let storage = RedisStorage::<RawTask, RedisConn>::new(conn.clone())
             .with_config(config)
             .with_codec(Verbatim)
             .poll_with_interval(settings.poll_interval);
@@ -141,7 +141,7 @@ pub async fn run(
 
 /// Hands `name`'s in-flight tasks back to the queue; 0 if Redis cannot be reached (they
 /// then move when the name's heartbeat expires).
-async fn hand_back(conn: &ConnectionManager, deliverer: &Deliverer, name: &str) -> u64 {
+async fn hand_back(conn: &RedisConn, deliverer: &Deliverer, name: &str) -> u64 {
     let mut conn = conn.clone();
     match deliverer.queue.hand_back(&mut conn, name).await {
         Ok(n) => n,
@@ -153,12 +153,7 @@ async fn hand_back(conn: &ConnectionManager, deliverer: &Deliverer, name: &str) 
 }
 
 /// Beats for `name` every `every` until aborted.
-async fn keep_alive(
-    conn: ConnectionManager,
-    deliverer: Arc<Deliverer>,
-    name: String,
-    every: Duration,
-) {
+async fn keep_alive(conn: RedisConn, deliverer: Arc<Deliverer>, name: String, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;

@@ -11,8 +11,7 @@ use courier_test_support::RedisServer;
 use courier_worker::slot_gate::SlotGate;
 
 async fn slots(redis: &RedisServer, cap: u32, claim_ttl: Duration) -> UploadSlots {
-    let client = redis::Client::open(redis.url()).unwrap();
-    let conn = redis::aio::ConnectionManager::new(client).await.unwrap();
+    let conn = courier_store::connect(&redis.url()).await.unwrap();
     UploadSlots::new(conn, Keys::new("courier"), cap, claim_ttl)
 }
 

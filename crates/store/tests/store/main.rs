@@ -17,14 +17,14 @@ use chrono::{DateTime, Utc};
 use courier_core::delivery::{DeliveryRecord, DeliveryStatus, DeliveryTask};
 use courier_core::{DeliveryId, DestinationId, TenantId};
 use courier_store::Keys;
+use courier_store::RedisConn;
 use courier_test_support::{RedisServer, test_namespace};
-use redis::aio::ConnectionManager;
 use serde_json::json;
 
 /// A connection to the shared Redis and the keys of a fresh namespace.
 #[derive(Debug)]
 pub struct Ns {
-    pub conn: ConnectionManager,
+    pub conn: RedisConn,
     pub keys: Keys,
 }
 
