@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::rows::{InlineRows, RowsShape};
-use crate::{Compression, DeliveryId, DestinationId, Format, TenantId, ValidationErrors};
+use crate::{
+    Compression, DeliveryId, DestinationId, ErrorCode, Format, TenantId, ValidationErrors,
+};
 
 /// One result row: a JSON object. Key order is kept, so the first row can name the columns.
 pub type Row = serde_json::Map<String, Value>;
@@ -304,6 +306,21 @@ pub struct RetryState {
     pub first_attempt_at: Option<DateTime<Utc>>,
 }
 
+impl RetryState {
+    /// An attempt starts at `now`: counts it, and notes when the first one started.
+    pub fn begin(&mut self, now: DateTime<Utc>) {
+        self.first_attempt_at.get_or_insert(now);
+        self.attempts += 1;
+    }
+
+    /// How long since the first attempt started (zero before it).
+    pub fn elapsed(&self, now: DateTime<Utc>) -> std::time::Duration {
+        self.first_attempt_at
+            .map(|first| (now - first).to_std().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -430,6 +447,145 @@ pub struct DeliveryRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivered_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// What an upload left behind, for [`DeliveryRecord::delivered`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub bytes: u64,
+    pub rows: u64,
+    pub etag: Option<String>,
+    /// Lowercase hex MD5 of the whole object.
+    pub md5: String,
+    pub render_ms: u64,
+    pub upload_ms: u64,
+}
+
+impl DeliveryError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A delivery's life: the one constructor, and one method per change of status. Each
+/// takes the time it happens at, so that callers (and tests) choose the clock.
+impl DeliveryRecord {
+    /// A new record for `task`, `QUEUED`: written by the producer when it enqueues, and
+    /// by a worker that finds a task without its record. `rows` is the inline row count
+    /// (0 for rows by reference: counted when rendered).
+    pub fn queued(
+        task: &DeliveryTask,
+        format: Format,
+        compression: Compression,
+        rows: u64,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: task.delivery_id.clone(),
+            tenant: task.tenant.clone(),
+            destination_id: task.destination_id.clone(),
+            job_id: task.job_id.clone(),
+            partner_inventory_id: task.partner_inventory_id.clone(),
+            completed_at: task.completed_at,
+            status: DeliveryStatus::Queued,
+            format,
+            compression,
+            rows,
+            bucket: None,
+            key: None,
+            bytes: None,
+            etag: None,
+            checksum: None,
+            attempts: Vec::new(),
+            error: None,
+            timings: None,
+            enqueued_at: task.enqueued_at,
+            delivered_at: None,
+            updated_at: now,
+        }
+    }
+
+    /// An attempt begins: the record says where the object goes and in which format.
+    pub fn start(
+        &mut self,
+        format: Format,
+        compression: Compression,
+        bucket: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) {
+        self.status = DeliveryStatus::InProgress;
+        self.format = format;
+        self.compression = compression;
+        self.bucket = Some(bucket.to_owned());
+        self.key = Some(key.to_owned());
+        self.updated_at = now;
+    }
+
+    /// The number the next attempt gets (the first is 1).
+    pub fn next_attempt_number(&self) -> u32 {
+        u32::try_from(self.attempts.len()).unwrap_or(u32::MAX) + 1
+    }
+
+    /// The object is in the bucket.
+    pub fn delivered(&mut self, up: Delivered, now: DateTime<Utc>) {
+        self.status = DeliveryStatus::Delivered;
+        self.bytes = Some(up.bytes);
+        self.rows = up.rows;
+        self.etag = up.etag;
+        self.checksum = Some(Checksum {
+            algorithm: "MD5".into(),
+            value: up.md5,
+        });
+        self.error = None;
+        self.delivered_at = Some(now);
+        self.updated_at = now;
+        self.timings = Some(Timings {
+            render_ms: up.render_ms,
+            upload_ms: up.upload_ms,
+            total_ms: millis(self.age(now)),
+        });
+    }
+
+    /// A transient failure; another attempt is scheduled.
+    pub fn retrying(&mut self, error: DeliveryError, now: DateTime<Utc>) {
+        self.status = DeliveryStatus::Retrying;
+        self.error = Some(error);
+        self.updated_at = now;
+    }
+
+    /// Given up for good; `error` says why.
+    pub fn failed(&mut self, error: DeliveryError, now: DateTime<Utc>) {
+        self.status = DeliveryStatus::Failed;
+        self.error = Some(error);
+        self.updated_at = now;
+    }
+
+    /// Parked while the destination is paused or failing.
+    pub fn held(&mut self, now: DateTime<Utc>) {
+        self.status = DeliveryStatus::Held;
+        self.updated_at = now;
+    }
+
+    /// Not uploaded, because `key` already holds a newer result.
+    pub fn superseded(&mut self, key: &str, error: DeliveryError, now: DateTime<Utc>) {
+        self.status = DeliveryStatus::Superseded;
+        self.key = Some(key.to_owned());
+        self.error = Some(error);
+        self.updated_at = now;
+    }
+
+    /// How long since the delivery was enqueued.
+    pub fn age(&self, now: DateTime<Utc>) -> std::time::Duration {
+        (now - self.enqueued_at).to_std().unwrap_or_default()
+    }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX)
 }
 
 fn unknown_tenant() -> TenantId {

@@ -5,9 +5,9 @@
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
+use courier_core::ErrorCode;
 use courier_core::cells::ColumnIndex;
 use courier_core::delivery::Row;
-use courier_core::failure::ErrorClass;
 use courier_core::render::{RenderSpec, row_writer};
 use courier_core::rows::{ForEachError, InlineRows};
 use courier_s3::S3Failure;
@@ -166,14 +166,9 @@ fn render_rows(
             w.finish().map_err(render_err)?.rows
         }
     };
-    let written = out.finish().map_err(|e| {
-        PipelineError::Io(S3Failure {
-            code: "UploadStopped".into(),
-            message: e.to_string(),
-            status: None,
-            class: ErrorClass::Transient,
-        })
-    })?;
+    let written = out
+        .finish()
+        .map_err(|e| PipelineError::Io(S3Failure::new(ErrorCode::UploadStopped, e.to_string())))?;
     Ok((written, count))
 }
 
@@ -192,12 +187,10 @@ fn source_err(e: std::io::Error) -> PipelineError {
         std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => {
             PipelineError::Render(format!("the rows could not be read: {e}"))
         }
-        _ => PipelineError::Io(S3Failure {
-            code: "SourceReadFailed".into(),
-            message: format!("reading the rows failed: {e}"),
-            status: None,
-            class: ErrorClass::Transient,
-        }),
+        _ => PipelineError::Io(S3Failure::new(
+            ErrorCode::SourceReadFailed,
+            format!("reading the rows failed: {e}"),
+        )),
     }
 }
 
