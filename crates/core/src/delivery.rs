@@ -698,6 +698,142 @@ mod tests {
 }
 
 #[cfg(test)]
+mod record_tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_780_000_000 + secs, 0).unwrap()
+    }
+
+    fn task() -> DeliveryTask {
+        DeliveryTask {
+            delivery_id: DeliveryId::generate(),
+            tenant: TenantId::parse("acme").unwrap(),
+            destination_id: DestinationId::generate(),
+            job_id: "job-1".into(),
+            partner_inventory_id: PartnerInventoryId::parse("INV-1").unwrap(),
+            completed_at: at(-60),
+            columns: vec![],
+            rows: InlineRows::default(),
+            rows_url: None,
+            enqueued_at: at(0),
+            retry: RetryState::default(),
+        }
+    }
+
+    #[test]
+    fn a_new_record_is_queued_with_the_tasks_identity() {
+        let t = task();
+        let r = DeliveryRecord::queued(&t, Format::Json, Compression::Gzip, 3, at(1));
+        assert_eq!(r.status, DeliveryStatus::Queued);
+        assert_eq!(
+            (&r.id, &r.tenant, &r.destination_id, r.job_id.as_str()),
+            (&t.delivery_id, &t.tenant, &t.destination_id, "job-1")
+        );
+        assert_eq!(
+            (r.format, r.compression, r.rows),
+            (Format::Json, Compression::Gzip, 3)
+        );
+        assert_eq!(
+            (r.completed_at, r.enqueued_at, r.updated_at),
+            (at(-60), at(0), at(1))
+        );
+        assert_eq!(r.next_attempt_number(), 1);
+    }
+
+    #[test]
+    fn each_status_change_sets_what_belongs_to_it() {
+        let mut r = DeliveryRecord::queued(&task(), Format::Csv, Compression::None, 0, at(0));
+        r.start(
+            Format::Ndjson,
+            Compression::Gzip,
+            "bucket",
+            "k.ndjson.gz",
+            at(1),
+        );
+        assert_eq!(r.status, DeliveryStatus::InProgress);
+        assert_eq!(
+            (r.bucket.as_deref(), r.key.as_deref()),
+            (Some("bucket"), Some("k.ndjson.gz"))
+        );
+        assert_eq!(
+            (r.format, r.compression),
+            (Format::Ndjson, Compression::Gzip)
+        );
+
+        let slow = DeliveryError::new(ErrorCode::SlowDown, "slow");
+        r.retrying(slow.clone(), at(2));
+        assert_eq!(
+            (r.status, r.error.as_ref(), r.updated_at),
+            (DeliveryStatus::Retrying, Some(&slow), at(2))
+        );
+
+        r.delivered(
+            Delivered {
+                bytes: 10,
+                rows: 2,
+                etag: Some("e".into()),
+                md5: "abc".into(),
+                render_ms: 5,
+                upload_ms: 7,
+            },
+            at(4),
+        );
+        assert_eq!(r.status, DeliveryStatus::Delivered);
+        assert_eq!(r.error, None, "a delivered record carries no error");
+        assert_eq!(
+            (r.bytes, r.rows, r.etag.as_deref()),
+            (Some(10), 2, Some("e"))
+        );
+        assert_eq!(
+            r.checksum
+                .as_ref()
+                .map(|c| (c.algorithm.as_str(), c.value.as_str())),
+            Some(("MD5", "abc"))
+        );
+        assert_eq!(r.delivered_at, Some(at(4)));
+        assert_eq!(
+            r.timings,
+            Some(Timings {
+                render_ms: 5,
+                upload_ms: 7,
+                total_ms: 4000
+            })
+        );
+
+        let mut r = DeliveryRecord::queued(&task(), Format::Csv, Compression::None, 0, at(0));
+        r.held(at(1));
+        assert_eq!((r.status, r.updated_at), (DeliveryStatus::Held, at(1)));
+        let gone = DeliveryError::new(ErrorCode::DestinationNotFound, "gone");
+        r.failed(gone.clone(), at(2));
+        assert_eq!(
+            (r.status, r.error.as_ref()),
+            (DeliveryStatus::Failed, Some(&gone))
+        );
+        assert_eq!(gone.code, "DestinationNotFound");
+
+        let newer = DeliveryError::new(ErrorCode::Superseded, "newer");
+        r.superseded("k.csv", newer.clone(), at(3));
+        assert_eq!(
+            (r.status, r.key.as_deref(), r.error.as_ref()),
+            (DeliveryStatus::Superseded, Some("k.csv"), Some(&newer))
+        );
+    }
+
+    #[test]
+    fn the_retry_state_counts_attempts_from_the_first() {
+        let mut retry = RetryState::default();
+        assert_eq!(retry.elapsed(at(5)), std::time::Duration::ZERO);
+        retry.begin(at(1));
+        retry.begin(at(3));
+        assert_eq!((retry.attempts, retry.first_attempt_at), (2, Some(at(1))));
+        assert_eq!(retry.elapsed(at(5)), std::time::Duration::from_secs(4));
+    }
+}
+
+#[cfg(test)]
 mod rows_url_tests {
     use serde_json::json;
 

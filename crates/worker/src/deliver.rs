@@ -1,7 +1,8 @@
-//! One delivery, start to finish: decode the task, load the destination, take the key,
-//! render the file, upload it, and write the record. A transient failure schedules a
-//! durable retry in the queue; a permanent one fails the delivery, dead-letters its task
-//! and counts against the destination's health.
+//! One delivery, start to finish: the shell around [`crate::decide`]. It decodes the
+//! task, reads what each stage of the decision needs (the record, the destination and its
+//! health, the claims on the key and an upload slot, the key's marker, the attempt's
+//! outcome) and carries out the transition: records, queue, held and dead letters,
+//! destination health, key guard, and the [`Uploader`] that renders and uploads.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,10 +13,8 @@ use courier_core::delivery::{
 };
 use courier_core::destination::{Destination, DestinationStatus};
 use courier_core::key::object_key;
-use courier_core::render::RenderSpec;
 use courier_core::{DestinationId, ErrorCode};
 use courier_s3::ClientCache;
-use courier_s3::stream::ObjectTarget;
 use courier_store::{
     DeadLetter, DeadLetters, DeliveryQueue, DestinationStore, HealthStore, HeldDeliveries,
     KeyGuard, RecordStore, StoreError,
@@ -24,11 +23,11 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::decide::{Busy, DestinationState, End, Facts, Stage, Transition, decide};
-use crate::pipeline::{self, PipelineError, Rows, Uploaded};
+use crate::pipeline::{PipelineError, Uploader};
 use crate::renew;
 use crate::retry::RetryPolicy;
 use crate::slot_gate::SlotGate;
-use crate::source::{self, Staging};
+use crate::source::Staging;
 use crate::telemetry::{self, InFlight, Outcome};
 
 /// Everything a worker needs to deliver; shared by all of its tasks.
@@ -219,7 +218,13 @@ impl Deliverer {
         let number = record.next_attempt_number();
 
         let t0 = Instant::now();
-        let result = self.render_and_upload(dest, key, &task).await;
+        let uploader = Uploader {
+            clients: &self.clients,
+            staging: &self.staging,
+            http: &self.http,
+            part_size: self.part_size,
+        };
+        let result = uploader.upload(dest, key, &task).await;
         let took = t0.elapsed();
         let failure = match &result {
             Ok(up) => {
@@ -357,38 +362,6 @@ impl Deliverer {
             );
         }
         Ok(())
-    }
-
-    /// Streams the task's rows, rendered, into the object at `key`.
-    async fn render_and_upload(
-        &self,
-        dest: &Destination,
-        key: &str,
-        task: &DeliveryTask,
-    ) -> Result<Uploaded, PipelineError> {
-        let spec = RenderSpec {
-            format: dest.spec.format,
-            compression: dest.spec.compression,
-            columns: task.columns.clone(),
-        };
-        let rows = match &task.rows_url {
-            Some(url) => Rows::Stream {
-                source: source::open(url, &self.staging, &self.http)
-                    .await
-                    .map_err(PipelineError::Io)?,
-                gzip: url.is_gzip(),
-            },
-            // The renderer runs on its own thread; the rows' JSON text is copied once.
-            None => Rows::Inline(task.rows.clone()),
-        };
-        let client = self.clients.get(&dest.id, &dest.spec.s3).await;
-        let target = ObjectTarget {
-            bucket: dest.spec.s3.bucket.as_str(),
-            key,
-            content_type: dest.spec.format.content_type(),
-            content_encoding: dest.spec.compression.content_encoding(),
-        };
-        pipeline::deliver(&client, &target, spec, rows, self.part_size).await
     }
 
     /// Parks the task while its destination is paused or failing. If the destination
