@@ -31,7 +31,7 @@ macro_rules! error_codes {
             $( $(#[$doc])* $variant, )*
             /// A code not in the table (a store's own), with its exact text; classified by
             /// the HTTP status it came with.
-            Other(String),
+            Other(OtherCode),
         }
 
         impl ErrorCode {
@@ -39,7 +39,7 @@ macro_rules! error_codes {
             pub fn as_str(&self) -> &str {
                 match self {
                     $( Self::$variant => $text, )*
-                    Self::Other(s) => s,
+                    Self::Other(s) => &s.0,
                 }
             }
 
@@ -47,7 +47,7 @@ macro_rules! error_codes {
             pub fn parse(text: &str) -> Self {
                 match text {
                     $( $text => Self::$variant, )*
-                    other => Self::Other(other.to_owned()),
+                    other => Self::Other(OtherCode(other.to_owned())),
                 }
             }
 
@@ -140,6 +140,17 @@ error_codes! {
     Superseded = "Superseded", P;
 }
 
+/// The text of a code not in the table. Only [`ErrorCode::parse`] and its `From`s make
+/// one, so it never spells a known code.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OtherCode(String);
+
+impl OtherCode {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 impl ErrorCode {
     /// The class of a failure with this code and HTTP status (`None`: no answer at all).
     pub fn class(&self, status: Option<u16>) -> ErrorClass {
@@ -151,7 +162,7 @@ impl ErrorCode {
     /// always means "try again later", or a bare 5xx.
     pub fn is_store_side(&self) -> bool {
         match self {
-            Self::Other(s) => s.starts_with("Http5"),
+            Self::Other(s) => s.0.starts_with("Http5"),
             c => c.fixed_class() == T && c.is_from_store(),
         }
     }
@@ -174,7 +185,7 @@ impl ErrorCode {
             405 => Self::MethodNotAllowed,
             500 => Self::InternalError,
             503 => Self::ServiceUnavailable,
-            _ => Self::Other(format!("Http{status}")),
+            _ => Self::Other(OtherCode(format!("Http{status}"))),
         }
     }
 }
@@ -182,7 +193,7 @@ impl ErrorCode {
 impl From<String> for ErrorCode {
     fn from(s: String) -> Self {
         match Self::parse(&s) {
-            Self::Other(_) => Self::Other(s),
+            Self::Other(_) => Self::Other(OtherCode(s)),
             known => known,
         }
     }
@@ -197,7 +208,7 @@ impl From<&str> for ErrorCode {
 impl From<ErrorCode> for String {
     fn from(c: ErrorCode) -> String {
         match c {
-            ErrorCode::Other(s) => s,
+            ErrorCode::Other(s) => s.0,
             known => known.as_str().to_owned(),
         }
     }
@@ -236,7 +247,11 @@ mod tests {
             );
         }
         let new = ErrorCode::from("SomethingNew");
-        assert_eq!(new, ErrorCode::Other("SomethingNew".into()));
+        assert!(matches!(&new, ErrorCode::Other(s) if s.as_str() == "SomethingNew"));
+        assert_eq!(
+            ErrorCode::from(String::from("AccessDenied")),
+            ErrorCode::AccessDenied
+        );
         assert_eq!(new.to_string(), "SomethingNew");
         let back: ErrorCode = serde_json::from_str("\"KMS.DisabledException\"").unwrap();
         assert_eq!(back, ErrorCode::KmsDisabled);
