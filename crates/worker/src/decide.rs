@@ -192,17 +192,19 @@ fn locked(facts: &Facts<'_>, key: &str, marker: Option<&Marker>) -> Option<End> 
 }
 
 fn attempted(facts: &Facts<'_>, outcome: Result<(), &PipelineError>, rng: &mut impl Rng) -> End {
-    let failure = match outcome {
-        Ok(()) => return End::Delivered,
-        Err(PipelineError::Render(message)) => {
+    let Err(e) = outcome else {
+        return End::Delivered;
+    };
+    let error = e.error();
+    let failure = match e {
+        PipelineError::Render(_) => {
             return End::Fail {
-                error: DeliveryError::new(ErrorCode::RenderFailed, message.clone()),
+                error,
                 strike: false,
             };
         }
-        Err(PipelineError::Io(failure)) => failure,
+        PipelineError::Io(failure) => failure,
     };
-    let error = DeliveryError::new(failure.code.clone(), failure.message.clone());
     if failure.class() == ErrorClass::Permanent {
         return End::Fail {
             error,

@@ -226,33 +226,28 @@ impl Deliverer {
         };
         let result = uploader.upload(dest, key, &task).await;
         let took = t0.elapsed();
-        let failure = match &result {
+        match &result {
             Ok(up) => {
                 telemetry::attempt(Ok(()));
                 telemetry::rendered(spec.format, up.render);
                 telemetry::uploaded(spec.format, up.bytes, took);
-                None
             }
-            Err(PipelineError::Render(message)) => {
-                Some((ErrorCode::RenderFailed.to_string(), message.clone()))
-            }
-            Err(PipelineError::Io(f)) => {
-                telemetry::attempt(Err(f.class()));
-                Some((f.code.to_string(), f.message.clone()))
-            }
-        };
+            Err(PipelineError::Io(f)) => telemetry::attempt(Err(f.class())),
+            Err(PipelineError::Render(_)) => {}
+        }
+        let error = result.as_ref().err().map(PipelineError::error);
         record.attempts.push(Attempt {
             number,
             worker: self.worker_name.clone(),
             started_at,
             duration_ms: millis(took),
-            outcome: if failure.is_some() {
+            outcome: if error.is_some() {
                 DeliveryStatus::Failed
             } else {
                 DeliveryStatus::Delivered
             },
-            error_code: failure.as_ref().map(|f| f.0.clone()),
-            error_message: failure.map(|f| f.1),
+            error_code: error.as_ref().map(|e| e.code.clone()),
+            error_message: error.map(|e| e.message),
         });
         let Transition::End(end) =
             self.decide(record, &task, Stage::Attempted(result.as_ref().map(|_| ())))

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use courier_core::ErrorCode;
 use courier_core::cells::ColumnIndex;
-use courier_core::delivery::{DeliveryTask, Row};
+use courier_core::delivery::{DeliveryError, DeliveryTask, Row};
 use courier_core::destination::Destination;
 use courier_core::render::{RenderSpec, row_writer};
 use courier_core::rows::{ForEachError, InlineRows};
@@ -57,6 +57,18 @@ pub enum PipelineError {
     Render(String),
     /// The store or the source failed; classified.
     Io(S3Failure),
+}
+
+impl PipelineError {
+    /// The error as records and dead letters say it.
+    pub fn error(&self) -> DeliveryError {
+        match self {
+            PipelineError::Render(message) => {
+                DeliveryError::new(ErrorCode::RenderFailed, message.clone())
+            }
+            PipelineError::Io(f) => DeliveryError::new(f.code.clone(), f.message.clone()),
+        }
+    }
 }
 
 /// What a delivery needs to render and upload its object.
