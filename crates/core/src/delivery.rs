@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::rows::{InlineRows, RowsShape};
-use crate::{Compression, DeliveryId, DestinationId, Format, TenantId, ValidationErrors};
+use crate::{
+    Compression, DeliveryId, DestinationId, ErrorCode, Format, TenantId, ValidationErrors,
+};
 
 /// One result row: a JSON object. Key order is kept, so the first row can name the columns.
 pub type Row = serde_json::Map<String, Value>;
@@ -304,6 +306,21 @@ pub struct RetryState {
     pub first_attempt_at: Option<DateTime<Utc>>,
 }
 
+impl RetryState {
+    /// An attempt starts at `now`: counts it, and notes when the first one started.
+    pub fn begin(&mut self, now: DateTime<Utc>) {
+        self.first_attempt_at.get_or_insert(now);
+        self.attempts += 1;
+    }
+
+    /// How long since the first attempt started (zero before it).
+    pub fn elapsed(&self, now: DateTime<Utc>) -> std::time::Duration {
+        self.first_attempt_at
+            .map(|first| (now - first).to_std().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -432,6 +449,145 @@ pub struct DeliveryRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+/// What an upload left behind, for [`DeliveryRecord::delivered`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    pub bytes: u64,
+    pub rows: u64,
+    pub etag: Option<String>,
+    /// Lowercase hex MD5 of the whole object.
+    pub md5: String,
+    pub render_ms: u64,
+    pub upload_ms: u64,
+}
+
+impl DeliveryError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A delivery's life: the one constructor, and one method per change of status. Each
+/// takes the time it happens at, so that callers (and tests) choose the clock.
+impl DeliveryRecord {
+    /// A new record for `task`, `QUEUED`: written by the producer when it enqueues, and
+    /// by a worker that finds a task without its record. `rows` is the inline row count
+    /// (0 for rows by reference: counted when rendered).
+    pub fn queued(
+        task: &DeliveryTask,
+        format: Format,
+        compression: Compression,
+        rows: u64,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: task.delivery_id.clone(),
+            tenant: task.tenant.clone(),
+            destination_id: task.destination_id.clone(),
+            job_id: task.job_id.clone(),
+            partner_inventory_id: task.partner_inventory_id.clone(),
+            completed_at: task.completed_at,
+            status: DeliveryStatus::Queued,
+            format,
+            compression,
+            rows,
+            bucket: None,
+            key: None,
+            bytes: None,
+            etag: None,
+            checksum: None,
+            attempts: Vec::new(),
+            error: None,
+            timings: None,
+            enqueued_at: task.enqueued_at,
+            delivered_at: None,
+            updated_at: now,
+        }
+    }
+
+    /// An attempt begins: the record says where the object goes and in which format.
+    pub fn start(
+        &mut self,
+        format: Format,
+        compression: Compression,
+        bucket: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) {
+        self.status = DeliveryStatus::InProgress;
+        self.format = format;
+        self.compression = compression;
+        self.bucket = Some(bucket.to_owned());
+        self.key = Some(key.to_owned());
+        self.updated_at = now;
+    }
+
+    /// The number the next attempt gets (the first is 1).
+    pub fn next_attempt_number(&self) -> u32 {
+        u32::try_from(self.attempts.len()).unwrap_or(u32::MAX) + 1
+    }
+
+    /// The object is in the bucket.
+    pub fn delivered(&mut self, up: Delivered, now: DateTime<Utc>) {
+        self.status = DeliveryStatus::Delivered;
+        self.bytes = Some(up.bytes);
+        self.rows = up.rows;
+        self.etag = up.etag;
+        self.checksum = Some(Checksum {
+            algorithm: "MD5".into(),
+            value: up.md5,
+        });
+        self.error = None;
+        self.delivered_at = Some(now);
+        self.updated_at = now;
+        self.timings = Some(Timings {
+            render_ms: up.render_ms,
+            upload_ms: up.upload_ms,
+            total_ms: millis(self.age(now)),
+        });
+    }
+
+    /// A transient failure; another attempt is scheduled.
+    pub fn retrying(&mut self, error: DeliveryError, now: DateTime<Utc>) {
+        self.status = DeliveryStatus::Retrying;
+        self.error = Some(error);
+        self.updated_at = now;
+    }
+
+    /// Given up for good; `error` says why.
+    pub fn failed(&mut self, error: DeliveryError, now: DateTime<Utc>) {
+        self.status = DeliveryStatus::Failed;
+        self.error = Some(error);
+        self.updated_at = now;
+    }
+
+    /// Parked while the destination is paused or failing.
+    pub fn held(&mut self, now: DateTime<Utc>) {
+        self.status = DeliveryStatus::Held;
+        self.updated_at = now;
+    }
+
+    /// Not uploaded, because `key` already holds a newer result.
+    pub fn superseded(&mut self, key: &str, error: DeliveryError, now: DateTime<Utc>) {
+        self.status = DeliveryStatus::Superseded;
+        self.key = Some(key.to_owned());
+        self.error = Some(error);
+        self.updated_at = now;
+    }
+
+    /// How long since the delivery was enqueued.
+    pub fn age(&self, now: DateTime<Utc>) -> std::time::Duration {
+        (now - self.enqueued_at).to_std().unwrap_or_default()
+    }
+}
+
+fn millis(d: std::time::Duration) -> u64 {
+    d.as_millis().try_into().unwrap_or(u64::MAX)
+}
+
 fn unknown_tenant() -> TenantId {
     TenantId::parse("unknown").expect("valid")
 }
@@ -538,6 +694,142 @@ mod tests {
             DeliveryStatus::Delivered
         );
         assert!(DeliveryStatus::parse("done").is_err());
+    }
+}
+
+#[cfg(test)]
+mod record_tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_780_000_000 + secs, 0).unwrap()
+    }
+
+    fn task() -> DeliveryTask {
+        DeliveryTask {
+            delivery_id: DeliveryId::generate(),
+            tenant: TenantId::parse("acme").unwrap(),
+            destination_id: DestinationId::generate(),
+            job_id: "job-1".into(),
+            partner_inventory_id: PartnerInventoryId::parse("INV-1").unwrap(),
+            completed_at: at(-60),
+            columns: vec![],
+            rows: InlineRows::default(),
+            rows_url: None,
+            enqueued_at: at(0),
+            retry: RetryState::default(),
+        }
+    }
+
+    #[test]
+    fn a_new_record_is_queued_with_the_tasks_identity() {
+        let t = task();
+        let r = DeliveryRecord::queued(&t, Format::Json, Compression::Gzip, 3, at(1));
+        assert_eq!(r.status, DeliveryStatus::Queued);
+        assert_eq!(
+            (&r.id, &r.tenant, &r.destination_id, r.job_id.as_str()),
+            (&t.delivery_id, &t.tenant, &t.destination_id, "job-1")
+        );
+        assert_eq!(
+            (r.format, r.compression, r.rows),
+            (Format::Json, Compression::Gzip, 3)
+        );
+        assert_eq!(
+            (r.completed_at, r.enqueued_at, r.updated_at),
+            (at(-60), at(0), at(1))
+        );
+        assert_eq!(r.next_attempt_number(), 1);
+    }
+
+    #[test]
+    fn each_status_change_sets_what_belongs_to_it() {
+        let mut r = DeliveryRecord::queued(&task(), Format::Csv, Compression::None, 0, at(0));
+        r.start(
+            Format::Ndjson,
+            Compression::Gzip,
+            "bucket",
+            "k.ndjson.gz",
+            at(1),
+        );
+        assert_eq!(r.status, DeliveryStatus::InProgress);
+        assert_eq!(
+            (r.bucket.as_deref(), r.key.as_deref()),
+            (Some("bucket"), Some("k.ndjson.gz"))
+        );
+        assert_eq!(
+            (r.format, r.compression),
+            (Format::Ndjson, Compression::Gzip)
+        );
+
+        let slow = DeliveryError::new(ErrorCode::SlowDown, "slow");
+        r.retrying(slow.clone(), at(2));
+        assert_eq!(
+            (r.status, r.error.as_ref(), r.updated_at),
+            (DeliveryStatus::Retrying, Some(&slow), at(2))
+        );
+
+        r.delivered(
+            Delivered {
+                bytes: 10,
+                rows: 2,
+                etag: Some("e".into()),
+                md5: "abc".into(),
+                render_ms: 5,
+                upload_ms: 7,
+            },
+            at(4),
+        );
+        assert_eq!(r.status, DeliveryStatus::Delivered);
+        assert_eq!(r.error, None, "a delivered record carries no error");
+        assert_eq!(
+            (r.bytes, r.rows, r.etag.as_deref()),
+            (Some(10), 2, Some("e"))
+        );
+        assert_eq!(
+            r.checksum
+                .as_ref()
+                .map(|c| (c.algorithm.as_str(), c.value.as_str())),
+            Some(("MD5", "abc"))
+        );
+        assert_eq!(r.delivered_at, Some(at(4)));
+        assert_eq!(
+            r.timings,
+            Some(Timings {
+                render_ms: 5,
+                upload_ms: 7,
+                total_ms: 4000
+            })
+        );
+
+        let mut r = DeliveryRecord::queued(&task(), Format::Csv, Compression::None, 0, at(0));
+        r.held(at(1));
+        assert_eq!((r.status, r.updated_at), (DeliveryStatus::Held, at(1)));
+        let gone = DeliveryError::new(ErrorCode::DestinationNotFound, "gone");
+        r.failed(gone.clone(), at(2));
+        assert_eq!(
+            (r.status, r.error.as_ref()),
+            (DeliveryStatus::Failed, Some(&gone))
+        );
+        assert_eq!(gone.code, "DestinationNotFound");
+
+        let newer = DeliveryError::new(ErrorCode::Superseded, "newer");
+        r.superseded("k.csv", newer.clone(), at(3));
+        assert_eq!(
+            (r.status, r.key.as_deref(), r.error.as_ref()),
+            (DeliveryStatus::Superseded, Some("k.csv"), Some(&newer))
+        );
+    }
+
+    #[test]
+    fn the_retry_state_counts_attempts_from_the_first() {
+        let mut retry = RetryState::default();
+        assert_eq!(retry.elapsed(at(5)), std::time::Duration::ZERO);
+        retry.begin(at(1));
+        retry.begin(at(3));
+        assert_eq!((retry.attempts, retry.first_attempt_at), (2, Some(at(1))));
+        assert_eq!(retry.elapsed(at(5)), std::time::Duration::from_secs(4));
     }
 }
 

@@ -9,6 +9,8 @@
 //! - [`rows`]: inline rows kept as JSON text, checked without being built.
 //! - [`cells`]: a row read straight into its cells in column order, for rendering.
 //! - [`render`]: row-by-row writers for CSV, JSON, NDJSON and XLSX, optionally gzip.
+//! - [`codes`]: every error code Courier reports, with its class; [`failure`]: the
+//!   classes (transient or permanent).
 //! - [`error`]: field-level validation errors shared by every edge that accepts input.
 //!
 //! No Redis, no AWS and no tokio here: the crates around this one do the I/O and call
@@ -38,6 +40,7 @@ macro_rules! string_newtype_conversions {
 }
 
 pub mod cells;
+pub mod codes;
 pub mod delivery;
 pub mod destination;
 pub mod error;
@@ -48,6 +51,7 @@ pub mod key;
 pub mod render;
 pub mod rows;
 
+pub use codes::ErrorCode;
 pub use error::{FieldError, ValidationErrors};
 pub use format::{Compression, Format};
 pub use ids::{DeliveryId, DestinationId, TenantId};

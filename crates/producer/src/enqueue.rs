@@ -1,7 +1,7 @@
 //! Turning a validated "job completed" into a queued delivery task and its record.
 
 use chrono::Utc;
-use courier_core::delivery::{DeliveryRecord, DeliveryStatus, DeliveryTask, JobCompleted};
+use courier_core::delivery::{DeliveryRecord, DeliveryTask, JobCompleted};
 use courier_core::{DeliveryId, DestinationId, TenantId};
 use courier_store::{DeliveryQueue, DestinationStore, RecordStore, StoreError};
 
@@ -48,29 +48,6 @@ impl Producer {
             .ok_or_else(|| EnqueueError::DestinationNotFound(job.destination_id.clone()))?;
         let now = Utc::now();
         let id = DeliveryId::generate();
-        let record = DeliveryRecord {
-            id: id.clone(),
-            tenant: tenant.clone(),
-            destination_id: destination.id,
-            job_id: job.job_id.clone(),
-            partner_inventory_id: job.partner_inventory_id.clone(),
-            completed_at: job.completed_at,
-            status: DeliveryStatus::Queued,
-            format: destination.format,
-            compression: destination.compression,
-            rows: job.row_count,
-            bucket: None,
-            key: None,
-            bytes: None,
-            etag: None,
-            checksum: None,
-            attempts: Vec::new(),
-            error: None,
-            timings: None,
-            enqueued_at: now,
-            delivered_at: None,
-            updated_at: now,
-        };
         let task = DeliveryTask {
             delivery_id: id,
             tenant: tenant.clone(),
@@ -84,6 +61,13 @@ impl Producer {
             enqueued_at: now,
             retry: Default::default(),
         };
+        let record = DeliveryRecord::queued(
+            &task,
+            destination.format,
+            destination.compression,
+            job.row_count,
+            now,
+        );
         self.records.put(&record).await?;
         if let Err(e) = self.queue.push(task).await {
             if let Err(cleanup) = self.records.delete(&record).await {

@@ -10,8 +10,9 @@ use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{BehaviorVersion, Region, RequestChecksumCalculation, retry::RetryConfig};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
+use courier_core::ErrorCode;
 use courier_core::destination::{Credentials as DestinationCredentials, S3Settings};
-use courier_core::failure::{ErrorClass, classify_s3};
+use courier_core::failure::ErrorClass;
 use tokio::sync::OnceCell;
 
 /// Timeouts for one request to a customer's store.
@@ -112,16 +113,34 @@ pub struct PutRequest<'a> {
     pub content_length: u64,
 }
 
-/// A failed request, as a customer and the retry policy need to see it.
+/// A failed request (to a store, or to a row source), as a customer and the retry policy
+/// need to see it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct S3Failure {
     /// The store's error code, or Courier's name for a failure without one
     /// (`Timeout`, `ConnectionFailed`, …).
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
+    /// The HTTP status of the answer; `None` when there was none.
     pub status: Option<u16>,
-    pub class: ErrorClass,
+}
+
+impl S3Failure {
+    /// A failure without an HTTP answer.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            status: None,
+        }
+    }
+
+    /// Whether a later try may pass: the code's class, or the status's when the code has
+    /// none of its own.
+    pub fn class(&self) -> ErrorClass {
+        self.code.class(self.status)
+    }
 }
 
 /// Uploads the file at `path` with one PutObject; returns the ETag.
@@ -130,11 +149,11 @@ pub async fn put_file(
     req: &PutRequest<'_>,
     path: &Path,
 ) -> Result<Option<String>, S3Failure> {
-    let body = ByteStream::from_path(path).await.map_err(|e| S3Failure {
-        code: "SpoolReadFailed".into(),
-        message: format!("could not read the rendered file: {e}"),
-        status: None,
-        class: ErrorClass::Transient,
+    let body = ByteStream::from_path(path).await.map_err(|e| {
+        S3Failure::new(
+            ErrorCode::SpoolReadFailed,
+            format!("could not read the rendered file: {e}"),
+        )
     })?;
     let out = client
         .put_object()
@@ -162,57 +181,48 @@ where
             let e = se.err();
             let code = e
                 .code()
-                .map(str::to_owned)
-                .unwrap_or_else(|| status_code_name(status));
-            let message = e
-                .message()
-                .map(str::to_owned)
-                .unwrap_or_else(|| code.clone());
+                .map_or_else(|| ErrorCode::of_status(status), ErrorCode::from);
+            let message = e.message().map_or_else(|| code.to_string(), str::to_owned);
             (Some(status), code, message)
         }
         SdkError::TimeoutError(_) => (
             None,
-            "Timeout".to_owned(),
+            ErrorCode::Timeout,
             "the store did not answer in time".to_owned(),
         ),
         SdkError::DispatchFailure(df) => {
             let code = if df.is_timeout() {
-                "Timeout"
+                ErrorCode::Timeout
             } else if df.is_io() {
-                "ConnectionFailed"
+                ErrorCode::ConnectionFailed
             } else {
-                "DispatchFailure"
+                ErrorCode::DispatchFailure
             };
             let detail = df
                 .as_connector_error()
                 .map(|c| error_chain(c))
                 .unwrap_or_else(|| "the request could not be sent".into());
-            (None, code.to_owned(), detail)
+            (None, code, detail)
         }
         SdkError::ResponseError(re) => {
             let status = re.raw().http_status();
             (
                 Some(status),
-                "InvalidResponse".to_owned(),
+                ErrorCode::InvalidResponse,
                 "the store sent a response that could not be read".to_owned(),
             )
         }
         SdkError::ConstructionFailure(_) => (
             None,
-            "RequestConstructionFailed".to_owned(),
+            ErrorCode::RequestConstructionFailed,
             error_chain(&err),
         ),
-        _ => (None, "Unknown".to_owned(), error_chain(&err)),
-    };
-    let class = match code.as_str() {
-        "RequestConstructionFailed" => ErrorClass::Permanent,
-        _ => classify_s3(status, Some(code.as_str())),
+        _ => (None, ErrorCode::Unknown, error_chain(&err)),
     };
     S3Failure {
         code,
         message,
         status,
-        class,
     }
 }
 
@@ -225,21 +235,6 @@ impl HttpStatus for aws_sdk_s3::config::http::HttpResponse {
     fn http_status(&self) -> u16 {
         self.status().as_u16()
     }
-}
-
-/// Names a status when the store sent no error code (HEAD requests have no body).
-fn status_code_name(status: u16) -> String {
-    match status {
-        301 => "PermanentRedirect",
-        400 => "BadRequest",
-        403 => "AccessDenied",
-        404 => "NotFound",
-        405 => "MethodNotAllowed",
-        500 => "InternalError",
-        503 => "ServiceUnavailable",
-        _ => return format!("Http{status}"),
-    }
-    .to_owned()
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

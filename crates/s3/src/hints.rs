@@ -6,8 +6,8 @@
 //! delivery destinations page. A hint names only the bucket, path prefix, region, endpoint
 //! and the *masked* access key id: never the secret.
 
+use courier_core::ErrorCode;
 use courier_core::destination::{Credentials, S3Settings, mask_access_key_id};
-use courier_core::failure::TRANSIENT_S3_CODES;
 
 use crate::probe::ProbeStepName;
 
@@ -17,22 +17,23 @@ const UPDATE_CREDENTIALS: &str = "Update the destination with fresh credentials 
                                   connection test.";
 
 /// Advice for `code` reported by `step`, in terms of the destination `s3`.
-pub fn hint(step: ProbeStepName, code: &str, s3: &S3Settings) -> String {
+pub fn hint(step: ProbeStepName, code: &ErrorCode, s3: &S3Settings) -> String {
+    use ErrorCode as C;
     match code {
-        "PermanentRedirect"
-        | "AuthorizationHeaderMalformed"
-        | "IllegalLocationConstraintException" => wrong_region(s3),
-        "BadRequest" if step == ProbeStepName::HeadBucket => head_bad_request(s3),
-        "InvalidAccessKeyId" => unknown_key_id(s3),
-        "SignatureDoesNotMatch" => wrong_secret(s3),
-        "AccessDenied" => access_denied(step, s3),
-        "NoSuchBucket" | "NotFound" => missing_bucket(s3),
-        "Timeout" | "ConnectionFailed" | "DispatchFailure" => endpoint_silent(code, s3),
-        "RequestTimeTooSkewed" => clock_skew(),
-        "RequestConstructionFailed" if matches!(s3.credentials, Credentials::DefaultChain) => {
+        C::PermanentRedirect
+        | C::AuthorizationHeaderMalformed
+        | C::IllegalLocationConstraintException => wrong_region(s3),
+        C::BadRequest if step == ProbeStepName::HeadBucket => head_bad_request(s3),
+        C::InvalidAccessKeyId => unknown_key_id(s3),
+        C::SignatureDoesNotMatch => wrong_secret(s3),
+        C::AccessDenied => access_denied(step, s3),
+        C::NoSuchBucket | C::NotFound => missing_bucket(s3),
+        C::Timeout | C::ConnectionFailed | C::DispatchFailure => endpoint_silent(code, s3),
+        C::RequestTimeTooSkewed => clock_skew(),
+        C::RequestConstructionFailed if matches!(s3.credentials, Credentials::DefaultChain) => {
             no_default_credentials()
         }
-        _ if is_store_side(code) => store_side(code),
+        _ if code.is_store_side() => store_side(code),
         _ => generic(step, code),
     }
 }
@@ -44,17 +45,17 @@ pub fn hint(step: ProbeStepName, code: &str, s3: &S3Settings) -> String {
 /// `Forbidden: Invalid signature` for a wrong secret and `Forbidden: No such key: GK…` for
 /// an unknown key id, where AWS sends `SignatureDoesNotMatch` and `InvalidAccessKeyId`.
 /// The report keeps the store's own code; only the advice follows the meaning.
-pub fn aws_equivalent<'a>(code: &'a str, message: &str) -> &'a str {
-    if code != "AccessDenied" {
-        return code;
+pub fn aws_equivalent(code: &ErrorCode, message: &str) -> ErrorCode {
+    if *code != ErrorCode::AccessDenied {
+        return code.clone();
     }
     let message = message.to_ascii_lowercase();
     if message.contains("invalid signature") {
-        "SignatureDoesNotMatch"
+        ErrorCode::SignatureDoesNotMatch
     } else if message.contains("no such key:") {
-        "InvalidAccessKeyId"
+        ErrorCode::InvalidAccessKeyId
     } else {
-        code
+        code.clone()
     }
 }
 
@@ -196,10 +197,10 @@ fn missing_bucket(s3: &S3Settings) -> String {
     )
 }
 
-fn endpoint_silent(code: &str, s3: &S3Settings) -> String {
+fn endpoint_silent(code: &ErrorCode, s3: &S3Settings) -> String {
     let how = match code {
-        "ConnectionFailed" => "refused or dropped the connection",
-        "Timeout" => "did not answer in time",
+        ErrorCode::ConnectionFailed => "refused or dropped the connection",
+        ErrorCode::Timeout => "did not answer in time",
         _ => "could not be reached",
     };
     format!(
@@ -222,12 +223,7 @@ fn no_default_credentials() -> String {
         .to_owned()
 }
 
-/// Failures on the store's side that a later try may not see.
-fn is_store_side(code: &str) -> bool {
-    TRANSIENT_S3_CODES.contains(&code) || code.starts_with("Http5")
-}
-
-fn store_side(code: &str) -> String {
+fn store_side(code: &ErrorCode) -> String {
     format!(
         "The store reported a problem on its side ({code}); this is not a configuration \
          error. Retry the connection test in a few minutes; if it persists, check the \
@@ -235,7 +231,7 @@ fn store_side(code: &str) -> String {
     )
 }
 
-fn generic(step: ProbeStepName, code: &str) -> String {
+fn generic(step: ProbeStepName, code: &ErrorCode) -> String {
     format!(
         "The store refused {step} with {code}. Check the destination's bucket, region, \
          endpointUrl and credentials against the store's documentation for {code}, then \
@@ -259,6 +255,11 @@ mod tests {
 
     use super::*;
     use ProbeStepName::{DeleteObject, HeadBucket, PutObject};
+
+    /// The hint for a code given as its text.
+    fn hint(step: ProbeStepName, code: &str, s3: &S3Settings) -> String {
+        super::hint(step, &ErrorCode::from(code), s3)
+    }
 
     const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
 
@@ -441,7 +442,7 @@ mod tests {
 
     #[test]
     fn garage_style_access_denied_messages_get_the_credentials_hints() {
-        let eq = aws_equivalent;
+        let eq = |code: &str, message| aws_equivalent(&code.into(), message).to_string();
         assert_eq!(
             eq("AccessDenied", "Forbidden: Invalid signature"),
             "SignatureDoesNotMatch"

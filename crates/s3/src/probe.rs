@@ -30,8 +30,8 @@ use std::fmt;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
+use courier_core::ErrorCode;
 use courier_core::destination::{Credentials, PathPrefix, S3Settings, mask_access_key_id};
-use courier_core::failure::ErrorClass;
 use serde::Serialize;
 
 use crate::client::{S3Failure, S3Timeouts, client, failure};
@@ -239,15 +239,15 @@ fn writes_can_tell_more(head: &S3Failure) -> bool {
     head.status.is_some() && !is_missing_bucket(&head.code)
 }
 
-fn is_missing_bucket(code: &str) -> bool {
-    matches!(code, "NoSuchBucket" | "NotFound")
+fn is_missing_bucket(code: &ErrorCode) -> bool {
+    matches!(code, ErrorCode::NoSuchBucket | ErrorCode::NotFound)
 }
 
 /// How a step that got `result` went.
 fn outcome(name: ProbeStepName, result: &Result<(), S3Failure>) -> StepOutcome {
     match result {
         Ok(()) => StepOutcome::Passed,
-        Err(f) if name == ProbeStepName::HeadBucket && f.code == "AccessDenied" => {
+        Err(f) if name == ProbeStepName::HeadBucket && f.code == ErrorCode::AccessDenied => {
             StepOutcome::Warning
         }
         Err(_) => StepOutcome::Failed,
@@ -276,7 +276,7 @@ fn probe_error(
     key: Option<&str>,
     f: S3Failure,
 ) -> ProbeError {
-    let mut advice = hint(name, aws_equivalent(&f.code, &f.message), s3);
+    let mut advice = hint(name, &aws_equivalent(&f.code, &f.message), s3);
     if let (ProbeStepName::DeleteObject, Some(key)) = (name, key) {
         advice.push_str(&format!(
             " The probe object s3://{}/{key} may be left behind; it is safe to delete by hand.",
@@ -285,7 +285,7 @@ fn probe_error(
     }
     ProbeError {
         message: scrub(f.message, s3),
-        code: f.code,
+        code: f.code.into(),
         hint: advice,
         http_status: f.status,
     }
@@ -326,15 +326,13 @@ fn finish_after_deadline(s3: &S3Settings, key: &str, budget: Duration, steps: &m
     let Some(&name) = ProbeStepName::ALL.get(steps.len()) else {
         return;
     };
-    let cut_off = S3Failure {
-        code: "Timeout".to_owned(),
-        message: format!(
+    let cut_off = S3Failure::new(
+        ErrorCode::Timeout,
+        format!(
             "the connection test did not finish within {} ms",
             millis(budget)
         ),
-        status: None,
-        class: ErrorClass::Transient,
-    };
+    );
     let key = (name != ProbeStepName::HeadBucket).then_some(key);
     let elapsed = budget.saturating_sub(
         steps
@@ -418,7 +416,6 @@ mod tests {
             code: code.into(),
             message: "m".into(),
             status,
-            class: ErrorClass::Permanent,
         }
     }
 

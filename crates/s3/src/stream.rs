@@ -275,12 +275,10 @@ pub async fn upload_reader(
         }
         (Err(e), Ok(pending)) => {
             abort(client, target, pending).await;
-            Err(S3Failure {
-                code: "ReadFailed".into(),
-                message: e.to_string(),
-                status: None,
-                class: courier_core::failure::ErrorClass::Permanent,
-            })
+            Err(S3Failure::new(
+                courier_core::ErrorCode::ReadFailed,
+                e.to_string(),
+            ))
         }
     }
 }

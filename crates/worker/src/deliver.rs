@@ -1,21 +1,20 @@
-//! One delivery, start to finish: decode the task, load the destination, take the key,
-//! render the file, upload it, and write the record. A transient failure schedules a
-//! durable retry in the queue; a permanent one fails the delivery, dead-letters its task
-//! and counts against the destination's health.
+//! One delivery, start to finish: the shell around [`crate::decide`]. It decodes the
+//! task, reads what each stage of the decision needs (the record, the destination and its
+//! health, the claims on the key and an upload slot, the key's marker, the attempt's
+//! outcome) and carries out the transition: records, queue, held and dead letters,
+//! destination health, key guard, and the [`Uploader`] that renders and uploads.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use courier_core::delivery::{
-    Attempt, Checksum, DeliveryError, DeliveryRecord, DeliveryStatus, DeliveryTask, Timings,
+    Attempt, Delivered, DeliveryError, DeliveryRecord, DeliveryStatus, DeliveryTask,
 };
 use courier_core::destination::{Destination, DestinationStatus};
-use courier_core::failure::ErrorClass;
 use courier_core::key::object_key;
-use courier_core::render::RenderSpec;
-use courier_s3::stream::ObjectTarget;
-use courier_s3::{ClientCache, S3Failure};
+use courier_core::{DestinationId, ErrorCode};
+use courier_s3::ClientCache;
 use courier_store::{
     DeadLetter, DeadLetters, DeliveryQueue, DestinationStore, HealthStore, HeldDeliveries,
     KeyGuard, RecordStore, StoreError,
@@ -23,11 +22,12 @@ use courier_store::{
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::pipeline::{self, PipelineError, Rows, Uploaded};
+use crate::decide::{Busy, DestinationState, End, Facts, Stage, Transition, decide};
+use crate::pipeline::{PipelineError, Uploader};
 use crate::renew;
 use crate::retry::RetryPolicy;
 use crate::slot_gate::SlotGate;
-use crate::source::{self, Staging};
+use crate::source::Staging;
 use crate::telemetry::{self, InFlight, Outcome};
 
 /// Everything a worker needs to deliver; shared by all of its tasks.
@@ -76,8 +76,6 @@ pub enum Handled {
 /// How long a delivery's hold on its object key lasts unless renewed; a running delivery
 /// renews it (see [`renew`]), so this only bounds how long a dead worker's lock blocks.
 const KEY_LOCK_TTL: Duration = Duration::from_secs(15 * 60);
-/// When the key is busy with another delivery of it, try again this much later.
-const KEY_BUSY_DELAY: Duration = Duration::from_secs(1);
 
 impl Deliverer {
     /// Handles one task payload, decoded here and only here. An `Err` means Courier's own
@@ -106,7 +104,7 @@ impl Deliverer {
             .add(&DeadLetter {
                 id,
                 destination_id: None,
-                code: "UndecodableTask".into(),
+                code: ErrorCode::UndecodableTask.to_string(),
                 reason: format!("the task payload is not a delivery task: {error}"),
                 died_at: Utc::now(),
                 payload: payload_value(payload),
@@ -115,28 +113,33 @@ impl Deliverer {
         Ok(Handled::Poison)
     }
 
+    /// Runs the task through the stages of [`decide`], carrying out each transition.
     async fn deliver(&self, task: DeliveryTask, payload: &[u8]) -> Result<Handled, StoreError> {
         let mut record = match self.records.get_any(&task.delivery_id).await? {
             Some(r) => r,
-            None => record_from_task(&task),
+            // The record is missing (e.g. written by an older producer): start one.
+            None => {
+                DeliveryRecord::queued(&task, Default::default(), Default::default(), 0, Utc::now())
+            }
         };
-        if record.status.is_final() && record.status != DeliveryStatus::Failed {
-            tracing::info!(status = ?record.status, "already final; skipping the duplicate task");
-            return Ok(Handled::Delivered);
-        }
-        let Some(dest) = self.destinations.get_any(&task.destination_id).await? else {
-            let err = DeliveryError {
-                code: "DestinationNotFound".into(),
-                message: format!("destination {} no longer exists", task.destination_id),
-            };
-            return self.fail(record, err, payload).await;
+        let dest = self.destinations.get_any(&task.destination_id).await?;
+        let destination = match &dest {
+            Some(d) => Some(DestinationState {
+                status: d.spec.status,
+                failing: self.health.get(&d.id).await?.is_failing(),
+            }),
+            None => None,
         };
-        if dest.spec.status == DestinationStatus::Paused {
-            return self.hold(record, &task, "paused").await;
-        }
-        if self.health.get(&dest.id).await?.is_failing() {
-            return self.hold(record, &task, "failing").await;
-        }
+        let dest = match (
+            self.decide(&record, &task, Stage::Taken { destination }),
+            dest,
+        ) {
+            (Transition::Proceed, Some(dest)) => dest,
+            (Transition::End(end), _) => return self.end(end, &mut record, &task, payload).await,
+            (Transition::Proceed, None) => {
+                unreachable!("decide fails a delivery without a destination")
+            }
+        };
         let key = object_key(
             &dest.spec.s3.path_prefix,
             &task.partner_inventory_id,
@@ -144,28 +147,20 @@ impl Deliverer {
             dest.spec.format,
             dest.spec.compression,
         );
-        if !self
+        let key_claimed = self
             .keys
             .lock(&dest.id, &key, &task.delivery_id, KEY_LOCK_TTL)
-            .await?
-        {
-            // Another delivery of the same key is under way; come back when it is done.
-            tracing::debug!(key = %key, "object key busy; rescheduling");
-            self.queue
-                .schedule(task, Utc::now() + KEY_BUSY_DELAY)
-                .await?;
-            return Ok(Handled::Retrying);
-        }
-        if !self.slots.take(&dest.id, &task.delivery_id).await? {
-            // This destination already has its share of the fleet's uploads in flight
-            // and none is about to end (its endpoint may hang): give the worker to
-            // someone else for now.
-            self.keys.unlock(&dest.id, &key, &task.delivery_id).await?;
-            tracing::debug!("destination at its upload cap; rescheduling");
-            self.queue
-                .schedule(task, Utc::now() + KEY_BUSY_DELAY)
-                .await?;
-            return Ok(Handled::Retrying);
+            .await?;
+        let slot_claimed = key_claimed && self.slots.take(&dest.id, &task.delivery_id).await?;
+        let claimed = Stage::Claimed {
+            key: key_claimed,
+            slot: slot_claimed,
+        };
+        if let Transition::End(end) = self.decide(&record, &task, claimed) {
+            if key_claimed {
+                self.keys.unlock(&dest.id, &key, &task.delivery_id).await?;
+            }
+            return self.end(end, &mut record, &task, payload).await;
         }
         let id = task.delivery_id.clone();
         // Both claims expire by themselves (so a dead worker's do); a long delivery renews
@@ -192,7 +187,7 @@ impl Deliverer {
         result
     }
 
-    /// The part of a delivery that runs while it holds its object key.
+    /// The part of a delivery that runs while it holds its object key and upload slot.
     async fn deliver_locked(
         &self,
         dest: &Destination,
@@ -202,212 +197,179 @@ impl Deliverer {
         record: &mut DeliveryRecord,
     ) -> Result<Handled, StoreError> {
         let spec = &dest.spec;
-        if let Some(newer) = self.keys.marker(&dest.id, key).await?
-            && newer.completed_at > task.completed_at
-        {
-            return self
-                .supersede(record, key, &newer.delivery_id, newer.completed_at)
-                .await;
+        let marker = self.keys.marker(&dest.id, key).await?;
+        let locked = Stage::Locked {
+            key,
+            marker: marker.as_ref(),
+        };
+        if let Transition::End(end) = self.decide(record, &task, locked) {
+            return self.end(end, record, &task, payload).await;
         }
-        record.status = DeliveryStatus::InProgress;
-        record.format = spec.format;
-        record.compression = spec.compression;
-        record.bucket = Some(spec.s3.bucket.to_string());
-        record.key = Some(key.to_owned());
-        record.updated_at = Utc::now();
-        self.records.put(record).await?;
-
         let started_at = Utc::now();
-        let first_attempt_at = *task.retry.first_attempt_at.get_or_insert(started_at);
-        task.retry.attempts += 1;
-        let number = record.attempts.len() as u32 + 1;
+        record.start(
+            spec.format,
+            spec.compression,
+            spec.s3.bucket.as_str(),
+            key,
+            started_at,
+        );
+        self.records.put(record).await?;
+        task.retry.begin(started_at);
+        let number = record.next_attempt_number();
 
         let t0 = Instant::now();
-        let result = self.render_and_upload(dest, key, &task).await;
-        let took = t0.elapsed();
-        let result = match result {
-            Ok(up) => Ok(up),
-            Err(PipelineError::Render(message)) => {
-                let err = DeliveryError {
-                    code: "RenderFailed".into(),
-                    message,
-                };
-                let failure = S3Failure {
-                    code: err.code.clone(),
-                    message: err.message.clone(),
-                    status: None,
-                    class: ErrorClass::Permanent,
-                };
-                record
-                    .attempts
-                    .push(self.attempt(number, started_at, took, Some(&failure)));
-                return self.fail(record.clone(), err, payload).await;
-            }
-            Err(PipelineError::Io(failure)) => Err(failure),
+        let uploader = Uploader {
+            clients: &self.clients,
+            staging: &self.staging,
+            http: &self.http,
+            part_size: self.part_size,
         };
-        match result {
+        let result = uploader.upload(dest, key, &task).await;
+        let took = t0.elapsed();
+        match &result {
             Ok(up) => {
                 telemetry::attempt(Ok(()));
                 telemetry::rendered(spec.format, up.render);
                 telemetry::uploaded(spec.format, up.bytes, took);
-                record
-                    .attempts
-                    .push(self.attempt(number, started_at, took, None));
-                self.keys
-                    .mark(&dest.id, key, task.completed_at, &record.id)
-                    .await?;
-                self.health.record_success(&dest.id).await?;
-                let now = Utc::now();
-                record.status = DeliveryStatus::Delivered;
-                record.bytes = Some(up.bytes);
-                record.rows = up.rows;
-                record.etag = up.etag;
-                record.checksum = Some(Checksum {
-                    algorithm: "MD5".into(),
-                    value: up.md5,
-                });
-                record.error = None;
-                record.delivered_at = Some(now);
-                record.updated_at = now;
-                let total = (now - record.enqueued_at).to_std().unwrap_or_default();
-                record.timings = Some(Timings {
-                    render_ms: millis(up.render),
-                    upload_ms: millis(took),
-                    total_ms: millis(total),
-                });
-                self.records.put(record).await?;
-                telemetry::delivery_finished(Outcome::Delivered, spec.format, total);
-                tracing::info!(key, bytes = up.bytes, attempts = number, "delivered");
-                Ok(Handled::Delivered)
             }
-            Err(failure) => {
-                telemetry::attempt(Err(failure.class));
-                record.attempts.push(self.attempt(
-                    number,
-                    started_at,
-                    t0.elapsed(),
-                    Some(&failure),
-                ));
-                let err = DeliveryError {
-                    code: failure.code.clone(),
-                    message: failure.message.clone(),
-                };
-                if failure.class == ErrorClass::Permanent {
-                    tracing::warn!(code = %failure.code, "permanent failure");
-                    let health = self
-                        .health
-                        .record_permanent_failure(
-                            &dest.id,
-                            &failure.code,
-                            &failure.message,
-                            self.failing_threshold,
-                        )
-                        .await?;
-                    if health.is_failing() {
-                        tracing::warn!(
-                            failures = health.consecutive_failures,
-                            "destination marked failing; its deliveries are held"
-                        );
-                    }
-                    return self.fail(record.clone(), err, payload).await;
-                }
-                let elapsed = (Utc::now() - first_attempt_at).to_std().unwrap_or_default();
-                let delay = self
-                    .retry
-                    .next_delay(task.retry.attempts, elapsed, &mut rand::rng());
-                let Some(delay) = delay else {
-                    tracing::warn!(code = %failure.code, attempts = task.retry.attempts, "retries exhausted");
-                    let err = DeliveryError {
-                        code: "RetriesExhausted".into(),
-                        message: format!(
-                            "gave up after {} attempts over {}s; the last error was {}: {}",
-                            task.retry.attempts,
-                            elapsed.as_secs(),
-                            failure.code,
-                            failure.message
-                        ),
-                    };
-                    return self.fail(record.clone(), err, payload).await;
-                };
-                tracing::info!(code = %failure.code, ?delay, attempt = task.retry.attempts, "transient failure; retry scheduled");
-                telemetry::delivery_retried(spec.format);
-                record.status = DeliveryStatus::Retrying;
-                record.error = Some(err);
-                record.updated_at = Utc::now();
-                self.records.put(record).await?;
-                let at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                self.queue.schedule(task, at).await?;
-                Ok(Handled::Retrying)
-            }
+            Err(PipelineError::Io(f)) => telemetry::attempt(Err(f.class())),
+            Err(PipelineError::Render(_)) => {}
         }
-    }
-
-    /// Streams the task's rows, rendered, into the object at `key`.
-    async fn render_and_upload(
-        &self,
-        dest: &Destination,
-        key: &str,
-        task: &DeliveryTask,
-    ) -> Result<Uploaded, PipelineError> {
-        let spec = RenderSpec {
-            format: dest.spec.format,
-            compression: dest.spec.compression,
-            columns: task.columns.clone(),
-        };
-        let rows = match &task.rows_url {
-            Some(url) => Rows::Stream {
-                source: source::open(url, &self.staging, &self.http)
-                    .await
-                    .map_err(PipelineError::Io)?,
-                gzip: url.is_gzip(),
-            },
-            // The renderer runs on its own thread; the rows' JSON text is copied once.
-            None => Rows::Inline(task.rows.clone()),
-        };
-        let client = self.clients.get(&dest.id, &dest.spec.s3).await;
-        let target = ObjectTarget {
-            bucket: dest.spec.s3.bucket.as_str(),
-            key,
-            content_type: dest.spec.format.content_type(),
-            content_encoding: dest.spec.compression.content_encoding(),
-        };
-        pipeline::deliver(&client, &target, spec, rows, self.part_size).await
-    }
-
-    fn attempt(
-        &self,
-        number: u32,
-        started_at: DateTime<Utc>,
-        took: Duration,
-        failure: Option<&S3Failure>,
-    ) -> Attempt {
-        Attempt {
+        let error = result.as_ref().err().map(PipelineError::error);
+        record.attempts.push(Attempt {
             number,
             worker: self.worker_name.clone(),
             started_at,
             duration_ms: millis(took),
-            outcome: if failure.is_some() {
+            outcome: if error.is_some() {
                 DeliveryStatus::Failed
             } else {
                 DeliveryStatus::Delivered
             },
-            error_code: failure.map(|f| f.code.clone()),
-            error_message: failure.map(|f| f.message.clone()),
+            error_code: error.as_ref().map(|e| e.code.clone()),
+            error_message: error.map(|e| e.message),
+        });
+        let Transition::End(end) =
+            self.decide(record, &task, Stage::Attempted(result.as_ref().map(|_| ())))
+        else {
+            unreachable!("an attempt always ends the run");
+        };
+        if let (End::Delivered, Ok(up)) = (&end, result) {
+            self.keys
+                .mark(&dest.id, key, task.completed_at, &record.id)
+                .await?;
+            self.health.record_success(&dest.id).await?;
+            let now = Utc::now();
+            record.delivered(
+                Delivered {
+                    bytes: up.bytes,
+                    rows: up.rows,
+                    etag: up.etag,
+                    md5: up.md5,
+                    render_ms: millis(up.render),
+                    upload_ms: millis(took),
+                },
+                now,
+            );
+            self.records.put(record).await?;
+            telemetry::delivery_finished(Outcome::Delivered, spec.format, record.age(now));
+            tracing::info!(key, bytes = up.bytes, attempts = number, "delivered");
+            return Ok(Handled::Delivered);
         }
+        self.end(end, record, &task, payload).await
+    }
+
+    /// Asks [`decide`] about `stage`, now.
+    fn decide(&self, record: &DeliveryRecord, task: &DeliveryTask, stage: Stage<'_>) -> Transition {
+        let facts = Facts {
+            record,
+            task,
+            policy: &self.retry,
+            now: Utc::now(),
+        };
+        decide(&facts, stage, &mut rand::rng())
+    }
+
+    /// Carries out every way a run ends but a delivery (which needs the upload's result).
+    async fn end(
+        &self,
+        end: End,
+        record: &mut DeliveryRecord,
+        task: &DeliveryTask,
+        payload: &[u8],
+    ) -> Result<Handled, StoreError> {
+        match end {
+            End::Skip => {
+                tracing::info!(status = ?record.status, "already final; skipping the duplicate task");
+                Ok(Handled::Delivered)
+            }
+            End::Hold(why) => self.hold(record, task, why.as_str()).await,
+            End::Supersede { key, newer, error } => {
+                let now = Utc::now();
+                record.superseded(&key, error, now);
+                self.records.put(record).await?;
+                telemetry::delivery_finished(Outcome::Superseded, record.format, record.age(now));
+                tracing::info!(key, newer, "superseded by a newer result; not uploaded");
+                Ok(Handled::Superseded)
+            }
+            End::Fail { error, strike } => {
+                if strike {
+                    self.strike(&task.destination_id, &error).await?;
+                } else if error.code == ErrorCode::RetriesExhausted.as_str() {
+                    tracing::warn!(attempts = task.retry.attempts, "retries exhausted");
+                }
+                self.fail(record, error, payload).await
+            }
+            End::Retry { at, delay, error } => {
+                tracing::info!(code = %error.code, ?delay, attempt = task.retry.attempts, "transient failure; retry scheduled");
+                telemetry::delivery_retried(record.format);
+                record.retrying(error, Utc::now());
+                self.records.put(record).await?;
+                self.queue.schedule(task.clone(), at).await?;
+                Ok(Handled::Retrying)
+            }
+            End::Reschedule { at, busy } => {
+                match busy {
+                    Busy::Key => tracing::debug!("object key busy; rescheduling"),
+                    // The destination has its share of the fleet's uploads in flight and
+                    // none is about to end (its endpoint may hang): give the worker to
+                    // someone else for now.
+                    Busy::Slots => tracing::debug!("destination at its upload cap; rescheduling"),
+                }
+                self.queue.schedule(task.clone(), at).await?;
+                Ok(Handled::Retrying)
+            }
+            End::Delivered => unreachable!("a delivery is recorded with its upload"),
+        }
+    }
+
+    /// A permanent failure counts against the destination's health.
+    async fn strike(&self, dest: &DestinationId, error: &DeliveryError) -> Result<(), StoreError> {
+        tracing::warn!(code = %error.code, "permanent failure");
+        let health = self
+            .health
+            .record_permanent_failure(dest, &error.code, &error.message, self.failing_threshold)
+            .await?;
+        if health.is_failing() {
+            tracing::warn!(
+                failures = health.consecutive_failures,
+                "destination marked failing; its deliveries are held"
+            );
+        }
+        Ok(())
     }
 
     /// Parks the task while its destination is paused or failing. If the destination
     /// recovered meanwhile, releases at once, so that race never strands a task.
     async fn hold(
         &self,
-        mut record: DeliveryRecord,
+        record: &mut DeliveryRecord,
         task: &DeliveryTask,
         why: &str,
     ) -> Result<Handled, StoreError> {
         self.held.hold(task).await?;
-        record.status = DeliveryStatus::Held;
-        record.updated_at = Utc::now();
-        self.records.put(&record).await?;
+        record.held(Utc::now());
+        self.records.put(record).await?;
         tracing::info!(why, "delivery held");
         telemetry::delivery_parked(record.format);
         let active = self
@@ -421,37 +383,11 @@ impl Deliverer {
         Ok(Handled::Held)
     }
 
-    async fn supersede(
-        &self,
-        record: &mut DeliveryRecord,
-        key: &str,
-        newer: &str,
-        newer_completed_at: DateTime<Utc>,
-    ) -> Result<Handled, StoreError> {
-        let now = Utc::now();
-        record.status = DeliveryStatus::Superseded;
-        record.key = Some(key.to_owned());
-        record.error = Some(DeliveryError {
-            code: "Superseded".into(),
-            message: format!(
-                "not uploaded: {key} already holds a newer result (delivery {newer}, completed \
-                 at {}); an older result must not overwrite it",
-                newer_completed_at.to_rfc3339()
-            ),
-        });
-        record.updated_at = now;
-        self.records.put(record).await?;
-        let total = (now - record.enqueued_at).to_std().unwrap_or_default();
-        telemetry::delivery_finished(Outcome::Superseded, record.format, total);
-        tracing::info!(key, newer, "superseded by a newer result; not uploaded");
-        Ok(Handled::Superseded)
-    }
-
     /// Fails the delivery for good: the record says why, the task is dead-lettered so it
     /// can be replayed.
     async fn fail(
         &self,
-        mut record: DeliveryRecord,
+        record: &mut DeliveryRecord,
         err: DeliveryError,
         payload: &[u8],
     ) -> Result<Handled, StoreError> {
@@ -467,12 +403,9 @@ impl Deliverer {
                 payload: payload_value(payload),
             })
             .await?;
-        record.status = DeliveryStatus::Failed;
-        record.error = Some(err);
-        record.updated_at = now;
-        self.records.put(&record).await?;
-        let total = (now - record.enqueued_at).to_std().unwrap_or_default();
-        telemetry::delivery_finished(Outcome::Dead, record.format, total);
+        record.failed(err, now);
+        self.records.put(record).await?;
+        telemetry::delivery_finished(Outcome::Dead, record.format, record.age(now));
         Ok(Handled::Failed { code })
     }
 }
@@ -486,32 +419,4 @@ fn payload_value(payload: &[u8]) -> Value {
 
 fn millis(d: Duration) -> u64 {
     d.as_millis().try_into().unwrap_or(u64::MAX)
-}
-
-/// A record for a task whose record is missing (e.g. written by an older producer).
-fn record_from_task(task: &DeliveryTask) -> DeliveryRecord {
-    DeliveryRecord {
-        id: task.delivery_id.clone(),
-        tenant: task.tenant.clone(),
-        destination_id: task.destination_id.clone(),
-        job_id: task.job_id.clone(),
-        partner_inventory_id: task.partner_inventory_id.clone(),
-        completed_at: task.completed_at,
-        status: DeliveryStatus::Queued,
-        format: Default::default(),
-        compression: Default::default(),
-        // Counted when rendered.
-        rows: 0,
-        bucket: None,
-        key: None,
-        bytes: None,
-        etag: None,
-        checksum: None,
-        attempts: Vec::new(),
-        error: None,
-        timings: None,
-        enqueued_at: task.enqueued_at,
-        delivered_at: None,
-        updated_at: Utc::now(),
-    }
 }

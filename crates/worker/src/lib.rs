@@ -3,7 +3,9 @@
 //!
 //! - [`run`]: the apalis worker loop, its supervisor and graceful shutdown.
 //! - [`codec`]: task payloads taken as bytes, so that no payload can stop the queue.
-//! - [`deliver`]: one delivery from task to record.
+//! - [`decide`]: every decision about a delivery, as one pure function.
+//! - [`deliver`]: one delivery from task to record: gathers the facts [`decide`] needs
+//!   and carries out its transitions.
 //! - [`slot_gate`]: upload slots per destination, waited for briefly while they move.
 //! - [`retry`]: the retry policy (exponential, full jitter, capped in count and time).
 //! - [`janitor`]: the periodic sweep that keeps Redis memory bounded.
@@ -13,6 +15,7 @@
 //! - [`telemetry`]: the metrics the worker exports.
 
 pub mod codec;
+pub mod decide;
 pub mod deliver;
 pub mod janitor;
 pub mod pipeline;

@@ -1,21 +1,23 @@
 //! Rendering a delivery straight into its upload: rows (inline or streamed from a
 //! reference) are rendered on a blocking thread into a [`PartWriter`], whose parts the
 //! async side uploads as they come. Memory stays at a few parts whatever the row count.
+//! [`Uploader`] is what a delivery calls: the task and its destination in, an object out.
 
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
+use courier_core::ErrorCode;
 use courier_core::cells::ColumnIndex;
-use courier_core::delivery::Row;
-use courier_core::failure::ErrorClass;
+use courier_core::delivery::{DeliveryError, DeliveryTask, Row};
+use courier_core::destination::Destination;
 use courier_core::render::{RenderSpec, row_writer};
 use courier_core::rows::{ForEachError, InlineRows};
-use courier_s3::S3Failure;
 use courier_s3::stream::{self, ObjectTarget, PartWriter, Written};
+use courier_s3::{ClientCache, S3Failure};
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
-use crate::source::ByteSource;
+use crate::source::{self, ByteSource, Staging};
 
 /// The rows of one delivery.
 pub enum Rows {
@@ -55,6 +57,65 @@ pub enum PipelineError {
     Render(String),
     /// The store or the source failed; classified.
     Io(S3Failure),
+}
+
+impl PipelineError {
+    /// The error as records and dead letters say it.
+    pub fn error(&self) -> DeliveryError {
+        match self {
+            PipelineError::Render(message) => {
+                DeliveryError::new(ErrorCode::RenderFailed, message.clone())
+            }
+            PipelineError::Io(f) => DeliveryError::new(f.code.clone(), f.message.clone()),
+        }
+    }
+}
+
+/// What a delivery needs to render and upload its object.
+#[derive(Debug, Clone, Copy)]
+pub struct Uploader<'a> {
+    /// S3 clients per destination, kept between deliveries.
+    pub clients: &'a ClientCache,
+    /// Where `s3://` row references are read from.
+    pub staging: &'a Staging,
+    /// For `http(s)://` row references.
+    pub http: &'a reqwest::Client,
+    /// Bytes per multipart part; smaller results go as one PutObject.
+    pub part_size: usize,
+}
+
+impl Uploader<'_> {
+    /// Streams `task`'s rows, rendered for `dest`, into the object at `key`.
+    pub async fn upload(
+        &self,
+        dest: &Destination,
+        key: &str,
+        task: &DeliveryTask,
+    ) -> Result<Uploaded, PipelineError> {
+        let spec = RenderSpec {
+            format: dest.spec.format,
+            compression: dest.spec.compression,
+            columns: task.columns.clone(),
+        };
+        let rows = match &task.rows_url {
+            Some(url) => Rows::Stream {
+                source: source::open(url, self.staging, self.http)
+                    .await
+                    .map_err(PipelineError::Io)?,
+                gzip: url.is_gzip(),
+            },
+            // The renderer runs on its own thread; the rows' JSON text is copied once.
+            None => Rows::Inline(task.rows.clone()),
+        };
+        let client = self.clients.get(&dest.id, &dest.spec.s3).await;
+        let target = ObjectTarget {
+            bucket: dest.spec.s3.bucket.as_str(),
+            key,
+            content_type: dest.spec.format.content_type(),
+            content_encoding: dest.spec.compression.content_encoding(),
+        };
+        deliver(&client, &target, spec, rows, self.part_size).await
+    }
 }
 
 /// Renders `rows` as `spec` into the object at `target`, in parts of `part_size` bytes.
@@ -166,14 +227,9 @@ fn render_rows(
             w.finish().map_err(render_err)?.rows
         }
     };
-    let written = out.finish().map_err(|e| {
-        PipelineError::Io(S3Failure {
-            code: "UploadStopped".into(),
-            message: e.to_string(),
-            status: None,
-            class: ErrorClass::Transient,
-        })
-    })?;
+    let written = out
+        .finish()
+        .map_err(|e| PipelineError::Io(S3Failure::new(ErrorCode::UploadStopped, e.to_string())))?;
     Ok((written, count))
 }
 
@@ -192,12 +248,10 @@ fn source_err(e: std::io::Error) -> PipelineError {
         std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => {
             PipelineError::Render(format!("the rows could not be read: {e}"))
         }
-        _ => PipelineError::Io(S3Failure {
-            code: "SourceReadFailed".into(),
-            message: format!("reading the rows failed: {e}"),
-            status: None,
-            class: ErrorClass::Transient,
-        }),
+        _ => PipelineError::Io(S3Failure::new(
+            ErrorCode::SourceReadFailed,
+            format!("reading the rows failed: {e}"),
+        )),
     }
 }
 

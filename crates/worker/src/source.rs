@@ -4,8 +4,8 @@
 
 use std::io;
 
+use courier_core::ErrorCode;
 use courier_core::delivery::{RowsLocation, RowsUrl};
-use courier_core::failure::ErrorClass;
 use courier_s3::S3Failure;
 use futures::TryStreamExt;
 use tokio::io::AsyncRead;
@@ -32,19 +32,18 @@ pub async fn open(
 ) -> Result<ByteSource, S3Failure> {
     let location = url
         .location()
-        .map_err(|m| failure("InvalidRowsUrl", m, ErrorClass::Permanent))?;
+        .map_err(|m| S3Failure::new(ErrorCode::InvalidRowsUrl, m))?;
     if let Some(staging_bucket) = &staging.bucket
         && let Some(why) = location.outside_staging(staging_bucket)
     {
-        return Err(failure("RowsUrlOutsideStaging", why, ErrorClass::Permanent));
+        return Err(S3Failure::new(ErrorCode::RowsUrlOutsideStaging, why));
     }
     match location {
         RowsLocation::S3 { bucket, key } => {
             let (Some(client), Some(_)) = (&staging.client, &staging.bucket) else {
-                return Err(failure(
-                    "StagingNotConfigured",
+                return Err(S3Failure::new(
+                    ErrorCode::StagingNotConfigured,
                     "this worker has no staging store (COURIER_STAGING_BUCKET …) to read s3:// rows from",
-                    ErrorClass::Permanent,
                 ));
             };
             let out = client
@@ -63,28 +62,23 @@ pub async fn open(
         }
         RowsLocation::Http(u) => {
             let resp = http.get(&u).send().await.map_err(|e| {
-                failure(
-                    if e.is_timeout() {
-                        "Timeout"
-                    } else {
-                        "ConnectionFailed"
-                    },
-                    format!("reading rows: {e}"),
-                    ErrorClass::Transient,
-                )
+                let code = if e.is_timeout() {
+                    ErrorCode::Timeout
+                } else {
+                    ErrorCode::ConnectionFailed
+                };
+                S3Failure::new(code, format!("reading rows: {e}"))
             })?;
             let status = resp.status();
             if !status.is_success() {
-                let class = if status.is_server_error() || status.as_u16() == 429 {
-                    ErrorClass::Transient
-                } else {
-                    ErrorClass::Permanent
-                };
-                return Err(failure(
-                    "RowsUnavailable",
-                    format!("reading rows: the server answered {status}"),
-                    class,
-                ));
+                // Its class follows the status: a 5xx or 429 (or 408) is worth another try.
+                return Err(S3Failure {
+                    status: Some(status.as_u16()),
+                    ..S3Failure::new(
+                        ErrorCode::RowsUnavailable,
+                        format!("reading rows: the server answered {status}"),
+                    )
+                });
             }
             let stream = resp.bytes_stream().map_err(io::Error::other);
             Ok(Box::new(StreamReader::new(stream)))
@@ -92,18 +86,10 @@ pub async fn open(
     }
 }
 
-fn failure(code: &str, message: impl Into<String>, class: ErrorClass) -> S3Failure {
-    S3Failure {
-        code: code.to_owned(),
-        message: message.into(),
-        status: None,
-        class,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use courier_core::destination::Credentials;
+    use courier_core::failure::ErrorClass;
 
     use super::*;
 
@@ -126,8 +112,8 @@ mod tests {
         match open(&url, staging, &reqwest::Client::new()).await {
             Ok(_) => "opened".into(),
             Err(f) => {
-                assert_eq!(f.class, ErrorClass::Permanent, "{f:?}");
-                f.code
+                assert_eq!(f.class(), ErrorClass::Permanent, "{f:?}");
+                f.code.to_string()
             }
         }
     }

@@ -1,0 +1,553 @@
+//! Every decision about a delivery, as one pure function.
+//!
+//! [`decide`] looks at what the worker knows at a [`Stage`] of the delivery (the record,
+//! the task, the destination's state and health, the claims on the key and on an upload
+//! slot, the key's marker, the outcome of the attempt), the retry policy and the time,
+//! and returns the [`Transition`]: go on, or end here in one of the ways a delivery ends.
+//! It reads no clock and no store; [`crate::deliver`] gathers the facts and carries the
+//! transition out.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use courier_core::ErrorCode;
+use courier_core::delivery::{DeliveryError, DeliveryRecord, DeliveryStatus, DeliveryTask};
+use courier_core::destination::DestinationStatus;
+use courier_core::failure::ErrorClass;
+use courier_store::Marker;
+use rand::Rng;
+
+use crate::pipeline::PipelineError;
+use crate::retry::RetryPolicy;
+
+/// When the object key or the destination's upload slots are busy, try again this much
+/// later.
+pub const BUSY_DELAY: Duration = Duration::from_secs(1);
+
+/// What every stage knows.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    pub record: &'a DeliveryRecord,
+    /// The task; at [`Stage::Attempted`], its retry state already counts the attempt.
+    pub task: &'a DeliveryTask,
+    pub policy: &'a RetryPolicy,
+    pub now: DateTime<Utc>,
+}
+
+/// The destination as a delivery sees it when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DestinationState {
+    pub status: DestinationStatus,
+    /// Its health says failing: too many permanent failures in a row.
+    pub failing: bool,
+}
+
+/// How far the delivery got, with what was learnt at that point.
+#[derive(Debug, Clone, Copy)]
+pub enum Stage<'a> {
+    /// The task was just taken; `destination` is `None` when it no longer exists.
+    Taken {
+        destination: Option<DestinationState>,
+    },
+    /// The worker tried to claim the object key and, if that worked, an upload slot.
+    Claimed { key: bool, slot: bool },
+    /// Both claims are held; `marker` is the newest result already at `key`.
+    Locked {
+        key: &'a str,
+        marker: Option<&'a Marker>,
+    },
+    /// The attempt ended.
+    Attempted(Result<(), &'a PipelineError>),
+}
+
+/// What to do next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Transition {
+    /// Go on to the next stage (claim, check the key, attempt).
+    Proceed,
+    /// End this run of the task.
+    End(End),
+}
+
+/// How a run of a task ends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum End {
+    /// The delivery is already final: this task is a duplicate and does nothing.
+    Skip,
+    /// Park the task until the destination is active again.
+    Hold(HoldReason),
+    /// A newer result is at the key: do not upload.
+    Supersede {
+        key: String,
+        /// The delivery that put the newer result there.
+        newer: String,
+        error: DeliveryError,
+    },
+    /// Give up for good and dead-letter the task.
+    Fail {
+        error: DeliveryError,
+        /// The failure counts against the destination's health (a permanent error of
+        /// its store or of the rows' source; not a render failure or exhausted retries).
+        strike: bool,
+    },
+    /// A transient failure: schedule the next attempt at `at`.
+    Retry {
+        at: DateTime<Utc>,
+        delay: Duration,
+        error: DeliveryError,
+    },
+    /// Put the task back untried, to run at `at`.
+    Reschedule { at: DateTime<Utc>, busy: Busy },
+    /// The object is in the bucket.
+    Delivered,
+}
+
+/// Why a task is held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldReason {
+    Paused,
+    Failing,
+}
+
+impl HoldReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldReason::Paused => "paused",
+            HoldReason::Failing => "failing",
+        }
+    }
+}
+
+/// What was busy when a task was put back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// Another delivery of the same object key is under way.
+    Key,
+    /// The destination has its fleet-wide share of uploads in flight.
+    Slots,
+}
+
+/// The transition for `stage`, given `facts`. `rng` draws the retry jitter.
+pub fn decide(facts: &Facts<'_>, stage: Stage<'_>, rng: &mut impl Rng) -> Transition {
+    let end = match stage {
+        Stage::Taken { destination } => taken(facts, destination),
+        Stage::Claimed { key, slot } => claimed(facts, key, slot),
+        Stage::Locked { key, marker } => locked(facts, key, marker),
+        Stage::Attempted(outcome) => Some(attempted(facts, outcome, rng)),
+    };
+    end.map_or(Transition::Proceed, Transition::End)
+}
+
+fn taken(facts: &Facts<'_>, destination: Option<DestinationState>) -> Option<End> {
+    let status = facts.record.status;
+    if status.is_final() && status != DeliveryStatus::Failed {
+        return Some(End::Skip);
+    }
+    let Some(destination) = destination else {
+        return Some(End::Fail {
+            error: DeliveryError::new(
+                ErrorCode::DestinationNotFound,
+                format!("destination {} no longer exists", facts.task.destination_id),
+            ),
+            strike: false,
+        });
+    };
+    if destination.status == DestinationStatus::Paused {
+        return Some(End::Hold(HoldReason::Paused));
+    }
+    destination
+        .failing
+        .then_some(End::Hold(HoldReason::Failing))
+}
+
+fn claimed(facts: &Facts<'_>, key: bool, slot: bool) -> Option<End> {
+    let busy = if !key {
+        Busy::Key
+    } else if !slot {
+        Busy::Slots
+    } else {
+        return None;
+    };
+    Some(End::Reschedule {
+        at: facts.now + BUSY_DELAY,
+        busy,
+    })
+}
+
+fn locked(facts: &Facts<'_>, key: &str, marker: Option<&Marker>) -> Option<End> {
+    let newer = marker.filter(|m| m.completed_at > facts.task.completed_at)?;
+    Some(End::Supersede {
+        key: key.to_owned(),
+        newer: newer.delivery_id.clone(),
+        error: DeliveryError::new(
+            ErrorCode::Superseded,
+            format!(
+                "not uploaded: {key} already holds a newer result (delivery {}, completed \
+                 at {}); an older result must not overwrite it",
+                newer.delivery_id,
+                newer.completed_at.to_rfc3339()
+            ),
+        ),
+    })
+}
+
+fn attempted(facts: &Facts<'_>, outcome: Result<(), &PipelineError>, rng: &mut impl Rng) -> End {
+    let Err(e) = outcome else {
+        return End::Delivered;
+    };
+    let error = e.error();
+    let failure = match e {
+        PipelineError::Render(_) => {
+            return End::Fail {
+                error,
+                strike: false,
+            };
+        }
+        PipelineError::Io(failure) => failure,
+    };
+    if failure.class() == ErrorClass::Permanent {
+        return End::Fail {
+            error,
+            strike: true,
+        };
+    }
+    let retry = &facts.task.retry;
+    let elapsed = retry.elapsed(facts.now);
+    match facts.policy.next_delay(retry.attempts, elapsed, rng) {
+        Some(delay) => End::Retry {
+            at: facts.now + delay,
+            delay,
+            error,
+        },
+        None => End::Fail {
+            error: DeliveryError::new(
+                ErrorCode::RetriesExhausted,
+                format!(
+                    "gave up after {} attempts over {}s; the last error was {}: {}",
+                    retry.attempts,
+                    elapsed.as_secs(),
+                    failure.code,
+                    failure.message
+                ),
+            ),
+            strike: false,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use courier_core::delivery::{DeliveryStatus, PartnerInventoryId, RetryState};
+    use courier_core::rows::InlineRows;
+    use courier_core::{Compression, DeliveryId, DestinationId, Format, TenantId};
+    use courier_s3::S3Failure;
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use super::*;
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_780_000_000 + secs, 0).unwrap()
+    }
+
+    fn task() -> DeliveryTask {
+        DeliveryTask {
+            delivery_id: DeliveryId::generate(),
+            tenant: TenantId::parse("acme").unwrap(),
+            destination_id: DestinationId::generate(),
+            job_id: "job-1".into(),
+            partner_inventory_id: PartnerInventoryId::parse("INV-1").unwrap(),
+            completed_at: at(0),
+            columns: vec!["a".into()],
+            rows: InlineRows::default(),
+            rows_url: None,
+            enqueued_at: at(0),
+            retry: RetryState::default(),
+        }
+    }
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: 3,
+            min_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(10),
+            max_elapsed: Duration::from_secs(60),
+        }
+    }
+
+    /// A transient or permanent store failure.
+    fn io(code: &str, status: Option<u16>) -> PipelineError {
+        PipelineError::Io(S3Failure {
+            status,
+            ..S3Failure::new(code.into(), format!("{code} happened"))
+        })
+    }
+
+    /// Decides `stage` for a record in `status` and a task whose retry state is `retry`,
+    /// at time `now` (seconds after the task was enqueued), with a seeded RNG.
+    fn run(status: DeliveryStatus, retry: RetryState, now: i64, stage: Stage<'_>) -> Transition {
+        let mut task = task();
+        task.retry = retry;
+        let mut record = DeliveryRecord::queued(&task, Format::Csv, Compression::None, 0, at(0));
+        record.status = status;
+        let policy = policy();
+        let facts = Facts {
+            record: &record,
+            task: &task,
+            policy: &policy,
+            now: at(now),
+        };
+        decide(&facts, stage, &mut StdRng::seed_from_u64(7))
+    }
+
+    fn fresh(stage: Stage<'_>) -> Transition {
+        run(DeliveryStatus::Queued, RetryState::default(), 0, stage)
+    }
+
+    /// `n` attempts made, the first at time 0.
+    fn after(n: u32) -> RetryState {
+        RetryState {
+            attempts: n,
+            first_attempt_at: Some(at(0)),
+        }
+    }
+
+    fn code(t: &Transition) -> Option<&str> {
+        match t {
+            Transition::End(End::Fail { error, .. } | End::Retry { error, .. }) => {
+                Some(&error.code)
+            }
+            Transition::End(End::Supersede { error, .. }) => Some(&error.code),
+            _ => None,
+        }
+    }
+
+    const ACTIVE: DestinationState = DestinationState {
+        status: DestinationStatus::Active,
+        failing: false,
+    };
+
+    #[test]
+    fn a_taken_task() {
+        use DeliveryStatus::*;
+        let paused = DestinationState {
+            status: DestinationStatus::Paused,
+            ..ACTIVE
+        };
+        let failing = DestinationState {
+            failing: true,
+            ..ACTIVE
+        };
+        let both = DestinationState {
+            failing: true,
+            ..paused
+        };
+        let hold = |r| Transition::End(End::Hold(r));
+        let table = [
+            // (record status, destination, expected)
+            (Queued, Some(ACTIVE), Transition::Proceed),
+            (Retrying, Some(ACTIVE), Transition::Proceed),
+            (InProgress, Some(ACTIVE), Transition::Proceed),
+            (Held, Some(ACTIVE), Transition::Proceed),
+            // A failed delivery runs again when its dead letter is replayed.
+            (Failed, Some(ACTIVE), Transition::Proceed),
+            (Delivered, Some(ACTIVE), Transition::End(End::Skip)),
+            (Superseded, Some(ACTIVE), Transition::End(End::Skip)),
+            // A duplicate is skipped before anything else is looked at.
+            (Delivered, None, Transition::End(End::Skip)),
+            (Queued, Some(paused), hold(HoldReason::Paused)),
+            (Queued, Some(failing), hold(HoldReason::Failing)),
+            (Queued, Some(both), hold(HoldReason::Paused)),
+        ];
+        for (status, destination, expected) in table {
+            let got = run(
+                status,
+                RetryState::default(),
+                0,
+                Stage::Taken { destination },
+            );
+            assert_eq!(got, expected, "{status:?} {destination:?}");
+        }
+    }
+
+    #[test]
+    fn a_missing_destination_fails_without_a_strike() {
+        let t = fresh(Stage::Taken { destination: None });
+        let Transition::End(End::Fail { error, strike }) = &t else {
+            panic!("{t:?}")
+        };
+        assert_eq!(error.code, "DestinationNotFound");
+        assert!(error.message.ends_with("no longer exists"), "{error:?}");
+        assert!(!strike);
+    }
+
+    #[test]
+    fn busy_claims_reschedule_a_second_later() {
+        let table = [
+            (false, false, Some(Busy::Key)),
+            (false, true, Some(Busy::Key)),
+            (true, false, Some(Busy::Slots)),
+            (true, true, None),
+        ];
+        for (key, slot, busy) in table {
+            let got = run(
+                DeliveryStatus::Queued,
+                RetryState::default(),
+                5,
+                Stage::Claimed { key, slot },
+            );
+            let expected = busy.map_or(Transition::Proceed, |busy| {
+                Transition::End(End::Reschedule { at: at(6), busy })
+            });
+            assert_eq!(got, expected, "key {key} slot {slot}");
+        }
+    }
+
+    #[test]
+    fn only_a_newer_marker_supersedes() {
+        let marker = |secs| Marker {
+            completed_at: at(secs),
+            delivery_id: "dlv_newer".into(),
+        };
+        let (older, same, newer) = (marker(-1), marker(0), marker(1));
+        for (m, proceeds) in [(None, true), (Some(&older), true), (Some(&same), true)] {
+            let got = fresh(Stage::Locked {
+                key: "k.csv",
+                marker: m,
+            });
+            assert_eq!(got == Transition::Proceed, proceeds, "{m:?}");
+        }
+        let got = fresh(Stage::Locked {
+            key: "k.csv",
+            marker: Some(&newer),
+        });
+        let Transition::End(End::Supersede { key, newer, error }) = &got else {
+            panic!("{got:?}")
+        };
+        assert_eq!((key.as_str(), newer.as_str()), ("k.csv", "dlv_newer"));
+        assert_eq!(code(&got), Some("Superseded"));
+        assert_eq!(
+            error.message,
+            format!(
+                "not uploaded: k.csv already holds a newer result (delivery dlv_newer, \
+                 completed at {}); an older result must not overwrite it",
+                at(1).to_rfc3339()
+            )
+        );
+    }
+
+    #[test]
+    fn attempt_outcomes() {
+        let render = PipelineError::Render("row 3 is not an object".into());
+        let denied = io("AccessDenied", Some(403));
+        let unknown_4xx = io("SomethingNew", Some(400));
+        let missing_rows = io("RowsUnavailable", Some(404));
+        let slow = io("SlowDown", Some(503));
+        let refused = io("ConnectionFailed", None);
+        let fail = |code: &str, strike| {
+            let Transition::End(End::Fail { error, strike: s }) = run(
+                DeliveryStatus::InProgress,
+                after(1),
+                0,
+                Stage::Attempted(Err(match code {
+                    "RenderFailed" => &render,
+                    "AccessDenied" => &denied,
+                    "SomethingNew" => &unknown_4xx,
+                    _ => &missing_rows,
+                })),
+            ) else {
+                panic!("{code} did not fail")
+            };
+            assert_eq!((error.code.as_str(), s), (code, strike));
+            error
+        };
+        assert_eq!(
+            fail("RenderFailed", false).message,
+            "row 3 is not an object"
+        );
+        assert_eq!(fail("AccessDenied", true).message, "AccessDenied happened");
+        fail("SomethingNew", true);
+        fail("RowsUnavailable", true);
+
+        let ok = run(
+            DeliveryStatus::InProgress,
+            after(1),
+            0,
+            Stage::Attempted(Ok(())),
+        );
+        assert_eq!(ok, Transition::End(End::Delivered));
+
+        for transient in [&slow, &refused] {
+            let got = run(
+                DeliveryStatus::InProgress,
+                after(1),
+                0,
+                Stage::Attempted(Err(transient)),
+            );
+            assert!(matches!(got, Transition::End(End::Retry { .. })), "{got:?}");
+        }
+    }
+
+    /// The retry delays are exact: the policy's jitter from the injected RNG.
+    #[test]
+    fn a_transient_failure_retries_at_the_policys_exact_delay() {
+        let slow = io("SlowDown", Some(503));
+        for (made, now) in [(1, 0), (2, 3)] {
+            let got = run(
+                DeliveryStatus::InProgress,
+                after(made),
+                now,
+                Stage::Attempted(Err(&slow)),
+            );
+            let expected = policy()
+                .next_delay(
+                    made,
+                    Duration::from_secs(now as u64),
+                    &mut StdRng::seed_from_u64(7),
+                )
+                .unwrap();
+            let Transition::End(End::Retry {
+                at: when,
+                delay,
+                error,
+            }) = got
+            else {
+                panic!("{got:?}")
+            };
+            assert_eq!(delay, expected);
+            assert_eq!(when, at(now) + delay);
+            assert_eq!(
+                error,
+                DeliveryError::new(ErrorCode::SlowDown, "SlowDown happened")
+            );
+        }
+    }
+
+    #[test]
+    fn retries_end_after_max_attempts_or_max_elapsed() {
+        let slow = io("SlowDown", Some(503));
+        let exhausted = |retry, now| {
+            let got = run(
+                DeliveryStatus::InProgress,
+                retry,
+                now,
+                Stage::Attempted(Err(&slow)),
+            );
+            let Transition::End(End::Fail { error, strike }) = got else {
+                panic!("{got:?}")
+            };
+            assert!(!strike);
+            assert_eq!(error.code, "RetriesExhausted");
+            error.message
+        };
+        assert_eq!(
+            exhausted(after(3), 12),
+            "gave up after 3 attempts over 12s; the last error was SlowDown: SlowDown happened"
+        );
+        assert_eq!(
+            exhausted(after(1), 60),
+            "gave up after 1 attempts over 60s; the last error was SlowDown: SlowDown happened"
+        );
+    }
+}
