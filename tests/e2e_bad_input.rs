@@ -11,11 +11,14 @@ use serde_json::{Value, json};
 /// Keys Courier or apalis wrote that would betray a half-saved request.
 async fn leftovers(stack: &Stack) -> Vec<String> {
     let mut conn = stack.redis().await;
-    let mut keys: Vec<String> = conn.keys("courier:delivery:*").await.unwrap();
-    let mut tenants: Vec<String> = conn.keys("courier:tenant:*:deliveries").await.unwrap();
+    let mut keys: Vec<String> = conn.keys(stack.keys().delivery_pattern()).await.unwrap();
+    let mut tenants: Vec<String> = conn
+        .keys(&stack.keys().delivery_index_patterns()[0])
+        .await
+        .unwrap();
     keys.append(&mut tenants);
     let queued = queued_tasks(stack).await;
-    let data: usize = conn.hlen("courier:deliveries:data").await.unwrap();
+    let data: usize = conn.hlen(stack.keys().queue_keys().data()).await.unwrap();
     if queued > 0 {
         keys.push(format!("{queued} queued task ids"));
     }
@@ -29,14 +32,17 @@ async fn leftovers(stack: &Stack) -> Vec<String> {
 /// schedules every push at "now", so new tasks wait in the scheduled set).
 async fn queued_tasks(stack: &Stack) -> usize {
     let mut conn = stack.redis().await;
-    let active: usize = conn.llen("courier:deliveries:active").await.unwrap();
-    let scheduled: usize = conn.zcard("courier:deliveries:scheduled").await.unwrap();
+    let active: usize = conn.llen(stack.keys().queue_keys().active()).await.unwrap();
+    let scheduled: usize = conn
+        .zcard(stack.keys().queue_keys().scheduled())
+        .await
+        .unwrap();
     active + scheduled
 }
 
 async fn destinations_saved(stack: &Stack) -> usize {
     let mut conn = stack.redis().await;
-    let keys: Vec<String> = conn.keys("courier:destination:*").await.unwrap();
+    let keys: Vec<String> = conn.keys(stack.keys().destination_pattern()).await.unwrap();
     keys.len()
 }
 
@@ -281,7 +287,10 @@ async fn destinations_read_back_without_secrets_and_only_by_their_tenant() {
     }
     // The secret is not in Redis in the clear either.
     let mut conn = stack.redis().await;
-    let raw: String = conn.get(format!("courier:destination:{id}")).await.unwrap();
+    let raw: String = conn
+        .get(stack.keys().destination(&stack.dest_id(id)))
+        .await
+        .unwrap();
     assert!(
         !raw.contains(&stack.key.secret),
         "secret stored in the clear"

@@ -319,7 +319,7 @@ async fn a_hung_destination_holds_only_its_share_of_the_fleet() {
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut conn = stack.redis().await;
-    let slots_key = format!("courier:destination:{hung}:upload-slots");
+    let slots_key = stack.keys().upload_slots(&stack.dest_id(&hung));
     let sampler = {
         let mut conn = conn.clone();
         let key = slots_key.clone();

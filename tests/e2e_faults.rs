@@ -138,7 +138,10 @@ async fn enqueue(stack: &Stack, body: &Value) -> String {
 // Redis and Garage inspection
 // ---------------------------------------------------------------------------------------
 
-const QUEUE: &str = "courier:deliveries";
+/// The keys apalis-redis keeps for the stack's queue.
+fn queue(stack: &Stack) -> courier_store::QueueKeys {
+    stack.keys().queue_keys()
+}
 
 async fn smembers(stack: &Stack, key: &str) -> Vec<String> {
     let mut conn = stack.redis().await;
@@ -151,7 +154,7 @@ async fn smembers(stack: &Stack, key: &str) -> Vec<String> {
 
 /// The apalis task ids in worker `name`'s in-flight set.
 async fn inflight(stack: &Stack, name: &str) -> Vec<String> {
-    smembers(stack, &format!("{QUEUE}:inflight:{name}")).await
+    smembers(stack, &queue(stack).inflight(name)).await
 }
 
 /// The delivery ids behind apalis task ids (from the queue's data hash).
@@ -161,7 +164,7 @@ async fn delivery_ids_of(stack: &Stack, task_ids: &[String]) -> Vec<String> {
     }
     let mut conn = stack.redis().await;
     let payloads: Vec<Option<String>> = redis::cmd("HMGET")
-        .arg(format!("{QUEUE}:data"))
+        .arg(queue(stack).data())
         .arg(task_ids)
         .query_async(&mut conn)
         .await
@@ -200,7 +203,7 @@ async fn holds_key(stack: &Stack, rec: &Value) -> bool {
     };
     let mut conn = stack.redis().await;
     let owner: Option<String> = redis::cmd("GET")
-        .arg(format!("courier:destination:{dest}:object-lock:{key}"))
+        .arg(stack.keys().object_lock(&stack.dest_id(dest), key))
         .query_async(&mut conn)
         .await
         .unwrap_or(None);
@@ -220,7 +223,7 @@ async fn busy_fleet(stack: &Stack) -> usize {
 async fn live_workers(stack: &Stack) -> Vec<String> {
     let mut conn = stack.redis().await;
     redis::cmd("ZRANGE")
-        .arg(format!("{QUEUE}:workers"))
+        .arg(queue(stack).workers())
         .arg(0)
         .arg(-1)
         .query_async(&mut conn)
@@ -231,7 +234,7 @@ async fn live_workers(stack: &Stack) -> Vec<String> {
 async fn dead_letter_ids(stack: &Stack) -> HashSet<String> {
     let mut conn = stack.redis().await;
     let ids: Vec<String> = redis::cmd("ZRANGE")
-        .arg("courier:dead")
+        .arg(stack.keys().dead_letters())
         .arg(0)
         .arg(-1)
         .query_async(&mut conn)
@@ -244,9 +247,10 @@ async fn dead_letter_ids(stack: &Stack) -> HashSet<String> {
 async fn parked_ids(stack: &Stack, dest: &str) -> HashSet<String> {
     let mut conn = stack.redis().await;
     let mut out = HashSet::new();
-    for list in ["held", "releasing"] {
+    let dest = stack.dest_id(dest);
+    for list in [stack.keys().held(&dest), stack.keys().releasing(&dest)] {
         let items: Vec<String> = redis::cmd("LRANGE")
-            .arg(format!("courier:destination:{dest}:{list}"))
+            .arg(list)
             .arg(0)
             .arg(-1)
             .query_async(&mut conn)
@@ -266,7 +270,7 @@ async fn parked_ids(stack: &Stack, dest: &str) -> HashSet<String> {
 async fn apalis_dead(stack: &Stack) -> u64 {
     let mut conn = stack.redis().await;
     redis::cmd("SCARD")
-        .arg(format!("{QUEUE}:dead"))
+        .arg(queue(stack).dead())
         .query_async(&mut conn)
         .await
         .unwrap()
@@ -375,7 +379,7 @@ async fn key_lock(stack: &Stack, rec: &Value) -> String {
     let (Some(dest), Some(key)) = (rec["destinationId"].as_str(), rec["key"].as_str()) else {
         return "(no key yet)".into();
     };
-    let lock = format!("courier:destination:{dest}:object-lock:{key}");
+    let lock = stack.keys().object_lock(&stack.dest_id(dest), key);
     let mut conn = stack.redis().await;
     let owner: Option<String> = redis::cmd("GET")
         .arg(&lock)
@@ -868,7 +872,8 @@ async fn graceful_shutdown_drains_in_flight_deliveries() {
         // It left the fleet, and left nothing in flight behind.
         assert!(
             !live_workers(&stack).await.contains(&name),
-            "{name} still in {QUEUE}:workers after exiting: {:?}",
+            "{name} still in {} after exiting: {:?}",
+            queue(&stack).workers(),
             live_workers(&stack).await
         );
         assert!(
@@ -1436,7 +1441,7 @@ async fn revoked_write_permission_fails_then_holds_then_recovers() {
                  destination (PUT, same body) after the permission was fixed: {}\n\
                  destination health: {}",
                 held_result.as_ref().err().cloned().unwrap_or_default(),
-                redis_get_blocking(&stack, &format!("courier:destination:{dest}:health"))
+                redis_get_blocking(&stack, &stack.keys().health(&stack.dest_id(&dest)))
             )
         });
 
@@ -1553,7 +1558,7 @@ async fn poison_task_is_dead_lettered_and_the_worker_keeps_going() {
         // Find the victim's task in the queue's data hash and overwrite its payload.
         let mut conn = stack.redis().await;
         let data: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(format!("{QUEUE}:data"))
+            .arg(queue(&stack).data())
             .query_async(&mut conn)
             .await
             .unwrap();
@@ -1561,7 +1566,7 @@ async fn poison_task_is_dead_lettered_and_the_worker_keeps_going() {
             .iter()
             .find(|(_, p)| p.contains(&victim))
             .map(|(k, _)| k.clone())
-            .unwrap_or_else(|| panic!("the victim's task is in {QUEUE}:data: {data:?}"));
+            .unwrap_or_else(|| panic!("the victim's task is in the queue's data: {data:?}"));
         // Run 1: JSON, but not a delivery task. Run 2: not JSON at all. (In this order
         // because a payload that is not JSON is the harsher case.)
         let not_json = run == 2;
@@ -1571,7 +1576,7 @@ async fn poison_task_is_dead_lettered_and_the_worker_keeps_going() {
             json!({"hello": "world", "deliveryId": 42}).to_string()
         };
         let _: () = redis::cmd("HSET")
-            .arg(format!("{QUEUE}:data"))
+            .arg(queue(&stack).data())
             .arg(&task_id)
             .arg(&poison)
             .query_async(&mut conn)
@@ -1740,8 +1745,9 @@ fn queue_state(stack: &Stack, task_id: &str) -> String {
     let client = redis::Client::open(stack.redis.url()).unwrap();
     let mut conn = client.get_connection().unwrap();
     let mut places = Vec::new();
+    let q = queue(stack);
     let active: Vec<String> = redis::cmd("LRANGE")
-        .arg(format!("{QUEUE}:active"))
+        .arg(q.active())
         .arg(0)
         .arg(-1)
         .query(&mut conn)
@@ -1750,7 +1756,7 @@ fn queue_state(stack: &Stack, task_id: &str) -> String {
         places.push("active".to_owned());
     }
     let scheduled: Option<f64> = redis::cmd("ZSCORE")
-        .arg(format!("{QUEUE}:scheduled"))
+        .arg(q.scheduled())
         .arg(task_id)
         .query(&mut conn)
         .unwrap_or(None);
@@ -1758,7 +1764,7 @@ fn queue_state(stack: &Stack, task_id: &str) -> String {
         places.push("scheduled".to_owned());
     }
     let inflight_keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{QUEUE}:inflight:*"))
+        .arg(q.inflight("*"))
         .query(&mut conn)
         .unwrap_or_default();
     for k in inflight_keys {
@@ -1771,9 +1777,13 @@ fn queue_state(stack: &Stack, task_id: &str) -> String {
             places.push(format!("inflight ({k})"));
         }
     }
-    for set in ["done", "dead", "failed"] {
+    for (set, key) in [
+        ("done", q.done()),
+        ("dead", q.dead()),
+        ("failed", q.failed()),
+    ] {
         let member: bool = redis::cmd("SISMEMBER")
-            .arg(format!("{QUEUE}:{set}"))
+            .arg(key)
             .arg(task_id)
             .query(&mut conn)
             .unwrap_or(false);
@@ -1782,7 +1792,7 @@ fn queue_state(stack: &Stack, task_id: &str) -> String {
         }
     }
     let meta: HashMap<String, String> = redis::cmd("HGETALL")
-        .arg(format!("{QUEUE}:meta:{task_id}"))
+        .arg(q.meta(task_id))
         .query(&mut conn)
         .unwrap_or_default();
     format!("task {task_id} in {places:?}, meta {meta:?}")

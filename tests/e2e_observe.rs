@@ -1,6 +1,7 @@
 //! Ops can trust the numbers: a real Prometheus (Debian's) scrapes a running worker and the
 //! API, and the delivered count read back through its HTTP API matches the deliveries made.
-//! Every metric the alerts and the dashboard use (deploy/metrics.txt) is in a real scrape.
+//! Every metric the alerts and the dashboard use (deploy/metrics.txt) is in a real scrape,
+//! and every metric either process exports has HELP text.
 //! Health and readiness answer as Kubernetes expects, and JSON logs carry delivery ids.
 
 mod common;
@@ -128,7 +129,16 @@ async fn prometheus_scrapes_the_delivered_count_and_every_documented_metric() {
         .text()
         .await
         .unwrap();
-    let mut scraped = names_in(&stack.worker_metrics(0).await);
+    let worker_scrape = stack.worker_metrics(0).await;
+    for (process, text) in [("worker", &worker_scrape), ("api", &api_scrape)] {
+        for name in names_in(text) {
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "{process} exports {name} without HELP text"
+            );
+        }
+    }
+    let mut scraped = names_in(&worker_scrape);
     scraped.extend(names_in(&api_scrape));
     let missing: Vec<&String> = documented.difference(&scraped).collect();
     assert!(

@@ -118,7 +118,7 @@ async fn redis_memory_returns_to_its_baseline_after_the_retention() {
     let (keys, memory) = loop {
         let keys = dbsize(&mut conn).await;
         peak_keys = peak_keys.max(keys);
-        let data: u64 = conn.hlen("courier:deliveries:data").await.unwrap();
+        let data: u64 = conn.hlen(stack.keys().queue_keys().data()).await.unwrap();
         if keys <= base_keys + 2 && data == 0 {
             break (keys, used_memory(&mut conn).await);
         }
@@ -175,7 +175,7 @@ async fn redis_memory_returns_to_its_baseline_after_the_retention() {
         "used_memory grew from {base_memory} to {memory}"
     );
     let index: u64 = conn
-        .zcard(format!("courier:destination:{dest}:deliveries"))
+        .zcard(stack.keys().destination_deliveries(&stack.dest_id(&dest)))
         .await
         .unwrap();
     assert_eq!(index, 0, "index entries of expired records are swept");

@@ -9,6 +9,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
+use courier_core::DestinationId;
+use courier_store::Keys;
 use courier_test_support::{GarageServer, RedisServer, S3Key, free_port};
 use serde_json::{Value, json};
 
@@ -511,6 +513,17 @@ impl Stack {
             .text()
             .await
             .unwrap()
+    }
+
+    /// The Redis keys of this stack's processes (the default namespace), for tests that
+    /// look into Redis: key names come from the store's key module, never spelled out.
+    pub fn keys(&self) -> Keys {
+        Keys::default()
+    }
+
+    /// A destination id the API returned, parsed, for [`keys`](Self::keys).
+    pub fn dest_id(&self, id: &str) -> DestinationId {
+        DestinationId::parse(id).unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {

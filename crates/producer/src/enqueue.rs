@@ -75,7 +75,7 @@ impl Producer {
             }
             return Err(e.into());
         }
-        metrics::counter!("courier_enqueued_total").increment(1);
+        crate::telemetry::enqueued();
         Ok(record)
     }
 }

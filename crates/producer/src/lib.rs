@@ -8,6 +8,7 @@
 pub mod api;
 mod enqueue;
 pub mod stage;
+pub mod telemetry;
 
 pub use enqueue::{EnqueueError, Producer};
 pub use stage::{StageError, StagingStore};

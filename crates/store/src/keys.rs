@@ -37,6 +37,12 @@ impl Keys {
         format!("{}:destination:{id}", self.ns)
     }
 
+    /// A `KEYS`/`SCAN` pattern matching every key of every destination: its record, and
+    /// its indexes, held lists, health, slots, locks and markers.
+    pub fn destination_pattern(&self) -> String {
+        format!("{}:destination:*", self.ns)
+    }
+
     /// Sorted set of a tenant's destination ids, all scored 0: ids are ULIDs, so the
     /// lexicographic order is the creation order and pages are cut with ZRANGEBYLEX.
     pub fn tenant_destinations(&self, tenant: &TenantId) -> String {
@@ -46,6 +52,11 @@ impl Keys {
     /// String: the JSON of one delivery record.
     pub fn delivery(&self, id: &DeliveryId) -> String {
         self.delivery_of(id.as_str())
+    }
+
+    /// A `KEYS`/`SCAN` pattern matching every delivery record.
+    pub fn delivery_pattern(&self) -> String {
+        self.delivery_of("*")
     }
 
     /// [`delivery`](Self::delivery) for an id read back from an index, unparsed.
@@ -265,6 +276,8 @@ mod tests {
             format!("ns:destination:{dest}:object-lock:a/b.csv")
         );
         assert_eq!(keys.delivery_of("dlv_x"), "ns:delivery:dlv_x");
+        assert_eq!(keys.delivery_pattern(), "ns:delivery:*");
+        assert_eq!(keys.destination_pattern(), "ns:destination:*");
         assert_eq!(keys.queue(), "ns:deliveries");
         let q = keys.queue_keys();
         assert_eq!(q.active(), "ns:deliveries:active");

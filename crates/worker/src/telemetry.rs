@@ -1,5 +1,6 @@
-//! Metric names the worker exports, and the helpers that record them. Label values are
-//! bounded: outcomes, formats and error classes only; never ids, keys or bucket names.
+//! The worker's telemetry: the names of the metrics a worker exports, their HELP text, and
+//! the helpers that record them. No other module of the worker names a metric. Label values
+//! are bounded: outcomes, formats and error classes only; never ids, keys or bucket names.
 
 use std::time::Duration;
 
@@ -92,9 +93,50 @@ impl Drop for InFlight {
     }
 }
 
-/// Registers every counter series at zero, so dashboards and `rate()` see a worker from its
-/// first scrape, not from its first delivery of each kind.
+/// Registers every metric's HELP text and unit with the installed recorder.
+pub fn describe() {
+    use metrics::Unit;
+    metrics::describe_counter!(
+        DELIVERIES_TOTAL,
+        "Deliveries that reached an outcome: delivered, retried (a failed attempt that will be \
+         tried again), parked (held for a paused or failing destination), dead or superseded."
+    );
+    metrics::describe_counter!(
+        ATTEMPTS_TOTAL,
+        "Upload attempts, by outcome and, for failures, error class (transient or permanent)."
+    );
+    metrics::describe_histogram!(
+        RENDER_SECONDS,
+        Unit::Seconds,
+        "Time to render a delivery's rows into its file format."
+    );
+    metrics::describe_histogram!(
+        UPLOAD_SECONDS,
+        Unit::Seconds,
+        "Time to upload one rendered object to its destination."
+    );
+    metrics::describe_histogram!(
+        END_TO_END_SECONDS,
+        Unit::Seconds,
+        "Time from enqueue to a delivery's final outcome."
+    );
+    metrics::describe_counter!(
+        UPLOADED_BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes uploaded to destinations."
+    );
+    metrics::describe_gauge!(IN_FLIGHT, "Tasks this worker is working on right now.");
+    metrics::describe_counter!(
+        POISON_TOTAL,
+        "Task payloads that could not be read as a delivery task; they are dead-lettered."
+    );
+}
+
+/// Describes every metric (see [`describe`]) and registers every counter series at zero,
+/// so dashboards and `rate()` see a worker from its first scrape, not from its first
+/// delivery of each kind.
 pub fn register() {
+    describe();
     for format in Format::ALL {
         for outcome in ["delivered", "retried", "parked", "dead", "superseded"] {
             metrics::counter!(DELIVERIES_TOTAL, "outcome" => outcome, "format" => format.label())

@@ -45,7 +45,7 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     observe::init_logging();
     let metrics = observe::install_metrics()?;
-    metrics::counter!("courier_enqueued_total").absolute(0);
+    courier_producer::telemetry::register();
     let tokens = Tokens::parse(&args.tokens).map_err(anyhow::Error::msg)?;
     anyhow::ensure!(!tokens.is_empty(), "COURIER_API_TOKENS names no token");
     let cipher = args.secret.cipher()?;
