@@ -6,7 +6,7 @@ SHELL := /bin/bash
 export COURIER_TOOLS ?= $(HOME)/.cache/courier/tools
 CARGO ?= cargo
 
-.PHONY: demo test lint fmt tools build bench soak
+.PHONY: demo test lint fmt tools build bench soak image
 
 tools:
 	scripts/ensure-tools.sh --prometheus
@@ -41,3 +41,10 @@ bench:
 SOAK_DELIVERIES ?= 100000
 soak: tools
 	RETENTION_TEST_DELIVERIES=$(SOAK_DELIVERIES) $(CARGO) test --release -p courier --test e2e_retention -- --nocapture
+
+# The container image, built with podman (installed from Debian's packages when missing):
+# the multi-stage Containerfile where its base images can be pulled, else the release binary
+# built here and the libraries it needs in a FROM scratch image (deploy/image/). IMAGE names
+# it; IMAGE_FROM=source|binary forces one way. See scripts/build-image.sh.
+image:
+	scripts/build-image.sh

@@ -7,7 +7,14 @@
 #                                 with PromQL that promtool parses
 #   - metric names                every courier_* name (and `up`) in a dashboard or alert
 #                                 expression is in deploy/metrics.txt, the names Courier exports
-# Installs promtool (scripts/ensure-tools.sh --prometheus) when it is missing.
+#   - deploy/kubernetes/          every manifest against the Kubernetes schemas and the KEDA /
+#                                 Prometheus Operator CRD schemas, offline, plus Courier's rules
+#                                 (scripts/validate-manifests.py); the kustomize output too when
+#                                 kubectl is there; deliberately broken copies must fail
+#   - prometheusrule.yaml         generated from deploy/alerts.yml (scripts/gen-prometheusrule.py)
+#   - docs/operations.md          a runbook heading for every alert
+# Installs promtool (scripts/ensure-tools.sh --prometheus) and the Python venv with
+# kubernetes-validate and jsonschema (--python) when they are missing.
 # Prints one line per check and exits non-zero if any failed.
 #
 # Usage: scripts/check-deploy.sh        (from anywhere; paths are relative to the repo root)
@@ -21,6 +28,10 @@ ALERTS=$DEPLOY/alerts.yml
 ALERTS_TEST=$DEPLOY/alerts_test.yml
 METRICS=$DEPLOY/metrics.txt
 DASHBOARDS=("$DEPLOY"/grafana/*.json)
+KUBERNETES=$DEPLOY/kubernetes
+OPERATIONS=docs/operations.md
+COURIER_TOOLS="${COURIER_TOOLS:-$HOME/.cache/courier/tools}"
+PYTHON="$COURIER_TOOLS/venv/bin/python"
 
 # --- tools ----------------------------------------------------------------------------------
 if ! command -v promtool >/dev/null 2>&1 || ! command -v jq >/dev/null 2>&1; then
@@ -33,6 +44,11 @@ for tool in promtool jq; do
         exit 1
     fi
 done
+if ! "$PYTHON" -c 'import kubernetes_validate, jsonschema, yaml' >/dev/null 2>&1 ||
+    ! cmp -s scripts/python-tools.txt "$COURIER_TOOLS/venv/courier-python-tools.txt"; then
+    echo "check-deploy: the Python tools venv is missing or stale, running scripts/ensure-tools.sh --python"
+    scripts/ensure-tools.sh --python
+fi
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -216,6 +232,100 @@ for dashboard in "${DASHBOARDS[@]}"; do
     [ -e "$dashboard" ] || continue
     check "$dashboard: metric names are in $METRICS" dashboard_names "$dashboard"
 done
+
+# --- Kubernetes -----------------------------------------------------------------------------
+check "$KUBERNETES: every manifest against the Kubernetes and CRD schemas, and Courier's rules" \
+    "$PYTHON" scripts/validate-manifests.py "$KUBERNETES"
+check "$KUBERNETES/prometheusrule.yaml is generated from $ALERTS" \
+    "$PYTHON" scripts/gen-prometheusrule.py --check
+
+# What `kubectl apply -k` would send: kustomize's output, validated the same way.
+kustomized() {
+    local dir="$WORK/kustomized"
+    mkdir -p "$dir"
+    kubectl kustomize "$KUBERNETES" >"$dir/all.yaml" || return 1
+    printf 'resources:\n  - all.yaml\n' >"$dir/kustomization.yaml"
+    cp -r "$KUBERNETES/schemas" "$dir/schemas"
+    "$PYTHON" scripts/validate-manifests.py --alerts "$ALERTS" "$dir"
+}
+if command -v kubectl >/dev/null 2>&1; then
+    check "kubectl kustomize $KUBERNETES: the rendered resources validate" kustomized
+else
+    echo "  skip  kubectl kustomize $KUBERNETES (no kubectl here; the resources were validated one by one)"
+fi
+
+# The validator must refuse broken manifests, each for its own reason. broken NAME FILE
+# SED_SCRIPT EXPECTED: a copy of deploy/kubernetes whose FILE is edited by SED_SCRIPT must fail
+# validation with EXPECTED in its output.
+broken() {
+    local file=$1 script=$2 expected=$3 dir="$WORK/broken"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    cp -r "$KUBERNETES" "$dir/kubernetes"
+    cp "$ALERTS" "$dir/alerts.yml"
+    if [ -n "$file" ]; then
+        cp "$dir/kubernetes/$file" "$dir/original"
+        sed -i -e "$script" "$dir/kubernetes/$file"
+        if cmp -s "$dir/original" "$dir/kubernetes/$file"; then
+            echo "the edit '$script' changed nothing in $file"
+            return 1
+        fi
+    else
+        eval "$script"
+    fi
+    if "$PYTHON" scripts/validate-manifests.py "$dir/kubernetes" >"$dir/out" 2>&1; then
+        echo "validate-manifests.py accepted it:"
+        cat "$dir/out"
+        return 1
+    fi
+    if ! grep -qF -- "$expected" "$dir/out"; then
+        echo "it failed, but without '$expected':"
+        cat "$dir/out"
+        return 1
+    fi
+}
+check "refused: a Deployment field of the wrong type" \
+    broken api.yaml '0,/replicas: 2/s//replicas: "two"/' "spec.replicas: 'two' is not of type"
+check "refused: an unknown Deployment field" \
+    broken worker.yaml 's/revisionHistoryLimit:/revisionHistoryLimits:/' "'revisionHistoryLimits' was unexpected"
+check "refused: an unknown ScaledObject field (KEDA CRD schema)" \
+    broken worker-scaledobject.yaml 's/minReplicaCount:/minReplicas:/' "'minReplicas' was unexpected"
+check "refused: a ServiceMonitor interval that is no duration (Prometheus Operator CRD schema)" \
+    broken servicemonitor.yaml 's/interval: 15s/interval: fifteen/' "interval: 'fifteen' does not match"
+check "refused: a kind without a schema" \
+    broken servicemonitor.yaml 's/kind: ServiceMonitor/kind: ServiceMonitors/' "no schema"
+check "refused: a PrometheusRule that differs from $ALERTS" \
+    broken prometheusrule.yaml '0,/for: 2m/s//for: 3m/' "spec.groups differ from"
+check "refused: a worker grace period that does not exceed COURIER_DRAIN_TIMEOUT_SECS" \
+    broken worker.yaml 's/terminationGracePeriodSeconds: 60/terminationGracePeriodSeconds: 25/' \
+    "terminationGracePeriodSeconds (25) must exceed COURIER_DRAIN_TIMEOUT_SECS (25)"
+check "refused: a readiness probe on another path than /readyz" \
+    broken api.yaml '0,/path: \/readyz/s//path: \/ready/' "readinessProbe must probe /readyz"
+check "refused: a writable root filesystem" \
+    broken worker.yaml 's/readOnlyRootFilesystem: true/readOnlyRootFilesystem: false/' \
+    "readOnlyRootFilesystem must be true"
+check "refused: a resource request that is no quantity" \
+    broken api.yaml 's/cpu: 250m/cpu: lots/' "resources.requests.cpu: 'lots' is not a quantity"
+check "refused: a manifest that kustomization.yaml does not list" \
+    broken "" 'printf "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n" >"$dir/kubernetes/extra.yaml"' \
+    "extra.yaml: not listed in kustomization.yaml"
+
+# --- runbooks -------------------------------------------------------------------------------
+# Every alert has a `### AlertName` heading in docs/operations.md, and every such heading of
+# the runbook section names an alert that exists.
+runbooks() {
+    local alert bad=0
+    [ -f "$OPERATIONS" ] || { echo "$OPERATIONS missing"; return 1; }
+    while IFS= read -r alert; do
+        grep -qxE "### $alert" "$OPERATIONS" || { echo "$alert has no '### $alert' heading in $OPERATIONS"; bad=1; }
+    done < <(grep -oE '^[[:space:]]*- alert:[[:space:]]*[A-Za-z0-9_]+' "$ALERTS" | awk '{print $3}')
+    while IFS= read -r alert; do
+        grep -qE "^[[:space:]]*- alert:[[:space:]]*$alert[[:space:]]*$" "$ALERTS" ||
+            { echo "$OPERATIONS has a runbook for $alert, which is not an alert in $ALERTS"; bad=1; }
+    done < <(grep -oE '^### Courier[A-Za-z0-9_]+$' "$OPERATIONS" | cut -c5-)
+    return "$bad"
+}
+check "$OPERATIONS: a runbook entry for every alert in $ALERTS" runbooks
 
 # --- summary --------------------------------------------------------------------------------
 panels=0

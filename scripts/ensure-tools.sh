@@ -3,10 +3,12 @@
 #   - redis-server (Debian package), from PATH
 #   - garage 2.5.0 (cargo install) in $COURIER_TOOLS/bin (default ~/.cache/courier/tools)
 #   - promtool (Debian package `prometheus`), only with --prometheus
+#   - a Python venv at $COURIER_TOOLS/venv with the packages in scripts/python-tools.txt
+#     (kubernetes-validate, jsonschema, ...), only with --python
 #   - curl, jq and openssl, which `make demo` uses
 # Idempotent: does nothing (quickly) when everything is already there.
 #
-# Usage: scripts/ensure-tools.sh [--prometheus]
+# Usage: scripts/ensure-tools.sh [--prometheus] [--python]
 set -euo pipefail
 
 GARAGE_VERSION=2.5.0
@@ -14,15 +16,17 @@ COURIER_TOOLS="${COURIER_TOOLS:-$HOME/.cache/courier/tools}"
 GARAGE_BIN="$COURIER_TOOLS/bin/garage"
 
 want_prometheus=0
+want_python=0
 for arg in "$@"; do
     case "$arg" in
         --prometheus) want_prometheus=1 ;;
+        --python) want_python=1 ;;
         -h | --help)
-            sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
-            echo "ensure-tools: unknown argument: $arg (usage: $0 [--prometheus])" >&2
+            echo "ensure-tools: unknown argument: $arg (usage: $0 [--prometheus] [--python])" >&2
             exit 2
             ;;
     esac
@@ -113,9 +117,39 @@ if [ "$want_prometheus" -eq 1 ]; then
     fi
 fi
 
+# --- Python tools venv (optional) ----------------------------------------------------------
+# One venv outside the clone for every Python tool the checks use. The packages are listed in
+# scripts/python-tools.txt (one requirement a line); the venv keeps a copy of the list it was
+# last installed from, so pip runs only when the venv is missing or the list changed.
+PYTHON_VENV="$COURIER_TOOLS/venv"
+PYTHON_TOOLS="$(cd "$(dirname "$0")" && pwd)/python-tools.txt"
+if [ "$want_python" -eq 1 ]; then
+    if [ -x "$PYTHON_VENV/bin/python" ] && cmp -s "$PYTHON_TOOLS" "$PYTHON_VENV/courier-python-tools.txt"; then
+        log "python venv present ($PYTHON_VENV)"
+    else
+        if [ ! -x "$PYTHON_VENV/bin/python" ]; then
+            python=$(command -v python3 || true)
+            if [ -z "$python" ] || ! "$python" -c 'import venv, ensurepip' 2>/dev/null; then
+                log "python3 with venv missing, installing the Debian packages python3 python3-venv"
+                apt_install python3 python3-venv
+                python=$(command -v python3)
+            fi
+            log "creating the python venv $PYTHON_VENV"
+            mkdir -p "$COURIER_TOOLS"
+            "$python" -m venv "$PYTHON_VENV"
+        fi
+        log "pip install -r $PYTHON_TOOLS into $PYTHON_VENV"
+        "$PYTHON_VENV/bin/python" -m pip install --quiet --disable-pip-version-check -r "$PYTHON_TOOLS"
+        cp "$PYTHON_TOOLS" "$PYTHON_VENV/courier-python-tools.txt"
+    fi
+fi
+
 # --- summary --------------------------------------------------------------------------------
 log "redis-server: $(command -v redis-server)"
 log "garage:       $GARAGE_BIN"
 if [ "$want_prometheus" -eq 1 ]; then
     log "promtool:     $(command -v promtool || echo 'NOT FOUND')"
+fi
+if [ "$want_python" -eq 1 ]; then
+    log "python venv:  $PYTHON_VENV"
 fi
