@@ -1,5 +1,5 @@
 //! Talking to the customer's store: building a client for a destination, uploading a
-//! file, and turning SDK errors into a code, a message and an [`ErrorClass`].
+//! file, and turning SDK errors into an [`ErrorCode`], a message and the HTTP status.
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,8 +1,9 @@
 //! Everything Courier says to a customer's S3 store.
 //!
 //! - [`client`]: a client per destination (static keys, unsigned, or the AWS default
-//!   credential chain), uploads, and SDK errors turned into a code, a message and an
-//!   [`ErrorClass`](courier_core::failure::ErrorClass).
+//!   credential chain), uploads, and SDK errors turned into an
+//!   [`ErrorCode`](courier_core::ErrorCode), a message and the HTTP status (the code and
+//!   status give the class).
 //! - [`cache`]: those clients kept per destination between deliveries.
 //! - [`probe`]: the connection test (HeadBucket, PutObject and DeleteObject of a probe
 //!   object) and its report.
