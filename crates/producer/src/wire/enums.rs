@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 macro_rules! wire_enum {
     (
         $(#[$meta:meta])*
-        $name:ident = $core:ident, rename_all = $rename:literal {
+        $name:ident = $core:ident, rename_all = $rename:tt {
             $($(#[$vmeta:meta])* $variant:ident),+ $(,)?
         }
     ) => {
