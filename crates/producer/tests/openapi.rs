@@ -431,7 +431,10 @@ fn the_checker_refuses_what_the_document_does_not_say() {
     let doc = doc();
     let schema = response_schema(&doc, "get", "/api/v1/deliveries", "200");
     let ok = json!({"items": [], "nextCursor": null});
-    assert_eq!(common::schema::problems(&doc, &schema, &ok), Vec::<String>::new());
+    assert_eq!(
+        common::schema::problems(&doc, &schema, &ok),
+        Vec::<String>::new()
+    );
     for bad in [
         json!({"items": [], "nextCursor": null, "extra": 1}),
         json!({"items": [{"status": "DONE"}], "nextCursor": null}),
