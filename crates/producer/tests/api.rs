@@ -7,7 +7,7 @@ mod common;
 
 use axum::http::Method;
 use common::{Api, BUCKET, OTHER_TOKEN};
-use courier_core::TenantId;
+use courier_core::{DestinationId, TenantId};
 use serde_json::{Value, json};
 
 fn ids(v: &Value) -> Vec<String> {
@@ -334,4 +334,147 @@ async fn connection_test_reports_each_step_with_code_and_hint() {
         )
         .await;
     assert_eq!(s, 404);
+}
+
+/// A task for `dest` as a worker would hold or dead-letter it.
+fn task(dest: &str, delivery: &str) -> courier_core::delivery::DeliveryTask {
+    serde_json::from_value(json!({
+        "deliveryId": delivery,
+        "tenant": "acme",
+        "destinationId": dest,
+        "jobId": "job-h",
+        "partnerInventoryId": "INV-H",
+        "completedAt": "2026-06-07T10:00:00Z",
+        "columns": ["hotel"],
+        "rows": [{"hotel": "A"}],
+        "enqueuedAt": "2026-06-07T10:00:01Z",
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_deliveries_flow_again_when_the_destination_recovers() {
+    use courier_store::{DeliveryQueue, HealthStore, HeldDeliveries};
+    let stack = Api::with_garage().await;
+    let queue = DeliveryQueue::new(stack.conn.clone(), &stack.keys);
+    let held = HeldDeliveries::new(stack.conn.clone(), stack.keys.clone(), queue);
+    let health = HealthStore::new(stack.conn.clone(), stack.keys.clone());
+    let dest = stack
+        .create_destination(&stack.destination_body("CSV", "NONE", "h/"))
+        .await;
+    let id = DestinationId::parse(&dest).unwrap();
+    for _ in 0..2 {
+        health
+            .record_permanent_failure(&id, "AccessDenied", "Access Denied", 2)
+            .await
+            .unwrap();
+    }
+    let (_, view) = stack
+        .get(&format!("/api/v1/delivery-destinations/{dest}"))
+        .await;
+    assert_eq!(view["health"]["state"], "FAILING", "{view}");
+    held.hold(&task(&dest, "dlv_01JXQ5W7ZB3C4D5E6F7G8H9JK1"))
+        .await
+        .unwrap();
+    assert_eq!(held.count(&id).await.unwrap(), 1);
+
+    // A passing connection test of a failing destination releases what it held.
+    let (_, report) = stack
+        .post(
+            &format!("/api/v1/delivery-destinations/{dest}/test"),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(held.count(&id).await.unwrap(), 0);
+    assert_eq!(stack.queued_tasks().await, 1, "back in the queue");
+    let (_, view) = stack
+        .get(&format!("/api/v1/delivery-destinations/{dest}"))
+        .await;
+    assert_eq!(view["health"]["state"], "HEALTHY", "{view}");
+    assert_eq!(view["health"]["consecutiveFailures"], 0);
+
+    // Paused, an update keeps holding; set active again, it releases.
+    let mut body = stack.destination_body("CSV", "NONE", "h/");
+    body["status"] = "PAUSED".into();
+    let (s, _) = stack
+        .put(&format!("/api/v1/delivery-destinations/{dest}"), &body)
+        .await;
+    assert_eq!(s, 200);
+    held.hold(&task(&dest, "dlv_01JXQ5W7ZB3C4D5E6F7G8H9JK2"))
+        .await
+        .unwrap();
+    let (s, _) = stack
+        .put(&format!("/api/v1/delivery-destinations/{dest}"), &body)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(held.count(&id).await.unwrap(), 1, "paused: still held");
+    body["status"] = "ACTIVE".into();
+    let (s, _) = stack
+        .put(&format!("/api/v1/delivery-destinations/{dest}"), &body)
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(held.count(&id).await.unwrap(), 0, "active: released");
+    assert_eq!(stack.queued_tasks().await, 2);
+}
+
+#[tokio::test]
+async fn only_a_failed_delivery_with_its_dead_letter_is_retried() {
+    use courier_store::{DeadLetter, DeadLetters, DeliveryQueue, RecordStore};
+    let stack = Api::start().await;
+    let dest = stack
+        .create_destination(&stack.destination_body("CSV", "NONE", "r/"))
+        .await;
+    let delivery = stack.enqueue(&dest, "job-r", "INV-R").await;
+    let retry = format!("/api/v1/deliveries/{delivery}/retry");
+
+    let (s, refused) = stack.post(&retry, &json!({})).await;
+    assert_eq!(s, 409, "{refused}");
+    assert_eq!(refused["error"]["code"], "NOT_FAILED");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("this one is QUEUED"),
+        "{refused}"
+    );
+
+    // Failed, but its task is no longer kept.
+    let records = RecordStore::new(stack.conn.clone(), stack.keys.clone());
+    let tenant = TenantId::parse("acme").unwrap();
+    let mut record = records
+        .get(
+            &tenant,
+            &courier_core::DeliveryId::parse(&delivery).unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    record.status = courier_core::delivery::DeliveryStatus::Failed;
+    records.put(&record).await.unwrap();
+    let (s, expired) = stack.post(&retry, &json!({})).await;
+    assert_eq!(s, 409, "{expired}");
+    assert_eq!(expired["error"]["code"], "TASK_EXPIRED");
+
+    // With its dead letter: queued again, the letter replayed.
+    let queue = DeliveryQueue::new(stack.conn.clone(), &stack.keys);
+    let dead = DeadLetters::new(stack.conn.clone(), stack.keys.clone(), queue);
+    dead.add(&DeadLetter {
+        id: delivery.clone(),
+        destination_id: Some(DestinationId::parse(&dest).unwrap()),
+        code: "AccessDenied".into(),
+        reason: "Access Denied".into(),
+        died_at: chrono::Utc::now(),
+        payload: serde_json::to_value(task(&dest, &delivery)).unwrap(),
+    })
+    .await
+    .unwrap();
+    let queued_before = stack.queued_tasks().await;
+    let (s, accepted) = stack.post(&retry, &json!({})).await;
+    assert_eq!(s, 202, "{accepted}");
+    assert_eq!(accepted, json!({"id": delivery, "status": "QUEUED"}));
+    let (_, record) = stack.get(&format!("/api/v1/deliveries/{delivery}")).await;
+    assert_eq!(record["status"], "QUEUED");
+    assert!(dead.get(&delivery).await.unwrap().is_none(), "replayed");
+    assert_eq!(stack.queued_tasks().await, queued_before + 1);
 }
