@@ -36,7 +36,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
 /// Test a saved destination's connection
 ///
 /// Runs the connection test (HeadBucket, PutObject probe, DeleteObject probe) against a
-/// saved destination. 200 either way; `ok` and each step say what happened.
+/// saved destination. 200 either way; `ok` and each step say what happened. A passing
+/// test of a failing destination releases the deliveries it held.
 #[utoipa::path(
     post,
     path = "/delivery-destinations/{id}/test",

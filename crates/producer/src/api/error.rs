@@ -22,8 +22,7 @@ pub struct ApiError {
     pub fields: Vec<FieldError>,
 }
 
-/// One field at fault: its path in the request (dotted, `[i]` for array elements) and what
-/// is wrong with it.
+/// One problem with one field of a request, e.g. `s3.pathPrefix`: "must end with `/`".
 #[derive(Debug, Serialize, ToSchema)]
 pub struct FieldError {
     /// Path of the field in the request body, dotted, with `[i]` for array elements.

@@ -1,7 +1,8 @@
 //! A tenant's destinations: ownership, create, update, delete, connection tests.
 
-use courier_core::destination::{CredentialsMode, Destination, StaticCredentials};
-use courier_core::destination::{DestinationSpec, Secret};
+use courier_core::destination::{
+    CredentialsMode, Destination, DestinationSpec, Secret, StaticCredentials,
+};
 use courier_core::{DestinationId, TenantId};
 use courier_s3::probe::{ProbeReport, test_connection};
 use courier_store::DestinationHealth;

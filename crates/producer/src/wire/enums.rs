@@ -99,7 +99,7 @@ wire_enum! {
 }
 
 wire_enum! {
-    /// How requests to a destination are signed (`s3.credentials`).
+    /// How requests to a destination are signed, as named in the API (`s3.credentials`).
     CredentialsMode = CoreCredentialsMode, rename_all = "SCREAMING_SNAKE_CASE" {
         /// `accessKeyId` and `secretAccessKey` saved with the destination.
         Static,

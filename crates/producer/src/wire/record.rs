@@ -9,7 +9,8 @@ use utoipa::ToSchema;
 
 use super::enums::{Compression, DeliveryStatus, Format};
 
-/// Everything known about one delivery: status, where it went, every attempt, timings.
+/// Everything known about one delivery. Written when the task is enqueued and after
+/// every attempt; `GET /api/v1/deliveries/{id}` returns it.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(as = DeliveryRecord)]
@@ -100,7 +101,7 @@ impl From<DeliveryRecord> for DeliveryBody {
     }
 }
 
-/// One try at delivering.
+/// One try at delivering, kept in the record so a customer can see each one.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(as = Attempt)]
@@ -131,7 +132,7 @@ impl From<Attempt> for AttemptBody {
     }
 }
 
-/// The error that ended a delivery.
+/// The error that ended a delivery, as the customer sees it.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[schema(as = DeliveryError)]
