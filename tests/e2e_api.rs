@@ -1,19 +1,20 @@
-//! The control API customers rely on: the destination lifecycle, pausing, the
-//! connection test, credential modes, the delivery inspector and retry, tenants and
-//! secrets; every route through the real `courier api` against real Redis and Garage.
+//! The control API where processes matter: pausing and resuming with real workers, the
+//! `courier destinations test` and `courier dlq` commands, credential modes, the delivery
+//! inspector and retry, secrets in every process's output; through the real `courier api`
+//! and workers against real Redis and Garage. Validation, tenants, the lifecycle without
+//! workers and the connection test run in process: crates/producer/tests/.
 
 mod common;
 
 use std::time::Duration;
 
-use common::{BUCKET, OTHER_TOKEN, Stack, TOKEN};
-use reqwest::Method;
+use common::{BUCKET, Stack, TOKEN};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn destinations_list_update_pause_resume_and_delete() {
+async fn destinations_pause_resume_rotate_and_delete() {
     let stack = Stack::start(1).await;
     let mut ids = Vec::new();
     for prefix in ["a/", "b/", "c/"] {
@@ -23,42 +24,6 @@ async fn destinations_list_update_pause_resume_and_delete() {
                 .await,
         );
     }
-
-    // Paginated list, oldest first.
-    let (s, page1) = stack.get("/api/v1/delivery-destinations?limit=2").await;
-    assert_eq!(s, 200, "{page1}");
-    let got: Vec<&str> = page1["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(got, [ids[0].as_str(), ids[1].as_str()]);
-    let cursor = page1["nextCursor"].as_str().unwrap();
-    let (_, page2) = stack
-        .get(&format!(
-            "/api/v1/delivery-destinations?limit=2&cursor={cursor}"
-        ))
-        .await;
-    let got: Vec<&str> = page2["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(got, [ids[2].as_str()]);
-    assert!(page2["nextCursor"].is_null());
-    let (s, bad) = stack
-        .get("/api/v1/delivery-destinations?limit=0&colour=red")
-        .await;
-    assert_eq!(s, 422, "{bad}");
-    let fields: Vec<&str> = bad["error"]["fields"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["field"].as_str().unwrap())
-        .collect();
-    assert_eq!(fields, ["limit", "colour"]);
 
     // Pause without resending the secret: the saved one is kept.
     let dest = &ids[0];
@@ -139,18 +104,6 @@ async fn destinations_list_update_pause_resume_and_delete() {
     let id = stack.enqueue(dest, "job-rot", "INV-ROT").await;
     assert_eq!(stack.wait_final(&id, WAIT).await["status"], "DELIVERED");
 
-    // A changed key id without its secret is refused, naming the field.
-    body["s3"]["accessKeyId"] = "GK0000000000000000000000".into();
-    body["s3"]
-        .as_object_mut()
-        .unwrap()
-        .remove("secretAccessKey");
-    let (s, err) = stack
-        .put(&format!("/api/v1/delivery-destinations/{dest}"), &body)
-        .await;
-    assert_eq!(s, 422, "{err}");
-    assert_eq!(err["error"]["fields"][0]["field"], "s3.secretAccessKey");
-
     // Nothing waiting: delete works, and the destination is gone.
     let (s, _) = stack
         .delete(&format!("/api/v1/delivery-destinations/{dest}"))
@@ -179,136 +132,74 @@ async fn forced_delete_fails_waiting_deliveries_instead_of_dropping_them() {
     assert_eq!(rec["error"]["code"], "DestinationNotFound");
 }
 
+/// `courier destinations test` runs the connection test of a saved destination (the API's
+/// own test runs in process); it needs Redis and Garage, not the API or a worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connection_test_reports_each_step_with_code_and_hint() {
-    let stack = Stack::start(0).await;
-
-    // A working destination: three steps pass, the probe object is cleaned up.
-    let good = stack
-        .create_destination(&stack.destination_body("CSV", "NONE", "incoming/"))
-        .await;
-    let (s, report) = stack
-        .post(
-            &format!("/api/v1/delivery-destinations/{good}/test"),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(s, 200, "{report}");
-    assert_eq!(report["ok"], true, "{report}");
-    let steps: Vec<(&str, &str)> = report["steps"]
-        .as_array()
+async fn the_cli_runs_the_connection_test() {
+    let redis = courier_test_support::RedisServer::start().expect("redis starts");
+    let garage = courier_test_support::GarageServer::start().expect("garage starts");
+    let key = garage.bucket_with_key(BUCKET).expect("bucket and key");
+    let secret_key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let conn = courier_store::connect(&redis.url()).await.unwrap();
+    let service = courier_producer::Service::new(
+        conn,
+        courier_store::Keys::default(),
+        Some(courier_store::SecretCipher::from_base64(secret_key).unwrap()),
+        courier_producer::Rules {
+            allow_private_endpoints: true,
+            ..Default::default()
+        },
+    );
+    let tenant = courier_core::TenantId::parse("acme").unwrap();
+    let create = |key: &courier_test_support::S3Key| {
+        serde_json::from_value::<courier_producer::wire::DestinationRequest>(json!({
+            "type": "S3",
+            "name": "cli",
+            "s3": {
+                "bucket": BUCKET,
+                "region": garage.region(),
+                "accessKeyId": key.id,
+                "secretAccessKey": key.secret,
+                "endpointUrl": garage.endpoint(),
+                "pathPrefix": "incoming/",
+            },
+        }))
         .unwrap()
-        .iter()
-        .map(|st| {
-            (
-                st["step"].as_str().unwrap(),
-                st["outcome"].as_str().unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        steps,
-        [
-            ("HEAD_BUCKET", "PASSED"),
-            ("PUT_OBJECT", "PASSED"),
-            ("DELETE_OBJECT", "PASSED")
-        ]
-    );
-    assert!(
-        stack.objects("incoming/").await.is_empty(),
-        "probe object deleted"
-    );
-
-    // A key that may only read: PutObject fails with AccessDenied and a hint about the prefix.
-    let reader = stack.garage.create_key("reader").unwrap();
-    stack.garage.allow(BUCKET, &reader, true, false).unwrap();
-    let mut body = stack.destination_body("CSV", "NONE", "incoming/");
-    body["s3"]["accessKeyId"] = reader.id.clone().into();
-    body["s3"]["secretAccessKey"] = reader.secret.clone().into();
-    let ro = stack.create_destination(&body).await;
-    let (_, report) = stack
-        .post(
-            &format!("/api/v1/delivery-destinations/{ro}/test"),
-            &json!({}),
-        )
-        .await;
-    assert_eq!(report["ok"], false, "{report}");
-    let put = &report["steps"][1];
-    assert_eq!(put["step"], "PUT_OBJECT");
-    assert_eq!(put["outcome"], "FAILED");
-    assert_eq!(put["error"]["code"], "AccessDenied", "{report}");
-    assert!(
-        put["error"]["hint"].as_str().unwrap().contains("incoming/"),
-        "{report}"
-    );
-    assert_eq!(report["steps"][2]["outcome"], "SKIPPED");
-
-    // An unsaved configuration can be tested; a missing bucket fails with a bucket hint.
-    let mut body = stack.destination_body("CSV", "NONE", "");
-    body["s3"]["bucket"] = "does-not-exist".into();
-    let (s, report) = stack
-        .post("/api/v1/delivery-destinations/test", &body)
-        .await;
-    assert_eq!(s, 200, "{report}");
-    assert_eq!(report["ok"], false);
-    let head = &report["steps"][0];
-    assert_eq!(head["outcome"], "FAILED", "{report}");
-    assert!(
-        ["NoSuchBucket", "NotFound"].contains(&head["error"]["code"].as_str().unwrap()),
-        "{report}"
-    );
-    assert!(
-        head["error"]["hint"].as_str().unwrap().contains("bucket"),
-        "{report}"
-    );
-
-    // An endpoint that does not answer fails within the bounded time, with its own error.
-    let mut body = stack.destination_body("CSV", "NONE", "");
-    body["s3"]["endpointUrl"] =
-        format!("http://127.0.0.1:{}", courier_test_support::free_port()).into();
-    let started = std::time::Instant::now();
-    let (_, report) = stack
-        .post("/api/v1/delivery-destinations/test", &body)
-        .await;
-    assert!(
-        started.elapsed() < Duration::from_secs(15),
-        "bounded: {:?}",
-        started.elapsed()
-    );
-    assert_eq!(report["ok"], false);
-    assert_eq!(
-        report["steps"][0]["error"]["code"], "ConnectionFailed",
-        "{report}"
-    );
-
-    // Another tenant cannot test this tenant's destination.
-    let (s, _) = stack
-        .call(
-            Method::POST,
-            &format!("/api/v1/delivery-destinations/{good}/test"),
-            Some(OTHER_TOKEN),
-            None,
-        )
-        .await;
-    assert_eq!(s, 404);
-
-    // The CLI runs the same test.
-    let out = stack
-        .courier(&["destinations", "test", &good])
-        .output()
+    };
+    let good = service
+        .create_destination(&tenant, create(&key))
+        .await
         .unwrap();
+    let reader = garage.create_key("reader").unwrap();
+    garage.allow(BUCKET, &reader, true, false).unwrap();
+    let ro = service
+        .create_destination(&tenant, create(&reader))
+        .await
+        .unwrap();
+    let courier = |id: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_courier"))
+            .args(["destinations", "test", id])
+            .env_clear()
+            .env("REDIS_URL", redis.url())
+            .env("COURIER_SECRET_KEY", secret_key)
+            .output()
+            .unwrap()
+    };
+    let out = courier(good.id.as_str());
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(report["ok"], true);
-    let out = stack
-        .courier(&["destinations", "test", &ro])
-        .output()
-        .unwrap();
+    assert_eq!(report["ok"], true, "{report}");
+    let out = courier(ro.id.as_str());
     assert_eq!(out.status.code(), Some(1), "a failed test exits 1");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        report["steps"][1]["error"]["code"], "AccessDenied",
+        "{report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,96 +337,6 @@ async fn credentials_come_from_the_destination_the_default_chain_or_none() {
     let rec = stack.wait_final(&id, WAIT).await;
     assert_eq!(rec["status"], "FAILED", "{rec}");
     assert_eq!(rec["error"]["code"], "AccessDenied", "{rec}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn no_route_leaks_across_tenants() {
-    let stack = Stack::start(1).await;
-    let dest = stack
-        .create_destination(&stack.destination_body("CSV", "NONE", "t/"))
-        .await;
-    let delivery = stack.enqueue(&dest, "job-t", "INV-T").await;
-    stack.wait_final(&delivery, WAIT).await;
-
-    let body = stack
-        .destination_body("CSV", "NONE", "t/")
-        .to_string()
-        .into_bytes();
-    let job = json!({"destinationId": dest, "jobId": "j", "partnerInventoryId": "I",
-                     "completedAt": "2026-06-07T10:00:00Z", "rows": []})
-    .to_string()
-    .into_bytes();
-    let (_, missing) = stack
-        .get("/api/v1/delivery-destinations/dst_01JAAAAAAAAAAAAAAAAAAAAAAA")
-        .await;
-    let routes: Vec<(Method, String, Option<Vec<u8>>)> = vec![
-        (
-            Method::GET,
-            format!("/api/v1/delivery-destinations/{dest}"),
-            None,
-        ),
-        (
-            Method::PUT,
-            format!("/api/v1/delivery-destinations/{dest}"),
-            Some(body.clone()),
-        ),
-        (
-            Method::DELETE,
-            format!("/api/v1/delivery-destinations/{dest}"),
-            None,
-        ),
-        (
-            Method::POST,
-            format!("/api/v1/delivery-destinations/{dest}/test"),
-            None,
-        ),
-        (Method::GET, format!("/api/v1/deliveries/{delivery}"), None),
-        (
-            Method::POST,
-            format!("/api/v1/deliveries/{delivery}/retry"),
-            None,
-        ),
-    ];
-    for (method, path, body) in routes {
-        let (s, resp) = stack
-            .call(method.clone(), &path, Some(OTHER_TOKEN), body.clone())
-            .await;
-        assert_eq!(s, 404, "{method} {path}: {resp}");
-        assert_eq!(
-            resp["error"]["code"], missing["error"]["code"],
-            "{method} {path}"
-        );
-        assert!(!resp.to_string().contains("INV-T"), "{resp}");
-        let (s, _) = stack.call(method.clone(), &path, None, body).await;
-        assert_eq!(s, 401, "{method} {path} without a token");
-    }
-    // Lists show only the caller's own.
-    for path in [
-        "/api/v1/delivery-destinations",
-        "/api/v1/deliveries",
-        &format!("/api/v1/deliveries?destinationId={dest}"),
-        "/api/v1/deliveries?jobId=job-t",
-    ] {
-        let (s, resp) = stack.call(Method::GET, path, Some(OTHER_TOKEN), None).await;
-        assert_eq!(s, 200, "{path}");
-        assert_eq!(resp["items"], json!([]), "{path}: {resp}");
-    }
-    // Enqueueing to another tenant's destination is refused as unknown.
-    let (s, resp) = stack
-        .call(
-            Method::POST,
-            "/api/v1/deliveries",
-            Some(OTHER_TOKEN),
-            Some(job),
-        )
-        .await;
-    assert_eq!(s, 422, "{resp}");
-    // And the owner still sees everything intact.
-    let (s, _) = stack
-        .get(&format!("/api/v1/delivery-destinations/{dest}"))
-        .await;
-    assert_eq!(s, 200);
-    let _ = TOKEN;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,16 +5,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::rows::{InlineRows, RowsShape};
-use crate::{
-    Compression, DeliveryId, DestinationId, ErrorCode, Format, TenantId, ValidationErrors,
-};
+use crate::rows::InlineRows;
+use crate::{Compression, DeliveryId, DestinationId, ErrorCode, Format, TenantId};
 
 /// One result row: a JSON object. Key order is kept, so the first row can name the columns.
 pub type Row = serde_json::Map<String, Value>;
 
 /// Longest id accepted for `jobId` and `partnerInventoryId`.
-const MAX_ID_LEN: usize = 200;
+pub const MAX_ID_LEN: usize = 200;
 /// Most columns one result may have (XLSX's own limit is 16,384).
 pub const MAX_COLUMNS: usize = 16_384;
 
@@ -48,32 +46,6 @@ impl PartnerInventoryId {
 }
 
 string_newtype_conversions!(PartnerInventoryId);
-
-/// The body of `POST /api/v1/deliveries` (and the input of `courier enqueue`), as received.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct JobCompletedRequest {
-    #[schema(example = "dst_01JXQ5V3K8M2N7P4R6S9T0W1XY")]
-    pub destination_id: String,
-    #[schema(example = "job-42")]
-    pub job_id: String,
-    #[schema(example = "INV-1234")]
-    pub partner_inventory_id: String,
-    #[schema(format = DateTime, example = "2026-06-07T10:00:00Z")]
-    pub completed_at: String,
-    #[serde(default)]
-    #[schema(example = json!(["hotel", "score"]))]
-    pub columns: Option<Vec<String>>,
-    /// The rows inline, for results that fit the request size limit (8 MiB by default).
-    #[serde(default)]
-    #[schema(value_type = Option<Vec<Object>>, example = json!([{"hotel": "A", "score": 1}]))]
-    pub rows: Option<InlineRows>,
-    /// Or a reference to the rows, for big results: NDJSON (gzip if the name ends in
-    /// `.gz`) at `s3://bucket/key` in the fleet's staging store, or at an http(s) URL.
-    #[serde(default)]
-    #[schema(example = "s3://courier-staging/jobs/job-42.ndjson.gz")]
-    pub rows_url: Option<String>,
-}
 
 /// Where a big result's rows are read from, streamed by the worker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,7 +116,28 @@ impl RowsUrl {
 
 string_newtype_conversions!(RowsUrl);
 
-/// A job-completed request with every field checked; rows are objects and columns are known.
+/// Where a completed job's rows are: inline in the request, or by reference. Exactly one
+/// of the two, so a job with both (or neither) cannot be represented.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowsSource {
+    /// The rows' JSON text, checked to be an array of `count` objects.
+    Inline { rows: InlineRows, count: u64 },
+    /// NDJSON rows the worker streams from the fleet's staging store or an http(s) URL.
+    Url(RowsUrl),
+}
+
+impl RowsSource {
+    /// How many rows are known before delivery: the inline count, 0 for a reference.
+    pub fn count(&self) -> u64 {
+        match self {
+            RowsSource::Inline { count, .. } => *count,
+            RowsSource::Url(_) => 0,
+        }
+    }
+}
+
+/// A "job completed" with every field checked: rows are objects and columns are known.
+/// Built from the API's request body (`courier_producer::wire::JobCompletedRequest`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobCompleted {
     pub destination_id: DestinationId,
@@ -152,122 +145,7 @@ pub struct JobCompleted {
     pub partner_inventory_id: PartnerInventoryId,
     pub completed_at: DateTime<Utc>,
     pub columns: Vec<String>,
-    /// Checked to be an array of objects.
-    pub rows: InlineRows,
-    /// How many `rows` holds.
-    pub row_count: u64,
-    /// Set instead of `rows` for results passed by reference.
-    pub rows_url: Option<RowsUrl>,
-}
-
-impl JobCompletedRequest {
-    /// Validates every field, reporting each problem under its path (`rows[3]`, `columns[0]`).
-    /// Columns come from `columns` or else from the keys of the first row, in order.
-    pub fn validate(self) -> Result<JobCompleted, ValidationErrors> {
-        let mut errors = ValidationErrors::default();
-        let destination_id =
-            errors.check("destinationId", DestinationId::parse(&self.destination_id));
-        let job_id = self.job_id.trim().to_owned();
-        if job_id.is_empty() || job_id.len() > MAX_ID_LEN || job_id.chars().any(char::is_control) {
-            errors.push(
-                "jobId",
-                format!("must be 1 to {MAX_ID_LEN} characters without control characters"),
-            );
-        }
-        let partner_inventory_id = errors.check(
-            "partnerInventoryId",
-            PartnerInventoryId::parse(&self.partner_inventory_id),
-        );
-        let completed_at = errors.check(
-            "completedAt",
-            DateTime::parse_from_rfc3339(&self.completed_at)
-                .map(|t| t.with_timezone(&Utc))
-                .map_err(|e| {
-                    format!("must be an RFC 3339 timestamp such as 2026-06-07T10:00:00Z ({e})")
-                }),
-        );
-
-        let rows_url = match (&self.rows, self.rows_url.as_deref()) {
-            (Some(_), Some(_)) => {
-                errors.push("rowsUrl", "give either rows or rowsUrl, not both");
-                None
-            }
-            (None, None) => {
-                errors.push(
-                    "rows",
-                    "is required (or rowsUrl, a reference to NDJSON rows, for big results)",
-                );
-                None
-            }
-            (None, Some(u)) => errors.check("rowsUrl", RowsUrl::parse(u)),
-            (Some(_), None) => None,
-        };
-        let rows = self.rows.unwrap_or_default();
-        let shape = match rows.check() {
-            Ok(shape) => shape,
-            Err(problems) => {
-                for p in problems {
-                    match p.index {
-                        Some(i) => errors.push(
-                            format!("rows[{i}]"),
-                            format!("must be a JSON object, found {}", p.found),
-                        ),
-                        None => errors.push(
-                            "rows",
-                            format!("must be an array of JSON objects, found {}", p.found),
-                        ),
-                    }
-                }
-                RowsShape::default()
-            }
-        };
-
-        let columns = match self.columns {
-            Some(cols) => {
-                check_columns(&cols, &mut errors);
-                cols
-            }
-            None => shape.first_keys,
-        };
-        if columns.len() > MAX_COLUMNS {
-            errors.push(
-                "columns",
-                format!("at most {MAX_COLUMNS} columns are supported"),
-            );
-        }
-
-        match (destination_id, partner_inventory_id, completed_at) {
-            (Some(destination_id), Some(partner_inventory_id), Some(completed_at))
-                if errors.is_empty() =>
-            {
-                Ok(JobCompleted {
-                    destination_id,
-                    job_id,
-                    partner_inventory_id,
-                    completed_at,
-                    columns,
-                    rows,
-                    row_count: shape.count,
-                    rows_url,
-                })
-            }
-            _ => Err(errors),
-        }
-    }
-}
-
-fn check_columns(cols: &[String], errors: &mut ValidationErrors) {
-    let mut seen = std::collections::HashSet::new();
-    for (i, c) in cols.iter().enumerate() {
-        if c.is_empty() {
-            errors.push(format!("columns[{i}]"), "must not be empty");
-        } else if !seen.insert(c.as_str()) {
-            errors.push(
-                format!("columns[{i}]"),
-                format!("`{c}` appears more than once"),
-            );
-        }
-    }
+    pub rows: RowsSource,
 }
 
 /// What a worker receives from the queue: everything needed to render and upload one file.
@@ -322,7 +200,7 @@ impl RetryState {
 }
 
 /// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum DeliveryStatus {
     /// Accepted and waiting in the queue.
@@ -360,7 +238,7 @@ impl DeliveryStatus {
 }
 
 /// One try at delivering, kept in the record so a customer can see each one.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Attempt {
     pub number: u32,
@@ -376,7 +254,7 @@ pub struct Attempt {
 }
 
 /// The error that ended a delivery, as the customer sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryError {
     /// The store's error code (`AccessDenied`, `NoSuchBucket`, …) or Courier's own
@@ -386,19 +264,17 @@ pub struct DeliveryError {
 }
 
 /// A checksum of a delivered object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Checksum {
     /// `MD5`: every request carried `Content-MD5`, which the store checks.
-    #[schema(example = "MD5")]
     pub algorithm: String,
     /// Lowercase hex of the whole object's digest.
-    #[schema(example = "9e107d9d372bb6826bd81d3542a419d6")]
     pub value: String,
 }
 
 /// How long each stage took, in milliseconds.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Timings {
     pub render_ms: u64,
@@ -407,20 +283,15 @@ pub struct Timings {
     pub total_ms: u64,
 }
 
-/// Everything known about one delivery. Written when the task is enqueued and after
-/// every attempt; `GET /api/v1/deliveries/{id}` returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+/// Everything known about one delivery, as stored. Written when the task is enqueued and
+/// after every attempt; the API shows it as `courier_producer::wire::DeliveryBody`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DeliveryRecord {
-    #[schema(value_type = String, example = "dlv_01JXQ5W7ZB3C4D5E6F7G8H9JKM")]
     pub id: DeliveryId,
-    #[serde(skip_serializing)]
-    #[serde(default = "unknown_tenant")]
     pub tenant: TenantId,
-    #[schema(value_type = String, example = "dst_01JXQ5V3K8M2N7P4R6S9T0W1XY")]
     pub destination_id: DestinationId,
     pub job_id: String,
-    #[schema(value_type = String, example = "INV-1234")]
     pub partner_inventory_id: PartnerInventoryId,
     pub completed_at: DateTime<Utc>,
     pub status: DeliveryStatus,
@@ -588,115 +459,6 @@ fn millis(d: std::time::Duration) -> u64 {
     d.as_millis().try_into().unwrap_or(u64::MAX)
 }
 
-fn unknown_tenant() -> TenantId {
-    TenantId::parse("unknown").expect("valid")
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    fn body() -> Value {
-        json!({
-            "destinationId": DestinationId::generate().to_string(),
-            "jobId": "job-42",
-            "partnerInventoryId": "INV-1234",
-            "completedAt": "2026-06-07T10:00:00Z",
-            "rows": [{"hotel": "A", "score": 1}, {"score": 2, "hotel": "B", "extra": true}]
-        })
-    }
-
-    fn parse(v: Value) -> Result<JobCompleted, ValidationErrors> {
-        serde_json::from_value::<JobCompletedRequest>(v)
-            .unwrap()
-            .validate()
-    }
-
-    #[test]
-    fn columns_default_to_the_first_rows_keys_in_order() {
-        let job = parse(body()).unwrap();
-        assert_eq!(job.columns, ["hotel", "score"]);
-        assert_eq!(job.row_count, 2);
-    }
-
-    #[test]
-    fn explicit_columns_win() {
-        let mut b = body();
-        b["columns"] = json!(["score", "extra", "hotel"]);
-        assert_eq!(parse(b).unwrap().columns, ["score", "extra", "hotel"]);
-    }
-
-    #[test]
-    fn each_bad_field_is_named() {
-        let mut b = body();
-        b["destinationId"] = "nope".into();
-        b["partnerInventoryId"] = "INV/1".into();
-        b["completedAt"] = "yesterday".into();
-        b["rows"] = json!([{"a": 1}, 5, "x"]);
-        b["columns"] = json!(["a", "a", ""]);
-        let errs = parse(b).unwrap_err();
-        let fields: Vec<&str> = errs.0.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(
-            fields,
-            [
-                "destinationId",
-                "partnerInventoryId",
-                "completedAt",
-                "rows[1]",
-                "rows[2]",
-                "columns[1]",
-                "columns[2]"
-            ]
-        );
-        assert!(errs.0[3].message.contains("a number"));
-    }
-
-    #[test]
-    fn rows_that_are_not_an_array_are_named_as_rows() {
-        let mut b = body();
-        b["rows"] = json!({"a": 1});
-        let errs = parse(b).unwrap_err();
-        assert_eq!(errs.0.len(), 1);
-        assert_eq!(errs.0[0].field, "rows");
-        assert!(errs.0[0].message.contains("found an object"), "{errs}");
-    }
-
-    #[test]
-    fn missing_and_unknown_fields_fail_to_decode() {
-        let mut b = body();
-        b.as_object_mut().unwrap().remove("rows");
-        let errs = parse(b).unwrap_err();
-        assert_eq!(errs.0[0].field, "rows");
-        let mut b = body();
-        b.as_object_mut().unwrap().remove("jobId");
-        let e = serde_json::from_value::<JobCompletedRequest>(b).unwrap_err();
-        assert!(e.to_string().contains("missing field `jobId`"), "{e}");
-        let mut b = body();
-        b["priority"] = 1.into();
-        let e = serde_json::from_value::<JobCompletedRequest>(b).unwrap_err();
-        assert!(e.to_string().contains("unknown field `priority`"), "{e}");
-    }
-
-    #[test]
-    fn completed_at_keeps_the_instant() {
-        let mut b = body();
-        b["completedAt"] = "2026-06-08T01:30:00+02:00".into();
-        let job = parse(b).unwrap();
-        assert_eq!(job.completed_at.to_rfc3339(), "2026-06-07T23:30:00+00:00");
-    }
-
-    #[test]
-    fn status_parses_from_its_wire_name() {
-        assert_eq!(
-            DeliveryStatus::parse("DELIVERED").unwrap(),
-            DeliveryStatus::Delivered
-        );
-        assert!(DeliveryStatus::parse("done").is_err());
-    }
-}
-
 #[cfg(test)]
 mod record_tests {
     use chrono::TimeZone;
@@ -835,8 +597,6 @@ mod record_tests {
 
 #[cfg(test)]
 mod rows_url_tests {
-    use serde_json::json;
-
     use super::*;
 
     #[test]
@@ -884,23 +644,11 @@ mod rows_url_tests {
     }
 
     #[test]
-    fn rows_or_rows_url_but_not_both() {
-        let base = json!({
-            "destinationId": DestinationId::generate().to_string(),
-            "jobId": "j", "partnerInventoryId": "I", "completedAt": "2026-06-07T10:00:00Z",
-        });
-        let parse = |v: Value| {
-            serde_json::from_value::<JobCompletedRequest>(v)
-                .unwrap()
-                .validate()
-        };
-        let mut by_ref = base.clone();
-        by_ref["rowsUrl"] = "s3://staging/x.ndjson".into();
-        let job = parse(by_ref.clone()).unwrap();
-        assert_eq!(job.row_count, 0);
-        assert_eq!(job.rows_url.unwrap().as_str(), "s3://staging/x.ndjson");
-        by_ref["rows"] = json!([]);
-        assert_eq!(parse(by_ref).unwrap_err().0[0].field, "rowsUrl");
-        assert_eq!(parse(base).unwrap_err().0[0].field, "rows");
+    fn status_parses_from_its_wire_name() {
+        assert_eq!(
+            DeliveryStatus::parse("DELIVERED").unwrap(),
+            DeliveryStatus::Delivered
+        );
+        assert!(DeliveryStatus::parse("done").is_err());
     }
 }

@@ -1,16 +1,15 @@
 //! A customer's delivery destination: which bucket, where in it, in what format.
 //!
-//! The wire shape follows the Mapping.Travel API (`type`, `name`, `s3.{bucket, region,
-//! accessKeyId, secretAccessKey, endpointUrl, pathPrefix}`, `status`) plus `format` and
-//! `compression`. [`DestinationRequest::validate`] turns a request into a
-//! [`DestinationSpec`] made only of validated newtypes, so nothing invalid reaches a worker.
+//! A [`DestinationSpec`] is made only of validated newtypes, so nothing invalid reaches a
+//! worker. The API's request body and its validation into a spec live with the other wire
+//! types in `courier-producer` (`wire::destination`).
 
 use std::fmt;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Compression, Format, ValidationErrors};
+use crate::{Compression, Format};
 
 /// A bucket name S3 accepts (general purpose bucket naming rules).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,7 +240,7 @@ pub fn mask_access_key_id(id: &str) -> String {
 }
 
 /// Whether deliveries flow to a destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum DestinationStatus {
     #[default]
@@ -251,50 +250,9 @@ pub enum DestinationStatus {
 }
 
 /// The destination type; only S3 (and S3-compatible stores) for now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DestinationType {
     S3,
-}
-
-/// The `s3` object of a destination request.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct S3Request {
-    #[schema(example = "acme-mapping-results")]
-    pub bucket: String,
-    /// `STATIC`, `NONE` or `DEFAULT_CHAIN`; see [`CredentialsMode`].
-    #[serde(default)]
-    pub credentials: Option<CredentialsMode>,
-    #[schema(example = "eu-west-1")]
-    pub region: String,
-    #[serde(default)]
-    #[schema(example = "AKIAIOSFODNN7EXAMPLE")]
-    pub access_key_id: Option<String>,
-    #[serde(default)]
-    #[schema(value_type = Option<String>, write_only, format = Password)]
-    pub secret_access_key: Option<Secret>,
-    #[serde(default)]
-    #[schema(example = "https://s3.eu-west-1.amazonaws.com")]
-    pub endpoint_url: Option<String>,
-    #[serde(default)]
-    #[schema(example = "incoming/")]
-    pub path_prefix: Option<String>,
-}
-
-/// The body of `POST /api/v1/delivery-destinations`, as received.
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct DestinationRequest {
-    #[serde(rename = "type")]
-    pub kind: DestinationType,
-    pub name: String,
-    pub s3: S3Request,
-    #[serde(default)]
-    pub format: Format,
-    #[serde(default)]
-    pub compression: Compression,
-    #[serde(default)]
-    pub status: DestinationStatus,
 }
 
 /// An access key pair saved with the destination.
@@ -305,7 +263,7 @@ pub struct StaticCredentials {
 }
 
 /// How requests to a destination are signed, as named in the API (`s3.credentials`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CredentialsMode {
     /// `accessKeyId` and `secretAccessKey` saved with the destination.
@@ -342,79 +300,6 @@ impl Credentials {
     }
 }
 
-/// Checks the credential fields: `credentials` defaults to `STATIC` when keys are given and
-/// `NONE` when they are not; keys come in pairs, and only with `STATIC`.
-fn validate_credentials(
-    mode: Option<CredentialsMode>,
-    access_key_id: Option<String>,
-    secret: Option<Secret>,
-    errors: &mut ValidationErrors,
-) -> Option<Credentials> {
-    let has_keys = access_key_id.is_some() || secret.is_some();
-    let mode = mode.unwrap_or(if has_keys {
-        CredentialsMode::Static
-    } else {
-        CredentialsMode::None
-    });
-    match mode {
-        CredentialsMode::Static => match (access_key_id, secret) {
-            (Some(id), Some(secret)) => {
-                let mut ok = true;
-                if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
-                    errors.push("s3.accessKeyId", "must be 1 to 128 printable characters");
-                    ok = false;
-                }
-                if secret.expose().is_empty() || secret.expose().len() > 256 {
-                    errors.push("s3.secretAccessKey", "must be 1 to 256 characters");
-                    ok = false;
-                }
-                ok.then_some(Credentials::Static(StaticCredentials {
-                    access_key_id: id,
-                    secret_access_key: secret,
-                }))
-            }
-            (id, _) => {
-                let field = if id.is_some() {
-                    "s3.secretAccessKey"
-                } else {
-                    "s3.accessKeyId"
-                };
-                errors.push(
-                    field,
-                    "is required: STATIC credentials need both accessKeyId and secretAccessKey",
-                );
-                None
-            }
-        },
-        other => {
-            if has_keys {
-                let field = if access_key_id.is_some() {
-                    "s3.accessKeyId"
-                } else {
-                    "s3.secretAccessKey"
-                };
-                errors.push(
-                    field,
-                    format!(
-                        "must not be given with credentials {}; keys are only used with STATIC",
-                        if other == CredentialsMode::None {
-                            "NONE"
-                        } else {
-                            "DEFAULT_CHAIN"
-                        }
-                    ),
-                );
-                return None;
-            }
-            Some(if other == CredentialsMode::None {
-                Credentials::Anonymous
-            } else {
-                Credentials::DefaultChain
-            })
-        }
-    }
-}
-
 /// Where and how to write in S3, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Settings {
@@ -435,57 +320,6 @@ pub struct DestinationSpec {
     pub status: DestinationStatus,
 }
 
-impl DestinationRequest {
-    /// Checks every field and reports all problems at once, each under its field path.
-    pub fn validate(self) -> Result<DestinationSpec, ValidationErrors> {
-        let mut errors = ValidationErrors::default();
-        let name = self.name.trim().to_owned();
-        if name.is_empty() || name.chars().count() > 200 {
-            errors.push("name", "must be 1 to 200 characters");
-        }
-        let bucket = errors.check("s3.bucket", BucketName::parse(&self.s3.bucket));
-        let region = errors.check("s3.region", Region::parse(&self.s3.region));
-        let endpoint_url = match self.s3.endpoint_url.as_deref() {
-            None | Some("") => Some(None),
-            Some(u) => errors
-                .check("s3.endpointUrl", EndpointUrl::parse(u))
-                .map(Some),
-        };
-        let path_prefix = errors.check(
-            "s3.pathPrefix",
-            PathPrefix::parse(self.s3.path_prefix.as_deref().unwrap_or("")),
-        );
-        let credentials = validate_credentials(
-            self.s3.credentials,
-            self.s3.access_key_id,
-            self.s3.secret_access_key,
-            &mut errors,
-        );
-        match (bucket, region, endpoint_url, path_prefix, credentials) {
-            (
-                Some(bucket),
-                Some(region),
-                Some(endpoint_url),
-                Some(path_prefix),
-                Some(credentials),
-            ) if errors.is_empty() => Ok(DestinationSpec {
-                name,
-                s3: S3Settings {
-                    bucket,
-                    region,
-                    endpoint_url,
-                    path_prefix,
-                    credentials,
-                },
-                format: self.format,
-                compression: self.compression,
-                status: self.status,
-            }),
-            _ => Err(errors),
-        }
-    }
-}
-
 /// A saved destination: its spec plus who owns it and when it changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Destination {
@@ -501,35 +335,6 @@ string_newtype_conversions!(BucketName, PathPrefix, Region, EndpointUrl);
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn request(json: serde_json::Value) -> DestinationRequest {
-        serde_json::from_value(json).unwrap()
-    }
-
-    fn valid() -> serde_json::Value {
-        serde_json::json!({
-            "type": "S3",
-            "name": "Production S3 bucket",
-            "s3": {
-                "bucket": "acme-mapping-results",
-                "region": "eu-west-1",
-                "accessKeyId": "AKIAIOSFODNN7EXAMPLE",
-                "secretAccessKey": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-                "pathPrefix": "incoming/"
-            },
-            "status": "ACTIVE"
-        })
-    }
-
-    #[test]
-    fn the_documented_example_is_valid() {
-        let spec = request(valid()).validate().unwrap();
-        assert_eq!(spec.s3.bucket.as_str(), "acme-mapping-results");
-        assert_eq!(spec.s3.path_prefix.as_str(), "incoming/");
-        assert_eq!(spec.format, Format::Csv, "CSV is the default format");
-        assert_eq!(spec.compression, Compression::None);
-        assert_eq!(spec.status, DestinationStatus::Active);
-    }
 
     #[test]
     fn bucket_names_follow_s3_rules() {
@@ -607,81 +412,5 @@ mod tests {
         for ip in ["8.8.8.8", "52.95.110.1", "2600:1f18::1"] {
             assert!(!is_private_address(ip.parse().unwrap()), "{ip}");
         }
-    }
-
-    #[test]
-    fn all_errors_are_reported_with_their_field() {
-        let mut body = valid();
-        body["name"] = "".into();
-        body["s3"]["bucket"] = "Bad_Bucket".into();
-        body["s3"]["pathPrefix"] = "incoming".into();
-        body["s3"]["endpointUrl"] = "ftp://x".into();
-        body["s3"]["region"] = "EU WEST".into();
-        let errs = request(body).validate().unwrap_err();
-        let fields: Vec<&str> = errs.0.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(
-            fields,
-            [
-                "name",
-                "s3.bucket",
-                "s3.region",
-                "s3.endpointUrl",
-                "s3.pathPrefix"
-            ]
-        );
-    }
-
-    #[test]
-    fn credentials_come_in_pairs_or_not_at_all() {
-        let mut body = valid();
-        body["s3"]
-            .as_object_mut()
-            .unwrap()
-            .remove("secretAccessKey");
-        let errs = request(body).validate().unwrap_err();
-        assert_eq!(errs.0[0].field, "s3.secretAccessKey");
-
-        let mut body = valid();
-        let s3 = body["s3"].as_object_mut().unwrap();
-        s3.remove("secretAccessKey");
-        s3.remove("accessKeyId");
-        let spec = request(body.clone()).validate().unwrap();
-        assert_eq!(
-            spec.s3.credentials,
-            Credentials::Anonymous,
-            "no keys: unsigned"
-        );
-
-        body["s3"]["credentials"] = "DEFAULT_CHAIN".into();
-        let spec = request(body.clone()).validate().unwrap();
-        assert_eq!(spec.s3.credentials, Credentials::DefaultChain);
-
-        body["s3"]["credentials"] = "STATIC".into();
-        let errs = request(body).validate().unwrap_err();
-        assert_eq!(errs.0[0].field, "s3.accessKeyId");
-
-        let mut body = valid();
-        body["s3"]["credentials"] = "NONE".into();
-        let errs = request(body).validate().unwrap_err();
-        assert_eq!(errs.0[0].field, "s3.accessKeyId");
-        assert!(errs.0[0].message.contains("only used with STATIC"));
-    }
-
-    #[test]
-    fn unknown_fields_are_refused() {
-        let mut body = valid();
-        body["s3"]["acl"] = "public-read".into();
-        let err = serde_json::from_value::<DestinationRequest>(body).unwrap_err();
-        assert!(err.to_string().contains("unknown field `acl`"), "{err}");
-    }
-
-    #[test]
-    fn secrets_never_print() {
-        let s = Secret::new("wJalrXUtnFEMI");
-        assert_eq!(format!("{s:?}"), "Secret(***)");
-        let spec = request(valid()).validate().unwrap();
-        assert!(!format!("{spec:?}").contains("wJalrXUtnFEMI"));
-        assert_eq!(mask_access_key_id("AKIAIOSFODNN7EXAMPLE"), "AKIA…MPLE");
-        assert_eq!(mask_access_key_id("short"), "****");
     }
 }

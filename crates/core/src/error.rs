@@ -5,7 +5,7 @@ use std::fmt;
 use serde::Serialize;
 
 /// One problem with one field of a request, e.g. `s3.pathPrefix`: "must end with `/`".
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldError {
     /// Path of the field in the request body, dotted, with `[i]` for array elements.
     pub field: String,

@@ -3,9 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The file format a destination receives.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Format {
     /// RFC 4180 CSV with a header row.
@@ -47,9 +45,7 @@ impl Format {
 }
 
 /// Whether the rendered file is compressed before upload.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Compression {
     #[default]

@@ -3,7 +3,7 @@
 //!
 //! - [`destination`]: a customer's delivery destination and the validated newtypes it is
 //!   made of ([`destination::BucketName`], [`destination::PathPrefix`], …).
-//! - [`delivery`]: the "job completed" request, the task a worker receives, and the
+//! - [`delivery`]: a validated "job completed", the task a worker receives, and the
 //!   delivery record that says what happened to it.
 //! - [`key`]: where a delivered file lands in the bucket.
 //! - [`rows`]: inline rows kept as JSON text, checked without being built.
@@ -13,7 +13,8 @@
 //!   classes (transient or permanent).
 //! - [`error`]: field-level validation errors shared by every edge that accepts input.
 //!
-//! No Redis, no AWS and no tokio here: the crates around this one do the I/O and call
+//! No Redis, no AWS, no tokio and no HTTP or OpenAPI types here (the API's wire types live in
+//! `courier-producer`): the crates around this one do the I/O and call
 //! into these plain functions, which is what lets them be unit-tested exhaustively.
 
 /// `TryFrom<String>` (through `parse`), `From<T> for String` and `Display` for a validated

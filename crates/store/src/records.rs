@@ -226,42 +226,15 @@ fn matches(r: &DeliveryRecord, f: &RecordFilter) -> bool {
 }
 
 fn encode(record: &DeliveryRecord) -> Result<String, StoreError> {
-    serde_json::to_string(&Envelope::from(record)).map_err(|e| StoreError::Corrupt {
+    serde_json::to_string(record).map_err(|e| StoreError::Corrupt {
         what: "delivery record",
         message: e.to_string(),
     })
 }
 
 fn decode(json: &str) -> Result<DeliveryRecord, StoreError> {
-    serde_json::from_str::<Envelope>(json)
-        .map(DeliveryRecord::from)
-        .map_err(|e| StoreError::Corrupt {
-            what: "delivery record",
-            message: e.to_string(),
-        })
-}
-
-/// The stored form keeps the tenant, which the public JSON of a record leaves out.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Envelope {
-    tenant: TenantId,
-    record: DeliveryRecord,
-}
-
-impl From<&DeliveryRecord> for Envelope {
-    fn from(r: &DeliveryRecord) -> Self {
-        Self {
-            tenant: r.tenant.clone(),
-            record: r.clone(),
-        }
-    }
-}
-
-impl From<Envelope> for DeliveryRecord {
-    fn from(e: Envelope) -> Self {
-        DeliveryRecord {
-            tenant: e.tenant,
-            ..e.record
-        }
-    }
+    serde_json::from_str::<DeliveryRecord>(json).map_err(|e| StoreError::Corrupt {
+        what: "delivery record",
+        message: e.to_string(),
+    })
 }

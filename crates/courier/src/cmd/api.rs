@@ -4,13 +4,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use courier_producer::Producer;
 use courier_producer::api::{self, AppState, Tokens};
+use courier_producer::{Rules, Service};
+use courier_store::StatsReader;
 use courier_store::queue::Liveness;
-use courier_store::{
-    DeadLetters, DeliveryQueue, DestinationStore, HealthStore, HeldDeliveries, RecordStore,
-    StatsReader,
-};
 
 use crate::common::{RedisArgs, SecretArgs, shutdown_token};
 use crate::observe;
@@ -51,20 +48,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let cipher = args.secret.cipher()?;
     let conn = args.redis.connect().await?;
     let keys = args.redis.keys();
-    let destinations = DestinationStore::new(conn.clone(), keys.clone(), Some(cipher));
-    let records = RecordStore::new(conn.clone(), keys.clone());
-    let queue = DeliveryQueue::new(conn.clone(), &keys);
+    let rules = Rules {
+        allow_private_endpoints: args.allow_private_endpoints,
+        staging_bucket: args.staging_bucket,
+        probe_timeout: Duration::from_secs(args.probe_timeout_secs.max(1)),
+    };
     let state = AppState {
         tokens,
-        held: HeldDeliveries::new(conn.clone(), keys.clone(), queue.clone()),
-        health: HealthStore::new(conn.clone(), keys.clone()),
-        dead: DeadLetters::new(conn.clone(), keys.clone(), queue.clone()),
-        producer: Producer::new(destinations.clone(), records.clone(), queue),
-        destinations,
-        records,
-        allow_private_endpoints: args.allow_private_endpoints,
-        probe_timeout: std::time::Duration::from_secs(args.probe_timeout_secs.max(1)),
-        staging_bucket: args.staging_bucket,
+        service: Service::new(conn.clone(), keys.clone(), Some(cipher), rules),
     };
     observe::spawn_queue_stats(
         StatsReader::new(conn.clone(), keys.clone(), Liveness::default()),

@@ -4,8 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use courier_core::DestinationId;
-use courier_s3::probe::test_connection;
-use courier_store::DestinationStore;
+use courier_producer::{Rules, Service};
 
 use crate::common::{RedisArgs, SecretArgs};
 
@@ -18,7 +17,8 @@ pub struct Args {
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Run the connection test (HeadBucket, PutObject probe, DeleteObject probe) of a
-    /// saved destination; prints the report as JSON and exits 1 if it failed.
+    /// saved destination; prints the report as JSON and exits 1 if it failed. A passing test
+    /// of a failing destination releases its held deliveries, as the API's test does.
     Test {
         /// The destination (`dst_…`).
         id: String,
@@ -42,14 +42,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         } => {
             let id = DestinationId::parse(&id).map_err(anyhow::Error::msg)?;
             let conn = redis.connect().await?;
-            let store = DestinationStore::new(conn, redis.keys(), Some(secret.cipher()?));
-            let dest = store
-                .get_any(&id)
+            let rules = Rules {
+                probe_timeout: Duration::from_secs(timeout_secs.max(1)),
+                ..Rules::default()
+            };
+            let service = Service::new(conn, redis.keys(), Some(secret.cipher()?), rules);
+            let dest = service
+                .destination_of_any_tenant(&id)
                 .await
-                .context("reading the destination")?
-                .with_context(|| format!("destination {id} does not exist"))?;
-            let report =
-                test_connection(&dest.spec.s3, Duration::from_secs(timeout_secs.max(1))).await;
+                .context("reading the destination")?;
+            let report = service
+                .test_destination(&dest)
+                .await
+                .context("recording the test's outcome")?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             if !report.ok {
                 std::process::exit(1);

@@ -1,10 +1,9 @@
 //! `courier dlq list | replay`: dead letters, the deliveries that failed for good (or whose
 //! task could not be read), and bringing them back.
 
-use chrono::Utc;
-use courier_core::delivery::DeliveryStatus;
-use courier_core::{DeliveryId, DestinationId};
-use courier_store::{DeadLetter, DeadLetters, DeliveryQueue, RecordStore};
+use courier_core::DestinationId;
+use courier_producer::{Rules, Service};
+use courier_store::DeadLetter;
 
 use crate::common::RedisArgs;
 use crate::progress::Progress;
@@ -43,10 +42,8 @@ enum Command {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let conn = args.redis.connect().await?;
-    let keys = args.redis.keys();
-    let queue = DeliveryQueue::new(conn.clone(), &keys);
-    let dead = DeadLetters::new(conn.clone(), keys.clone(), queue);
-    let records = RecordStore::new(conn, keys);
+    // Dead letters need no destination secrets, hence no cipher.
+    let service = Service::new(conn, args.redis.keys(), None, Rules::default());
     match args.command {
         Command::List { destination, json } => {
             let dest = destination
@@ -54,7 +51,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .map(DestinationId::parse)
                 .transpose()
                 .map_err(anyhow::Error::msg)?;
-            for letter in dead.list().await? {
+            for letter in service.dead_letters().await? {
                 if dest.is_some() && letter.destination_id != dest {
                     continue;
                 }
@@ -93,8 +90,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 .map(DestinationId::parse)
                 .transpose()
                 .map_err(anyhow::Error::msg)?;
-            let letters: Vec<DeadLetter> = dead
-                .list()
+            let letters: Vec<DeadLetter> = service
+                .dead_letters()
                 .await?
                 .into_iter()
                 .filter(|l| {
@@ -109,14 +106,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let (mut replayed, mut skipped) = (0, 0);
             let mut progress = Progress::new(letters.len() as u64, "replaying", false);
             for letter in &letters {
-                if let Ok(id) = DeliveryId::parse(&letter.id)
-                    && let Some(mut record) = records.get_any(&id).await?
-                {
-                    record.status = DeliveryStatus::Queued;
-                    record.updated_at = Utc::now();
-                    records.put(&record).await?;
-                }
-                if dead.replay(letter).await? {
+                if service.replay_dead_letter(letter).await? {
                     replayed += 1;
                 } else {
                     skipped += 1;

@@ -7,10 +7,9 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use chrono::Utc;
 use courier_core::TenantId;
-use courier_core::delivery::JobCompletedRequest;
 use courier_core::rows::InlineRows;
-use courier_producer::{EnqueueError, Producer, StagingStore};
-use courier_store::{DeliveryQueue, DestinationStore, RecordStore};
+use courier_producer::wire::JobCompletedRequest;
+use courier_producer::{Rules, Service, ServiceError, StagingStore};
 use serde_json::Value;
 
 use crate::common::{RedisArgs, StagingArgs};
@@ -45,6 +44,10 @@ pub struct Args {
     /// by reference: for results too big to send inline.
     #[arg(long)]
     stage: Option<PathBuf>,
+    /// Let an http(s) `--rows-url` point at loopback or private addresses, as the API's
+    /// setting of the same name does (local stores, tests).
+    #[arg(long, env = "COURIER_ALLOW_PRIVATE_ENDPOINTS", default_value_t = false, action = clap::ArgAction::Set)]
+    allow_private_endpoints: bool,
     #[command(flatten)]
     staging: StagingArgs,
     #[command(flatten)]
@@ -73,22 +76,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         rows,
         rows_url,
     };
-    let job = request
-        .validate()
-        .map_err(|e| anyhow::anyhow!("invalid delivery: {e}"))?;
+    let rules = Rules {
+        allow_private_endpoints: args.allow_private_endpoints,
+        staging_bucket: args.staging.staging_bucket.clone(),
+        ..Rules::default()
+    };
     let conn = args.redis.connect().await?;
-    let keys = args.redis.keys();
-    let producer = Producer::new(
-        DestinationStore::new(conn.clone(), keys.clone(), None),
-        RecordStore::new(conn.clone(), keys.clone()),
-        DeliveryQueue::new(conn, &keys),
-    );
-    let record = producer.enqueue(&tenant, job).await.map_err(|e| match e {
-        EnqueueError::DestinationNotFound(id) => {
-            anyhow::anyhow!("destination {id} does not exist for tenant {tenant}")
-        }
-        other => anyhow::Error::new(other).context("enqueueing"),
-    })?;
+    // Enqueueing reads no destination secret, hence no cipher.
+    let service = Service::new(conn, args.redis.keys(), None, rules);
+    let record = service
+        .enqueue(&tenant, request)
+        .await
+        .map_err(|e| match e {
+            ServiceError::Invalid(errors) => anyhow::anyhow!("invalid delivery: {errors}"),
+            ServiceError::Store(e) => anyhow::Error::new(e).context("enqueueing"),
+            other => anyhow::Error::new(other),
+        })?;
     println!("{}", record.id);
     Ok(())
 }

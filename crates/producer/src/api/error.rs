@@ -7,9 +7,11 @@
 use axum::Json;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use courier_core::{FieldError, ValidationErrors};
+use courier_core::ValidationErrors;
 use serde::Serialize;
 use utoipa::ToSchema;
+
+use crate::ServiceError;
 
 /// An error response. Messages never contain secrets.
 #[derive(Debug)]
@@ -18,6 +20,24 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub fields: Vec<FieldError>,
+}
+
+/// One problem with one field of a request, e.g. `s3.pathPrefix`: "must end with `/`".
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FieldError {
+    /// Path of the field in the request body, dotted, with `[i]` for array elements.
+    pub field: String,
+    /// What is wrong and, where it helps, how to fix it.
+    pub message: String,
+}
+
+impl From<courier_core::FieldError> for FieldError {
+    fn from(e: courier_core::FieldError) -> Self {
+        Self {
+            field: e.field,
+            message: e.message,
+        }
+    }
 }
 
 impl ApiError {
@@ -43,7 +63,7 @@ impl ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,
             code: "VALIDATION_FAILED",
             message: format!("the request is invalid: {errors}"),
-            fields: errors.0,
+            fields: errors.0.into_iter().map(Into::into).collect(),
         }
     }
 
@@ -106,6 +126,19 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
         }
         resp
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::NotFound { what, id } => Self::not_found(what, &id),
+            ServiceError::Invalid(errors) => Self::invalid(errors),
+            ServiceError::Conflict { code, message } => {
+                Self::new(StatusCode::CONFLICT, code, message)
+            }
+            ServiceError::Store(e) => Self::unavailable(e),
+        }
     }
 }
 

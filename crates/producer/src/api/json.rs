@@ -4,7 +4,6 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
-use courier_core::FieldError;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -63,7 +62,7 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 format!("the request is invalid: {field}: {message}")
             },
         );
-        err.fields.push(FieldError::new(field, message));
+        err.fields.push(super::error::FieldError { field, message });
         err
     })
 }

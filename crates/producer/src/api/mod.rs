@@ -7,6 +7,9 @@
 //! | `/api/v1/openapi.json` (no token) | [`openapi`] |
 //!
 //! Every refusal is a 4xx whose JSON body names the field ([`error::ApiError`]).
+//!
+//! Handlers parse and render: they read the request into a wire type ([`crate::wire`]),
+//! call the [`Service`], which holds every rule, and show its answer as a wire type.
 
 pub mod auth;
 pub mod deliveries;
@@ -19,36 +22,22 @@ pub mod query;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use courier_store::{DeadLetters, DestinationStore, HealthStore, HeldDeliveries, RecordStore};
 use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 
 pub use auth::Tokens;
 use error::ApiError;
 
-use crate::Producer;
+use crate::Service;
 
 /// Default largest request body: 8 MiB of inline rows.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
-/// What every handler shares.
+/// What every handler shares: who may call, and the service that decides.
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub tokens: Tokens,
-    pub destinations: DestinationStore,
-    pub records: RecordStore,
-    pub held: HeldDeliveries,
-    pub dead: DeadLetters,
-    pub health: HealthStore,
-    pub producer: Producer,
-    /// `COURIER_ALLOW_PRIVATE_ENDPOINTS`: let endpointUrl point at loopback or private
-    /// addresses (local stores, tests). Off by default so the API can't reach internal services.
-    pub allow_private_endpoints: bool,
-    /// How long each step of a connection test may take (`COURIER_PROBE_TIMEOUT_SECS`).
-    pub probe_timeout: std::time::Duration,
-    /// `COURIER_STAGING_BUCKET`: the only bucket an `s3://` rowsUrl may name (the workers
-    /// read no other); without it `s3://` references are refused.
-    pub staging_bucket: Option<String>,
+    pub service: Service,
 }
 
 /// Every documented route with its OpenAPI operation; the document and the router both

@@ -1,24 +1,26 @@
 //! Bad input gets a 4xx whose JSON names the problem, and leaves nothing behind:
-//! no destination, no delivery record, no task in the queue.
+//! no destination, no delivery record, no task in the queue. In process: the real router
+//! over real Redis.
 
 mod common;
 
-use common::{OTHER_TOKEN, Stack, TOKEN};
-use redis::AsyncCommands;
-use reqwest::Method;
+use axum::http::Method;
+use common::{Api, OTHER_TOKEN, TOKEN};
+use courier_core::DestinationId;
+use courier_producer::Rules;
 use serde_json::{Value, json};
 
 /// Keys Courier or apalis wrote that would betray a half-saved request.
-async fn leftovers(stack: &Stack) -> Vec<String> {
-    let mut conn = stack.redis().await;
-    let mut keys: Vec<String> = conn.keys(stack.keys().delivery_pattern()).await.unwrap();
-    let mut tenants: Vec<String> = conn
-        .keys(&stack.keys().delivery_index_patterns()[0])
+async fn leftovers(stack: &Api) -> Vec<String> {
+    let mut keys = stack.redis_keys("delivery:*").await;
+    keys.append(&mut stack.redis_keys("tenant:*:deliveries").await);
+    let queued = stack.queued_tasks().await;
+    let mut conn = stack.conn.clone();
+    let data: usize = redis::cmd("HLEN")
+        .arg(format!("{}:deliveries:data", stack.keys.namespace()))
+        .query_async(&mut conn)
         .await
         .unwrap();
-    keys.append(&mut tenants);
-    let queued = queued_tasks(stack).await;
-    let data: usize = conn.hlen(stack.keys().queue_keys().data()).await.unwrap();
     if queued > 0 {
         keys.push(format!("{queued} queued task ids"));
     }
@@ -28,22 +30,8 @@ async fn leftovers(stack: &Stack) -> Vec<String> {
     keys
 }
 
-/// Tasks waiting in apalis-redis: its active list plus its scheduled set (apalis
-/// schedules every push at "now", so new tasks wait in the scheduled set).
-async fn queued_tasks(stack: &Stack) -> usize {
-    let mut conn = stack.redis().await;
-    let active: usize = conn.llen(stack.keys().queue_keys().active()).await.unwrap();
-    let scheduled: usize = conn
-        .zcard(stack.keys().queue_keys().scheduled())
-        .await
-        .unwrap();
-    active + scheduled
-}
-
-async fn destinations_saved(stack: &Stack) -> usize {
-    let mut conn = stack.redis().await;
-    let keys: Vec<String> = conn.keys(stack.keys().destination_pattern()).await.unwrap();
-    keys.len()
+async fn destinations_saved(stack: &Api) -> usize {
+    stack.redis_keys("destination:*").await.len()
 }
 
 /// Asserts a 4xx with a JSON error body; returns the names of the fields at fault.
@@ -65,9 +53,9 @@ fn fields_of(status: u16, body: &Value, expected_status: u16) -> Vec<String> {
         .unwrap_or_default()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn bad_deliveries_are_refused_and_leave_nothing_behind() {
-    let stack = Stack::start(0).await;
+    let stack = Api::start().await;
     let dest = stack
         .create_destination(&stack.destination_body("CSV", "NONE", "in/"))
         .await;
@@ -202,7 +190,7 @@ async fn bad_deliveries_are_refused_and_leave_nothing_behind() {
     // And the good one is accepted and leaves exactly one record and one task.
     let (s, b) = stack.post("/api/v1/deliveries", &good).await;
     assert_eq!(s, 202, "{b}");
-    assert_eq!(queued_tasks(&stack).await, 1);
+    assert_eq!(stack.queued_tasks().await, 1);
     let (s, rec) = stack
         .get(&format!("/api/v1/deliveries/{}", b["id"].as_str().unwrap()))
         .await;
@@ -211,9 +199,9 @@ async fn bad_deliveries_are_refused_and_leave_nothing_behind() {
     assert_eq!(rec["partnerInventoryId"], "INV-1");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn bad_destinations_are_refused_with_the_field_named() {
-    let stack = Stack::start(0).await;
+    let stack = Api::start().await;
     let base = stack.destination_body("CSV", "NONE", "incoming/");
     let cases: Vec<(Value, &str)> = vec![
         (json!({"s3": {"pathPrefix": "incoming"}}), "s3.pathPrefix"),
@@ -258,9 +246,9 @@ async fn bad_destinations_are_refused_with_the_field_named() {
     assert_eq!(destinations_saved(&stack).await, 0, "nothing half-saved");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn destinations_read_back_without_secrets_and_only_by_their_tenant() {
-    let stack = Stack::start(0).await;
+    let stack = Api::start().await;
     let body = stack.destination_body("XLSX", "GZIP", "acme/prod/exports/");
     let (s, created) = stack.post("/api/v1/delivery-destinations", &body).await;
     assert_eq!(s, 201, "{created}");
@@ -272,9 +260,9 @@ async fn destinations_read_back_without_secrets_and_only_by_their_tenant() {
     assert_eq!(s, 200);
     for resp in [&created, &read] {
         let text = resp.to_string();
-        assert!(!text.contains(&stack.key.secret), "secret echoed: {text}");
+        assert!(!text.contains(&stack.secret()), "secret echoed: {text}");
         assert!(
-            !text.contains(&stack.key.id),
+            !text.contains(&stack.key_id()),
             "access key id unmasked: {text}"
         );
         assert_eq!(resp["s3"]["bucket"], "acme-results");
@@ -286,15 +274,14 @@ async fn destinations_read_back_without_secrets_and_only_by_their_tenant() {
         assert!(resp["s3"].get("secretAccessKey").is_none());
     }
     // The secret is not in Redis in the clear either.
-    let mut conn = stack.redis().await;
-    let raw: String = conn
-        .get(stack.keys().destination(&stack.dest_id(id)))
+    let mut conn = stack.conn.clone();
+    let raw: String = redis::cmd("GET")
+        .arg(stack.keys.destination(&DestinationId::parse(id).unwrap()))
+        .query_async(&mut conn)
         .await
         .unwrap();
-    assert!(
-        !raw.contains(&stack.key.secret),
-        "secret stored in the clear"
-    );
+    assert!(raw.contains("acme/prod/exports/"), "{raw}");
+    assert!(!raw.contains(&stack.secret()), "secret stored in the clear");
 
     // Another tenant gets 404, exactly as for an id that does not exist.
     let (s, other) = stack
@@ -322,29 +309,10 @@ async fn destinations_read_back_without_secrets_and_only_by_their_tenant() {
     assert_eq!(s, 401);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn private_endpoints_are_refused_unless_allowed() {
-    let stack = Stack::start(0).await;
-    // A second API without COURIER_ALLOW_PRIVATE_ENDPOINTS.
-    let port = courier_test_support::free_port();
-    let log = stack.dir.path().join("strict-api.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let child = stack
-        .courier(&["api"])
-        .env_remove("COURIER_ALLOW_PRIVATE_ENDPOINTS")
-        .env("COURIER_API_LISTEN", format!("127.0.0.1:{port}"))
-        .stderr(file)
-        .spawn()
-        .unwrap();
-    let _guard = common::Proc { child, log };
-    let url = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-    for _ in 0..200 {
-        if http.get(format!("{url}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    // The API without COURIER_ALLOW_PRIVATE_ENDPOINTS.
+    let stack = Api::with_rules(Rules::default()).await;
     for endpoint in [
         "http://127.0.0.1:9000",
         "http://169.254.169.254",
@@ -353,15 +321,8 @@ async fn private_endpoints_are_refused_unless_allowed() {
     ] {
         let mut body = stack.destination_body("CSV", "NONE", "");
         body["s3"]["endpointUrl"] = endpoint.into();
-        let resp = http
-            .post(format!("{url}/api/v1/delivery-destinations"))
-            .bearer_auth(TOKEN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 422, "{endpoint}");
-        let b: Value = resp.json().await.unwrap();
+        let (s, b) = stack.post("/api/v1/delivery-destinations", &body).await;
+        assert_eq!(s, 422, "{endpoint}: {b}");
         assert_eq!(b["error"]["fields"][0]["field"], "s3.endpointUrl", "{b}");
     }
     assert_eq!(destinations_saved(&stack).await, 0);
@@ -376,4 +337,50 @@ fn merge(base: &mut Value, patch: &Value) {
         }
         (b, p) => *b = p.clone(),
     }
+}
+
+#[tokio::test]
+async fn the_library_and_the_api_refuse_the_same_row_references() {
+    // `Producer::enqueue`, which upstream jobs link (and `courier enqueue` calls), runs the
+    // rules the API runs: s3:// rows only from the staging bucket, no private hosts.
+    let stack = Api::with_rules(Rules {
+        staging_bucket: Some(common::STAGING_BUCKET.into()),
+        ..Rules::default()
+    })
+    .await;
+    let mut body = stack.destination_body("CSV", "NONE", "in/");
+    body["s3"].as_object_mut().unwrap().remove("endpointUrl");
+    let dest = stack.create_destination(&body).await;
+    let tenant = courier_core::TenantId::parse("acme").unwrap();
+    for (url, needle) in [
+        ("s3://customer-secrets/dump.ndjson", "customer-secrets"),
+        ("http://127.0.0.1:9000/rows.ndjson", "loopback"),
+        ("http://169.254.169.254/latest/meta-data", "link-local"),
+    ] {
+        let job = json!({
+            "destinationId": dest,
+            "jobId": "job-1",
+            "partnerInventoryId": "INV-1",
+            "completedAt": "2026-06-07T10:00:00Z",
+            "rowsUrl": url,
+        });
+        let (s, b) = stack.post("/api/v1/deliveries", &job).await;
+        assert_eq!(fields_of(s, &b, 422), ["rowsUrl"], "{url}");
+        let request: courier_producer::wire::JobCompletedRequest =
+            serde_json::from_value(job).unwrap();
+        let err = stack
+            .service
+            .producer()
+            .enqueue(&tenant, request.validate().unwrap())
+            .await
+            .unwrap_err();
+        match err {
+            courier_producer::EnqueueError::Invalid(errors) => {
+                assert_eq!(errors.0[0].field, "rowsUrl", "{url}");
+                assert!(errors.0[0].message.contains(needle), "{url}: {errors}");
+            }
+            other => panic!("{url}: {other}"),
+        }
+    }
+    assert_eq!(leftovers(&stack).await, Vec::<String>::new());
 }

@@ -1,0 +1,99 @@
+//! The rules of Courier's control plane, in one layer that every entry point calls: the
+//! HTTP handlers ([`crate::api`]), the `courier` commands and the producer library
+//! ([`crate::Producer`]). Handlers and commands parse and render; they decide nothing.
+//!
+//! | module | rules |
+//! | --- | --- |
+//! | [`rules`] | which endpoints and row references the fleet may be sent to: private endpoints, the staging-bucket rule |
+//! | [`destinations`] | tenant ownership, create / update (the saved secret is kept) / delete (refused while deliveries wait, unless forced), connection tests |
+//! | [`held`] | when held deliveries flow again: a destination updated, recovered, or deleted |
+//! | [`deliveries`] | enqueueing a completed job, reading records, retrying a failed delivery |
+//! | [`dead_letters`] | replaying a dead letter: its record queued again, its task back in the queue |
+
+pub mod dead_letters;
+pub mod deliveries;
+pub mod destinations;
+pub mod held;
+pub mod rules;
+
+use courier_core::ValidationErrors;
+use courier_store::RedisConn;
+use courier_store::{
+    DeadLetters, DeliveryQueue, DestinationStore, HealthStore, HeldDeliveries, Keys, RecordStore,
+    SecretCipher, StoreError,
+};
+
+pub use destinations::DestinationWithHealth;
+pub use rules::Rules;
+
+use crate::Producer;
+
+/// Why a request was refused. Each maps to one kind of API error and one CLI message.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// No such destination or delivery for this tenant (another tenant's reads the same).
+    #[error("{what} `{id}` does not exist")]
+    NotFound { what: &'static str, id: String },
+    /// The request breaks a rule; each problem names its field.
+    #[error("the request is invalid: {0}")]
+    Invalid(ValidationErrors),
+    /// The request is valid but the state forbids it now; `code` is the API's error code.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ServiceError {
+    fn not_found(what: &'static str, id: &str) -> Self {
+        Self::NotFound {
+            what,
+            id: id.to_owned(),
+        }
+    }
+}
+
+/// Every rule of the control plane over the stores it needs. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Service {
+    rules: Rules,
+    destinations: DestinationStore,
+    records: RecordStore,
+    held: HeldDeliveries,
+    dead: DeadLetters,
+    health: HealthStore,
+    producer: Producer,
+}
+
+impl Service {
+    /// The service over the Redis behind `conn`, keys under `keys`' namespace. Without a
+    /// `cipher`, destinations' secrets cannot be read (enough for dead letters).
+    pub fn new(conn: RedisConn, keys: Keys, cipher: Option<SecretCipher>, rules: Rules) -> Self {
+        let queue = DeliveryQueue::new(conn.clone(), &keys);
+        let destinations = DestinationStore::new(conn.clone(), keys.clone(), cipher);
+        let records = RecordStore::new(conn.clone(), keys.clone());
+        Self {
+            producer: Producer::new(
+                destinations.clone(),
+                records.clone(),
+                queue.clone(),
+                rules.clone(),
+            ),
+            held: HeldDeliveries::new(conn.clone(), keys.clone(), queue.clone()),
+            dead: DeadLetters::new(conn.clone(), keys.clone(), queue),
+            health: HealthStore::new(conn, keys),
+            destinations,
+            records,
+            rules,
+        }
+    }
+
+    /// The enqueue library, with the same rules.
+    pub fn producer(&self) -> &Producer {
+        &self.producer
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
+    }
+}

@@ -1,0 +1,187 @@
+//! Where the fleet may be sent: a destination's endpoint and a job's row reference must not
+//! point it at internal services, and `s3://` rows must be in the fleet's staging bucket.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use courier_core::ValidationErrors;
+use courier_core::delivery::{RowsLocation, RowsSource, RowsUrl};
+use courier_core::destination::{EndpointUrl, is_private_address};
+
+/// The operator's settings the rules depend on.
+#[derive(Debug, Clone)]
+pub struct Rules {
+    /// `COURIER_ALLOW_PRIVATE_ENDPOINTS`: let endpoints and row URLs point at loopback or
+    /// private addresses (local stores, tests). Off by default, so that tenants cannot make
+    /// Courier reach internal services.
+    pub allow_private_endpoints: bool,
+    /// `COURIER_STAGING_BUCKET`: the only bucket an `s3://` rowsUrl may name (the workers
+    /// read no other); without it `s3://` references are refused.
+    pub staging_bucket: Option<String>,
+    /// How long each step of a connection test may take (`COURIER_PROBE_TIMEOUT_SECS`).
+    pub probe_timeout: Duration,
+}
+
+impl Default for Rules {
+    /// The strict settings: no private endpoints, no staging bucket, 10 s per probe step.
+    fn default() -> Self {
+        Self {
+            allow_private_endpoints: false,
+            staging_bucket: None,
+            probe_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// How long a host name may take to resolve.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Rules {
+    /// Refuses an endpoint that resolves to a loopback, private or link-local address
+    /// unless private endpoints are allowed; the error names `s3.endpointUrl`.
+    pub async fn check_endpoint(&self, url: &EndpointUrl) -> Result<(), ValidationErrors> {
+        self.check_host(url, "s3.endpointUrl").await
+    }
+
+    /// Checks where the workers would read a job's rows from: `s3://` rows only from the
+    /// staging bucket, http(s) rows only from public hosts. Inline rows pass.
+    pub async fn check_rows(&self, rows: &RowsSource) -> Result<(), ValidationErrors> {
+        match rows {
+            RowsSource::Inline { .. } => Ok(()),
+            RowsSource::Url(url) => self.check_rows_url(url).await,
+        }
+    }
+
+    async fn check_rows_url(&self, url: &RowsUrl) -> Result<(), ValidationErrors> {
+        let field = "rowsUrl";
+        let invalid = |m: String| ValidationErrors::single(field, m);
+        match url.location().map_err(invalid)? {
+            // The workers read s3:// rows from the staging bucket only; say so now rather
+            // than fail the delivery later.
+            location @ RowsLocation::S3 { .. } => match &self.staging_bucket {
+                Some(staging) => location
+                    .outside_staging(staging)
+                    .map_or(Ok(()), |m| Err(invalid(m))),
+                None => Err(invalid(
+                    "this deployment has no staging bucket (COURIER_STAGING_BUCKET) for s3:// \
+                     rows; use an http(s) URL"
+                        .to_owned(),
+                )),
+            },
+            // The workers will fetch it: the endpoint rule keeps them off internal hosts.
+            // Only scheme, host and port matter (a signed URL's query would not parse as an
+            // endpoint).
+            RowsLocation::Http(u) => {
+                let (scheme, rest) = u.split_once("://").unwrap_or(("https", &u));
+                let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+                let endpoint =
+                    EndpointUrl::parse(&format!("{scheme}://{authority}")).map_err(invalid)?;
+                self.check_host(&endpoint, field).await
+            }
+        }
+    }
+
+    async fn check_host(&self, url: &EndpointUrl, field: &str) -> Result<(), ValidationErrors> {
+        if self.allow_private_endpoints {
+            return Ok(());
+        }
+        let host = url.host();
+        let addrs: Vec<IpAddr> = match host.parse() {
+            Ok(ip) => vec![ip],
+            Err(_) => {
+                let lookup = tokio::net::lookup_host((host.as_str(), url.port_or_default()));
+                match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
+                    Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
+                    _ => {
+                        return Err(ValidationErrors::single(
+                            field,
+                            format!("host `{host}` does not resolve"),
+                        ));
+                    }
+                }
+            }
+        };
+        if addrs.iter().any(|ip| is_private_address(*ip)) {
+            return Err(ValidationErrors::single(
+                field,
+                format!(
+                    "`{host}` is a loopback, private or link-local address; endpoints must be \
+                     reachable on the public internet (operators can allow private endpoints \
+                     with COURIER_ALLOW_PRIVATE_ENDPOINTS=true)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use courier_core::rows::InlineRows;
+
+    use super::*;
+
+    fn url(s: &str) -> RowsSource {
+        RowsSource::Url(RowsUrl::parse(s).unwrap())
+    }
+
+    fn staging() -> Rules {
+        Rules {
+            staging_bucket: Some("staging".into()),
+            ..Rules::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn s3_rows_only_from_the_staging_bucket() {
+        let rules = staging();
+        assert!(
+            rules
+                .check_rows(&url("s3://staging/a.ndjson"))
+                .await
+                .is_ok()
+        );
+        let err = rules
+            .check_rows(&url("s3://secrets/a.ndjson"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.0[0].field, "rowsUrl");
+        assert!(err.0[0].message.contains("`secrets`"), "{err}");
+        let err = Rules::default()
+            .check_rows(&url("s3://staging/a.ndjson"))
+            .await
+            .unwrap_err();
+        assert!(err.0[0].message.contains("COURIER_STAGING_BUCKET"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn private_hosts_are_refused_unless_allowed() {
+        let rules = staging();
+        for u in [
+            "http://127.0.0.1:9000/rows.ndjson",
+            "http://[::1]/r.ndjson?sig=1",
+            "http://169.254.169.254/latest",
+        ] {
+            let err = rules.check_rows(&url(u)).await.unwrap_err();
+            assert_eq!(err.0[0].field, "rowsUrl", "{u}");
+        }
+        let endpoint = EndpointUrl::parse("http://10.0.0.1:3900").unwrap();
+        let err = rules.check_endpoint(&endpoint).await.unwrap_err();
+        assert_eq!(err.0[0].field, "s3.endpointUrl");
+        let open = Rules {
+            allow_private_endpoints: true,
+            ..staging()
+        };
+        assert!(open.check_endpoint(&endpoint).await.is_ok());
+        assert!(
+            open.check_rows(&url("http://127.0.0.1:9000/rows.ndjson"))
+                .await
+                .is_ok()
+        );
+        let inline = RowsSource::Inline {
+            rows: InlineRows::default(),
+            count: 0,
+        };
+        assert!(Rules::default().check_rows(&inline).await.is_ok());
+    }
+}

@@ -1,0 +1,407 @@
+//! A destination on the wire: the request body of create, update and the unsaved connection
+//! test ([`DestinationRequest`], validated into core's [`DestinationSpec`]), and the
+//! destination as the API shows it ([`DestinationView`]: no secret, the key id masked).
+
+use chrono::{DateTime, Utc};
+use courier_core::destination::{
+    BucketName, Credentials, CredentialsMode as CoreCredentialsMode, Destination, DestinationSpec,
+    EndpointUrl, PathPrefix, Region, S3Settings, Secret, StaticCredentials, mask_access_key_id,
+};
+use courier_core::{DestinationId, ValidationErrors};
+use courier_store::DestinationHealth;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::enums::{Compression, CredentialsMode, DestinationStatus, DestinationType, Format};
+
+/// The `s3` object of a destination request.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct S3Request {
+    #[schema(example = "acme-mapping-results")]
+    pub bucket: String,
+    /// `STATIC`, `NONE` or `DEFAULT_CHAIN`; see [`CredentialsMode`].
+    #[serde(default)]
+    pub credentials: Option<CredentialsMode>,
+    #[schema(example = "eu-west-1")]
+    pub region: String,
+    #[serde(default)]
+    #[schema(example = "AKIAIOSFODNN7EXAMPLE")]
+    pub access_key_id: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>, write_only, format = Password)]
+    pub secret_access_key: Option<Secret>,
+    #[serde(default)]
+    #[schema(example = "https://s3.eu-west-1.amazonaws.com")]
+    pub endpoint_url: Option<String>,
+    #[serde(default)]
+    #[schema(example = "incoming/")]
+    pub path_prefix: Option<String>,
+}
+
+/// The body of `POST /api/v1/delivery-destinations`, as received.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DestinationRequest {
+    #[serde(rename = "type")]
+    pub kind: DestinationType,
+    pub name: String,
+    pub s3: S3Request,
+    #[serde(default)]
+    pub format: Format,
+    #[serde(default)]
+    pub compression: Compression,
+    #[serde(default)]
+    pub status: DestinationStatus,
+}
+
+/// Checks the credential fields: `credentials` defaults to `STATIC` when keys are given and
+/// `NONE` when they are not; keys come in pairs, and only with `STATIC`.
+fn validate_credentials(
+    mode: Option<CredentialsMode>,
+    access_key_id: Option<String>,
+    secret: Option<Secret>,
+    errors: &mut ValidationErrors,
+) -> Option<Credentials> {
+    let has_keys = access_key_id.is_some() || secret.is_some();
+    let mode = mode.map(CoreCredentialsMode::from).unwrap_or(if has_keys {
+        CoreCredentialsMode::Static
+    } else {
+        CoreCredentialsMode::None
+    });
+    match mode {
+        CoreCredentialsMode::Static => match (access_key_id, secret) {
+            (Some(id), Some(secret)) => {
+                let mut ok = true;
+                if id.is_empty() || id.len() > 128 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+                    errors.push("s3.accessKeyId", "must be 1 to 128 printable characters");
+                    ok = false;
+                }
+                if secret.expose().is_empty() || secret.expose().len() > 256 {
+                    errors.push("s3.secretAccessKey", "must be 1 to 256 characters");
+                    ok = false;
+                }
+                ok.then_some(Credentials::Static(StaticCredentials {
+                    access_key_id: id,
+                    secret_access_key: secret,
+                }))
+            }
+            (id, _) => {
+                let field = if id.is_some() {
+                    "s3.secretAccessKey"
+                } else {
+                    "s3.accessKeyId"
+                };
+                errors.push(
+                    field,
+                    "is required: STATIC credentials need both accessKeyId and secretAccessKey",
+                );
+                None
+            }
+        },
+        other => {
+            if has_keys {
+                let field = if access_key_id.is_some() {
+                    "s3.accessKeyId"
+                } else {
+                    "s3.secretAccessKey"
+                };
+                errors.push(
+                    field,
+                    format!(
+                        "must not be given with credentials {}; keys are only used with STATIC",
+                        if other == CoreCredentialsMode::None {
+                            "NONE"
+                        } else {
+                            "DEFAULT_CHAIN"
+                        }
+                    ),
+                );
+                return None;
+            }
+            Some(if other == CoreCredentialsMode::None {
+                Credentials::Anonymous
+            } else {
+                Credentials::DefaultChain
+            })
+        }
+    }
+}
+
+impl DestinationRequest {
+    /// Checks every field and reports all problems at once, each under its field path.
+    pub fn validate(self) -> Result<DestinationSpec, ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        let name = self.name.trim().to_owned();
+        if name.is_empty() || name.chars().count() > 200 {
+            errors.push("name", "must be 1 to 200 characters");
+        }
+        let bucket = errors.check("s3.bucket", BucketName::parse(&self.s3.bucket));
+        let region = errors.check("s3.region", Region::parse(&self.s3.region));
+        let endpoint_url = match self.s3.endpoint_url.as_deref() {
+            None | Some("") => Some(None),
+            Some(u) => errors
+                .check("s3.endpointUrl", EndpointUrl::parse(u))
+                .map(Some),
+        };
+        let path_prefix = errors.check(
+            "s3.pathPrefix",
+            PathPrefix::parse(self.s3.path_prefix.as_deref().unwrap_or("")),
+        );
+        let credentials = validate_credentials(
+            self.s3.credentials,
+            self.s3.access_key_id,
+            self.s3.secret_access_key,
+            &mut errors,
+        );
+        match (bucket, region, endpoint_url, path_prefix, credentials) {
+            (
+                Some(bucket),
+                Some(region),
+                Some(endpoint_url),
+                Some(path_prefix),
+                Some(credentials),
+            ) if errors.is_empty() => Ok(DestinationSpec {
+                name,
+                s3: S3Settings {
+                    bucket,
+                    region,
+                    endpoint_url,
+                    path_prefix,
+                    credentials,
+                },
+                format: self.format.into(),
+                compression: self.compression.into(),
+                status: self.status.into(),
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+/// A destination as the API shows it: no secret, the access key id masked.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationView {
+    /// The destination's id.
+    #[schema(value_type = String, example = "dst_01JXQ5V3K8M2N7P4R6S9T0W1XY")]
+    id: DestinationId,
+    #[serde(rename = "type")]
+    kind: DestinationType,
+    /// A name for humans.
+    name: String,
+    s3: S3View,
+    format: Format,
+    compression: Compression,
+    status: DestinationStatus,
+    /// Whether deliveries to it succeed; `FAILING` holds its deliveries.
+    health: HealthView,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// Recent delivery health of a destination.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthView {
+    /// `HEALTHY`, or `FAILING` after several permanent failures in a row: its deliveries are
+    /// held (not failed) until the destination is updated or its connection test passes.
+    #[schema(example = "HEALTHY")]
+    state: &'static str,
+    /// Permanent failures in a row since the last successful delivery.
+    consecutive_failures: u32,
+    /// Since when it is failing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    failing_since: Option<DateTime<Utc>>,
+    /// The store's error code of the last failure, e.g. `AccessDenied`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error_code: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error_message: Option<String>,
+}
+
+impl From<DestinationHealth> for HealthView {
+    fn from(h: DestinationHealth) -> Self {
+        Self {
+            state: if h.is_failing() { "FAILING" } else { "HEALTHY" },
+            consecutive_failures: h.consecutive_failures,
+            failing_since: h.failing_since,
+            last_error_code: h.last_error_code,
+            last_error_message: h.last_error_message,
+        }
+    }
+}
+
+/// Where the files go. The secret access key is never shown.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3View {
+    #[schema(example = "acme-mapping-results")]
+    bucket: String,
+    #[schema(example = "eu-west-1")]
+    region: String,
+    /// The endpoint of an S3-compatible store; absent for AWS S3.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    endpoint_url: Option<String>,
+    /// The key prefix of every delivered file: empty, or a folder path ending with `/`.
+    #[schema(example = "incoming/")]
+    path_prefix: String,
+    /// `STATIC` (an access key pair), `NONE` (unsigned) or `DEFAULT_CHAIN` (the workers' AWS chain).
+    credentials: CredentialsMode,
+    /// The access key id, masked (`AKIA…MPLE`); present only with `STATIC` credentials.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "AKIA…MPLE")]
+    access_key_id: Option<String>,
+}
+
+impl DestinationView {
+    /// `d` as shown, with its current `health`.
+    pub fn new(d: &Destination, health: DestinationHealth) -> Self {
+        let s3 = &d.spec.s3;
+        Self {
+            id: d.id.clone(),
+            kind: DestinationType::S3,
+            name: d.spec.name.clone(),
+            s3: S3View {
+                bucket: s3.bucket.to_string(),
+                region: s3.region.to_string(),
+                endpoint_url: s3.endpoint_url.as_ref().map(ToString::to_string),
+                path_prefix: s3.path_prefix.to_string(),
+                credentials: s3.credentials.mode().into(),
+                access_key_id: s3
+                    .credentials
+                    .as_static()
+                    .map(|c| mask_access_key_id(&c.access_key_id)),
+            },
+            format: d.spec.format.into(),
+            compression: d.spec.compression.into(),
+            status: d.spec.status.into(),
+            health: health.into(),
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+        }
+    }
+}
+
+/// A page of destinations.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DestinationPage {
+    pub items: Vec<DestinationView>,
+    /// Pass as `cursor` to get the next page; null on the last page.
+    #[schema(value_type = Option<String>, required = true)]
+    pub next_cursor: Option<DestinationId>,
+}
+
+#[cfg(test)]
+mod tests {
+    use courier_core::destination::DestinationStatus as CoreDestinationStatus;
+    use courier_core::{Compression as CoreCompression, Format as CoreFormat};
+
+    use super::*;
+
+    fn request(json: serde_json::Value) -> DestinationRequest {
+        serde_json::from_value(json).unwrap()
+    }
+
+    fn valid() -> serde_json::Value {
+        serde_json::json!({
+            "type": "S3",
+            "name": "Production S3 bucket",
+            "s3": {
+                "bucket": "acme-mapping-results",
+                "region": "eu-west-1",
+                "accessKeyId": "AKIAIOSFODNN7EXAMPLE",
+                "secretAccessKey": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+                "pathPrefix": "incoming/"
+            },
+            "status": "ACTIVE"
+        })
+    }
+
+    #[test]
+    fn the_documented_example_is_valid() {
+        let spec = request(valid()).validate().unwrap();
+        assert_eq!(spec.s3.bucket.as_str(), "acme-mapping-results");
+        assert_eq!(spec.s3.path_prefix.as_str(), "incoming/");
+        assert_eq!(spec.format, CoreFormat::Csv, "CSV is the default format");
+        assert_eq!(spec.compression, CoreCompression::None);
+        assert_eq!(spec.status, CoreDestinationStatus::Active);
+    }
+
+    #[test]
+    fn all_errors_are_reported_with_their_field() {
+        let mut body = valid();
+        body["name"] = "".into();
+        body["s3"]["bucket"] = "Bad_Bucket".into();
+        body["s3"]["pathPrefix"] = "incoming".into();
+        body["s3"]["endpointUrl"] = "ftp://x".into();
+        body["s3"]["region"] = "EU WEST".into();
+        let errs = request(body).validate().unwrap_err();
+        let fields: Vec<&str> = errs.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "name",
+                "s3.bucket",
+                "s3.region",
+                "s3.endpointUrl",
+                "s3.pathPrefix"
+            ]
+        );
+    }
+
+    #[test]
+    fn credentials_come_in_pairs_or_not_at_all() {
+        let mut body = valid();
+        body["s3"]
+            .as_object_mut()
+            .unwrap()
+            .remove("secretAccessKey");
+        let errs = request(body).validate().unwrap_err();
+        assert_eq!(errs.0[0].field, "s3.secretAccessKey");
+
+        let mut body = valid();
+        let s3 = body["s3"].as_object_mut().unwrap();
+        s3.remove("secretAccessKey");
+        s3.remove("accessKeyId");
+        let spec = request(body.clone()).validate().unwrap();
+        assert_eq!(
+            spec.s3.credentials,
+            Credentials::Anonymous,
+            "no keys: unsigned"
+        );
+
+        body["s3"]["credentials"] = "DEFAULT_CHAIN".into();
+        let spec = request(body.clone()).validate().unwrap();
+        assert_eq!(spec.s3.credentials, Credentials::DefaultChain);
+
+        body["s3"]["credentials"] = "STATIC".into();
+        let errs = request(body).validate().unwrap_err();
+        assert_eq!(errs.0[0].field, "s3.accessKeyId");
+
+        let mut body = valid();
+        body["s3"]["credentials"] = "NONE".into();
+        let errs = request(body).validate().unwrap_err();
+        assert_eq!(errs.0[0].field, "s3.accessKeyId");
+        assert!(errs.0[0].message.contains("only used with STATIC"));
+    }
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let mut body = valid();
+        body["s3"]["acl"] = "public-read".into();
+        let err = serde_json::from_value::<DestinationRequest>(body).unwrap_err();
+        assert!(err.to_string().contains("unknown field `acl`"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let s = Secret::new("wJalrXUtnFEMI");
+        assert_eq!(format!("{s:?}"), "Secret(***)");
+        let spec = request(valid()).validate().unwrap();
+        assert!(!format!("{spec:?}").contains("wJalrXUtnFEMI"));
+        assert_eq!(mask_access_key_id("AKIAIOSFODNN7EXAMPLE"), "AKIA…MPLE");
+        assert_eq!(mask_access_key_id("short"), "****");
+    }
+}
