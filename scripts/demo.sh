@@ -48,7 +48,8 @@ export REDIS_URL
 export COURIER_SECRET_KEY=$(openssl rand -base64 32)
 export COURIER_API_TOKENS="$TOKEN=demo"
 export COURIER_API_LISTEN="127.0.0.1:$API_PORT"
-export COURIER_ALLOW_PRIVATE_ENDPOINTS=true   # Garage runs on loopback here
+# Garage runs on loopback here: allow exactly its address and port for tenant traffic.
+export COURIER_EGRESS_ALLOW="${S3_ENDPOINT#http://}"
 
 say "Starting the API and two workers"
 "$BIN/courier" api >"$RUN_DIR/api.log" 2>&1 &

@@ -146,7 +146,7 @@ async fn the_cli_runs_the_connection_test() {
         courier_store::Keys::default(),
         Some(courier_store::SecretCipher::from_base64(secret_key).unwrap()),
         courier_producer::Rules {
-            allow_private_endpoints: true,
+            egress: std::sync::Arc::new(courier_egress::EgressPolicy::allow_everything()),
             ..Default::default()
         },
     );

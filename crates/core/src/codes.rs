@@ -107,6 +107,9 @@ error_codes! {
     Timeout = "Timeout", S;
     ConnectionFailed = "ConnectionFailed", S;
     DispatchFailure = "DispatchFailure", S;
+    /// The host leads to an address tenant traffic may not reach (loopback, private, …);
+    /// checked when the connection is made.
+    EgressRefused = "EgressRefused", P;
     /// An answer that could not be read.
     InvalidResponse = "InvalidResponse", S;
     /// The request could not be signed or built (e.g. no default credentials).

@@ -5,7 +5,6 @@
 //! types in `courier-producer` (`wire::destination`).
 
 use std::fmt;
-use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -175,29 +174,6 @@ impl EndpointUrl {
     pub fn port_or_default(&self) -> u16 {
         let url = url::Url::parse(&self.0).expect("validated at parse");
         url.port_or_known_default().unwrap_or(443)
-    }
-}
-
-/// True for addresses an endpoint must not point at unless private endpoints are allowed:
-/// loopback, private ranges, link-local (cloud metadata services live there), unspecified.
-pub fn is_private_address(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_loopback()
-                || v4.is_private()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || v4.is_broadcast()
-                // 100.64.0.0/10, carrier-grade NAT
-                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
-        }
-        IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (v6.segments()[0] & 0xfe00) == 0xfc00 // unique local
-                || (v6.segments()[0] & 0xffc0) == 0xfe80 // link local
-                || v6.to_ipv4_mapped().is_some_and(|v4| is_private_address(IpAddr::V4(v4)))
-        }
     }
 }
 
@@ -389,28 +365,6 @@ mod tests {
             "http://",
         ] {
             assert!(EndpointUrl::parse(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn private_addresses_are_recognised() {
-        for ip in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "0.0.0.0",
-            "::ffff:127.0.0.1",
-            "100.64.0.1",
-        ] {
-            assert!(is_private_address(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in ["8.8.8.8", "52.95.110.1", "2600:1f18::1"] {
-            assert!(!is_private_address(ip.parse().unwrap()), "{ip}");
         }
     }
 }

@@ -46,6 +46,32 @@ impl RedisArgs {
     }
 }
 
+/// Where connections made for tenants may go (their destinations' endpoints, their
+/// `rowsUrl` hosts): public unicast addresses, plus what the operator allows. Checked when
+/// the connection is made, on the addresses connected to.
+#[derive(Debug, Clone, Args)]
+pub struct EgressArgs {
+    /// Let tenant traffic reach loopback, private and other special-purpose addresses too
+    /// (local stores, tests). Off by default; prefer COURIER_EGRESS_ALLOW.
+    #[arg(long, env = "COURIER_ALLOW_PRIVATE_ENDPOINTS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_private_endpoints: bool,
+    /// Special-purpose addresses tenant traffic may reach anyway: comma-separated CIDRs
+    /// (`10.20.0.0/16`) or addresses with a port (`127.0.0.1:3900`, `[::1]:3900`).
+    #[arg(long, env = "COURIER_EGRESS_ALLOW", default_value = "")]
+    pub egress_allow: String,
+}
+
+impl EgressArgs {
+    pub fn policy(&self) -> anyhow::Result<std::sync::Arc<courier_egress::EgressPolicy>> {
+        courier_egress::EgressPolicy::from_settings(
+            &self.egress_allow,
+            self.allow_private_endpoints,
+        )
+        .map(std::sync::Arc::new)
+        .map_err(anyhow::Error::msg)
+    }
+}
+
 /// The key that seals destination secrets.
 #[derive(Debug, Clone, Args)]
 pub struct SecretArgs {
@@ -104,6 +130,8 @@ impl StagingArgs {
             self.staging_endpoint.as_deref(),
             &credentials,
             timeouts,
+            // The fleet's own store, set by the operator: no tenant policy applies.
+            None,
         )
         .await
     }

@@ -7,19 +7,22 @@
 //! with, so a rotated secret or a moved endpoint takes effect on the next delivery.
 
 use std::num::NonZeroUsize;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use courier_core::DestinationId;
 use courier_core::destination::{Credentials, EndpointUrl, Region, S3Settings};
+use courier_egress::EgressPolicy;
 use lru::LruCache;
 
-use crate::{S3Timeouts, client};
+use crate::{S3Failure, S3Timeouts, client};
 
 /// Recently used destinations' clients, at most `capacity` of them.
 #[derive(Debug)]
 pub struct ClientCache {
     timeouts: S3Timeouts,
+    /// Where the clients' connections may go.
+    egress: Arc<EgressPolicy>,
     entries: Mutex<LruCache<DestinationId, Entry>>,
     built: AtomicU64,
 }
@@ -49,24 +52,30 @@ impl Connection {
 }
 
 impl ClientCache {
-    pub fn new(capacity: NonZeroUsize, timeouts: S3Timeouts) -> Self {
+    pub fn new(capacity: NonZeroUsize, timeouts: S3Timeouts, egress: Arc<EgressPolicy>) -> Self {
         Self {
             timeouts,
+            egress,
             entries: Mutex::new(LruCache::new(capacity)),
             built: AtomicU64::new(0),
         }
     }
 
     /// The client for `id` as configured by `s3`, built if there is none or if the
-    /// settings changed since. (Clients are cheap to clone: they share their pool.)
-    pub async fn get(&self, id: &DestinationId, s3: &S3Settings) -> aws_sdk_s3::Client {
+    /// settings changed since. (Clients are cheap to clone: they share their pool.) Fails
+    /// for an endpoint the egress policy refuses outright.
+    pub async fn get(
+        &self,
+        id: &DestinationId,
+        s3: &S3Settings,
+    ) -> Result<aws_sdk_s3::Client, S3Failure> {
         let wanted = Connection::of(s3);
         if let Some(entry) = self.lock().get(id)
             && entry.built_for == wanted
         {
-            return entry.client.clone();
+            return Ok(entry.client.clone());
         }
-        let built = client(s3, self.timeouts).await;
+        let built = client(s3, self.timeouts, &self.egress).await?;
         self.built.fetch_add(1, Ordering::Relaxed);
         self.lock().put(
             id.clone(),
@@ -75,7 +84,7 @@ impl ClientCache {
                 client: built.clone(),
             },
         );
-        built
+        Ok(built)
     }
 
     /// How many clients were built so far.
@@ -119,39 +128,43 @@ mod tests {
 
     #[tokio::test]
     async fn a_client_is_built_once_per_destination_and_again_when_its_settings_change() {
-        let cache = ClientCache::new(NonZeroUsize::new(2).unwrap(), S3Timeouts::default());
+        let cache = ClientCache::new(
+            NonZeroUsize::new(2).unwrap(),
+            S3Timeouts::default(),
+            Arc::new(EgressPolicy::public_only()),
+        );
         let (a, b, c) = (
             DestinationId::generate(),
             DestinationId::generate(),
             DestinationId::generate(),
         );
         let s = settings("eu-west-1", "one");
-        cache.get(&a, &s).await;
-        cache.get(&a, &s).await;
+        cache.get(&a, &s).await.unwrap();
+        cache.get(&a, &s).await.unwrap();
         assert_eq!(cache.built(), 1);
 
         // The bucket and prefix are per request: no new client.
         let mut other_prefix = s.clone();
         other_prefix.path_prefix = PathPrefix::parse("b/").unwrap();
         other_prefix.bucket = BucketName::parse("other").unwrap();
-        cache.get(&a, &other_prefix).await;
+        cache.get(&a, &other_prefix).await.unwrap();
         assert_eq!(cache.built(), 1);
 
         // A rotated secret or another region: a new client, with the new settings.
-        cache.get(&a, &settings("eu-west-1", "two")).await;
+        cache.get(&a, &settings("eu-west-1", "two")).await.unwrap();
         assert_eq!(cache.built(), 2);
-        let moved = cache.get(&a, &settings("us-east-2", "two")).await;
+        let moved = cache.get(&a, &settings("us-east-2", "two")).await.unwrap();
         assert_eq!(cache.built(), 3);
         assert_eq!(moved.config().region().unwrap().as_ref(), "us-east-2");
 
         // At most `capacity` are kept; the least recently used goes first.
-        cache.get(&b, &s).await;
-        cache.get(&c, &s).await;
+        cache.get(&b, &s).await.unwrap();
+        cache.get(&c, &s).await.unwrap();
         assert_eq!(cache.len(), 2);
         assert_eq!(cache.built(), 5);
-        cache.get(&c, &s).await;
+        cache.get(&c, &s).await.unwrap();
         assert_eq!(cache.built(), 5);
-        cache.get(&a, &settings("us-east-2", "two")).await;
+        cache.get(&a, &settings("us-east-2", "two")).await.unwrap();
         assert_eq!(cache.built(), 6, "a was evicted");
     }
 }

@@ -2,6 +2,7 @@
 //! file, and turning SDK errors into an [`ErrorCode`], a message and the HTTP status.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_credential_types::Credentials;
@@ -13,6 +14,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use courier_core::ErrorCode;
 use courier_core::destination::{Credentials as DestinationCredentials, S3Settings};
 use courier_core::failure::ErrorClass;
+use courier_egress::{EgressPolicy, EgressRefused, find_refusal};
 use tokio::sync::OnceCell;
 
 /// Timeouts for one request to a customer's store.
@@ -47,23 +49,47 @@ async fn default_chain() -> SharedCredentialsProvider {
         .clone()
 }
 
-/// A client for one destination. Retries are off: Courier owns its retry policy.
-pub async fn client(s3: &S3Settings, timeouts: S3Timeouts) -> aws_sdk_s3::Client {
-    client_for(
+/// A client for one destination, whose every connection goes only where `egress` allows
+/// (checked at connect time, on the addresses connected to). Retries are off: Courier owns
+/// its retry policy. Fails only for an endpoint written as an address the policy refuses.
+pub async fn client(
+    s3: &S3Settings,
+    timeouts: S3Timeouts,
+    egress: &Arc<EgressPolicy>,
+) -> Result<aws_sdk_s3::Client, S3Failure> {
+    if let Some(endpoint) = &s3.endpoint_url
+        && let Ok(url) = url::Url::parse(endpoint.as_str())
+    {
+        egress.check_literal(&url).map_err(refused)?;
+    }
+    Ok(client_for(
         s3.region.as_str(),
         s3.endpoint_url.as_ref().map(|e| e.as_str()),
         &s3.credentials,
         timeouts,
+        Some(egress),
     )
-    .await
+    .await)
 }
 
-/// A client for any store: the fleet's staging store as well as a destination.
+/// The failure a refused connection is reported as: its own code, naming the host.
+pub fn refused(r: EgressRefused) -> S3Failure {
+    tracing::warn!(host = %r.host, addr = %r.addr, purpose = r.purpose, "egress refused");
+    S3Failure {
+        code: ErrorCode::EgressRefused,
+        message: r.to_string(),
+        status: None,
+    }
+}
+
+/// A client for any store: a destination (with its tenant's `egress` policy) or the
+/// fleet's own staging store (`None`: the operator's store, reached as configured).
 pub async fn client_for(
     region: &str,
     endpoint: Option<&str>,
     credentials: &DestinationCredentials,
     timeouts: S3Timeouts,
+    egress: Option<&Arc<EgressPolicy>>,
 ) -> aws_sdk_s3::Client {
     let mut b = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
@@ -81,6 +107,13 @@ pub async fn client_for(
     if let Some(endpoint) = endpoint {
         // S3-compatible stores rarely serve virtual-hosted buckets on custom hosts.
         b = b.endpoint_url(endpoint).force_path_style(true);
+    }
+    if let Some(policy) = egress {
+        let port = endpoint
+            .and_then(|e| url::Url::parse(e).ok())
+            .and_then(|u| u.port_or_known_default())
+            .unwrap_or(443);
+        b = b.http_client(courier_egress::aws_http_client(policy.clone(), port));
     }
     match credentials {
         DestinationCredentials::Static(c) => {
@@ -190,6 +223,11 @@ where
             ErrorCode::Timeout,
             "the store did not answer in time".to_owned(),
         ),
+        SdkError::DispatchFailure(df)
+            if let Some(r) = df.as_connector_error().and_then(|c| find_refusal(c)) =>
+        {
+            return refused(r.clone());
+        }
         SdkError::DispatchFailure(df) => {
             let code = if df.is_timeout() {
                 ErrorCode::Timeout

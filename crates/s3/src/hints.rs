@@ -29,6 +29,7 @@ pub fn hint(step: ProbeStepName, code: &ErrorCode, s3: &S3Settings) -> String {
         C::AccessDenied => access_denied(step, s3),
         C::NoSuchBucket | C::NotFound => missing_bucket(s3),
         C::Timeout | C::ConnectionFailed | C::DispatchFailure => endpoint_silent(code, s3),
+        C::EgressRefused => egress_refused(s3),
         C::RequestTimeTooSkewed => clock_skew(),
         C::RequestConstructionFailed if matches!(s3.credentials, Credentials::DefaultChain) => {
             no_default_credentials()
@@ -194,6 +195,16 @@ fn missing_bucket(s3: &S3Settings) -> String {
          spelled correctly (S3 bucket names are case-sensitive); that the region field \
          matches the bucket's actual region{compatible}.",
         s3.bucket, s3.region
+    )
+}
+
+fn egress_refused(s3: &S3Settings) -> String {
+    format!(
+        "{} leads to a loopback, private or otherwise special-purpose address, which Courier \
+         does not connect to on a customer's behalf. Use the store's public endpoint; if the \
+         store really is on the operator's network, the operator can allow its address with \
+         COURIER_EGRESS_ALLOW.",
+        capitalize(&endpoint(s3))
     )
 }
 

@@ -27,11 +27,13 @@
 //! and the store's messages are scrubbed of the secret should a store ever echo it.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 use courier_core::ErrorCode;
 use courier_core::destination::{Credentials, PathPrefix, S3Settings, mask_access_key_id};
+use courier_egress::EgressPolicy;
 use serde::Serialize;
 
 use crate::client::{S3Failure, S3Timeouts, client, failure};
@@ -122,11 +124,15 @@ pub struct ProbeReport {
 /// Runs HeadBucket, then PutObject of a small probe object under the path prefix, then
 /// DeleteObject of it. Each request gets `timeout`; the whole test at most three times that
 /// plus a second.
-pub async fn test_connection(s3: &S3Settings, timeout: Duration) -> ProbeReport {
+pub async fn test_connection(
+    s3: &S3Settings,
+    timeout: Duration,
+    egress: &Arc<EgressPolicy>,
+) -> ProbeReport {
     let key = probe_key(&s3.path_prefix);
     let budget = timeout * 3 + MARGIN;
     let mut steps = Vec::with_capacity(ProbeStepName::ALL.len());
-    if tokio::time::timeout(budget, run_steps(s3, timeout, &key, &mut steps))
+    if tokio::time::timeout(budget, run_steps(s3, timeout, egress, &key, &mut steps))
         .await
         .is_err()
     {
@@ -151,15 +157,26 @@ pub fn probe_key(prefix: &PathPrefix) -> String {
 
 /// Runs the steps, pushing each result into `steps` as it completes, so that a test cut off
 /// by the overall deadline still reports what it did.
-async fn run_steps(s3: &S3Settings, timeout: Duration, key: &str, steps: &mut Vec<ProbeStep>) {
-    let client = client(
-        s3,
-        S3Timeouts {
-            connect: timeout,
-            operation: timeout,
-        },
-    )
-    .await;
+async fn run_steps(
+    s3: &S3Settings,
+    timeout: Duration,
+    egress: &Arc<EgressPolicy>,
+    key: &str,
+    steps: &mut Vec<ProbeStep>,
+) {
+    let timeouts = S3Timeouts {
+        connect: timeout,
+        operation: timeout,
+    };
+    let client = match client(s3, timeouts, egress).await {
+        Ok(c) => c,
+        Err(refused) => {
+            let name = ProbeStepName::HeadBucket;
+            steps.push(step(s3, name, None, Duration::ZERO, Err(refused)));
+            skip_rest(steps);
+            return;
+        }
+    };
     let (elapsed, head) = timed(head_bucket(&client, s3)).await;
     let writes_can_tell = head.as_ref().err().is_none_or(writes_can_tell_more);
     steps.push(step(s3, ProbeStepName::HeadBucket, None, elapsed, head));

@@ -8,11 +8,13 @@
 //! permission may not.
 
 use std::net::{Ipv4Addr, TcpListener};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use courier_core::destination::{
     BucketName, Credentials, EndpointUrl, PathPrefix, Region, S3Settings, Secret, StaticCredentials,
 };
+use courier_egress::EgressPolicy;
 use courier_s3::{ProbeReport, ProbeStepName, StepOutcome, test_connection};
 use courier_test_support::{GarageServer, S3Key, free_port};
 
@@ -48,9 +50,24 @@ fn garage_settings(server: &GarageServer, bucket: &str, key: &S3Key) -> S3Settin
     )
 }
 
+/// An egress policy that lets the test reach exactly its endpoint's port on 127.0.0.1, as
+/// an operator's `COURIER_EGRESS_ALLOW=127.0.0.1:<port>` would.
+fn allowing_endpoint(s3: &S3Settings) -> Arc<EgressPolicy> {
+    let endpoint = s3.endpoint_url.as_ref().expect("tests use an endpoint");
+    let port = url::Url::parse(endpoint.as_str())
+        .unwrap()
+        .port_or_known_default()
+        .unwrap();
+    Arc::new(EgressPolicy::from_settings(&format!("127.0.0.1:{port}"), false).unwrap())
+}
+
 /// Runs the test and prints the report, so that a failing assertion shows all of it.
 async fn probe(s3: &S3Settings, timeout: Duration) -> ProbeReport {
-    let report = test_connection(s3, timeout).await;
+    probe_with(s3, timeout, &allowing_endpoint(s3)).await
+}
+
+async fn probe_with(s3: &S3Settings, timeout: Duration, egress: &Arc<EgressPolicy>) -> ProbeReport {
+    let report = test_connection(s3, timeout, egress).await;
     eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
     report
 }
@@ -316,4 +333,57 @@ async fn no_report_ever_contains_the_secret() {
         assert!(!json.contains(&wrong), "{json}");
         assert!(!json.contains(&key.id), "key ids are shown masked: {json}");
     }
+}
+
+#[tokio::test]
+async fn an_endpoint_outside_the_egress_policy_is_refused_before_any_request() {
+    let server = start();
+    let key = server.bucket_with_key("results").unwrap();
+    let port = url::Url::parse(&server.endpoint()).unwrap().port().unwrap();
+
+    // Written as an address: refused before a client is built.
+    let literal = garage_settings(&server, "results", &key);
+    let report = probe_with(&literal, TIMEOUT, &Arc::new(EgressPolicy::public_only())).await;
+    assert!(!report.ok);
+    assert_eq!(outcomes(&report), [Failed, Skipped, Skipped]);
+    let e = error(&report, ProbeStepName::HeadBucket);
+    assert_eq!(e.code, "EgressRefused");
+    assert!(
+        e.message
+            .contains("`127.0.0.1` leads to a special-purpose address (loopback)"),
+        "{}",
+        e.message
+    );
+    assert!(e.hint.contains("COURIER_EGRESS_ALLOW"), "{}", e.hint);
+
+    // Written as a name: refused when the name resolves, at connect time, unless the
+    // resolved address and port are allowed.
+    let named = settings(
+        &format!("http://localhost:{port}"),
+        "results",
+        "incoming/",
+        &key.id,
+        &key.secret,
+    );
+    let report = probe_with(&named, TIMEOUT, &Arc::new(EgressPolicy::public_only())).await;
+    assert_eq!(outcomes(&report), [Failed, Skipped, Skipped]);
+    let e = error(&report, ProbeStepName::HeadBucket);
+    assert_eq!(e.code, "EgressRefused");
+    assert!(e.message.contains("`localhost` leads to"), "{}", e.message);
+
+    let other_port = Arc::new(
+        EgressPolicy::from_settings(&format!("127.0.0.1:{},[::1]:{}", port + 1, port + 1), false)
+            .unwrap(),
+    );
+    let report = probe_with(&named, TIMEOUT, &other_port).await;
+    assert_eq!(
+        error(&report, ProbeStepName::HeadBucket).code,
+        "EgressRefused"
+    );
+
+    let this_port = Arc::new(
+        EgressPolicy::from_settings(&format!("127.0.0.1:{port},[::1]:{port}"), false).unwrap(),
+    );
+    let report = probe_with(&named, TIMEOUT, &this_port).await;
+    assert!(report.ok, "allowed by address and port");
 }

@@ -27,7 +27,7 @@ use crate::pipeline::{PipelineError, Uploader};
 use crate::renew;
 use crate::retry::RetryPolicy;
 use crate::slot_gate::SlotGate;
-use crate::source::Staging;
+use crate::source::{HttpRows, Staging};
 use crate::telemetry::{self, InFlight, Outcome};
 
 /// Everything a worker needs to deliver; shared by all of its tasks.
@@ -51,7 +51,7 @@ pub struct Deliverer {
     /// Where `s3://` row references are read from.
     pub staging: Staging,
     /// For `http(s)://` row references.
-    pub http: reqwest::Client,
+    pub http: HttpRows,
     /// Bytes per multipart part (at least 5 MiB); smaller results go as one PutObject.
     pub part_size: usize,
 }

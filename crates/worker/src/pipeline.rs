@@ -17,7 +17,7 @@ use courier_s3::{ClientCache, S3Failure};
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
-use crate::source::{self, ByteSource, Staging};
+use crate::source::{self, ByteSource, HttpRows, Staging};
 
 /// The rows of one delivery.
 pub enum Rows {
@@ -79,7 +79,7 @@ pub struct Uploader<'a> {
     /// Where `s3://` row references are read from.
     pub staging: &'a Staging,
     /// For `http(s)://` row references.
-    pub http: &'a reqwest::Client,
+    pub http: &'a HttpRows,
     /// Bytes per multipart part; smaller results go as one PutObject.
     pub part_size: usize,
 }
@@ -97,6 +97,12 @@ impl Uploader<'_> {
             compression: dest.spec.compression,
             columns: task.columns.clone(),
         };
+        // The store first: a refused endpoint should not cost a fetch of the rows.
+        let client = self
+            .clients
+            .get(&dest.id, &dest.spec.s3)
+            .await
+            .map_err(PipelineError::Io)?;
         let rows = match &task.rows_url {
             Some(url) => Rows::Stream {
                 source: source::open(url, self.staging, self.http)
@@ -107,7 +113,6 @@ impl Uploader<'_> {
             // The renderer runs on its own thread; the rows' JSON text is copied once.
             None => Rows::Inline(task.rows.clone()),
         };
-        let client = self.clients.get(&dest.id, &dest.spec.s3).await;
         let target = ObjectTarget {
             bucket: dest.spec.s3.bucket.as_str(),
             key,

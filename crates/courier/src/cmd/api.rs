@@ -9,7 +9,7 @@ use courier_producer::{Rules, Service};
 use courier_store::StatsReader;
 use courier_store::queue::Liveness;
 
-use crate::common::{RedisArgs, SecretArgs, shutdown_token};
+use crate::common::{EgressArgs, RedisArgs, SecretArgs, shutdown_token};
 use crate::observe;
 
 #[derive(Debug, clap::Args)]
@@ -20,9 +20,8 @@ pub struct Args {
     /// Comma-separated `token=tenant` pairs that may call the API.
     #[arg(long, env = "COURIER_API_TOKENS", hide_env_values = true)]
     tokens: String,
-    /// Let endpointUrl point at loopback or private addresses (local stores, tests).
-    #[arg(long, env = "COURIER_ALLOW_PRIVATE_ENDPOINTS", default_value_t = false, action = clap::ArgAction::Set)]
-    allow_private_endpoints: bool,
+    #[command(flatten)]
+    egress: EgressArgs,
     /// Largest request body accepted, in bytes; larger gets 413.
     #[arg(long, env = "COURIER_API_MAX_BODY_BYTES", default_value_t = api::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
@@ -49,7 +48,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let conn = args.redis.connect().await?;
     let keys = args.redis.keys();
     let rules = Rules {
-        allow_private_endpoints: args.allow_private_endpoints,
+        egress: args.egress.policy()?,
         staging_bucket: args.staging_bucket,
         probe_timeout: Duration::from_secs(args.probe_timeout_secs.max(1)),
     };

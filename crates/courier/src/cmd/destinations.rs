@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use courier_core::DestinationId;
 use courier_producer::{Rules, Service};
 
-use crate::common::{RedisArgs, SecretArgs};
+use crate::common::{EgressArgs, RedisArgs, SecretArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -29,6 +29,9 @@ enum Command {
         redis: RedisArgs,
         #[command(flatten)]
         secret: SecretArgs,
+        /// The tenant egress policy the test connects under, as the workers do.
+        #[command(flatten)]
+        egress: EgressArgs,
     },
 }
 
@@ -39,11 +42,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             timeout_secs,
             redis,
             secret,
+            egress,
         } => {
             let id = DestinationId::parse(&id).map_err(anyhow::Error::msg)?;
             let conn = redis.connect().await?;
             let rules = Rules {
                 probe_timeout: Duration::from_secs(timeout_secs.max(1)),
+                egress: egress.policy()?,
                 ..Rules::default()
             };
             let service = Service::new(conn, redis.keys(), Some(secret.cipher()?), rules);

@@ -12,7 +12,7 @@ use courier_producer::wire::JobCompletedRequest;
 use courier_producer::{Rules, Service, ServiceError, StagingStore};
 use serde_json::Value;
 
-use crate::common::{RedisArgs, StagingArgs};
+use crate::common::{EgressArgs, RedisArgs, StagingArgs};
 use crate::progress::{Progress, ProgressReader};
 
 #[derive(Debug, clap::Args)]
@@ -44,10 +44,9 @@ pub struct Args {
     /// by reference: for results too big to send inline.
     #[arg(long)]
     stage: Option<PathBuf>,
-    /// Let an http(s) `--rows-url` point at loopback or private addresses, as the API's
-    /// setting of the same name does (local stores, tests).
-    #[arg(long, env = "COURIER_ALLOW_PRIVATE_ENDPOINTS", default_value_t = false, action = clap::ArgAction::Set)]
-    allow_private_endpoints: bool,
+    /// Where an http(s) `--rows-url` may point, as for the API.
+    #[command(flatten)]
+    egress: EgressArgs,
     #[command(flatten)]
     staging: StagingArgs,
     #[command(flatten)]
@@ -77,7 +76,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         rows_url,
     };
     let rules = Rules {
-        allow_private_endpoints: args.allow_private_endpoints,
+        egress: args.egress.policy()?,
         staging_bucket: args.staging.staging_bucket.clone(),
         ..Rules::default()
     };

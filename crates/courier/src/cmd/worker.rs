@@ -12,10 +12,10 @@ use courier_store::{
     RecordStore, StatsReader, UploadSlots,
 };
 use courier_worker::slot_gate::{self, SlotGate};
-use courier_worker::source::Staging;
+use courier_worker::source::{HttpRows, Staging};
 use courier_worker::{Deliverer, RetryPolicy, WorkerSettings};
 
-use crate::common::{RedisArgs, SecretArgs, StagingArgs, shutdown_token};
+use crate::common::{EgressArgs, RedisArgs, SecretArgs, StagingArgs, shutdown_token};
 
 /// Destinations whose S3 client a worker keeps between deliveries.
 const CLIENT_CACHE_SIZE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(1024).unwrap();
@@ -87,6 +87,8 @@ pub struct Args {
     redis: RedisArgs,
     #[command(flatten)]
     secret: SecretArgs,
+    #[command(flatten)]
+    egress: EgressArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -111,6 +113,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         settings.name = name;
     }
     let queue = DeliveryQueue::new(conn.clone(), &keys);
+    let egress = args.egress.policy()?;
     let timeouts = S3Timeouts {
         connect: Duration::from_secs(args.s3_connect_timeout_secs.max(1)),
         operation: Duration::from_secs(args.s3_operation_timeout_secs.max(1)),
@@ -126,7 +129,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         queue,
         failing_threshold: args.failing_threshold.max(1),
         worker_name: settings.name.clone(),
-        clients: Arc::new(ClientCache::new(CLIENT_CACHE_SIZE, timeouts)),
+        clients: Arc::new(ClientCache::new(
+            CLIENT_CACHE_SIZE,
+            timeouts,
+            egress.clone(),
+        )),
         slots: Arc::new(SlotGate::new(
             UploadSlots::new(
                 conn.clone(),
@@ -143,10 +150,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             },
             None => Staging::default(),
         },
-        http: reqwest::Client::builder()
-            .connect_timeout(timeouts.connect)
-            .read_timeout(timeouts.operation)
-            .build()?,
+        http: HttpRows {
+            egress: egress.clone(),
+            connect_timeout: timeouts.connect,
+            read_timeout: timeouts.operation,
+        },
         part_size: (args.part_size_mb.max(5)) * 1024 * 1024,
         retry: RetryPolicy {
             max_attempts: args.retry_max_attempts.max(1),

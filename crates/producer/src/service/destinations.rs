@@ -147,7 +147,8 @@ impl Service {
     /// Runs the connection test of a saved destination. A passing test of a failing
     /// destination means the store accepts writes again: its held deliveries flow.
     pub async fn test_destination(&self, dest: &Destination) -> Result<ProbeReport, ServiceError> {
-        let report = test_connection(&dest.spec.s3, self.rules.probe_timeout).await;
+        let report =
+            test_connection(&dest.spec.s3, self.rules.probe_timeout, &self.rules.egress).await;
         tracing::info!(destination_id = %dest.id, ok = report.ok, "connection tested");
         if report.ok && self.health.get(&dest.id).await?.is_failing() {
             self.recovered(dest).await?;
@@ -172,7 +173,7 @@ impl Service {
         req: DestinationRequest,
     ) -> Result<ProbeReport, ServiceError> {
         let spec = self.spec(req).await?;
-        Ok(test_connection(&spec.s3, self.rules.probe_timeout).await)
+        Ok(test_connection(&spec.s3, self.rules.probe_timeout, &self.rules.egress).await)
     }
 }
 

@@ -1,20 +1,22 @@
 //! Where the fleet may be sent: a destination's endpoint and a job's row reference must not
 //! point it at internal services, and `s3://` rows must be in the fleet's staging bucket.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use courier_core::ValidationErrors;
 use courier_core::delivery::{RowsLocation, RowsSource, RowsUrl};
-use courier_core::destination::{EndpointUrl, is_private_address};
+use courier_core::destination::EndpointUrl;
+use courier_egress::EgressPolicy;
 
 /// The operator's settings the rules depend on.
 #[derive(Debug, Clone)]
 pub struct Rules {
-    /// `COURIER_ALLOW_PRIVATE_ENDPOINTS`: let endpoints and row URLs point at loopback or
-    /// private addresses (local stores, tests). Off by default, so that tenants cannot make
-    /// Courier reach internal services.
-    pub allow_private_endpoints: bool,
+    /// Where tenant traffic may go (`COURIER_EGRESS_ALLOW`, `COURIER_ALLOW_PRIVATE_ENDPOINTS`):
+    /// checked here when a destination is saved or a job announced, for an early 422, and
+    /// again by the workers and connection tests when they connect.
+    pub egress: Arc<EgressPolicy>,
     /// `COURIER_STAGING_BUCKET`: the only bucket an `s3://` rowsUrl may name (the workers
     /// read no other); without it `s3://` references are refused.
     pub staging_bucket: Option<String>,
@@ -26,7 +28,7 @@ impl Default for Rules {
     /// The strict settings: no private endpoints, no staging bucket, 10 s per probe step.
     fn default() -> Self {
         Self {
-            allow_private_endpoints: false,
+            egress: Arc::new(EgressPolicy::public_only()),
             staging_bucket: None,
             probe_timeout: Duration::from_secs(10),
         }
@@ -37,8 +39,8 @@ impl Default for Rules {
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Rules {
-    /// Refuses an endpoint that resolves to a loopback, private or link-local address
-    /// unless private endpoints are allowed; the error names `s3.endpointUrl`.
+    /// Refuses an endpoint that resolves to an address the egress policy refuses (loopback,
+    /// private, link-local, …); the error names `s3.endpointUrl`.
     pub async fn check_endpoint(&self, url: &EndpointUrl) -> Result<(), ValidationErrors> {
         self.check_host(url, "s3.endpointUrl").await
     }
@@ -82,16 +84,17 @@ impl Rules {
     }
 
     async fn check_host(&self, url: &EndpointUrl, field: &str) -> Result<(), ValidationErrors> {
-        if self.allow_private_endpoints {
+        if self.egress.allows_everything() {
             return Ok(());
         }
         let host = url.host();
-        let addrs: Vec<IpAddr> = match host.parse() {
-            Ok(ip) => vec![ip],
+        let port = url.port_or_default();
+        let addrs: Vec<SocketAddr> = match host.trim_matches(['[', ']']).parse::<IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, port)],
             Err(_) => {
-                let lookup = tokio::net::lookup_host((host.as_str(), url.port_or_default()));
+                let lookup = tokio::net::lookup_host((host.as_str(), port));
                 match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
-                    Ok(Ok(addrs)) => addrs.map(|a| a.ip()).collect(),
+                    Ok(Ok(addrs)) => addrs.collect(),
                     _ => {
                         return Err(ValidationErrors::single(
                             field,
@@ -101,15 +104,10 @@ impl Rules {
                 }
             }
         };
-        if addrs.iter().any(|ip| is_private_address(*ip)) {
-            return Err(ValidationErrors::single(
-                field,
-                format!(
-                    "`{host}` is a loopback, private or link-local address; endpoints must be \
-                     reachable on the public internet (operators can allow private endpoints \
-                     with COURIER_ALLOW_PRIVATE_ENDPOINTS=true)"
-                ),
-            ));
+        for addr in addrs {
+            self.egress
+                .check(&host, addr)
+                .map_err(|refused| ValidationErrors::single(field, refused.to_string()))?;
         }
         Ok(())
     }
@@ -169,9 +167,17 @@ mod tests {
         let err = rules.check_endpoint(&endpoint).await.unwrap_err();
         assert_eq!(err.0[0].field, "s3.endpointUrl");
         let open = Rules {
-            allow_private_endpoints: true,
+            egress: Arc::new(EgressPolicy::allow_everything()),
             ..staging()
         };
+        let allowing_one = Rules {
+            egress: Arc::new(EgressPolicy::from_settings("10.0.0.1:3900", false).unwrap()),
+            ..staging()
+        };
+        assert!(allowing_one.check_endpoint(&endpoint).await.is_ok());
+        let other_port = EndpointUrl::parse("http://10.0.0.1:3901").unwrap();
+        let err = allowing_one.check_endpoint(&other_port).await.unwrap_err();
+        assert!(err.0[0].message.contains("COURIER_EGRESS_ALLOW"), "{err}");
         assert!(open.check_endpoint(&endpoint).await.is_ok());
         assert!(
             open.check_rows(&url("http://127.0.0.1:9000/rows.ndjson"))

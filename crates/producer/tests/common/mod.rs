@@ -75,7 +75,7 @@ impl Api {
     /// [`STAGING_BUCKET`] as the staging bucket, 2 s per connection-test step.
     pub async fn start() -> Api {
         Self::with_rules(Rules {
-            allow_private_endpoints: true,
+            egress: std::sync::Arc::new(courier_egress::EgressPolicy::allow_everything()),
             staging_bucket: Some(STAGING_BUCKET.into()),
             probe_timeout: std::time::Duration::from_secs(2),
         })
