@@ -46,6 +46,20 @@ impl RedisArgs {
     }
 }
 
+/// Acknowledged means replicated, when asked: an enqueue answers only once this many
+/// replicas hold the delivery (Redis `WAIT`).
+#[derive(Debug, Clone, Args)]
+pub struct ReplicaArgs {
+    /// Replicas that must acknowledge a delivery before it is accepted (0: the primary's
+    /// word is enough). With Sentinel, 1 means an accepted delivery survives a failover.
+    #[arg(long, env = "COURIER_REDIS_WAIT_REPLICAS", default_value_t = 0)]
+    pub redis_wait_replicas: u32,
+    /// How long to wait for them, in milliseconds; then the answer is 503 `NOT_REPLICATED`
+    /// (retry with the same Idempotency-Key).
+    #[arg(long, env = "COURIER_REDIS_WAIT_TIMEOUT_MS", default_value_t = 2000)]
+    pub redis_wait_timeout_ms: u64,
+}
+
 /// Where connections made for tenants may go (their destinations' endpoints, their
 /// `rowsUrl` hosts): public unicast addresses, plus what the operator allows. Checked when
 /// the connection is made, on the addresses connected to.

@@ -1,9 +1,15 @@
 //! Turning a validated "job completed" into a queued delivery task and its record.
 
+use std::time::Duration;
+
 use chrono::Utc;
 use courier_core::delivery::{DeliveryRecord, DeliveryTask, JobCompleted, RowsSource};
 use courier_core::{DeliveryId, DestinationId, TenantId, ValidationErrors};
-use courier_store::{DeliveryQueue, DestinationStore, RecordStore, StoreError};
+use courier_store::{
+    DeliveryQueue, DestinationStore, Idempotency, KeyClaim, RecordStore, RedisConn, StoreError,
+    wait_for_replicas,
+};
+use sha2::{Digest, Sha256};
 
 use crate::service::Rules;
 
@@ -15,9 +21,43 @@ pub enum EnqueueError {
     /// The job breaks a rule the request's own validation cannot see (where its rows are).
     #[error("invalid delivery: {0}")]
     Invalid(ValidationErrors),
+    /// The `Idempotency-Key` was used with another request in the last 24 hours.
+    #[error("the Idempotency-Key was already used for a different request in the last 24 hours")]
+    IdempotencyMismatch,
+    /// An earlier request with the same `Idempotency-Key` is still being queued.
+    #[error("a request with this Idempotency-Key is still being queued; retry in a moment")]
+    IdempotencyInProgress,
+    /// Redis holds the delivery but fewer replicas than asked for acknowledged it in time:
+    /// a failover now could lose it. Retrying with the same `Idempotency-Key` is safe.
+    #[error(
+        "the delivery was queued but only {acked} of {wanted} replicas acknowledged it in \
+         time; retry with the same Idempotency-Key"
+    )]
+    NotReplicated { wanted: u32, acked: u32 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
+
+/// What an enqueue with an idempotency key answered.
+#[derive(Debug, Clone)]
+pub struct Enqueued {
+    pub record: DeliveryRecord,
+    /// True when the key stood for an earlier request: `record` is that request's delivery,
+    /// and nothing new was queued.
+    pub replayed: bool,
+}
+
+/// `COURIER_REDIS_WAIT_REPLICAS`: answer only once this many replicas have the delivery.
+#[derive(Debug, Clone)]
+pub struct ReplicaWait {
+    /// The connection the producer's writes went through (WAIT covers its writes).
+    pub conn: RedisConn,
+    pub replicas: u32,
+    pub timeout: Duration,
+}
+
+/// How long a request waits for an earlier one with the same key to finish queuing.
+const IN_PROGRESS_WAIT: Duration = Duration::from_secs(5);
 
 /// Enqueues deliveries. Cheap to clone; share one per process.
 #[derive(Debug, Clone)]
@@ -26,6 +66,8 @@ pub struct Producer {
     records: RecordStore,
     queue: DeliveryQueue,
     rules: Rules,
+    idempotency: Option<Idempotency>,
+    replicas: Option<ReplicaWait>,
 }
 
 impl Producer {
@@ -42,6 +84,93 @@ impl Producer {
             records,
             queue,
             rules,
+            idempotency: None,
+            replicas: None,
+        }
+    }
+
+    /// Honours idempotency keys ([`Producer::enqueue_idempotent`]) with these records.
+    pub fn with_idempotency(mut self, idempotency: Idempotency) -> Self {
+        self.idempotency = Some(idempotency);
+        self
+    }
+
+    /// Answers only once `wait.replicas` replicas acknowledged the delivery.
+    pub fn with_replica_wait(mut self, wait: Option<ReplicaWait>) -> Self {
+        self.replicas = wait.filter(|w| w.replicas > 0);
+        self
+    }
+
+    /// [`Producer::enqueue`], at most once per `key` and `tenant` within 24 hours: a repeat
+    /// with the same job answers with the first delivery (`replayed`), a repeat with
+    /// another job is [`EnqueueError::IdempotencyMismatch`]. Concurrent repeats queue one
+    /// delivery between them. Without a key, a plain enqueue.
+    pub async fn enqueue_idempotent(
+        &self,
+        tenant: &TenantId,
+        job: JobCompleted,
+        key: Option<&str>,
+    ) -> Result<Enqueued, EnqueueError> {
+        let (Some(key), Some(idem)) = (key, &self.idempotency) else {
+            let record = self.enqueue(tenant, job).await?;
+            return Ok(Enqueued {
+                record,
+                replayed: false,
+            });
+        };
+        let fingerprint = fingerprint(&job);
+        let deadline = tokio::time::Instant::now() + IN_PROGRESS_WAIT;
+        loop {
+            match idem.claim(tenant, key, &fingerprint).await? {
+                KeyClaim::Claimed => break,
+                KeyClaim::Mismatch => return Err(EnqueueError::IdempotencyMismatch),
+                KeyClaim::Replay(id) => {
+                    let Some(record) = self.records.get(tenant, &id).await? else {
+                        // The first delivery's record is gone (past its retention): the
+                        // key stands for nothing any more.
+                        idem.release(tenant, key).await?;
+                        continue;
+                    };
+                    self.wait_for_replicas().await?;
+                    return Ok(Enqueued {
+                        record,
+                        replayed: true,
+                    });
+                }
+                KeyClaim::InProgress if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                KeyClaim::InProgress => return Err(EnqueueError::IdempotencyInProgress),
+            }
+        }
+        let record = match self.enqueue_unreplicated(tenant, job).await {
+            Ok(r) => r,
+            Err(e) => {
+                if let Err(release) = idem.release(tenant, key).await {
+                    tracing::warn!(error = %release, "could not release an idempotency key after a failed enqueue; it lapses in a minute");
+                }
+                return Err(e);
+            }
+        };
+        idem.complete(tenant, key, &fingerprint, &record.id).await?;
+        self.wait_for_replicas().await?;
+        Ok(Enqueued {
+            record,
+            replayed: false,
+        })
+    }
+
+    async fn wait_for_replicas(&self) -> Result<(), EnqueueError> {
+        let Some(w) = &self.replicas else {
+            return Ok(());
+        };
+        let mut conn = w.conn.clone();
+        match wait_for_replicas(&mut conn, w.replicas, w.timeout).await {
+            Ok(_) => Ok(()),
+            Err(StoreError::NotReplicated { wanted, acked }) => {
+                Err(EnqueueError::NotReplicated { wanted, acked })
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -54,6 +183,16 @@ impl Producer {
     /// fails the record is removed again, so a caller that gets an error may simply retry.
     /// Returns only once Redis holds the task.
     pub async fn enqueue(
+        &self,
+        tenant: &TenantId,
+        job: JobCompleted,
+    ) -> Result<DeliveryRecord, EnqueueError> {
+        let record = self.enqueue_unreplicated(tenant, job).await?;
+        self.wait_for_replicas().await?;
+        Ok(record)
+    }
+
+    async fn enqueue_unreplicated(
         &self,
         tenant: &TenantId,
         job: JobCompleted,
@@ -104,4 +243,23 @@ impl Producer {
         crate::telemetry::enqueued();
         Ok(record)
     }
+}
+
+/// What makes two jobs the same request: every field, rows as the JSON text they came in.
+fn fingerprint(job: &JobCompleted) -> String {
+    let mut h = Sha256::new();
+    let mut field = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    field(job.destination_id.as_str().as_bytes());
+    field(job.job_id.as_bytes());
+    field(job.partner_inventory_id.as_str().as_bytes());
+    field(job.completed_at.to_rfc3339().as_bytes());
+    field(job.columns.join("\u{1f}").as_bytes());
+    match &job.rows {
+        RowsSource::Inline { rows, .. } => field(rows.as_json().as_bytes()),
+        RowsSource::Url(url) => field(url.as_str().as_bytes()),
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -19,6 +19,6 @@ pub mod stage;
 pub mod telemetry;
 pub mod wire;
 
-pub use enqueue::{EnqueueError, Producer};
+pub use enqueue::{EnqueueError, Enqueued, Producer, ReplicaWait};
 pub use service::{Rules, Service, ServiceError};
 pub use stage::{StageError, StagingStore};

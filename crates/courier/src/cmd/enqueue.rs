@@ -3,6 +3,7 @@
 
 use std::io::Read;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use chrono::Utc;
@@ -12,7 +13,7 @@ use courier_producer::wire::JobCompletedRequest;
 use courier_producer::{Rules, Service, ServiceError, StagingStore};
 use serde_json::Value;
 
-use crate::common::{EgressArgs, RedisArgs, StagingArgs};
+use crate::common::{EgressArgs, RedisArgs, ReplicaArgs, StagingArgs};
 use crate::progress::{Progress, ProgressReader};
 
 #[derive(Debug, clap::Args)]
@@ -47,6 +48,13 @@ pub struct Args {
     /// Where an http(s) `--rows-url` may point, as for the API.
     #[command(flatten)]
     egress: EgressArgs,
+    /// Deliver at most once per key: enqueueing again with the same key (and the same job)
+    /// within 24 hours prints the first delivery's id and queues nothing. Use one per job
+    /// when a failed run may be retried.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    #[command(flatten)]
+    replicas: ReplicaArgs,
     #[command(flatten)]
     staging: StagingArgs,
     #[command(flatten)]
@@ -78,20 +86,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let rules = Rules {
         egress: args.egress.policy()?,
         staging_bucket: args.staging.staging_bucket.clone(),
+        wait_replicas: args.replicas.redis_wait_replicas,
+        wait_replicas_timeout: Duration::from_millis(args.replicas.redis_wait_timeout_ms.max(1)),
         ..Rules::default()
     };
     let conn = args.redis.connect().await?;
     // Enqueueing reads no destination secret, hence no cipher.
     let service = Service::new(conn, args.redis.keys(), None, rules);
-    let record = service
-        .enqueue(&tenant, request)
+    let enqueued = service
+        .enqueue(&tenant, request, args.idempotency_key.as_deref())
         .await
         .map_err(|e| match e {
             ServiceError::Invalid(errors) => anyhow::anyhow!("invalid delivery: {errors}"),
             ServiceError::Store(e) => anyhow::Error::new(e).context("enqueueing"),
             other => anyhow::Error::new(other),
         })?;
-    println!("{}", record.id);
+    if enqueued.replayed {
+        eprintln!(
+            "the idempotency key was used before: this is its delivery, nothing new was queued"
+        );
+    }
+    println!("{}", enqueued.record.id);
     Ok(())
 }
 

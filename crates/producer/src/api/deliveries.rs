@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use courier_core::DeliveryId;
@@ -20,10 +20,11 @@ use super::auth::Tenant;
 use super::error::ApiError;
 use super::json::ValidJson;
 use super::openapi::{
-    BadRequest, NotFound, NotRetryable, PayloadTooLarge, Unauthorized, Unavailable,
+    BadRequest, KeyInUse, NotFound, NotRetryable, PayloadTooLarge, Unauthorized, Unavailable,
     ValidationFailed,
 };
 use super::query::Params;
+use crate::service::IDEMPOTENCY_KEY;
 use crate::wire::{
     DeliveryAccepted, DeliveryBody, DeliveryPage, DeliveryStatus, JobCompletedRequest,
 };
@@ -50,17 +51,28 @@ struct DeliveryIdParam(
 ///
 /// Validates the job and queues its delivery; answers only once Redis holds the task.
 /// Columns come from `columns`, else from the first row's keys in order.
+///
+/// With an `Idempotency-Key` header, the same key from the same tenant within 24 hours
+/// answers with the first delivery (header `Idempotent-Replayed: true`) and queues nothing;
+/// the same key with a different body is refused with a 422 naming `Idempotency-Key`.
 #[utoipa::path(
     post,
     path = "/deliveries",
     operation_id = "createDelivery",
     tag = "deliveries",
     request_body = JobCompletedRequest,
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters (a UUID); retries with the same key within 24 hours never queue a second delivery"),
+    ),
     responses(
-        (status = 202, description = "Queued", body = DeliveryAccepted,
-            headers(("Location" = String, description = "The delivery's URL, `/api/v1/deliveries/{id}`"))),
+        (status = 202, description = "Queued (or, for a repeated Idempotency-Key, queued before)", body = DeliveryAccepted,
+            headers(
+                ("Location" = String, description = "The delivery's URL, `/api/v1/deliveries/{id}`"),
+                ("Idempotent-Replayed" = Option<String>, description = "`true` when an earlier request with the same Idempotency-Key queued this delivery"),
+            )),
         (status = 400, response = BadRequest),
         (status = 401, response = Unauthorized),
+        (status = 409, response = KeyInUse),
         (status = 413, response = PayloadTooLarge),
         (status = 422, response = ValidationFailed),
         (status = 503, response = Unavailable),
@@ -70,15 +82,32 @@ struct DeliveryIdParam(
 async fn create(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
+    headers: HeaderMap,
     ValidJson(req): ValidJson<JobCompletedRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let record = state.service.enqueue(&tenant, req).await?;
+    let key = match headers.get(IDEMPOTENCY_KEY) {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| {
+            ApiError::invalid(courier_core::ValidationErrors::single(
+                IDEMPOTENCY_KEY,
+                "must be visible ASCII characters",
+            ))
+        })?),
+    };
+    let enqueued = state.service.enqueue(&tenant, req, key).await?;
+    let record = &enqueued.record;
     let location = format!("/api/v1/deliveries/{}", record.id);
-    Ok((
+    let mut resp = (
         StatusCode::ACCEPTED,
         [(header::LOCATION, location)],
-        Json(DeliveryAccepted::from(&record)),
-    ))
+        Json(DeliveryAccepted::from(record)),
+    )
+        .into_response();
+    if enqueued.replayed {
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(resp)
 }
 
 /// Read a delivery record

@@ -137,6 +137,10 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict { code, message } => {
                 Self::new(StatusCode::CONFLICT, code, message)
             }
+            ServiceError::Unavailable { code, message } => {
+                tracing::warn!(code, message, "request answered 503");
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+            }
             ServiceError::Store(e) => Self::unavailable(e),
         }
     }

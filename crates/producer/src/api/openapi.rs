@@ -61,6 +61,7 @@ Unknown query parameters and unknown body fields are refused."
             NotFound,
             DestinationBusy,
             NotRetryable,
+            KeyInUse,
             PayloadTooLarge,
             ValidationFailed,
             Unavailable
@@ -174,6 +175,15 @@ pub struct DestinationBusy(pub ErrorBody);
 ))]
 pub struct NotRetryable(pub ErrorBody);
 
+/// An earlier request with the same `Idempotency-Key` is still being queued
+/// (`IDEMPOTENCY_KEY_IN_USE`): retry in a moment with the same key.
+#[derive(Debug, ToResponse)]
+#[response(example = json!({"error": {
+    "code": "IDEMPOTENCY_KEY_IN_USE",
+    "message": "a request with this Idempotency-Key is still being queued; retry in a moment"
+}}))]
+pub struct KeyInUse(pub ErrorBody);
+
 /// The body is larger than the API accepts (`PAYLOAD_TOO_LARGE`; the operator's
 /// `COURIER_API_MAX_BODY_BYTES`, 8 MiB by default).
 #[derive(Debug, ToResponse)]
@@ -197,10 +207,18 @@ pub struct PayloadTooLarge(pub ErrorBody);
 }}))]
 pub struct ValidationFailed(pub ErrorBody);
 
-/// Courier's storage is unavailable (`UNAVAILABLE`); nothing was saved, retry later.
+/// Courier's storage is unavailable (`UNAVAILABLE`; nothing was saved, retry later), or
+/// the delivery was queued but not acknowledged by the replicas the operator asks for in
+/// time (`NOT_REPLICATED`; retry with the same `Idempotency-Key`).
 #[derive(Debug, ToResponse)]
-#[response(example = json!({"error": {
-    "code": "UNAVAILABLE",
-    "message": "Courier's storage is unavailable; nothing was saved, retry later"
-}}))]
+#[response(examples(
+    ("UNAVAILABLE" = (value = json!({"error": {
+        "code": "UNAVAILABLE",
+        "message": "Courier's storage is unavailable; nothing was saved, retry later"
+    }}))),
+    ("NOT_REPLICATED" = (value = json!({"error": {
+        "code": "NOT_REPLICATED",
+        "message": "the delivery was queued but only 0 of 1 replicas acknowledged it in time; retry with the same Idempotency-Key"
+    }}))),
+))]
 pub struct Unavailable(pub ErrorBody);

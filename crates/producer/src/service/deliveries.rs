@@ -6,25 +6,51 @@ use courier_store::{Page, RecordFilter};
 
 use super::{Service, ServiceError};
 use crate::EnqueueError;
+use crate::enqueue::Enqueued;
+use courier_store::idempotency::check_key;
+
+/// The header (and field name in errors) of an idempotency key.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 use crate::wire::JobCompletedRequest;
 
 impl Service {
     /// Validates a "job completed" and queues its delivery to `tenant`'s destination;
     /// answers once Redis holds the task ([`crate::Producer::enqueue`]). Another tenant's
     /// destination is as unknown as a missing one.
+    ///
+    /// With an `idempotency_key`, the same key from `tenant` within 24 hours answers with
+    /// the first delivery (`replayed`) and queues nothing; the same key with another job is
+    /// refused, naming the `Idempotency-Key` header.
     pub async fn enqueue(
         &self,
         tenant: &TenantId,
         req: JobCompletedRequest,
-    ) -> Result<DeliveryRecord, ServiceError> {
-        let job = req.validate().map_err(ServiceError::Invalid)?;
-        let record = self
+        idempotency_key: Option<&str>,
+    ) -> Result<Enqueued, ServiceError> {
+        let key_check = idempotency_key.map(check_key).transpose();
+        let job = req.validate();
+        let job = match (job, key_check) {
+            (Ok(job), Ok(_)) => job,
+            (job, key) => {
+                let mut errors = job.err().unwrap_or_default();
+                if let Err(m) = key {
+                    errors.push(IDEMPOTENCY_KEY, m);
+                }
+                return Err(ServiceError::Invalid(errors));
+            }
+        };
+        let enqueued = self
             .producer
-            .enqueue(tenant, job)
+            .enqueue_idempotent(tenant, job, idempotency_key)
             .await
             .map_err(ServiceError::from)?;
-        tracing::info!(delivery_id = %record.id, job_id = %record.job_id, destination_id = %record.destination_id, "delivery queued");
-        Ok(record)
+        let r = &enqueued.record;
+        if enqueued.replayed {
+            tracing::info!(delivery_id = %r.id, job_id = %r.job_id, "idempotency key replayed; nothing queued");
+        } else {
+            tracing::info!(delivery_id = %r.id, job_id = %r.job_id, destination_id = %r.destination_id, "delivery queued");
+        }
+        Ok(enqueued)
     }
 
     /// `tenant`'s delivery `id`; malformed, missing and foreign ids read as not found.
@@ -92,6 +118,19 @@ impl From<EnqueueError> for ServiceError {
                 ))
             }
             EnqueueError::Invalid(errors) => ServiceError::Invalid(errors),
+            EnqueueError::IdempotencyMismatch => ServiceError::Invalid(ValidationErrors::single(
+                IDEMPOTENCY_KEY,
+                "was already used for a different request in the last 24 hours; use a new \
+                 key for a new request",
+            )),
+            e @ EnqueueError::IdempotencyInProgress => ServiceError::Conflict {
+                code: "IDEMPOTENCY_KEY_IN_USE",
+                message: e.to_string(),
+            },
+            e @ EnqueueError::NotReplicated { .. } => ServiceError::Unavailable {
+                code: "NOT_REPLICATED",
+                message: e.to_string(),
+            },
             EnqueueError::Store(e) => ServiceError::Store(e),
         }
     }

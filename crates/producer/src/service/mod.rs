@@ -17,16 +17,18 @@ pub mod held;
 pub mod rules;
 
 use courier_core::ValidationErrors;
-use courier_store::RedisConn;
 use courier_store::{
     DeadLetters, DeliveryQueue, DestinationStore, HealthStore, HeldDeliveries, Keys, RecordStore,
     SecretCipher, StoreError,
 };
+use courier_store::{Idempotency, RedisConn};
 
+pub use deliveries::IDEMPOTENCY_KEY;
 pub use destinations::DestinationWithHealth;
 pub use rules::Rules;
 
 use crate::Producer;
+use crate::enqueue::ReplicaWait;
 
 /// Why a request was refused. Each maps to one kind of API error and one CLI message.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +42,10 @@ pub enum ServiceError {
     /// The request is valid but the state forbids it now; `code` is the API's error code.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// Redis (or its replicas) could not take the request now; `code` is the API's code.
+    /// Nothing was half-saved; retrying (with the same `Idempotency-Key`) is safe.
+    #[error("{message}")]
+    Unavailable { code: &'static str, message: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -72,13 +78,20 @@ impl Service {
         let queue = DeliveryQueue::new(conn.clone(), &keys);
         let destinations = DestinationStore::new(conn.clone(), keys.clone(), cipher);
         let records = RecordStore::new(conn.clone(), keys.clone());
+        let replica_wait = ReplicaWait {
+            conn: conn.clone(),
+            replicas: rules.wait_replicas,
+            timeout: rules.wait_replicas_timeout,
+        };
         Self {
             producer: Producer::new(
                 destinations.clone(),
                 records.clone(),
                 queue.clone(),
                 rules.clone(),
-            ),
+            )
+            .with_idempotency(Idempotency::new(conn.clone(), keys.clone()))
+            .with_replica_wait(Some(replica_wait)),
             held: HeldDeliveries::new(conn.clone(), keys.clone(), queue.clone()),
             dead: DeadLetters::new(conn.clone(), keys.clone(), queue),
             health: HealthStore::new(conn, keys),

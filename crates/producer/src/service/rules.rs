@@ -22,6 +22,11 @@ pub struct Rules {
     pub staging_bucket: Option<String>,
     /// How long each step of a connection test may take (`COURIER_PROBE_TIMEOUT_SECS`).
     pub probe_timeout: Duration,
+    /// `COURIER_REDIS_WAIT_REPLICAS`: an enqueue answers only once this many replicas hold
+    /// the delivery (0: once the primary does).
+    pub wait_replicas: u32,
+    /// How long an enqueue waits for those replicas before it answers 503.
+    pub wait_replicas_timeout: Duration,
 }
 
 impl Default for Rules {
@@ -31,6 +36,8 @@ impl Default for Rules {
             egress: Arc::new(EgressPolicy::public_only()),
             staging_bucket: None,
             probe_timeout: Duration::from_secs(10),
+            wait_replicas: 0,
+            wait_replicas_timeout: Duration::from_secs(2),
         }
     }
 }

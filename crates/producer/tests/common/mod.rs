@@ -78,6 +78,7 @@ impl Api {
             egress: std::sync::Arc::new(courier_egress::EgressPolicy::allow_everything()),
             staging_bucket: Some(STAGING_BUCKET.into()),
             probe_timeout: std::time::Duration::from_secs(2),
+            ..Rules::default()
         })
         .await
     }
@@ -154,6 +155,29 @@ impl Api {
         let text = String::from_utf8_lossy(&bytes).into_owned();
         let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
         (status, headers, json)
+    }
+
+    /// `POST /api/v1/deliveries` with an `Idempotency-Key` header.
+    pub async fn post_delivery_with_key(
+        &self,
+        body: &Value,
+        key: &str,
+    ) -> (u16, axum::http::HeaderMap, Value) {
+        let req = Request::builder()
+            .method(Method::POST)
+            .uri("/api/v1/deliveries")
+            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("Idempotency-Key", key)
+            .body(Body::from(serde_json::to_vec(body).unwrap()))
+            .unwrap();
+        let resp = self.router.clone().oneshot(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, headers, serde_json::from_slice(&bytes).unwrap())
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
@@ -256,14 +280,14 @@ impl Api {
     /// Tasks waiting in the queue (apalis-redis's active list and scheduled set).
     pub async fn queued_tasks(&self) -> usize {
         let mut conn = self.conn.clone();
-        let ns = self.keys.namespace();
+        let queue = self.keys.queue_keys();
         let active: usize = redis::cmd("LLEN")
-            .arg(format!("{ns}:deliveries:active"))
+            .arg(queue.active())
             .query_async(&mut conn)
             .await
             .unwrap();
         let scheduled: usize = redis::cmd("ZCARD")
-            .arg(format!("{ns}:deliveries:scheduled"))
+            .arg(queue.scheduled())
             .query_async(&mut conn)
             .await
             .unwrap();
