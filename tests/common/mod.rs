@@ -55,12 +55,28 @@ pub struct Stack {
     pub http: reqwest::Client,
     /// Every response body the API sent in this test, for secret scans.
     pub responses: std::sync::Mutex<Vec<String>>,
+    /// Environment every `courier` process of this stack gets on top of the usual.
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl Stack {
     /// Redis, Garage with bucket [`BUCKET`] and a read/write key, the API and `workers` workers.
     pub async fn start(workers: usize) -> Stack {
-        let redis = RedisServer::start().expect("redis starts");
+        Self::start_with(
+            workers,
+            RedisServer::start().expect("redis starts"),
+            Vec::new(),
+        )
+        .await
+    }
+
+    /// [`Stack::start`] on a given Redis, with `extra_env` for every `courier` process
+    /// (e.g. the Sentinels to find the primary through).
+    pub async fn start_with(
+        workers: usize,
+        redis: RedisServer,
+        extra_env: Vec<(String, String)>,
+    ) -> Stack {
         let garage = GarageServer::start().expect("garage starts");
         let key = garage.bucket_with_key(BUCKET).expect("bucket and key");
         let secret_key =
@@ -82,6 +98,7 @@ impl Stack {
             dir,
             http: reqwest::Client::new(),
             responses: Default::default(),
+            extra_env,
         };
         stack.api = stack.spawn(
             "api",
@@ -208,7 +225,8 @@ impl Stack {
                 format!("{TOKEN}=acme,{OTHER_TOKEN}=globex"),
             )
             .env("COURIER_ALLOW_PRIVATE_ENDPOINTS", "true")
-            .env("RUST_LOG", "info,courier=debug");
+            .env("RUST_LOG", "info,courier=debug")
+            .envs(self.extra_env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 
