@@ -182,6 +182,11 @@ async fn the_cli_runs_the_connection_test() {
             .env_clear()
             .env("REDIS_URL", redis.url())
             .env("COURIER_SECRET_KEY", secret_key)
+            // Garage is on loopback: the operator allows exactly its address and port.
+            .env(
+                "COURIER_EGRESS_ALLOW",
+                garage.endpoint().trim_start_matches("http://"),
+            )
             .output()
             .unwrap()
     };

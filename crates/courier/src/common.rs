@@ -96,11 +96,58 @@ pub struct SecretArgs {
         hide_env_values = true
     )]
     pub secret_key: String,
+    /// Older keys (comma-separated base64) that still open secrets sealed with them but seal
+    /// nothing: set them while rotating, run `courier secrets rotate`, then remove them.
+    #[arg(
+        long = "previous-secret-keys",
+        env = "COURIER_PREVIOUS_SECRET_KEYS",
+        hide_env_values = true,
+        default_value = ""
+    )]
+    pub previous_secret_keys: String,
 }
 
 impl SecretArgs {
     pub fn cipher(&self) -> anyhow::Result<SecretCipher> {
-        SecretCipher::from_base64(&self.secret_key).map_err(anyhow::Error::msg)
+        SecretCipher::from_base64(&self.secret_key)
+            .and_then(|c| c.with_previous(&self.previous_secret_keys))
+            .map_err(anyhow::Error::msg)
+    }
+
+    /// Refuses to go on when the fleet's saved destinations need a key this process lacks:
+    /// better not to start than to fail every delivery it takes.
+    pub async fn check_opens(
+        &self,
+        conn: &courier_store::RedisConn,
+        keys: &Keys,
+    ) -> anyhow::Result<SecretCipher> {
+        let cipher = self.cipher()?;
+        let store =
+            courier_store::DestinationStore::new(conn.clone(), keys.clone(), Some(cipher.clone()));
+        let found = store.sealing_keys().await?;
+        anyhow::ensure!(
+            found.missing.is_empty() && found.unopenable_legacy == 0,
+            "COURIER_SECRET_KEY (key {}) cannot open the fleet's destinations: {} sealed with \
+             key(s) {} that neither it nor COURIER_PREVIOUS_SECRET_KEYS holds{}. Start with the \
+             key the fleet uses (or add the old one to COURIER_PREVIOUS_SECRET_KEYS and run \
+             `courier secrets rotate`).",
+            cipher.key_id(),
+            found.sealed,
+            if found.missing.is_empty() {
+                "-".to_owned()
+            } else {
+                found.missing.join(", ")
+            },
+            if found.unopenable_legacy > 0 {
+                format!(
+                    "; {} secrets sealed before key ids existed open with none of its keys",
+                    found.unopenable_legacy
+                )
+            } else {
+                String::new()
+            },
+        );
+        Ok(cipher)
     }
 }
 

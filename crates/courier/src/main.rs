@@ -28,6 +28,8 @@ enum Command {
     Destinations(cmd::destinations::Args),
     /// Dead letters: list them, replay them.
     Dlq(cmd::dlq::Args),
+    /// Destination secrets: re-seal them with the current key.
+    Secrets(cmd::secrets::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +44,7 @@ fn main() -> anyhow::Result<()> {
             Command::Enqueue(args) => cmd::enqueue::run(args).await,
             Command::Destinations(args) => cmd::destinations::run(args).await,
             Command::Dlq(args) => cmd::dlq::run(args).await,
+            Command::Secrets(args) => cmd::secrets::run(args).await,
         }
     })
 }

@@ -292,3 +292,144 @@ impl DestinationStore {
         })
     }
 }
+
+/// What [`DestinationStore::sealing_keys`] found: the keys the saved secrets need.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SealingKeys {
+    /// Destinations with a sealed secret.
+    pub sealed: u64,
+    /// Ids of keys that sealed some of them and that the cipher does not hold.
+    pub missing: Vec<String>,
+    /// Secrets sealed before key ids existed that no key of the cipher opens.
+    pub unopenable_legacy: u64,
+}
+
+/// What [`DestinationStore::reseal_all`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resealed {
+    /// Re-sealed with the current key.
+    pub resealed: u64,
+    /// Already sealed with the current key (or without a secret).
+    pub current: u64,
+    /// Changed by someone else while being re-sealed; a later run takes them.
+    pub raced: u64,
+    /// Whose key the cipher does not hold.
+    pub unopenable: Vec<DestinationId>,
+}
+
+impl DestinationStore {
+    /// Every saved destination, read with `SCAN` (once per call: for start-up checks and
+    /// rotation, never per request).
+    async fn scan_stored(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut cursor: u64 = 0;
+        let mut out = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(self.keys.destination_pattern())
+                .arg("COUNT")
+                .arg(1000)
+                .arg("TYPE")
+                .arg("string")
+                .query_async(&mut conn)
+                .await?;
+            let keys: Vec<String> = keys
+                .into_iter()
+                .filter(|k| {
+                    k.rsplit(':')
+                        .next()
+                        .and_then(|id| DestinationId::parse(id).ok())
+                        .is_some_and(|id| self.keys.destination(&id) == *k)
+                })
+                .collect();
+            if !keys.is_empty() {
+                let values: Vec<Option<String>> = conn.mget(&keys).await?;
+                out.extend(
+                    keys.into_iter()
+                        .zip(values)
+                        .filter_map(|(k, v)| v.map(|v| (k, v))),
+                );
+            }
+            cursor = next;
+            if cursor == 0 {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Which keys the saved secrets need that this store's cipher lacks. A process whose
+    /// `COURIER_SECRET_KEY` (with `COURIER_PREVIOUS_SECRET_KEYS`) cannot open the fleet's
+    /// destinations should refuse to start rather than fail every delivery.
+    pub async fn sealing_keys(&self) -> Result<SealingKeys, StoreError> {
+        let cipher = self.cipher()?;
+        let mut found = SealingKeys::default();
+        for (_, json) in self.scan_stored().await? {
+            let Ok(s) = serde_json::from_str::<Stored>(&json) else {
+                continue;
+            };
+            let Some(sealed) = &s.secret_sealed else {
+                continue;
+            };
+            found.sealed += 1;
+            match SecretCipher::sealed_with(sealed) {
+                Some(id) if !cipher.has_key(id) => {
+                    if !found.missing.iter().any(|m| m == id) {
+                        found.missing.push(id.to_owned());
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    if cipher.open(sealed, s.id.as_str()).is_err() {
+                        found.unopenable_legacy += 1;
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Re-seals every destination's secret that is not sealed with the current key. Safe
+    /// while the fleet delivers (a destination changed meanwhile is left for the next run)
+    /// and resumable (what is done stays done).
+    pub async fn reseal_all(&self) -> Result<Resealed, StoreError> {
+        let cipher = self.cipher()?;
+        let mut done = Resealed::default();
+        let mut conn = self.conn.clone();
+        for (key, json) in self.scan_stored().await? {
+            let Ok(mut s) = serde_json::from_str::<Stored>(&json) else {
+                continue;
+            };
+            let Some(sealed) = s.secret_sealed.clone() else {
+                done.current += 1;
+                continue;
+            };
+            if !cipher.needs_reseal(&sealed) {
+                done.current += 1;
+                continue;
+            }
+            let Ok(secret) = cipher.open(&sealed, s.id.as_str()) else {
+                done.unopenable.push(s.id.clone());
+                continue;
+            };
+            s.secret_sealed = Some(cipher.seal(&secret, s.id.as_str()));
+            let new = serde_json::to_string(&s).map_err(|e| StoreError::Corrupt {
+                what: "destination",
+                message: e.to_string(),
+            })?;
+            let replaced: i64 = crate::scripts::COMPARE_AND_SET
+                .key(&key)
+                .arg(&json)
+                .arg(&new)
+                .invoke_async(&mut conn)
+                .await?;
+            if replaced == 1 {
+                done.resealed += 1;
+            } else {
+                done.raced += 1;
+            }
+        }
+        Ok(done)
+    }
+}

@@ -36,7 +36,7 @@ pub mod stats;
 pub use conn::{RedisConn, RedisTarget, wait_for_replicas};
 pub use crypto::SecretCipher;
 pub use dead::{DeadLetter, DeadLetters};
-pub use destinations::{DestinationStore, DestinationSummary};
+pub use destinations::{DestinationStore, DestinationSummary, Resealed, SealingKeys};
 pub use health::{DestinationHealth, HealthStore};
 pub use held::HeldDeliveries;
 pub use idempotency::{Idempotency, KeyClaim};

@@ -41,6 +41,8 @@ scripts! {
     TRIM_INDEX = "trim_index.lua";
     /// [`crate::StatsReader::read`].
     QUEUE_SNAPSHOT = "queue_snapshot.lua";
+    /// [`crate::DestinationStore::reseal_all`].
+    COMPARE_AND_SET = "compare_and_set.lua";
 }
 
 #[cfg(test)]

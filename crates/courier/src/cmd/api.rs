@@ -46,9 +46,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     courier_producer::telemetry::register();
     let tokens = Tokens::parse(&args.tokens).map_err(anyhow::Error::msg)?;
     anyhow::ensure!(!tokens.is_empty(), "COURIER_API_TOKENS names no token");
-    let cipher = args.secret.cipher()?;
     let conn = args.redis.connect().await?;
     let keys = args.redis.keys();
+    let cipher = args.secret.check_opens(&conn, &keys).await?;
     let rules = Rules {
         egress: args.egress.policy()?,
         staging_bucket: args.staging_bucket,

@@ -96,9 +96,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let metrics = observe::install_metrics()?;
     courier_worker::telemetry::register();
     anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
-    let cipher = args.secret.cipher()?;
     let conn = args.redis.connect().await?;
     let keys = args.redis.keys();
+    let cipher = args.secret.check_opens(&conn, &keys).await?;
     let mut settings = WorkerSettings {
         concurrency: args.concurrency,
         poll_interval: Duration::from_millis(args.poll_interval_ms),

@@ -159,3 +159,74 @@ async fn pausing_deleting_and_paging_keep_the_sets_in_step() {
         .unwrap();
     assert_eq!(left, [ids[1].as_str(), ids[2].as_str()]);
 }
+
+fn key(byte: u8) -> String {
+    base64::engine::general_purpose::STANDARD.encode([byte; 32])
+}
+
+#[tokio::test]
+async fn a_new_key_finds_what_it_cannot_open_and_rotation_reseals_everything() {
+    let ns = ns().await;
+    let acme = tenant("acme");
+    let old = SecretCipher::from_base64(&key(1)).unwrap();
+    let with_old = DestinationStore::new(ns.conn.clone(), ns.keys.clone(), Some(old.clone()));
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let d = with_old
+            .create(&acme, spec(&format!("d{i}"), DestinationStatus::Active))
+            .await
+            .unwrap();
+        ids.push(d.id);
+    }
+    // A destination without a secret needs no key.
+    let mut unsigned = spec("public", DestinationStatus::Active);
+    unsigned.s3.credentials = Credentials::Anonymous;
+    with_old.create(&acme, unsigned).await.unwrap();
+
+    // A process started with only the new key sees it cannot open them, and which key they need.
+    let new_only = SecretCipher::from_base64(&key(2)).unwrap();
+    let store = DestinationStore::new(ns.conn.clone(), ns.keys.clone(), Some(new_only));
+    let found = store.sealing_keys().await.unwrap();
+    assert_eq!(found.sealed, 3);
+    assert_eq!(found.missing, vec![old.key_id().to_owned()]);
+    assert!(matches!(
+        store.get_any(&ids[0]).await,
+        Err(StoreError::UnknownSecretKey(id)) if id == old.key_id()
+    ));
+    // It cannot rotate either: it lacks the key to open them.
+    let done = store.reseal_all().await.unwrap();
+    assert_eq!(done.resealed, 0);
+    assert_eq!(done.unopenable.len(), 3);
+
+    // With the old key as a previous key it opens them, and rotation re-seals them all.
+    let both = SecretCipher::from_base64(&key(2))
+        .unwrap()
+        .with_previous(&key(1))
+        .unwrap();
+    let store = DestinationStore::new(ns.conn.clone(), ns.keys.clone(), Some(both.clone()));
+    assert_eq!(
+        store.sealing_keys().await.unwrap().missing,
+        Vec::<String>::new()
+    );
+    let done = store.reseal_all().await.unwrap();
+    assert_eq!((done.resealed, done.current, done.raced), (3, 1, 0));
+    assert!(done.unopenable.is_empty());
+    // Running it again finds nothing left to do.
+    let again = store.reseal_all().await.unwrap();
+    assert_eq!((again.resealed, again.current), (0, 4));
+
+    // Now the new key alone opens every destination, with the same secret.
+    let new_only = SecretCipher::from_base64(&key(2)).unwrap();
+    let store = DestinationStore::new(ns.conn.clone(), ns.keys.clone(), Some(new_only));
+    assert_eq!(
+        store.sealing_keys().await.unwrap().missing,
+        Vec::<String>::new()
+    );
+    for id in &ids {
+        let d = store.get_any(id).await.unwrap().unwrap();
+        let Credentials::Static(c) = d.spec.s3.credentials else {
+            panic!("static")
+        };
+        assert_eq!(c.secret_access_key.expose(), SECRET);
+    }
+}
