@@ -308,7 +308,13 @@ async fn inspector_filters_paginates_and_retries_a_failed_delivery() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn credentials_come_from_the_destination_the_default_chain_or_none() {
-    let mut stack = Stack::start(0).await;
+    // The fleet's identity is lent to acme only.
+    let redis = courier_test_support::RedisServer::start().expect("redis starts");
+    let env = vec![(
+        "COURIER_DEFAULT_CHAIN_TENANTS".to_owned(),
+        "acme".to_owned(),
+    )];
+    let mut stack = Stack::start_with(0, redis, env).await;
     // The worker's own AWS environment is what DEFAULT_CHAIN destinations use.
     stack.add_worker_with_env(&[
         ("AWS_ACCESS_KEY_ID", stack.key.id.clone()),
@@ -321,6 +327,29 @@ async fn credentials_come_from_the_destination_the_default_chain_or_none() {
     s3.remove("accessKeyId");
     s3.remove("secretAccessKey");
     s3.insert("credentials".into(), "DEFAULT_CHAIN".into());
+    // Another tenant may not write with the fleet's identity, nor test with it.
+    for path in [
+        "/api/v1/delivery-destinations",
+        "/api/v1/delivery-destinations/test",
+    ] {
+        let (s, refused) = stack
+            .call(
+                reqwest::Method::POST,
+                path,
+                Some(common::OTHER_TOKEN),
+                Some(serde_json::to_vec(&body).unwrap()),
+            )
+            .await;
+        assert_eq!(s, 422, "{path}: {refused}");
+        assert_eq!(refused["error"]["fields"][0]["field"], "s3.credentials");
+        assert!(
+            refused["error"]["fields"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("COURIER_DEFAULT_CHAIN_TENANTS"),
+            "{refused}"
+        );
+    }
     let (s, created) = stack.post("/api/v1/delivery-destinations", &body).await;
     assert_eq!(s, 201, "{created}");
     assert_eq!(created["s3"]["credentials"], "DEFAULT_CHAIN");
@@ -332,6 +361,27 @@ async fn credentials_come_from_the_destination_the_default_chain_or_none() {
     assert_eq!(
         stack.objects("chain/").await,
         ["chain/mapping_results_INV-CHAIN_2026-06-07.ndjson"]
+    );
+
+    // A worker re-checks: one whose operator lends the identity to no tenant fails the
+    // delivery with its own code instead of writing with it.
+    stack.kill_worker(0);
+    stack.add_worker_with_env(&[
+        ("AWS_ACCESS_KEY_ID", stack.key.id.clone()),
+        ("AWS_SECRET_ACCESS_KEY", stack.key.secret.clone()),
+        ("COURIER_DEFAULT_CHAIN_TENANTS", String::new()),
+    ]);
+    stack.wait_worker(1).await;
+    let id = stack
+        .enqueue(created["id"].as_str().unwrap(), "job-chain-2", "INV-CHAIN2")
+        .await;
+    let rec = stack.wait_final(&id, WAIT).await;
+    assert_eq!(rec["status"], "FAILED", "{rec}");
+    assert_eq!(rec["error"]["code"], "DefaultChainNotAllowed", "{rec}");
+    assert_eq!(
+        stack.objects("chain/").await.len(),
+        1,
+        "nothing more was written"
     );
 
     // NONE sends unsigned requests; Garage refuses anonymous writes, which proves no

@@ -110,6 +110,9 @@ error_codes! {
     /// The host leads to an address tenant traffic may not reach (loopback, private, …);
     /// checked when the connection is made.
     EgressRefused = "EgressRefused", P;
+    /// `DEFAULT_CHAIN` credentials on a destination of a tenant the operator did not name in
+    /// `COURIER_DEFAULT_CHAIN_TENANTS`.
+    DefaultChainNotAllowed = "DefaultChainNotAllowed", P;
     /// An answer that could not be read.
     InvalidResponse = "InvalidResponse", S;
     /// The request could not be signed or built (e.g. no default credentials).

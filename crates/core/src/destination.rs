@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Compression, Format};
+use crate::{Compression, Format, TenantId};
 
 /// A bucket name S3 accepts (general purpose bucket naming rules).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -260,6 +260,21 @@ pub enum Credentials {
 }
 
 impl Credentials {
+    /// Whether `tenant` may use these credentials: `DEFAULT_CHAIN` writes with the fleet's
+    /// own AWS identity, so only the tenants the operator names (`allowed`,
+    /// `COURIER_DEFAULT_CHAIN_TENANTS`) may; everything else is the tenant's own. The API
+    /// checks this when a destination is saved, the workers again before they use it.
+    pub fn lent_to(&self, tenant: &TenantId, allowed: &[TenantId]) -> Result<(), &'static str> {
+        if matches!(self, Credentials::DefaultChain) && !allowed.contains(tenant) {
+            return Err(
+                "DEFAULT_CHAIN writes with the fleet's own AWS identity, which only the tenants \
+                 the operator names in COURIER_DEFAULT_CHAIN_TENANTS may use; give STATIC \
+                 credentials (an access key of your own)",
+            );
+        }
+        Ok(())
+    }
+
     pub fn mode(&self) -> CredentialsMode {
         match self {
             Credentials::Static(_) => CredentialsMode::Static,

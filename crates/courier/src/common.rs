@@ -60,11 +60,12 @@ pub struct ReplicaArgs {
     pub redis_wait_timeout_ms: u64,
 }
 
-/// Where connections made for tenants may go (their destinations' endpoints, their
-/// `rowsUrl` hosts): public unicast addresses, plus what the operator allows. Checked when
-/// the connection is made, on the addresses connected to.
+/// The tenant boundary: where connections made for tenants may go (their destinations'
+/// endpoints, their `rowsUrl` hosts: public unicast addresses, plus what the operator
+/// allows, checked when the connection is made, on the addresses connected to), and which
+/// tenants may use the fleet's own AWS identity.
 #[derive(Debug, Clone, Args)]
-pub struct EgressArgs {
+pub struct BoundaryArgs {
     /// Let tenant traffic reach loopback, private and other special-purpose addresses too
     /// (local stores, tests). Off by default; prefer COURIER_EGRESS_ALLOW.
     #[arg(long, env = "COURIER_ALLOW_PRIVATE_ENDPOINTS", default_value_t = false, action = clap::ArgAction::Set)]
@@ -73,9 +74,25 @@ pub struct EgressArgs {
     /// (`10.20.0.0/16`) or addresses with a port (`127.0.0.1:3900`, `[::1]:3900`).
     #[arg(long, env = "COURIER_EGRESS_ALLOW", default_value = "")]
     pub egress_allow: String,
+    /// Tenants whose destinations may use `DEFAULT_CHAIN` credentials, i.e. write with the
+    /// fleet's own AWS identity (comma-separated tenant names). Unset: none.
+    #[arg(long, env = "COURIER_DEFAULT_CHAIN_TENANTS", default_value = "")]
+    pub default_chain_tenants: String,
 }
 
-impl EgressArgs {
+impl BoundaryArgs {
+    pub fn default_chain_tenants(&self) -> anyhow::Result<Vec<courier_core::TenantId>> {
+        self.default_chain_tenants
+            .split(',')
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(|t| {
+                courier_core::TenantId::parse(t)
+                    .map_err(|e| anyhow::anyhow!("COURIER_DEFAULT_CHAIN_TENANTS: `{t}`: {e}"))
+            })
+            .collect()
+    }
+
     pub fn policy(&self) -> anyhow::Result<std::sync::Arc<courier_egress::EgressPolicy>> {
         courier_egress::EgressPolicy::from_settings(
             &self.egress_allow,

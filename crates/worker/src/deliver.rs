@@ -52,6 +52,9 @@ pub struct Deliverer {
     pub staging: Staging,
     /// For `http(s)://` row references.
     pub http: HttpRows,
+    /// `COURIER_DEFAULT_CHAIN_TENANTS`: the tenants whose destinations may use the fleet's
+    /// own AWS identity (`DEFAULT_CHAIN`); empty: none.
+    pub default_chain_tenants: Vec<courier_core::TenantId>,
     /// Bytes per multipart part (at least 5 MiB); smaller results go as one PutObject.
     pub part_size: usize,
 }
@@ -223,6 +226,7 @@ impl Deliverer {
             staging: &self.staging,
             http: &self.http,
             part_size: self.part_size,
+            default_chain_tenants: &self.default_chain_tenants,
         };
         let result = uploader.upload(dest, key, &task).await;
         let took = t0.elapsed();

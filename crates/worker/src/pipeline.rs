@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
 use courier_core::ErrorCode;
+use courier_core::TenantId;
 use courier_core::cells::ColumnIndex;
 use courier_core::delivery::{DeliveryError, DeliveryTask, Row};
 use courier_core::destination::Destination;
@@ -82,6 +83,8 @@ pub struct Uploader<'a> {
     pub http: &'a HttpRows,
     /// Bytes per multipart part; smaller results go as one PutObject.
     pub part_size: usize,
+    /// `COURIER_DEFAULT_CHAIN_TENANTS`: who may use the fleet's own AWS identity.
+    pub default_chain_tenants: &'a [TenantId],
 }
 
 impl Uploader<'_> {
@@ -97,6 +100,13 @@ impl Uploader<'_> {
             compression: dest.spec.compression,
             columns: task.columns.clone(),
         };
+        // The fleet's identity only for the tenants it is lent to, checked again here
+        // whatever the API saw when the destination was saved.
+        dest.spec
+            .s3
+            .credentials
+            .lent_to(&dest.tenant, self.default_chain_tenants)
+            .map_err(|m| PipelineError::Io(S3Failure::new(ErrorCode::DefaultChainNotAllowed, m)))?;
         // The store first: a refused endpoint should not cost a fetch of the rows.
         let client = self
             .clients

@@ -9,7 +9,7 @@ use courier_producer::{Rules, Service};
 use courier_store::StatsReader;
 use courier_store::queue::Liveness;
 
-use crate::common::{EgressArgs, RedisArgs, ReplicaArgs, SecretArgs, shutdown_token};
+use crate::common::{BoundaryArgs, RedisArgs, ReplicaArgs, SecretArgs, shutdown_token};
 use crate::observe;
 
 #[derive(Debug, clap::Args)]
@@ -21,7 +21,7 @@ pub struct Args {
     #[arg(long, env = "COURIER_API_TOKENS", hide_env_values = true)]
     tokens: String,
     #[command(flatten)]
-    egress: EgressArgs,
+    egress: BoundaryArgs,
     #[command(flatten)]
     replicas: ReplicaArgs,
     /// Largest request body accepted, in bytes; larger gets 413.
@@ -51,6 +51,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let cipher = args.secret.check_opens(&conn, &keys).await?;
     let rules = Rules {
         egress: args.egress.policy()?,
+        default_chain_tenants: args.egress.default_chain_tenants()?,
         staging_bucket: args.staging_bucket,
         probe_timeout: Duration::from_secs(args.probe_timeout_secs.max(1)),
         wait_replicas: args.replicas.redis_wait_replicas,

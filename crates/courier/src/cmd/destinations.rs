@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use courier_core::DestinationId;
 use courier_producer::{Rules, Service};
 
-use crate::common::{EgressArgs, RedisArgs, SecretArgs};
+use crate::common::{BoundaryArgs, RedisArgs, SecretArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -31,7 +31,7 @@ enum Command {
         secret: SecretArgs,
         /// The tenant egress policy the test connects under, as the workers do.
         #[command(flatten)]
-        egress: EgressArgs,
+        egress: BoundaryArgs,
     },
 }
 
@@ -49,6 +49,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             let rules = Rules {
                 probe_timeout: Duration::from_secs(timeout_secs.max(1)),
                 egress: egress.policy()?,
+                default_chain_tenants: egress.default_chain_tenants()?,
                 ..Rules::default()
             };
             let service = Service::new(conn, redis.keys(), Some(secret.cipher()?), rules);

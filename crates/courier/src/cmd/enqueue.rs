@@ -13,7 +13,7 @@ use courier_producer::wire::JobCompletedRequest;
 use courier_producer::{Rules, Service, ServiceError, StagingStore};
 use serde_json::Value;
 
-use crate::common::{EgressArgs, RedisArgs, ReplicaArgs, StagingArgs};
+use crate::common::{BoundaryArgs, RedisArgs, ReplicaArgs, StagingArgs};
 use crate::progress::{Progress, ProgressReader};
 
 #[derive(Debug, clap::Args)]
@@ -47,7 +47,7 @@ pub struct Args {
     stage: Option<PathBuf>,
     /// Where an http(s) `--rows-url` may point, as for the API.
     #[command(flatten)]
-    egress: EgressArgs,
+    egress: BoundaryArgs,
     /// Deliver at most once per key: enqueueing again with the same key (and the same job)
     /// within 24 hours prints the first delivery's id and queues nothing. Use one per job
     /// when a failed run may be retried.

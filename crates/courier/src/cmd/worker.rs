@@ -15,7 +15,7 @@ use courier_worker::slot_gate::{self, SlotGate};
 use courier_worker::source::{HttpRows, Staging};
 use courier_worker::{Deliverer, RetryPolicy, WorkerSettings};
 
-use crate::common::{EgressArgs, RedisArgs, SecretArgs, StagingArgs, shutdown_token};
+use crate::common::{BoundaryArgs, RedisArgs, SecretArgs, StagingArgs, shutdown_token};
 
 /// Destinations whose S3 client a worker keeps between deliveries.
 const CLIENT_CACHE_SIZE: std::num::NonZeroUsize = std::num::NonZeroUsize::new(1024).unwrap();
@@ -88,7 +88,7 @@ pub struct Args {
     #[command(flatten)]
     secret: SecretArgs,
     #[command(flatten)]
-    egress: EgressArgs,
+    egress: BoundaryArgs,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -150,6 +150,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             },
             None => Staging::default(),
         },
+        default_chain_tenants: args.egress.default_chain_tenants()?,
         http: HttpRows {
             egress: egress.clone(),
             connect_timeout: timeouts.connect,

@@ -81,10 +81,10 @@ async fn test_saved(
 )]
 async fn test_unsaved(
     State(state): State<AppState>,
-    Tenant(_tenant): Tenant,
+    Tenant(tenant): Tenant,
     ValidJson(req): ValidJson<DestinationRequest>,
 ) -> Result<Json<ProbeReport>, ApiError> {
-    let report = state.service.test_configuration(req).await?;
+    let report = state.service.test_configuration(&tenant, req).await?;
     Ok(Json(report.into()))
 }
 

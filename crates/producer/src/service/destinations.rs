@@ -61,8 +61,15 @@ impl Service {
     }
 
     /// Validates `req` (every problem at once) and the endpoint rule; nothing is saved.
-    async fn spec(&self, req: DestinationRequest) -> Result<DestinationSpec, ServiceError> {
+    async fn spec(
+        &self,
+        tenant: &TenantId,
+        req: DestinationRequest,
+    ) -> Result<DestinationSpec, ServiceError> {
         let spec = req.validate().map_err(ServiceError::Invalid)?;
+        self.rules
+            .check_credentials(tenant, &spec.s3.credentials)
+            .map_err(ServiceError::Invalid)?;
         if let Some(url) = &spec.s3.endpoint_url {
             self.rules
                 .check_endpoint(url)
@@ -78,7 +85,7 @@ impl Service {
         tenant: &TenantId,
         req: DestinationRequest,
     ) -> Result<Destination, ServiceError> {
-        let spec = self.spec(req).await?;
+        let spec = self.spec(tenant, req).await?;
         let dest = self.destinations.create(tenant, spec).await?;
         tracing::info!(destination_id = %dest.id, %tenant, "destination created");
         Ok(dest)
@@ -97,7 +104,7 @@ impl Service {
         if let Some(saved) = old.spec.s3.credentials.as_static() {
             keep_saved_secret(&mut req, saved);
         }
-        let spec = self.spec(req).await?;
+        let spec = self.spec(tenant, req).await?;
         let dest = self
             .destinations
             .update(tenant, &old.id, spec)
@@ -147,6 +154,9 @@ impl Service {
     /// Runs the connection test of a saved destination. A passing test of a failing
     /// destination means the store accepts writes again: its held deliveries flow.
     pub async fn test_destination(&self, dest: &Destination) -> Result<ProbeReport, ServiceError> {
+        self.rules
+            .check_credentials(&dest.tenant, &dest.spec.s3.credentials)
+            .map_err(ServiceError::Invalid)?;
         let report =
             test_connection(&dest.spec.s3, self.rules.probe_timeout, &self.rules.egress).await;
         tracing::info!(destination_id = %dest.id, ok = report.ok, "connection tested");
@@ -170,9 +180,10 @@ impl Service {
     /// The connection test of a configuration before it is saved; nothing is stored.
     pub async fn test_configuration(
         &self,
+        tenant: &TenantId,
         req: DestinationRequest,
     ) -> Result<ProbeReport, ServiceError> {
-        let spec = self.spec(req).await?;
+        let spec = self.spec(tenant, req).await?;
         Ok(test_connection(&spec.s3, self.rules.probe_timeout, &self.rules.egress).await)
     }
 }

@@ -5,9 +5,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use courier_core::TenantId;
 use courier_core::ValidationErrors;
 use courier_core::delivery::{RowsLocation, RowsSource, RowsUrl};
-use courier_core::destination::EndpointUrl;
+use courier_core::destination::{Credentials, EndpointUrl};
 use courier_egress::EgressPolicy;
 
 /// The operator's settings the rules depend on.
@@ -22,6 +23,9 @@ pub struct Rules {
     pub staging_bucket: Option<String>,
     /// How long each step of a connection test may take (`COURIER_PROBE_TIMEOUT_SECS`).
     pub probe_timeout: Duration,
+    /// `COURIER_DEFAULT_CHAIN_TENANTS`: the tenants that may use the fleet's own AWS
+    /// identity (`DEFAULT_CHAIN` credentials). Empty: none.
+    pub default_chain_tenants: Vec<TenantId>,
     /// `COURIER_REDIS_WAIT_REPLICAS`: an enqueue answers only once this many replicas hold
     /// the delivery (0: once the primary does).
     pub wait_replicas: u32,
@@ -35,6 +39,7 @@ impl Default for Rules {
         Self {
             egress: Arc::new(EgressPolicy::public_only()),
             staging_bucket: None,
+            default_chain_tenants: Vec::new(),
             probe_timeout: Duration::from_secs(10),
             wait_replicas: 0,
             wait_replicas_timeout: Duration::from_secs(2),
@@ -50,6 +55,18 @@ impl Rules {
     /// private, link-local, …); the error names `s3.endpointUrl`.
     pub async fn check_endpoint(&self, url: &EndpointUrl) -> Result<(), ValidationErrors> {
         self.check_host(url, "s3.endpointUrl").await
+    }
+
+    /// Refuses `DEFAULT_CHAIN` credentials (the fleet's own AWS identity) to a tenant the
+    /// operator has not named; the error names `s3.credentials`.
+    pub fn check_credentials(
+        &self,
+        tenant: &TenantId,
+        credentials: &Credentials,
+    ) -> Result<(), ValidationErrors> {
+        credentials
+            .lent_to(tenant, &self.default_chain_tenants)
+            .map_err(|m| ValidationErrors::single("s3.credentials", m))
     }
 
     /// Checks where the workers would read a job's rows from: `s3://` rows only from the
