@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::format::ColumnTypes;
 use crate::rows::{InlineRows, RowsShape};
 use crate::{Compression, DeliveryId, DestinationId, Format, TenantId, ValidationErrors};
 
@@ -71,6 +72,11 @@ pub struct JobCompletedRequest {
     #[serde(default)]
     #[schema(example = "s3://courier-staging/jobs/job-42.ndjson.gz")]
     pub rows_url: Option<String>,
+    /// Parquet column types by column name (`STRING`, `INT64`, `DOUBLE`, `BOOLEAN`,
+    /// `TIMESTAMP`, `DATE`, `JSON`), over the destination's; other formats ignore them.
+    #[serde(default)]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, crate::format::ColumnType>>, example = json!({"score": "DOUBLE"}))]
+    pub column_types: Option<ColumnTypes>,
 }
 
 /// Where a big result's rows are read from, streamed by the worker.
@@ -156,6 +162,8 @@ pub struct JobCompleted {
     pub row_count: u64,
     /// Set instead of `rows` for results passed by reference.
     pub rows_url: Option<RowsUrl>,
+    /// Declared Parquet column types, each naming one of `columns` (when they are known).
+    pub column_types: ColumnTypes,
 }
 
 impl JobCompletedRequest {
@@ -227,6 +235,20 @@ impl JobCompletedRequest {
             }
             None => shape.first_keys,
         };
+        let column_types = self.column_types.unwrap_or_default();
+        crate::destination::check_column_types("columnTypes", &column_types, &mut errors);
+        // With rows by reference and no `columns`, the columns are known only to the worker.
+        if !columns.is_empty() {
+            for name in column_types
+                .keys()
+                .filter(|n| !n.is_empty() && !columns.contains(n))
+            {
+                errors.push(
+                    format!("columnTypes.{name}"),
+                    "is not one of the columns (`columns`, or the first row's keys)",
+                );
+            }
+        }
         if columns.len() > MAX_COLUMNS {
             errors.push(
                 "columns",
@@ -247,6 +269,7 @@ impl JobCompletedRequest {
                     rows,
                     row_count: shape.count,
                     rows_url,
+                    column_types,
                 })
             }
             _ => Err(errors),
@@ -286,6 +309,9 @@ pub struct DeliveryTask {
     /// Set instead of `rows` for results passed by reference; the worker streams them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows_url: Option<RowsUrl>,
+    /// Declared Parquet column types of this delivery, over the destination's.
+    #[serde(default, skip_serializing_if = "ColumnTypes::is_empty")]
+    pub column_types: ColumnTypes,
     pub enqueued_at: DateTime<Utc>,
     /// Where this delivery stands in its retry schedule; reset when it is replayed.
     #[serde(default)]
@@ -463,6 +489,29 @@ mod tests {
         let job = parse(body()).unwrap();
         assert_eq!(job.columns, ["hotel", "score"]);
         assert_eq!(job.row_count, 2);
+    }
+
+    #[test]
+    fn column_types_must_name_columns_when_the_columns_are_known() {
+        use crate::format::ColumnType;
+        let mut b = body();
+        b["columnTypes"] = json!({"score": "DOUBLE"});
+        let job = parse(b.clone()).unwrap();
+        assert_eq!(job.column_types.get("score"), Some(&ColumnType::Double));
+
+        b["columnTypes"] = json!({"scor": "DOUBLE", "": "INT64"});
+        let errs = parse(b.clone()).unwrap_err();
+        let fields: Vec<&str> = errs.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["columnTypes", "columnTypes.scor"]);
+
+        // Rows by reference without `columns`: only the worker knows the columns.
+        b.as_object_mut().unwrap().remove("rows");
+        b["rowsUrl"] = "https://example.com/rows.ndjson".into();
+        b["columnTypes"] = json!({"anything": "DATE"});
+        assert_eq!(parse(b.clone()).unwrap().column_types.len(), 1);
+
+        b["columnTypes"] = json!({"a": "DECIMAL"});
+        assert!(serde_json::from_value::<JobCompletedRequest>(b).is_err());
     }
 
     #[test]

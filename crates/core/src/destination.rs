@@ -10,6 +10,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::format::{ColumnTypes, ParquetCompression, ParquetOptions};
 use crate::{Compression, Format, ValidationErrors};
 
 /// A bucket name S3 accepts (general purpose bucket naming rules).
@@ -293,8 +294,25 @@ pub struct DestinationRequest {
     pub format: Format,
     #[serde(default)]
     pub compression: Compression,
+    /// Only with `format: PARQUET`: the codec inside the file and declared column types.
+    #[serde(default)]
+    pub parquet: Option<ParquetRequest>,
     #[serde(default)]
     pub status: DestinationStatus,
+}
+
+/// The `parquet` object of a destination request.
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ParquetRequest {
+    /// The codec of the file's pages: `ZSTD` (default), `SNAPPY`, `GZIP` or `NONE`.
+    #[serde(default)]
+    pub compression: ParquetCompression,
+    /// Column name → `STRING`, `INT64`, `DOUBLE`, `BOOLEAN`, `TIMESTAMP`, `DATE` or `JSON`;
+    /// undeclared columns are inferred. A delivery's `columnTypes` win over these.
+    #[serde(default)]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, crate::format::ColumnType>>)]
+    pub column_types: Option<ColumnTypes>,
 }
 
 /// An access key pair saved with the destination.
@@ -432,7 +450,47 @@ pub struct DestinationSpec {
     pub s3: S3Settings,
     pub format: Format,
     pub compression: Compression,
+    /// Used only with [`Format::Parquet`]; the defaults otherwise.
+    pub parquet: ParquetOptions,
     pub status: DestinationStatus,
+}
+
+/// Checks the Parquet settings against the format: `compression` (gzip around the whole
+/// file) is refused for Parquet, which compresses inside the file, and `parquet` is
+/// refused for the other formats, so no setting silently means something else.
+fn validate_parquet(
+    format: Format,
+    compression: Compression,
+    parquet: Option<ParquetRequest>,
+    errors: &mut ValidationErrors,
+) -> ParquetOptions {
+    if format == Format::Parquet && compression != Compression::None {
+        errors.push(
+            "compression",
+            "must be NONE with format PARQUET: a Parquet file is compressed inside, column by \
+             column; choose its codec with `\"parquet\": {\"compression\": \"ZSTD\"}` \
+             (ZSTD, the default, SNAPPY, GZIP or NONE)",
+        );
+    }
+    let Some(parquet) = parquet else {
+        return ParquetOptions::default();
+    };
+    if format != Format::Parquet {
+        errors.push("parquet", "is only for destinations with format PARQUET");
+    }
+    let column_types = parquet.column_types.unwrap_or_default();
+    check_column_types("parquet.columnTypes", &column_types, errors);
+    ParquetOptions {
+        compression: parquet.compression,
+        column_types,
+    }
+}
+
+/// Column names in a `columnTypes` map must not be empty.
+pub(crate) fn check_column_types(field: &str, types: &ColumnTypes, errors: &mut ValidationErrors) {
+    if types.contains_key("") {
+        errors.push(field, "column names must not be empty");
+    }
 }
 
 impl DestinationRequest {
@@ -461,6 +519,7 @@ impl DestinationRequest {
             self.s3.secret_access_key,
             &mut errors,
         );
+        let parquet = validate_parquet(self.format, self.compression, self.parquet, &mut errors);
         match (bucket, region, endpoint_url, path_prefix, credentials) {
             (
                 Some(bucket),
@@ -479,6 +538,7 @@ impl DestinationRequest {
                 },
                 format: self.format,
                 compression: self.compression,
+                parquet,
                 status: self.status,
             }),
             _ => Err(errors),
@@ -673,6 +733,52 @@ mod tests {
         body["s3"]["acl"] = "public-read".into();
         let err = serde_json::from_value::<DestinationRequest>(body).unwrap_err();
         assert!(err.to_string().contains("unknown field `acl`"), "{err}");
+    }
+
+    #[test]
+    fn parquet_settings_go_with_format_parquet_only() {
+        let mut body = valid();
+        body["format"] = "PARQUET".into();
+        let spec = request(body.clone()).validate().unwrap();
+        assert_eq!(spec.format, Format::Parquet);
+        assert_eq!(spec.parquet, ParquetOptions::default());
+        assert_eq!(spec.parquet.compression, ParquetCompression::Zstd);
+
+        body["parquet"] = serde_json::json!({
+            "compression": "SNAPPY", "columnTypes": {"at": "TIMESTAMP", "n": "INT64"}
+        });
+        let spec = request(body.clone()).validate().unwrap();
+        assert_eq!(spec.parquet.compression, ParquetCompression::Snappy);
+        assert_eq!(
+            spec.parquet.column_types.get("at"),
+            Some(&crate::format::ColumnType::Timestamp)
+        );
+
+        // gzip around the file would make it unreadable: refused, pointing to the codec.
+        body["compression"] = "GZIP".into();
+        let errs = request(body.clone()).validate().unwrap_err();
+        assert_eq!(errs.0.len(), 1);
+        assert_eq!(errs.0[0].field, "compression");
+        assert!(
+            errs.0[0]
+                .message
+                .contains(r#""parquet": {"compression": "ZSTD"}"#)
+        );
+
+        // Parquet settings on another format mean nothing: refused.
+        body["compression"] = "NONE".into();
+        body["format"] = "CSV".into();
+        let errs = request(body.clone()).validate().unwrap_err();
+        assert_eq!(errs.0[0].field, "parquet");
+
+        body["format"] = "PARQUET".into();
+        body["parquet"] = serde_json::json!({"columnTypes": {"": "INT64"}});
+        let errs = request(body.clone()).validate().unwrap_err();
+        assert_eq!(errs.0[0].field, "parquet.columnTypes");
+        body["parquet"] = serde_json::json!({"columnTypes": {"a": "DECIMAL"}});
+        assert!(serde_json::from_value::<DestinationRequest>(body.clone()).is_err());
+        body["parquet"] = serde_json::json!({"codec": "ZSTD"});
+        assert!(serde_json::from_value::<DestinationRequest>(body).is_err());
     }
 
     #[test]

@@ -1,4 +1,7 @@
-//! File formats and compression, with their file extensions and content types.
+//! File formats and compression, with their file extensions and content types; Parquet's
+//! own settings (its codec and column types).
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -17,10 +20,18 @@ pub enum Format {
     Ndjson,
     /// An Excel workbook with a header row and typed cells.
     Xlsx,
+    /// Apache Parquet: typed columns, compressed inside the file ([`ParquetOptions`]).
+    Parquet,
 }
 
 impl Format {
-    pub const ALL: [Format; 4] = [Format::Csv, Format::Json, Format::Ndjson, Format::Xlsx];
+    pub const ALL: [Format; 5] = [
+        Format::Csv,
+        Format::Json,
+        Format::Ndjson,
+        Format::Xlsx,
+        Format::Parquet,
+    ];
 
     pub fn extension(self) -> &'static str {
         match self {
@@ -28,6 +39,7 @@ impl Format {
             Format::Json => "json",
             Format::Ndjson => "ndjson",
             Format::Xlsx => "xlsx",
+            Format::Parquet => "parquet",
         }
     }
 
@@ -37,6 +49,7 @@ impl Format {
             Format::Json => "application/json",
             Format::Ndjson => "application/x-ndjson",
             Format::Xlsx => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            Format::Parquet => "application/vnd.apache.parquet",
         }
     }
 
@@ -64,5 +77,80 @@ impl Compression {
             Compression::None => None,
             Compression::Gzip => Some("gzip"),
         }
+    }
+}
+
+/// The codec of a Parquet file's pages. Parquet compresses inside the file, column by
+/// column, so a Parquet destination's own `compression` stays `NONE` (a gzipped Parquet
+/// file is not a Parquet file any reader opens).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ParquetCompression {
+    /// Zstandard (level 1): small files, fast; read by every current Parquet reader.
+    #[default]
+    Zstd,
+    Snappy,
+    Gzip,
+    None,
+}
+
+/// The type of one Parquet column, as declared in `columnTypes`. Without a declaration a
+/// column's type is inferred from the first row group (see the Parquet writer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ColumnType {
+    /// UTF-8 text (`BYTE_ARRAY` annotated `STRING`).
+    String,
+    /// A signed 64-bit integer.
+    Int64,
+    /// A 64-bit float.
+    Double,
+    Boolean,
+    /// RFC 3339 text, stored as microseconds since the epoch in UTC
+    /// (`INT64` annotated `TIMESTAMP(MICROS, isAdjustedToUTC)`).
+    Timestamp,
+    /// `YYYY-MM-DD` text, stored as days since the epoch (`INT32` annotated `DATE`).
+    Date,
+    /// Any value as its compact JSON text (`BYTE_ARRAY` annotated `JSON`).
+    Json,
+}
+
+impl ColumnType {
+    pub fn name(self) -> &'static str {
+        match self {
+            ColumnType::String => "STRING",
+            ColumnType::Int64 => "INT64",
+            ColumnType::Double => "DOUBLE",
+            ColumnType::Boolean => "BOOLEAN",
+            ColumnType::Timestamp => "TIMESTAMP",
+            ColumnType::Date => "DATE",
+            ColumnType::Json => "JSON",
+        }
+    }
+}
+
+/// Declared column types by column name.
+pub type ColumnTypes = BTreeMap<String, ColumnType>;
+
+/// How a Parquet file is written: the destination's codec and the declared column types
+/// (the destination's, overridden column by column by the delivery's).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ParquetOptions {
+    #[serde(default)]
+    pub compression: ParquetCompression,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub column_types: ColumnTypes,
+}
+
+impl ParquetOptions {
+    /// These options with `overrides` (a delivery's `columnTypes`) declared on top.
+    pub fn with_column_types(mut self, overrides: &ColumnTypes) -> Self {
+        for (column, ty) in overrides {
+            self.column_types.insert(column.clone(), *ty);
+        }
+        self
     }
 }

@@ -81,6 +81,7 @@ impl Producer {
             columns: job.columns,
             rows: job.rows,
             rows_url: job.rows_url,
+            column_types: job.column_types,
             enqueued_at: now,
             retry: Default::default(),
         };

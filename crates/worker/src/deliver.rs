@@ -353,6 +353,11 @@ impl Deliverer {
             format: dest.spec.format,
             compression: dest.spec.compression,
             columns: task.columns.clone(),
+            parquet: dest
+                .spec
+                .parquet
+                .clone()
+                .with_column_types(&task.column_types),
         };
         let rows = match &task.rows_url {
             Some(url) => Rows::Stream {

@@ -72,6 +72,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         columns: args.columns,
         rows,
         rows_url,
+        column_types: None,
     };
     let job = request
         .validate()

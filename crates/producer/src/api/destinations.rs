@@ -15,6 +15,7 @@ use courier_core::destination::{
     EndpointUrl, is_private_address, mask_access_key_id,
 };
 use courier_core::destination::{Secret, StaticCredentials};
+use courier_core::format::{ColumnType, ColumnTypes, ParquetCompression};
 use courier_core::{Compression, DestinationId, Format, ValidationErrors};
 use courier_s3::probe::{ProbeReport, test_connection};
 use courier_store::DestinationHealth;
@@ -135,11 +136,24 @@ pub struct DestinationView {
     s3: S3View,
     format: Format,
     compression: Compression,
+    /// With format `PARQUET` only: the codec inside the file and declared column types.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parquet: Option<ParquetView>,
     status: DestinationStatus,
     /// Whether deliveries to it succeed; `FAILING` holds its deliveries.
     health: HealthView,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+}
+
+/// A Parquet destination's settings.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+struct ParquetView {
+    compression: ParquetCompression,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    #[schema(value_type = std::collections::BTreeMap<String, ColumnType>)]
+    column_types: ColumnTypes,
 }
 
 /// Recent delivery health of a destination.
@@ -216,6 +230,10 @@ impl DestinationView {
             },
             format: d.spec.format,
             compression: d.spec.compression,
+            parquet: (d.spec.format == Format::Parquet).then(|| ParquetView {
+                compression: d.spec.parquet.compression,
+                column_types: d.spec.parquet.column_types.clone(),
+            }),
             status: d.spec.status,
             health: health.into(),
             created_at: d.created_at,

@@ -561,7 +561,15 @@ mod tests {
         let props: Vec<&String> = request["properties"].as_object().unwrap().keys().collect();
         assert_eq!(
             props,
-            ["type", "name", "s3", "format", "compression", "status"]
+            [
+                "type",
+                "name",
+                "s3",
+                "format",
+                "compression",
+                "parquet",
+                "status"
+            ]
         );
         assert_eq!(request["additionalProperties"], false);
         let s3 = &schemas["S3Request"];
@@ -575,7 +583,19 @@ mod tests {
         );
         assert_eq!(
             schemas["Format"]["enum"],
-            json!(["CSV", "JSON", "NDJSON", "XLSX"])
+            json!(["CSV", "JSON", "NDJSON", "XLSX", "PARQUET"])
+        );
+        assert_eq!(
+            schemas["ColumnType"]["enum"],
+            json!([
+                "STRING",
+                "INT64",
+                "DOUBLE",
+                "BOOLEAN",
+                "TIMESTAMP",
+                "DATE",
+                "JSON"
+            ])
         );
         assert_eq!(schemas["Compression"]["enum"], json!(["NONE", "GZIP"]));
         assert_eq!(
