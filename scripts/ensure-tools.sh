@@ -4,6 +4,8 @@
 #   - garage 2.5.0 (cargo install) in $COURIER_TOOLS/bin (default ~/.cache/courier/tools)
 #   - promtool (Debian package `prometheus`), only with --prometheus
 #   - curl, jq and openssl, which `make demo` uses
+#   - a Python venv at $COURIER_TOOLS/venv with the packages the e2e tests read results
+#     with (PYTHON_PACKAGES below: pyarrow, an independent Parquet reader)
 # Idempotent: does nothing (quickly) when everything is already there.
 #
 # Usage: scripts/ensure-tools.sh [--prometheus]
@@ -103,6 +105,38 @@ else
     fi
 fi
 
+# --- Python venv with the tests' independent readers ----------------------------------------
+# One venv outside the clone; each package is `pip install`ed only when missing. Add a
+# package by adding it (with its version) to this list.
+PYTHON_PACKAGES=(
+    "pyarrow==26.0.1" # reads every delivered Parquet object back (tests/e2e_parquet.rs)
+)
+VENV="$COURIER_TOOLS/venv"
+python_missing=()
+for spec in "${PYTHON_PACKAGES[@]}"; do
+    name="${spec%%[=<>]*}"
+    if ! "$VENV/bin/python" -m pip show --quiet "$name" >/dev/null 2>&1; then
+        python_missing+=("$spec")
+    fi
+done
+if [ "${#python_missing[@]}" -eq 0 ]; then
+    log "python venv present with ${PYTHON_PACKAGES[*]}"
+else
+    if [ ! -x "$VENV/bin/python" ]; then
+        python=$(command -v python3 || true)
+        if [ -z "$python" ] || ! "$python" -c 'import venv, ensurepip' >/dev/null 2>&1; then
+            log "python3 with venv missing, installing the Debian packages"
+            apt_install python3 python3-venv
+            python=$(command -v python3)
+        fi
+        log "creating the venv $VENV"
+        mkdir -p "$COURIER_TOOLS"
+        "$python" -m venv "$VENV"
+    fi
+    log "pip install ${python_missing[*]} into $VENV"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${python_missing[@]}"
+fi
+
 # --- promtool (optional) --------------------------------------------------------------------
 if [ "$want_prometheus" -eq 1 ]; then
     if command -v promtool >/dev/null 2>&1; then
@@ -116,6 +150,7 @@ fi
 # --- summary --------------------------------------------------------------------------------
 log "redis-server: $(command -v redis-server)"
 log "garage:       $GARAGE_BIN"
+log "python venv:  $VENV"
 if [ "$want_prometheus" -eq 1 ]; then
     log "promtool:     $(command -v promtool || echo 'NOT FOUND')"
 fi
