@@ -10,7 +10,7 @@
 //! - [`cells`]: a row read straight into its cells in column order, for rendering.
 //! - [`render`]: row-by-row writers for CSV, JSON, NDJSON and XLSX, optionally gzip, and
 //!   Parquet (typed columns, row group by row group).
-//! - [`format`]: file formats, compression, and Parquet's codecs and column types.
+//! - [`format`](mod@format): file formats, compression, and Parquet's codecs and column types.
 //! - [`error`]: field-level validation errors shared by every edge that accepts input.
 //!
 //! No Redis, no AWS and no tokio here: the crates around this one do the I/O and call
