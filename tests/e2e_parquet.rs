@@ -170,15 +170,10 @@ async fn pyarrow_reads_the_types_and_every_awkward_value() {
             ["note", "string", true],
             ["at", "timestamp[us, tz=UTC]", true],
             ["day", "date32[day]", true],
-            ["doc", read["schema"][9][1].clone(), true],
+            // A string column annotated JSON: pyarrow reads it as its JSON extension type.
+            ["doc", "extension<arrow.json>", true],
             ["empty", "string", true],
         ])
-    );
-    // JSON is a string column annotated JSON (pyarrow shows it as its JSON extension type).
-    let doc_type = read["schema"][9][1].as_str().unwrap();
-    assert!(
-        doc_type == "string" || doc_type.contains("json"),
-        "{doc_type}"
     );
     assert_eq!(read["parquet"][9], json!(["doc", "BYTE_ARRAY", "JSON"]));
     assert_eq!(read["parquet"][7][1], "INT64");
