@@ -96,6 +96,11 @@ impl Uploader<'_> {
             format: dest.spec.format,
             compression: dest.spec.compression,
             columns: task.columns.clone(),
+            parquet: dest
+                .spec
+                .parquet
+                .clone()
+                .with_column_types(&task.column_types),
         };
         // The store first: a refused endpoint should not cost a fetch of the rows.
         let client = self
