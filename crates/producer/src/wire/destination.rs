@@ -3,13 +3,13 @@
 //! settings only with format `PARQUET`), and the destination as the API shows it
 //! ([`DestinationView`]: no secret, the key id masked).
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use courier_core::destination::{
     BucketName, Credentials, CredentialsMode as CoreCredentialsMode, Destination, DestinationSpec,
     EndpointUrl, PathPrefix, Region, S3Settings, Secret, StaticCredentials, mask_access_key_id,
 };
-use std::collections::BTreeMap;
-
 use courier_core::format::{ParquetOptions, check_column_types};
 use courier_core::{
     Compression as CoreCompression, DestinationId, Format as CoreFormat, ValidationErrors,

@@ -1,12 +1,12 @@
 //! The "job completed" request (`POST /api/v1/deliveries`, `courier enqueue`) and its
 //! validation into core's [`JobCompleted`], whose rows are inline or a reference, never both.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use courier_core::delivery::{
     JobCompleted, MAX_COLUMNS, MAX_ID_LEN, PartnerInventoryId, RowsSource, RowsUrl,
 };
-use std::collections::BTreeMap;
-
 use courier_core::format::{ColumnTypes, check_column_types};
 use courier_core::rows::{InlineRows, RowsShape};
 use courier_core::{DestinationId, ValidationErrors};
