@@ -9,7 +9,7 @@ CARGO ?= cargo
 .PHONY: demo test lint fmt tools build bench soak image
 
 tools:
-	scripts/ensure-tools.sh --prometheus
+	scripts/ensure-tools.sh --prometheus --python
 
 build:
 	$(CARGO) build --workspace --all-targets

@@ -69,7 +69,7 @@ api() { # method path [body]
 
 say "Creating one destination per format"
 declare -A DEST
-for spec in CSV:NONE JSON:NONE NDJSON:GZIP XLSX:NONE; do
+for spec in CSV:NONE JSON:NONE NDJSON:GZIP XLSX:NONE PARQUET:NONE; do
   format=${spec%%:*}; compression=${spec##*:}
   body=$(jq -n --arg f "$format" --arg c "$compression" --arg b "$S3_BUCKET" --arg r "$S3_REGION" \
     --arg k "$S3_ACCESS_KEY_ID" --arg s "$S3_SECRET_ACCESS_KEY" --arg e "$S3_ENDPOINT" \
@@ -86,7 +86,7 @@ ROWS='[{"hotelId":"H-1","name":"Hôtel \"Le Petit\", Paris","score":9.5,"rooms":
 
 say "Enqueueing sample mapping jobs"
 IDS=()
-for format in CSV JSON NDJSON XLSX; do
+for format in CSV JSON NDJSON XLSX PARQUET; do
   body=$(jq -n --arg d "${DEST[$format]}" --argjson rows "$ROWS" --arg inv "INV-$format" \
     '{destinationId:$d, jobId:("job-" + $inv), partnerInventoryId:$inv, completedAt:"2026-06-07T10:00:00Z", rows:$rows}')
   id=$(api POST /api/v1/deliveries "$body" | jq -r .id)

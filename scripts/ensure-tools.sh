@@ -4,7 +4,7 @@
 #   - garage 2.5.0 (cargo install) in $COURIER_TOOLS/bin (default ~/.cache/courier/tools)
 #   - promtool (Debian package `prometheus`), only with --prometheus
 #   - a Python venv at $COURIER_TOOLS/venv with the packages in scripts/python-tools.txt
-#     (kubernetes-validate, jsonschema, ...), only with --python
+#     (kubernetes-validate, jsonschema, pyarrow, ...), only with --python
 #   - curl, jq and openssl, which `make demo` uses
 # Idempotent: does nothing (quickly) when everything is already there.
 #

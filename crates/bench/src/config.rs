@@ -36,7 +36,7 @@ pub struct Settings {
     pub render_rows: usize,
     /// Rows of the big result delivered by reference (`BENCH_BIG_ROWS`, 1,000,000).
     pub big_rows: usize,
-    /// Formats of the big deliveries (`BENCH_BIG_FORMATS`, `CSV,JSON,NDJSON,XLSX`).
+    /// Formats of the big deliveries (`BENCH_BIG_FORMATS`, `CSV,JSON,NDJSON,XLSX,PARQUET`).
     pub big_formats: Vec<Format>,
     /// Longest a big delivery may take before it is reported as timed out
     /// (`BENCH_BIG_TIMEOUT_SECS`, 300).
@@ -110,11 +110,11 @@ impl Settings {
             ceiling_time: Duration::from_secs(number("BENCH_CEILING_SECS", 10)? as u64),
             render_rows: number("BENCH_RENDER_ROWS", 200_000)?,
             big_rows: number("BENCH_BIG_ROWS", 1_000_000)?,
-            big_formats: list("BENCH_BIG_FORMATS", "CSV,JSON,NDJSON,XLSX", |s| {
+            big_formats: list("BENCH_BIG_FORMATS", "CSV,JSON,NDJSON,XLSX,PARQUET", |s| {
                 Format::ALL
                     .into_iter()
                     .find(|f| f.extension().eq_ignore_ascii_case(s))
-                    .with_context(|| format!("`{s}` is not CSV, JSON, NDJSON or XLSX"))
+                    .with_context(|| format!("`{s}` is not CSV, JSON, NDJSON, XLSX or PARQUET"))
             })?,
             big_timeout: Duration::from_secs(number("BENCH_BIG_TIMEOUT_SECS", 300)? as u64),
             enqueue_deliveries: number("BENCH_ENQUEUE_DELIVERIES", 5_000)?,

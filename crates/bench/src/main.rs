@@ -363,6 +363,7 @@ fn small_csv(rows: usize) -> anyhow::Result<Vec<u8>> {
         format: Format::Csv,
         compression: Compression::None,
         columns: rows::columns(),
+        ..Default::default()
     };
     let mut out = Vec::new();
     render_all(&spec, rows::rows(rows).iter(), &mut out).context("rendering the small CSV")?;

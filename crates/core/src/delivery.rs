@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::format::ColumnTypes;
 use crate::rows::InlineRows;
 use crate::{Compression, DeliveryId, DestinationId, ErrorCode, Format, TenantId};
 
@@ -146,6 +147,9 @@ pub struct JobCompleted {
     pub completed_at: DateTime<Utc>,
     pub columns: Vec<String>,
     pub rows: RowsSource,
+    /// Declared Parquet column types, each naming one of `columns` (when they are known);
+    /// other formats ignore them.
+    pub column_types: ColumnTypes,
 }
 
 /// What a worker receives from the queue: everything needed to render and upload one file.
@@ -166,6 +170,9 @@ pub struct DeliveryTask {
     /// Set instead of `rows` for results passed by reference; the worker streams them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows_url: Option<RowsUrl>,
+    /// Declared Parquet column types of this delivery, over the destination's.
+    #[serde(default, skip_serializing_if = "ColumnTypes::is_empty")]
+    pub column_types: ColumnTypes,
     pub enqueued_at: DateTime<Utc>,
     /// Where this delivery stands in its retry schedule; reset when it is replayed.
     #[serde(default)]
@@ -480,6 +487,7 @@ mod record_tests {
             columns: vec![],
             rows: InlineRows::default(),
             rows_url: None,
+            column_types: Default::default(),
             enqueued_at: at(0),
             retry: RetryState::default(),
         }

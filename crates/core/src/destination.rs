@@ -8,6 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::format::ParquetOptions;
 use crate::{Compression, Format, TenantId};
 
 /// A bucket name S3 accepts (general purpose bucket naming rules).
@@ -307,7 +308,11 @@ pub struct DestinationSpec {
     pub name: String,
     pub s3: S3Settings,
     pub format: Format,
+    /// gzip around the whole file; always `None` with [`Format::Parquet`]
+    /// ([`Format::check_compression`]).
     pub compression: Compression,
+    /// Used only with [`Format::Parquet`]; the defaults otherwise.
+    pub parquet: ParquetOptions,
     pub status: DestinationStatus,
 }
 

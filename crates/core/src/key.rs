@@ -94,6 +94,9 @@ mod tests {
                 "in/mapping_results_X_2026-06-07.ndjson.gz",
                 "in/mapping_results_X_2026-06-07.xlsx",
                 "in/mapping_results_X_2026-06-07.xlsx.gz",
+                "in/mapping_results_X_2026-06-07.parquet",
+                // Not reached: a Parquet destination's compression is always NONE.
+                "in/mapping_results_X_2026-06-07.parquet.gz",
             ]
         );
     }

@@ -8,7 +8,9 @@
 //! - [`key`]: where a delivered file lands in the bucket.
 //! - [`rows`]: inline rows kept as JSON text, checked without being built.
 //! - [`cells`]: a row read straight into its cells in column order, for rendering.
-//! - [`render`]: row-by-row writers for CSV, JSON, NDJSON and XLSX, optionally gzip.
+//! - [`render`]: row-by-row writers for CSV, JSON, NDJSON and XLSX, optionally gzip, and
+//!   Parquet (typed columns, row group by row group).
+//! - [`format`](mod@format): file formats, compression, and Parquet's codecs and column types.
 //! - [`codes`]: every error code Courier reports, with its class; [`failure`]: the
 //!   classes (transient or permanent).
 //! - [`error`]: field-level validation errors shared by every edge that accepts input.

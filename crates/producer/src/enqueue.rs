@@ -223,6 +223,7 @@ impl Producer {
             columns: job.columns,
             rows,
             rows_url,
+            column_types: job.column_types,
             enqueued_at: now,
             retry: Default::default(),
         };

@@ -146,6 +146,15 @@ async fn bad_deliveries_are_refused_and_leave_nothing_behind() {
     let (s, b) = stack.post("/api/v1/deliveries", &body).await;
     assert_eq!(fields_of(s, &b, 422), ["columns[1]"]);
 
+    // A Parquet column type must name a column (here the first row's keys), and be a type.
+    let mut body = good.clone();
+    body["columnTypes"] = json!({"scroe": "INT64"});
+    let (s, b) = stack.post("/api/v1/deliveries", &body).await;
+    assert_eq!(fields_of(s, &b, 422), ["columnTypes.scroe"]);
+    body["columnTypes"] = json!({"a": "DECIMAL"});
+    let (s, b) = stack.post("/api/v1/deliveries", &body).await;
+    assert_eq!(fields_of(s, &b, 422), ["columnTypes.a"]);
+
     // Bad values.
     let mut body = good.clone();
     body["completedAt"] = "yesterday".into();
@@ -214,6 +223,25 @@ async fn bad_destinations_are_refused_with_the_field_named() {
         (json!({"format": "PDF"}), "format"),
         (json!({"s3": {"acl": "public-read"}}), "s3.acl"),
         (json!({"name": ""}), "name"),
+        // gzip around a Parquet file: refused, its codec is `parquet.compression`.
+        (
+            json!({"format": "PARQUET", "compression": "GZIP"}),
+            "compression",
+        ),
+        // Parquet settings on a CSV destination would mean nothing.
+        (json!({"parquet": {"compression": "SNAPPY"}}), "parquet"),
+        (
+            json!({"format": "PARQUET", "parquet": {"compression": "LZ4"}}),
+            "parquet.compression",
+        ),
+        (
+            json!({"format": "PARQUET", "parquet": {"columnTypes": {"": "INT64"}}}),
+            "parquet.columnTypes",
+        ),
+        (
+            json!({"format": "PARQUET", "parquet": {"columnTypes": {"a": "DECIMAL"}}}),
+            "parquet.columnTypes.a",
+        ),
     ];
     for (patch, field) in cases {
         let mut body = base.clone();
@@ -235,6 +263,19 @@ async fn bad_destinations_are_refused_with_the_field_named() {
         )
         .await;
     fields_of(s, &b, 400);
+
+    // The Parquet refusal says where the codec goes instead.
+    let mut body = base.clone();
+    merge(
+        &mut body,
+        &json!({"format": "PARQUET", "compression": "GZIP"}),
+    );
+    let (_, b) = stack.post("/api/v1/delivery-destinations", &body).await;
+    let msg = b["error"]["fields"][0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains(r#""parquet": {"compression": "ZSTD"}"#),
+        "{msg}"
+    );
 
     // The prefix mistake is explained in the customer's terms.
     let mut body = base.clone();

@@ -172,7 +172,15 @@ fn schemas_use_the_wire_names_and_keep_the_docs() {
     let props: Vec<&String> = request["properties"].as_object().unwrap().keys().collect();
     assert_eq!(
         props,
-        ["type", "name", "s3", "format", "compression", "status"]
+        [
+            "type",
+            "name",
+            "s3",
+            "format",
+            "compression",
+            "parquet",
+            "status"
+        ]
     );
     assert_eq!(request["additionalProperties"], false);
     let s3 = &schemas["S3Request"];
@@ -186,9 +194,39 @@ fn schemas_use_the_wire_names_and_keep_the_docs() {
     );
     assert_eq!(
         schemas["Format"]["enum"],
-        json!(["CSV", "JSON", "NDJSON", "XLSX"])
+        json!(["CSV", "JSON", "NDJSON", "XLSX", "PARQUET"])
     );
     assert_eq!(schemas["Compression"]["enum"], json!(["NONE", "GZIP"]));
+    assert_eq!(
+        schemas["ParquetCompression"]["enum"],
+        json!(["ZSTD", "SNAPPY", "GZIP", "NONE"])
+    );
+    assert_eq!(
+        schemas["ColumnType"]["enum"],
+        json!([
+            "STRING",
+            "INT64",
+            "DOUBLE",
+            "BOOLEAN",
+            "TIMESTAMP",
+            "DATE",
+            "JSON"
+        ])
+    );
+    assert_eq!(schemas["ParquetRequest"]["additionalProperties"], false);
+    // columnTypes: a map from column name to a ColumnType, on the delivery and the destination.
+    for (schema, ty) in [
+        (&schemas["JobCompletedRequest"], json!(["object", "null"])),
+        (&schemas["ParquetRequest"], json!(["object", "null"])),
+        (&schemas["ParquetView"], json!("object")),
+    ] {
+        let column_types = &schema["properties"]["columnTypes"];
+        assert_eq!(column_types["type"], ty, "{column_types}");
+        assert_eq!(
+            column_types["additionalProperties"]["$ref"], "#/components/schemas/ColumnType",
+            "{column_types}"
+        );
+    }
     assert_eq!(
         schemas["CredentialsMode"]["enum"],
         json!(["STATIC", "NONE", "DEFAULT_CHAIN"])
@@ -368,6 +406,47 @@ fn a_destination_conforms_to_its_schema() {
         &response_schema(&doc, "get", "/api/v1/delivery-destinations", "200"),
         &page,
     );
+}
+
+#[test]
+fn a_parquet_destination_conforms_to_its_schema() {
+    let doc = doc();
+    let spec = serde_json::from_value::<DestinationRequest>(json!({
+        "type": "S3",
+        "name": "Warehouse",
+        "s3": {"bucket": "acme-results", "region": "eu-west-1"},
+        "format": "PARQUET",
+        "parquet": {"compression": "SNAPPY", "columnTypes": {"at": "TIMESTAMP", "n": "INT64"}}
+    }))
+    .unwrap()
+    .validate()
+    .unwrap();
+    let dest = Destination {
+        id: DestinationId::generate(),
+        tenant: TenantId::parse("acme").unwrap(),
+        spec,
+        created_at: Utc::now(),
+        updated_at: Utc::now(),
+    };
+    let view = serde_json::to_value(DestinationView::new(&dest, Default::default())).unwrap();
+    assert_eq!(
+        view["parquet"],
+        json!({"compression": "SNAPPY", "columnTypes": {"at": "TIMESTAMP", "n": "INT64"}})
+    );
+    // Both ways: every documented property is one a Parquet destination shows.
+    assert_eq!(keys(&view["parquet"]), properties(&doc, "ParquetView"));
+    assert_eq!(
+        keys(&view),
+        properties(&doc, "DestinationView"),
+        "a Parquet destination shows every property"
+    );
+    for (method, path, status) in [
+        ("post", "/api/v1/delivery-destinations", "201"),
+        ("get", "/api/v1/delivery-destinations/{id}", "200"),
+        ("put", "/api/v1/delivery-destinations/{id}", "200"),
+    ] {
+        assert_conforms(&doc, &response_schema(&doc, method, path, status), &view);
+    }
 }
 
 #[test]
@@ -616,6 +695,23 @@ async fn the_document_is_served_and_real_responses_match_it() {
     let (status, page) = stack.get(&query).await;
     assert_eq!(status, 200, "{query}: {page}");
     check(&doc, "get", "/api/v1/delivery-destinations", "200", &page);
+
+    // A Parquet destination shows its `parquet` settings, as documented.
+    let mut parquet = stack.destination_body("PARQUET", "NONE", "pq/");
+    parquet["parquet"] = json!({"compression": "GZIP", "columnTypes": {"score": "DOUBLE"}});
+    let (status, created_pq) = stack.post("/api/v1/delivery-destinations", &parquet).await;
+    assert_eq!(status, 201, "{created_pq}");
+    assert_eq!(
+        created_pq["parquet"],
+        json!({"compression": "GZIP", "columnTypes": {"score": "DOUBLE"}})
+    );
+    check(
+        &doc,
+        "post",
+        "/api/v1/delivery-destinations",
+        "201",
+        &created_pq,
+    );
 
     // The connection test's report, against Garage, saved and unsaved.
     let (status, report) = stack

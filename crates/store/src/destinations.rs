@@ -7,6 +7,7 @@ use courier_core::destination::{
     BucketName, Credentials, CredentialsMode, Destination, DestinationSpec, DestinationStatus,
     EndpointUrl, PathPrefix, Region, S3Settings, StaticCredentials,
 };
+use courier_core::format::ParquetOptions;
 use courier_core::{Compression, DestinationId, Format, TenantId};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
@@ -29,6 +30,9 @@ struct Stored {
     secret_sealed: Option<String>,
     format: Format,
     compression: Compression,
+    /// Absent in destinations saved before Parquet existed.
+    #[serde(default)]
+    parquet: ParquetOptions,
     status: DestinationStatus,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
@@ -244,6 +248,7 @@ impl DestinationStore {
             secret_sealed,
             format: d.spec.format,
             compression: d.spec.compression,
+            parquet: d.spec.parquet.clone(),
             status: d.spec.status,
             created_at: d.created_at,
             updated_at: d.updated_at,
@@ -285,6 +290,7 @@ impl DestinationStore {
                 },
                 format: s.format,
                 compression: s.compression,
+                parquet: s.parquet,
                 status: s.status,
             },
             created_at: s.created_at,

@@ -262,6 +262,7 @@ mod tests {
             columns: vec!["a".into()],
             rows: InlineRows::default(),
             rows_url: None,
+            column_types: Default::default(),
             enqueued_at: at(0),
             retry: RetryState::default(),
         }

@@ -99,6 +99,11 @@ impl Uploader<'_> {
             format: dest.spec.format,
             compression: dest.spec.compression,
             columns: task.columns.clone(),
+            parquet: dest
+                .spec
+                .parquet
+                .clone()
+                .with_column_types(&task.column_types),
         };
         // The fleet's identity only for the tenants it is lent to, checked again here
         // whatever the API saw when the destination was saved.

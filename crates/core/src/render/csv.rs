@@ -86,6 +86,7 @@ mod tests {
             format: Format::Csv,
             compression,
             columns: columns.to_vec(),
+            ..Default::default()
         };
         let mut out = Vec::new();
         let summary = render_all(&spec, rows, &mut out).unwrap();
@@ -213,6 +214,7 @@ mod tests {
             format: Format::Csv,
             compression: Compression::Gzip,
             columns,
+            ..Default::default()
         };
         let mut gz = Vec::new();
         render_all(&spec, &rows, &mut gz).unwrap();

@@ -117,6 +117,7 @@ mod tests {
             format,
             compression,
             columns: columns.to_vec(),
+            ..Default::default()
         };
         let mut out = Vec::new();
         let summary = render_all(&spec, rows, &mut out).unwrap();

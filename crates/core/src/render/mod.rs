@@ -1,5 +1,5 @@
 //! Row-by-row file writers: turn a delivery's result rows into the bytes of one CSV, JSON,
-//! NDJSON or XLSX file, optionally gzip-compressed.
+//! NDJSON or XLSX file, optionally gzip-compressed, or one Parquet file.
 //!
 //! This module owns the *file format*: which columns appear and in what order, how a JSON
 //! value becomes a cell, quoting, typed spreadsheet cells, sheet splitting and compression.
@@ -11,7 +11,8 @@
 //! JSON and NDJSON rows go straight through a small buffer into the sink, and XLSX rows go
 //! straight into `rust_xlsxwriter`'s constant-memory worksheets, which keep only the current
 //! row in memory and spool the sheet XML to a temporary file until [`RowWriter::finish`]
-//! zips the workbook into the sink.
+//! zips the workbook into the sink. Parquet rows are buffered one row group at a time
+//! (bounded in rows and bytes), then encoded into the sink.
 //!
 //! Shared rules (see each writer for the details):
 //!
@@ -21,16 +22,20 @@
 //! - An empty result is still a valid file: CSV is the header line (or nothing when there
 //!   are no columns), JSON is `[]`, NDJSON is empty and XLSX is a workbook with the header.
 //! - With [`Compression::Gzip`] the whole file is gzip-compressed (default level) and
-//!   [`RowWriter::finish`] writes the gzip footer.
+//!   [`RowWriter::finish`] writes the gzip footer. Parquet compresses inside the file
+//!   ([`RenderSpec::parquet`]) and refuses gzip around it.
 //! - Any error leaves the output incomplete: drop the writer and do not deliver what was
 //!   written.
 //!
 //! Files: `cell.rs` (JSON value → cell), `sink.rs` (plain or gzip output), `csv.rs`,
-//! `json.rs` (JSON and NDJSON) and `xlsx.rs`.
+//! `json.rs` (JSON and NDJSON), `xlsx.rs`, `parquet.rs` and `parquet_value.rs` (Parquet's
+//! types, coercions and inference).
 
 mod cell;
 mod csv;
 mod json;
+mod parquet;
+mod parquet_value;
 mod sink;
 mod xlsx;
 
@@ -41,20 +46,24 @@ use std::io::Write;
 
 use crate::cells::Cells;
 use crate::delivery::Row;
+use crate::format::ParquetOptions;
 use crate::{Compression, Format};
 
 pub use self::cell::MAX_EXACT_INTEGER;
+pub use self::parquet::{MAX_ROW_GROUP_BYTES, MAX_ROW_GROUP_ROWS};
 pub use self::xlsx::{MAX_CELL_CHARS, MAX_ROWS_PER_SHEET, MAX_SHEETS, MAX_XLSX_COLUMNS};
 
 use self::sink::Sink;
 
 /// Describes the file to produce.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RenderSpec {
     pub format: Format,
     pub compression: Compression,
     /// The columns of every row, in order; also the CSV/XLSX header.
     pub columns: Vec<String>,
+    /// Parquet's codec and declared column types; other formats ignore them.
+    pub parquet: ParquetOptions,
 }
 
 /// Why a file could not be rendered. Messages name columns and row numbers, never cell
@@ -90,6 +99,25 @@ pub enum RenderError {
         chars: usize,
         limit: usize,
     },
+    /// A value that does not fit its Parquet column's type (declared, or inferred from the
+    /// first row group). `row` counts data rows from 1; `found` says what kind of value it
+    /// is ("a string", "an integer beyond INT64's range"), never the value.
+    #[error(
+        "row {row}, column `{column}`: {found} does not fit the column's type {column_type} ({how})"
+    )]
+    ValueDoesNotFit {
+        column: String,
+        row: u64,
+        column_type: &'static str,
+        how: &'static str,
+        found: String,
+    },
+    /// The `parquet` crate refused something (not an I/O error).
+    #[error("Parquet error: {0}")]
+    Parquet(String),
+    /// A combination the writers do not support (gzip around a Parquet file).
+    #[error("{0}")]
+    Unsupported(&'static str),
     /// A column name longer than Excel allows in a header cell.
     #[error(
         "column `{column}`: the name ({chars} characters) is longer than Excel's limit of \
@@ -180,6 +208,15 @@ pub fn row_writer<'a, W: Write + Send + 'a>(
         Format::Json => Box::new(json::JsonWriter::new(json::Layout::Array, columns, sink)?),
         Format::Ndjson => Box::new(json::JsonWriter::new(json::Layout::Lines, columns, sink)?),
         Format::Xlsx => Box::new(xlsx::XlsxWriter::new(columns, sink)?),
+        Format::Parquet => {
+            if spec.compression != Compression::None {
+                return Err(RenderError::Unsupported(
+                    "a Parquet file is compressed inside (its codec is parquet.compression); \
+                     gzip around it is not supported",
+                ));
+            }
+            Box::new(parquet::ParquetWriter::new(columns, &spec.parquet, sink)?)
+        }
     })
 }
 
@@ -212,6 +249,7 @@ mod tests {
             format,
             compression,
             columns: columns.iter().map(|c| c.to_string()).collect(),
+            ..Default::default()
         }
     }
 
@@ -227,6 +265,14 @@ mod tests {
     }
 
     const BOTH: [Compression; 2] = [Compression::None, Compression::Gzip];
+
+    /// The whole-file compressions `format` takes (Parquet compresses inside).
+    fn compressions(format: Format) -> &'static [Compression] {
+        match format {
+            Format::Parquet => &[Compression::None],
+            _ => &BOTH,
+        }
+    }
 
     #[test]
     fn writers_and_errors_are_send_and_sync_where_needed() {
@@ -347,7 +393,7 @@ mod tests {
     fn finish_completes_the_file_then_flushes_the_sink() {
         let rows: Vec<Row> = (0..100).map(|i| row(json!({"a": i, "b": "x"}))).collect();
         for format in Format::ALL {
-            for compression in BOTH {
+            for &compression in compressions(format) {
                 let recorder = Recorder::default();
                 let mut writer =
                     row_writer(&spec(format, compression, &["a", "b"]), recorder.clone()).unwrap();
@@ -376,6 +422,11 @@ mod tests {
                     Format::Xlsx => {
                         let mut wb: Xlsx<_> = open_workbook_from_rs(Cursor::new(plain)).unwrap();
                         assert_eq!(wb.worksheet_range("Sheet1").unwrap().height(), 101);
+                    }
+                    Format::Parquet => {
+                        use ::parquet::file::reader::{FileReader, SerializedFileReader};
+                        let file = SerializedFileReader::new(bytes::Bytes::from(plain)).unwrap();
+                        assert_eq!(file.metadata().file_metadata().num_rows(), 100);
                     }
                 }
             }
@@ -408,7 +459,7 @@ mod tests {
             }
         }
         for format in Format::ALL {
-            for compression in BOTH {
+            for &compression in compressions(format) {
                 let s = spec(format, compression, &["a"]);
                 let rows = [row(json!({"a": 1}))];
                 let err = render_all(&s, &rows, Broken).expect_err("broken sink");

@@ -217,6 +217,7 @@ mod tests {
             format: Format::Xlsx,
             compression,
             columns: columns.to_vec(),
+            ..Default::default()
         }
     }
 

@@ -82,6 +82,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         columns: args.columns,
         rows,
         rows_url,
+        column_types: None,
     };
     let rules = Rules {
         egress: args.egress.policy()?,

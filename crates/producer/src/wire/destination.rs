@@ -1,18 +1,27 @@
 //! A destination on the wire: the request body of create, update and the unsaved connection
-//! test ([`DestinationRequest`], validated into core's [`DestinationSpec`]), and the
-//! destination as the API shows it ([`DestinationView`]: no secret, the key id masked).
+//! test ([`DestinationRequest`], validated into core's [`DestinationSpec`]; its `parquet`
+//! settings only with format `PARQUET`), and the destination as the API shows it
+//! ([`DestinationView`]: no secret, the key id masked).
+
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use courier_core::destination::{
     BucketName, Credentials, CredentialsMode as CoreCredentialsMode, Destination, DestinationSpec,
     EndpointUrl, PathPrefix, Region, S3Settings, Secret, StaticCredentials, mask_access_key_id,
 };
-use courier_core::{DestinationId, ValidationErrors};
+use courier_core::format::{ParquetOptions, check_column_types};
+use courier_core::{
+    Compression as CoreCompression, DestinationId, Format as CoreFormat, ValidationErrors,
+};
 use courier_store::DestinationHealth;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::enums::{Compression, CredentialsMode, DestinationStatus, DestinationType, Format};
+use super::enums::{
+    ColumnType, Compression, CredentialsMode, DestinationStatus, DestinationType, Format,
+    ParquetCompression, column_types_from_core, column_types_to_core,
+};
 
 /// The `s3` object of a destination request.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -49,10 +58,53 @@ pub struct DestinationRequest {
     pub s3: S3Request,
     #[serde(default)]
     pub format: Format,
+    /// gzip around the whole file; must be `NONE` with `PARQUET`, which compresses inside
+    /// (see `parquet.compression`).
     #[serde(default)]
     pub compression: Compression,
+    /// Only with `format: PARQUET`: the codec inside the file and declared column types.
+    #[serde(default)]
+    pub parquet: Option<ParquetRequest>,
     #[serde(default)]
     pub status: DestinationStatus,
+}
+
+/// The `parquet` object of a destination request.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ParquetRequest {
+    /// The codec of the file's pages: `ZSTD` (default), `SNAPPY`, `GZIP` or `NONE`.
+    #[serde(default)]
+    pub compression: ParquetCompression,
+    /// Column name → `STRING`, `INT64`, `DOUBLE`, `BOOLEAN`, `TIMESTAMP`, `DATE` or `JSON`;
+    /// undeclared columns are inferred. A delivery's `columnTypes` win over these.
+    #[serde(default)]
+    #[schema(example = json!({"score": "DOUBLE", "checkedAt": "TIMESTAMP"}))]
+    pub column_types: Option<BTreeMap<String, ColumnType>>,
+}
+
+/// Checks the Parquet settings against the format: `compression` (gzip around the whole
+/// file) is refused for Parquet, which compresses inside the file, and `parquet` is
+/// refused for the other formats, so no setting silently means something else.
+fn validate_parquet(
+    format: CoreFormat,
+    compression: CoreCompression,
+    parquet: Option<ParquetRequest>,
+    errors: &mut ValidationErrors,
+) -> ParquetOptions {
+    errors.check("compression", format.check_compression(compression));
+    let Some(parquet) = parquet else {
+        return ParquetOptions::default();
+    };
+    if format != CoreFormat::Parquet {
+        errors.push("parquet", "is only for destinations with format PARQUET");
+    }
+    let column_types = column_types_to_core(parquet.column_types.unwrap_or_default());
+    errors.check("parquet.columnTypes", check_column_types(&column_types));
+    ParquetOptions {
+        compression: parquet.compression.into(),
+        column_types,
+    }
 }
 
 /// Checks the credential fields: `credentials` defaults to `STATIC` when keys are given and
@@ -154,6 +206,9 @@ impl DestinationRequest {
             self.s3.secret_access_key,
             &mut errors,
         );
+        let format = self.format.into();
+        let compression = self.compression.into();
+        let parquet = validate_parquet(format, compression, self.parquet, &mut errors);
         match (bucket, region, endpoint_url, path_prefix, credentials) {
             (
                 Some(bucket),
@@ -170,8 +225,9 @@ impl DestinationRequest {
                     path_prefix,
                     credentials,
                 },
-                format: self.format.into(),
-                compression: self.compression.into(),
+                format,
+                compression,
+                parquet,
                 status: self.status.into(),
             }),
             _ => Err(errors),
@@ -193,11 +249,33 @@ pub struct DestinationView {
     s3: S3View,
     format: Format,
     compression: Compression,
+    /// With format `PARQUET` only: the codec inside the file and declared column types.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parquet: Option<ParquetView>,
     status: DestinationStatus,
     /// Whether deliveries to it succeed; `FAILING` holds its deliveries.
     health: HealthView,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+}
+
+/// A Parquet destination's settings.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ParquetView {
+    compression: ParquetCompression,
+    /// Declared column types; absent when every column is inferred.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    column_types: BTreeMap<String, ColumnType>,
+}
+
+impl From<&ParquetOptions> for ParquetView {
+    fn from(p: &ParquetOptions) -> Self {
+        Self {
+            compression: p.compression.into(),
+            column_types: column_types_from_core(&p.column_types),
+        }
+    }
 }
 
 /// Recent delivery health of a destination.
@@ -275,6 +353,7 @@ impl DestinationView {
             },
             format: d.spec.format.into(),
             compression: d.spec.compression.into(),
+            parquet: (d.spec.format == CoreFormat::Parquet).then(|| (&d.spec.parquet).into()),
             status: d.spec.status.into(),
             health: health.into(),
             created_at: d.created_at,
@@ -393,6 +472,58 @@ mod tests {
         body["s3"]["acl"] = "public-read".into();
         let err = serde_json::from_value::<DestinationRequest>(body).unwrap_err();
         assert!(err.to_string().contains("unknown field `acl`"), "{err}");
+    }
+
+    #[test]
+    fn parquet_settings_go_with_format_parquet_only() {
+        use courier_core::format::{ColumnType as CoreColumnType, ParquetCompression as Codec};
+
+        let mut body = valid();
+        body["format"] = "PARQUET".into();
+        let spec = request(body.clone()).validate().unwrap();
+        assert_eq!(spec.format, CoreFormat::Parquet);
+        assert_eq!(spec.parquet, ParquetOptions::default());
+        assert_eq!(spec.parquet.compression, Codec::Zstd);
+
+        body["parquet"] = serde_json::json!({
+            "compression": "SNAPPY", "columnTypes": {"at": "TIMESTAMP", "n": "INT64"}
+        });
+        let spec = request(body.clone()).validate().unwrap();
+        assert_eq!(spec.parquet.compression, Codec::Snappy);
+        assert_eq!(
+            spec.parquet.column_types,
+            [
+                ("at".to_owned(), CoreColumnType::Timestamp),
+                ("n".to_owned(), CoreColumnType::Int64)
+            ]
+            .into()
+        );
+
+        // gzip around the file would make it unreadable: refused, pointing to the codec.
+        body["compression"] = "GZIP".into();
+        let errs = request(body.clone()).validate().unwrap_err();
+        assert_eq!(errs.0.len(), 1);
+        assert_eq!(errs.0[0].field, "compression");
+        assert!(
+            errs.0[0]
+                .message
+                .contains(r#""parquet": {"compression": "ZSTD"}"#)
+        );
+
+        // Parquet settings on another format mean nothing: refused.
+        body["compression"] = "NONE".into();
+        body["format"] = "CSV".into();
+        let errs = request(body.clone()).validate().unwrap_err();
+        assert_eq!(errs.0[0].field, "parquet");
+
+        body["format"] = "PARQUET".into();
+        body["parquet"] = serde_json::json!({"columnTypes": {"": "INT64"}});
+        let errs = request(body.clone()).validate().unwrap_err();
+        assert_eq!(errs.0[0].field, "parquet.columnTypes");
+        body["parquet"] = serde_json::json!({"columnTypes": {"a": "DECIMAL"}});
+        assert!(serde_json::from_value::<DestinationRequest>(body.clone()).is_err());
+        body["parquet"] = serde_json::json!({"codec": "ZSTD"});
+        assert!(serde_json::from_value::<DestinationRequest>(body).is_err());
     }
 
     #[test]

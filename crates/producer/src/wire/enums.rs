@@ -4,6 +4,8 @@
 //! fails to compile until the other has it too (and `serde_names_match_core` checks the
 //! names).
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -52,6 +54,10 @@ use courier_core::destination::{
     CredentialsMode as CoreCredentialsMode, DestinationStatus as CoreDestinationStatus,
     DestinationType as CoreDestinationType,
 };
+use courier_core::format::{
+    ColumnType as CoreColumnType, ColumnTypes as CoreColumnTypes,
+    ParquetCompression as CoreParquetCompression,
+};
 
 wire_enum! {
     /// The file format a destination receives.
@@ -66,6 +72,8 @@ wire_enum! {
         Ndjson,
         /// An Excel workbook with a header row and typed cells.
         Xlsx,
+        /// Apache Parquet: typed columns, compressed inside the file (`parquet.compression`).
+        Parquet,
     }
 }
 
@@ -77,6 +85,40 @@ wire_enum! {
         None,
         /// gzip; the key gets `.gz` appended and the object `Content-Encoding: gzip`.
         Gzip,
+    }
+}
+
+wire_enum! {
+    /// The codec of a Parquet file's pages (`parquet.compression`). Parquet compresses
+    /// inside the file, so a Parquet destination's own `compression` stays `NONE`.
+    #[derive(Default)]
+    ParquetCompression = CoreParquetCompression, rename_all = "UPPERCASE" {
+        /// Zstandard (level 1): small files, fast; read by every current Parquet reader.
+        #[default]
+        Zstd,
+        Snappy,
+        Gzip,
+        None,
+    }
+}
+
+wire_enum! {
+    /// The type of one Parquet column, as declared in `columnTypes`; undeclared columns are
+    /// inferred from the first row group.
+    ColumnType = CoreColumnType, rename_all = "UPPERCASE" {
+        /// UTF-8 text; numbers, booleans, objects and arrays as their compact JSON text.
+        String,
+        /// A signed 64-bit integer.
+        Int64,
+        /// A 64-bit float; integers up to ±2^53.
+        Double,
+        Boolean,
+        /// RFC 3339 text with an offset, stored as microseconds since the epoch in UTC.
+        Timestamp,
+        /// `YYYY-MM-DD` text, stored as days since the epoch.
+        Date,
+        /// Any value as its compact JSON text.
+        Json,
     }
 }
 
@@ -133,6 +175,23 @@ wire_enum! {
     }
 }
 
+/// Declared Parquet column types by column name, as on the wire (`columnTypes`,
+/// `parquet.columnTypes`).
+pub type ColumnTypes = BTreeMap<String, ColumnType>;
+
+/// `types` as core's column types.
+pub fn column_types_to_core(types: ColumnTypes) -> CoreColumnTypes {
+    types.into_iter().map(|(c, t)| (c, t.into())).collect()
+}
+
+/// Core's column types as on the wire.
+pub fn column_types_from_core(types: &CoreColumnTypes) -> ColumnTypes {
+    types
+        .iter()
+        .map(|(c, t)| (c.clone(), (*t).into()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +209,8 @@ mod tests {
     fn serde_names_match_core() {
         names::<Format, CoreFormat>(Format::ALL);
         names::<Compression, CoreCompression>(Compression::ALL);
+        names::<ParquetCompression, CoreParquetCompression>(ParquetCompression::ALL);
+        names::<ColumnType, CoreColumnType>(ColumnType::ALL);
         names::<DestinationStatus, CoreDestinationStatus>(DestinationStatus::ALL);
         names::<DestinationType, CoreDestinationType>(DestinationType::ALL);
         names::<CredentialsMode, CoreCredentialsMode>(CredentialsMode::ALL);

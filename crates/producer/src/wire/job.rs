@@ -1,14 +1,19 @@
 //! The "job completed" request (`POST /api/v1/deliveries`, `courier enqueue`) and its
 //! validation into core's [`JobCompleted`], whose rows are inline or a reference, never both.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use courier_core::delivery::{
     JobCompleted, MAX_COLUMNS, MAX_ID_LEN, PartnerInventoryId, RowsSource, RowsUrl,
 };
+use courier_core::format::{ColumnTypes, check_column_types};
 use courier_core::rows::{InlineRows, RowsShape};
 use courier_core::{DestinationId, ValidationErrors};
 use serde::Deserialize;
 use utoipa::ToSchema;
+
+use super::enums::{ColumnType, column_types_to_core};
 
 /// The body of `POST /api/v1/deliveries` (and the input of `courier enqueue`), as received.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -34,6 +39,12 @@ pub struct JobCompletedRequest {
     #[serde(default)]
     #[schema(example = "s3://courier-staging/jobs/job-42.ndjson.gz")]
     pub rows_url: Option<String>,
+    /// Parquet column types by column name (`STRING`, `INT64`, `DOUBLE`, `BOOLEAN`,
+    /// `TIMESTAMP`, `DATE`, `JSON`), over the destination's `parquet.columnTypes`; each must
+    /// name one of the columns (when they are known). Other formats ignore them.
+    #[serde(default)]
+    #[schema(example = json!({"score": "DOUBLE"}))]
+    pub column_types: Option<BTreeMap<String, ColumnType>>,
 }
 
 impl JobCompletedRequest {
@@ -105,6 +116,8 @@ impl JobCompletedRequest {
             }
             None => shape.first_keys,
         };
+        let column_types = column_types_to_core(self.column_types.unwrap_or_default());
+        check_column_types_name_columns(&column_types, &columns, &mut errors);
         if columns.len() > MAX_COLUMNS {
             errors.push(
                 "columns",
@@ -130,10 +143,33 @@ impl JobCompletedRequest {
                     completed_at,
                     columns,
                     rows,
+                    column_types,
                 })
             }
             _ => Err(errors),
         }
+    }
+}
+
+/// `columnTypes` names no empty column and, when the columns are known, only columns. With
+/// rows by reference and no `columns`, only the worker knows the columns.
+fn check_column_types_name_columns(
+    types: &ColumnTypes,
+    columns: &[String],
+    errors: &mut ValidationErrors,
+) {
+    errors.check("columnTypes", check_column_types(types));
+    if columns.is_empty() {
+        return;
+    }
+    for name in types
+        .keys()
+        .filter(|n| !n.is_empty() && !columns.contains(n))
+    {
+        errors.push(
+            format!("columnTypes.{name}"),
+            "is not one of the columns (`columns`, or the first row's keys)",
+        );
     }
 }
 
@@ -180,6 +216,29 @@ mod tests {
         let job = parse(body()).unwrap();
         assert_eq!(job.columns, ["hotel", "score"]);
         assert_eq!(job.rows.count(), 2);
+    }
+
+    #[test]
+    fn column_types_must_name_columns_when_the_columns_are_known() {
+        use courier_core::format::ColumnType as CoreColumnType;
+        let mut b = body();
+        b["columnTypes"] = json!({"score": "DOUBLE"});
+        let job = parse(b.clone()).unwrap();
+        assert_eq!(job.column_types.get("score"), Some(&CoreColumnType::Double));
+
+        b["columnTypes"] = json!({"scor": "DOUBLE", "": "INT64"});
+        let errs = parse(b.clone()).unwrap_err();
+        let fields: Vec<&str> = errs.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["columnTypes", "columnTypes.scor"]);
+
+        // Rows by reference without `columns`: only the worker knows the columns.
+        b.as_object_mut().unwrap().remove("rows");
+        b["rowsUrl"] = "https://example.com/rows.ndjson".into();
+        b["columnTypes"] = json!({"anything": "DATE"});
+        assert_eq!(parse(b.clone()).unwrap().column_types.len(), 1);
+
+        b["columnTypes"] = json!({"a": "DECIMAL"});
+        assert!(serde_json::from_value::<JobCompletedRequest>(b).is_err());
     }
 
     #[test]

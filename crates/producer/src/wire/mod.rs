@@ -9,7 +9,7 @@
 //!
 //! | module | types |
 //! | --- | --- |
-//! | [`enums`] | `Format`, `Compression`, `DestinationStatus`, `DestinationType`, `CredentialsMode`, `DeliveryStatus`: the wire twins of core's enums, converted both ways by exhaustive matches |
+//! | [`enums`] | `Format`, `Compression`, `ParquetCompression`, `ColumnType`, `DestinationStatus`, `DestinationType`, `CredentialsMode`, `DeliveryStatus`: the wire twins of core's enums, converted both ways by exhaustive matches |
 //! | [`destination`] | the destination request, its validation, the destination as shown |
 //! | [`job`] | the "job completed" request and its validation |
 //! | [`record`] | a delivery record as shown, and the answer to an accepted delivery |
@@ -21,9 +21,12 @@ pub mod job;
 pub mod probe;
 pub mod record;
 
-pub use destination::{DestinationPage, DestinationRequest, DestinationView, S3Request};
+pub use destination::{
+    DestinationPage, DestinationRequest, DestinationView, ParquetRequest, ParquetView, S3Request,
+};
 pub use enums::{
-    Compression, CredentialsMode, DeliveryStatus, DestinationStatus, DestinationType, Format,
+    ColumnType, Compression, CredentialsMode, DeliveryStatus, DestinationStatus, DestinationType,
+    Format, ParquetCompression,
 };
 pub use job::JobCompletedRequest;
 pub use probe::ProbeReport;

@@ -32,8 +32,46 @@ fn spec(name: &str, status: DestinationStatus) -> DestinationSpec {
         },
         format: Format::Csv,
         compression: Compression::Gzip,
+        parquet: Default::default(),
         status,
     }
+}
+
+#[tokio::test]
+async fn parquet_settings_round_trip_and_default_when_absent() {
+    use courier_core::format::{ColumnType, ParquetCompression, ParquetOptions};
+    let ns = ns().await;
+    let mut c = ns.conn.clone();
+    let store = DestinationStore::new(ns.conn.clone(), ns.keys.clone(), Some(cipher()));
+    let acme = tenant("acme");
+    let mut parquet = spec("pq", DestinationStatus::Active);
+    parquet.format = Format::Parquet;
+    parquet.compression = Compression::None;
+    parquet.parquet = ParquetOptions {
+        compression: ParquetCompression::Snappy,
+        column_types: [("at".to_owned(), ColumnType::Timestamp)].into(),
+    };
+    let d = store.create(&acme, parquet.clone()).await.unwrap();
+    assert_eq!(
+        store.get(&acme, &d.id).await.unwrap().unwrap().spec,
+        parquet
+    );
+
+    // A destination saved before Parquet existed has no `parquet` field: the defaults.
+    let csv = store
+        .create(&acme, spec("old", DestinationStatus::Active))
+        .await
+        .unwrap();
+    let key = ns.keys.destination(&csv.id);
+    let raw: String = c.get(&key).await.unwrap();
+    let mut stored: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert!(
+        stored.as_object_mut().unwrap().remove("parquet").is_some(),
+        "{raw}"
+    );
+    let _: () = c.set(&key, stored.to_string()).await.unwrap();
+    let read = store.get(&acme, &csv.id).await.unwrap().unwrap();
+    assert_eq!(read.spec.parquet, ParquetOptions::default());
 }
 
 #[tokio::test]
