@@ -69,23 +69,28 @@ pub async fn run(services: &Services, p: &Params) -> Vec<Line> {
         match small::run(services, small::Feed::Drain, &params).await {
             Ok(run) => {
                 let per_sec = run.per_sec();
-                let bound = if run.worker_cores < 0.8 && run.cores_busy < 0.8 * cores() {
-                    "concurrency (the worker's CPU is mostly idle)"
+                // One worker can use every core (its runtime has a thread per core): the run
+                // is CPU-bound when the machine's cores are nearly all busy with its processes.
+                let bound = if run.cores_busy < 0.8 * cores() {
+                    "concurrency"
                 } else {
                     "CPU"
                 };
                 let mut detail = format!(
-                    "bounded by {bound}: the worker kept {:.2} cores busy, all processes {:.1} \
-                     of {}; CPU per delivery: {}; {:.0} Redis commands per delivery",
-                    run.worker_cores,
+                    "bounded by {bound}: {:.1} of {} cores busy (the worker {:.2}); worker CPU \
+                     per delivery {:.1} ms, workers + Redis {:.1} ms; {:.0} Redis commands per \
+                     delivery",
                     run.cores_busy,
                     cores(),
-                    run.cpu_per_delivery,
+                    run.worker_cores,
+                    run.worker_cores * run.elapsed.as_secs_f64() * 1000.0
+                        / run.deliveries.max(1) as f64,
+                    run.workers_redis_cpu * 1000.0,
                     run.redis_commands
                 );
                 if let Some(c) = cap {
                     detail.push_str(&format!(
-                        "; {c} in flight ÷ {ms} ms = {} deliveries/s if each took one round trip",
+                        "; {c} in flight ÷ {ms} ms = {}/s at one round trip each",
                         rate(c as f64 / p.rtt.as_secs_f64())
                     ));
                 }
