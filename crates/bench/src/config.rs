@@ -60,7 +60,7 @@ pub struct Settings {
     /// Round-trip time the latency proxy adds, half each way (`BENCH_REMOTE_RTT_MS`, 50).
     pub remote_rtt: Duration,
     /// `COURIER_WORKER_CONCURRENCY` values of the remote runs after the one with the
-    /// worker's defaults (`BENCH_REMOTE_CONCURRENCY`, `32,64`).
+    /// worker's defaults (`BENCH_REMOTE_CONCURRENCY`, `8,32,64`).
     pub remote_concurrency: Vec<usize>,
     /// Small deliveries the Celery peer and Courier each drain (`BENCH_PEER_DELIVERIES`, 2,000).
     pub peer_deliveries: usize,
@@ -158,7 +158,7 @@ impl Settings {
             redis_appendfsync: var("BENCH_REDIS_APPENDFSYNC").unwrap_or_else(|| "always".into()),
             remote_deliveries: number("BENCH_REMOTE_DELIVERIES", 2_000)?,
             remote_rtt: Duration::from_millis(number("BENCH_REMOTE_RTT_MS", 50)? as u64),
-            remote_concurrency: list("BENCH_REMOTE_CONCURRENCY", "32,64", |s| {
+            remote_concurrency: list("BENCH_REMOTE_CONCURRENCY", "8,32,64", |s| {
                 s.parse::<usize>()
                     .ok()
                     .filter(|n| *n > 0)

@@ -70,18 +70,22 @@ pub async fn run(services: &Services, p: &Params) -> Vec<Line> {
             Ok(run) => {
                 let per_sec = run.per_sec();
                 // One worker can use every core (its runtime has a thread per core): the run
-                // is CPU-bound when the machine's cores are nearly all busy with its processes.
-                let bound = if run.cores_busy < 0.8 * cores() {
+                // is CPU-bound when the machine's cores are nearly all busy, whoever keeps
+                // them busy (on a shared machine, not only the run's processes).
+                let busy = run.machine_cores.unwrap_or(run.cores_busy);
+                let bound = if busy < 0.8 * cores() {
                     "concurrency"
-                } else {
+                } else if run.cores_busy >= 0.5 * busy {
                     "CPU"
+                } else {
+                    "CPU, mostly taken by processes outside the run (rerun on a quiet machine)"
                 };
                 let mut detail = format!(
-                    "bounded by {bound}: {:.1} of {} cores busy (the worker {:.2}); worker CPU \
-                     per delivery {:.1} ms, workers + Redis {:.1} ms; {:.0} Redis commands per \
-                     delivery",
-                    run.cores_busy,
+                    "bounded by {bound}: {busy:.1} of {} cores busy, {:.1} by the run (the worker \
+                     {:.2}); worker CPU per delivery {:.1} ms, workers + Redis {:.1} ms; {:.0} \
+                     Redis commands per delivery",
                     cores(),
+                    run.cores_busy,
                     run.worker_cores,
                     run.worker_cores * run.elapsed.as_secs_f64() * 1000.0
                         / run.deliveries.max(1) as f64,

@@ -57,6 +57,9 @@ pub struct Run {
     pub workers_redis_cpu: f64,
     /// Cores the workers alone kept busy on average in the timed window.
     pub worker_cores: f64,
+    /// Cores the whole machine kept busy on average in the timed window (other processes
+    /// included), if `/proc/stat` could be read.
+    pub machine_cores: Option<f64>,
 }
 
 impl Run {
@@ -149,6 +152,7 @@ pub async fn run(services: &Services, feed: Feed, p: &Params) -> anyhow::Result<
             let groups = cluster.cpu_groups();
             let own = own_groups(&groups);
             let own0 = cpu::Sample::take(&own);
+            let machine0 = cpu::machine_busy_seconds();
             let cpu0 = cpu::Sample::take(&groups);
             let cmds0 = cluster
                 .redis_info("stats", "total_commands_processed")
@@ -162,6 +166,7 @@ pub async fn run(services: &Services, feed: Feed, p: &Params) -> anyhow::Result<
             let end = delivered?;
             let cpu1 = cpu::Sample::take(&groups);
             let own1 = cpu::Sample::take(&own);
+            let machine1 = cpu::machine_busy_seconds();
             let cmds1 = cluster
                 .redis_info("stats", "total_commands_processed")
                 .await?;
@@ -175,6 +180,9 @@ pub async fn run(services: &Services, feed: Feed, p: &Params) -> anyhow::Result<
                 cores_busy: cpu0.total(&cpu1) / (end - start).as_secs_f64(),
                 workers_redis_cpu: own0.total(&own1) / deliveries.max(1) as f64,
                 worker_cores: own0.first(&own1) / (end - start).as_secs_f64(),
+                machine_cores: machine0
+                    .zip(machine1)
+                    .map(|(m0, m1)| (m1 - m0) / (end - start).as_secs_f64()),
             }
         }
         Feed::Drain => {
@@ -184,6 +192,7 @@ pub async fn run(services: &Services, feed: Feed, p: &Params) -> anyhow::Result<
             let groups = cluster.cpu_groups();
             let own = own_groups(&groups);
             let own0 = cpu::Sample::take(&own);
+            let machine0 = cpu::machine_busy_seconds();
             let cpu0 = cpu::Sample::take(&groups);
             let cmds0 = cluster
                 .redis_info("stats", "total_commands_processed")
@@ -198,6 +207,7 @@ pub async fn run(services: &Services, feed: Feed, p: &Params) -> anyhow::Result<
             let end = wait_delivered(&cluster, p.deliveries as u64).await?;
             let cpu1 = cpu::Sample::take(&groups);
             let own1 = cpu::Sample::take(&own);
+            let machine1 = cpu::machine_busy_seconds();
             let cmds1 = cluster
                 .redis_info("stats", "total_commands_processed")
                 .await?;
@@ -211,6 +221,9 @@ pub async fn run(services: &Services, feed: Feed, p: &Params) -> anyhow::Result<
                 cores_busy: cpu0.total(&cpu1) / (end - start).as_secs_f64(),
                 workers_redis_cpu: own0.total(&own1) / deliveries.max(1) as f64,
                 worker_cores: own0.first(&own1) / (end - start).as_secs_f64(),
+                machine_cores: machine0
+                    .zip(machine1)
+                    .map(|(m0, m1)| (m1 - m0) / (end - start).as_secs_f64()),
             }
         }
     };
