@@ -231,6 +231,8 @@ async fn peer_run(services: &Services, p: &Params) -> anyhow::Result<PeerRun> {
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", std::env::var("HOME").unwrap_or_default())
+            // No __pycache__ in the clone.
+            .env("PYTHONDONTWRITEBYTECODE", "1")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))

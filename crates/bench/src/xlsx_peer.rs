@@ -108,6 +108,7 @@ fn xlsxwriter_pass(python: &Path, n: usize, dir: &Path) -> anyhow::Result<f64> {
         .arg(dir)
         .arg("1")
         .current_dir(peer_dir())
+        .env("PYTHONDONTWRITEBYTECODE", "1")
         .output()
         .context("running xlsx_peer.py")?;
     if !out.status.success() {
