@@ -32,7 +32,7 @@ fmt:
 # Throughput and memory against a Redis and a Garage it starts itself; prints one Markdown
 # table (docs/benchmarks.md). Sizes: BENCH_* variables, see crates/bench/src/config.rs.
 bench:
-	scripts/ensure-tools.sh
+	scripts/ensure-tools.sh --python
 	$(CARGO) build --release -p courier -p courier-bench -p courier-test-support
 	$${CARGO_TARGET_DIR:-target}/release/courier-bench
 

@@ -224,7 +224,7 @@ impl<'s> Cluster<'s> {
     }
 
     /// Like [`add_workers`](Self::add_workers), with `extra` environment (which wins over
-    /// the bench-wide `BENCH_WORKER_ENV`).
+    /// the bench-wide `BENCH_WORKER_ENV`; an empty value unsets a variable).
     pub async fn add_workers_with(
         &mut self,
         n: usize,
@@ -325,9 +325,17 @@ impl<'s> Cluster<'s> {
             .env("REDIS_URL", self.redis.url())
             .env("COURIER_SECRET_KEY", &self.secret_key)
             .env("COURIER_API_TOKENS", format!("{TOKEN}=bench"))
-            .env("COURIER_ALLOW_PRIVATE_ENDPOINTS", "true")
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
+            .env("COURIER_ALLOW_PRIVATE_ENDPOINTS", "true");
+        // In order, so that a later entry wins; an empty value unsets the variable (the
+        // worker's own default then applies).
+        for (k, v) in env {
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::from(file.try_clone()?))
             .stderr(Stdio::from(file));
         let child = cmd

@@ -54,8 +54,30 @@ pub struct Settings {
     /// Redis's `appendfsync` for the runs (`BENCH_REDIS_APPENDFSYNC`, `always`, as in
     /// `deploy/redis.conf`); `everysec` or `no` show what the per-write fsync costs.
     pub redis_appendfsync: String,
-    /// Sections to run (`BENCH_ONLY`, comma-separated from `ceiling,e2e,render,big,enqueue`;
-    /// all by default). The end-to-end percentages need the ceiling.
+    /// Small deliveries of each run against the store behind the latency proxy
+    /// (`BENCH_REMOTE_DELIVERIES`, 2,000).
+    pub remote_deliveries: usize,
+    /// Round-trip time the latency proxy adds, half each way (`BENCH_REMOTE_RTT_MS`, 50).
+    pub remote_rtt: Duration,
+    /// `COURIER_WORKER_CONCURRENCY` values of the remote runs after the one with the
+    /// worker's defaults (`BENCH_REMOTE_CONCURRENCY`, `8,32,64`).
+    pub remote_concurrency: Vec<usize>,
+    /// Small deliveries the Celery peer and Courier each drain (`BENCH_PEER_DELIVERIES`, 2,000).
+    pub peer_deliveries: usize,
+    /// Rows of each of them (`BENCH_PEER_ROWS`, 1,000).
+    pub peer_rows: usize,
+    /// Prefork processes of the Celery worker (`BENCH_PEER_PROCESSES`, 4).
+    pub peer_processes: usize,
+    /// Courier workers the peer is compared with (`BENCH_PEER_COURIER_WORKERS`, 2).
+    pub peer_courier_workers: usize,
+    /// Rows xlsxwriter and Courier's XLSX renderer each write (`BENCH_XLSX_PEER_ROWS`, 100,000).
+    pub xlsx_peer_rows: usize,
+    /// The Python with Celery, boto3 and xlsxwriter (`BENCH_PYTHON`, default
+    /// `$COURIER_TOOLS/venv/bin/python`, made by `scripts/ensure-tools.sh --python`).
+    pub python: PathBuf,
+    /// Sections to run (`BENCH_ONLY`, comma-separated from
+    /// `ceiling,e2e,render,big,enqueue,remote,peer`; all by default). The end-to-end
+    /// percentages need the ceiling.
     pub sections: BTreeSet<Section>,
 }
 
@@ -67,15 +89,19 @@ pub enum Section {
     Render,
     Big,
     Enqueue,
+    Remote,
+    Peer,
 }
 
 impl Section {
-    const ALL: [(Section, &'static str); 5] = [
+    const ALL: [(Section, &'static str); 7] = [
         (Section::Ceiling, "ceiling"),
         (Section::EndToEnd, "e2e"),
         (Section::Render, "render"),
         (Section::Big, "big"),
         (Section::Enqueue, "enqueue"),
+        (Section::Remote, "remote"),
+        (Section::Peer, "peer"),
     ];
 }
 
@@ -130,15 +156,38 @@ impl Settings {
                 })
                 .collect::<anyhow::Result<_>>()?,
             redis_appendfsync: var("BENCH_REDIS_APPENDFSYNC").unwrap_or_else(|| "always".into()),
-            sections: list("BENCH_ONLY", "ceiling,e2e,render,big,enqueue", |s| {
-                Section::ALL
+            remote_deliveries: number("BENCH_REMOTE_DELIVERIES", 2_000)?,
+            remote_rtt: Duration::from_millis(number("BENCH_REMOTE_RTT_MS", 50)? as u64),
+            remote_concurrency: list("BENCH_REMOTE_CONCURRENCY", "8,32,64", |s| {
+                s.parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .context("a concurrency is a positive number")
+            })?,
+            peer_deliveries: number("BENCH_PEER_DELIVERIES", 2_000)?,
+            peer_rows: number("BENCH_PEER_ROWS", 1_000)?,
+            peer_processes: number("BENCH_PEER_PROCESSES", 4)?,
+            peer_courier_workers: number("BENCH_PEER_COURIER_WORKERS", 2)?,
+            xlsx_peer_rows: number("BENCH_XLSX_PEER_ROWS", 100_000)?,
+            python: match var("BENCH_PYTHON") {
+                Some(p) => PathBuf::from(p),
+                None => courier_test_support::tools_dir().join("venv/bin/python"),
+            },
+            sections: list(
+                "BENCH_ONLY",
+                "ceiling,e2e,render,big,enqueue,remote,peer",
+                |s| {
+                    Section::ALL
                     .into_iter()
                     .find(|(_, name)| name.eq_ignore_ascii_case(s))
                     .map(|(section, _)| section)
                     .with_context(|| {
-                        format!("`{s}` is not one of ceiling, e2e, render, big, enqueue")
+                        format!(
+                            "`{s}` is not one of ceiling, e2e, render, big, enqueue, remote, peer"
+                        )
                     })
-            })?
+                },
+            )?
             .into_iter()
             .collect(),
         })

@@ -111,6 +111,14 @@ impl Sample {
         parts.join(", ")
     }
 
+    /// The CPU seconds of the first group between `self` and `later`.
+    pub fn first(&self, later: &Sample) -> f64 {
+        match (self.groups.first(), later.groups.first()) {
+            (Some((_, before)), Some((_, after))) => after - before,
+            _ => 0.0,
+        }
+    }
+
     /// The CPU seconds of all groups between `self` and `later`.
     pub fn total(&self, later: &Sample) -> f64 {
         self.groups

@@ -6,7 +6,10 @@
 //! 2. small deliveries end to end through 1, 2 and 4 workers ([`small`]),
 //! 3. the renderers alone ([`renderer`]),
 //! 4. one big result per format passed by reference, with the worker's peak RSS ([`big`]),
-//! 5. the enqueue rate and Redis memory per waiting delivery ([`enqueue`]).
+//! 5. the enqueue rate and Redis memory per waiting delivery ([`enqueue`]),
+//! 6. small deliveries to a store 50 ms away, behind a latency proxy ([`latency`], [`proxy`]),
+//! 7. the Celery + boto3 peer against Courier on the same Garage ([`peer`]), and Python's
+//!    xlsxwriter against Courier's XLSX renderer ([`xlsx_peer`]).
 //!
 //! Progress goes to stderr; stdout gets only the machine description and the table. Sizes
 //! come from `BENCH_*` variables ([`config`]). A measurement that fails is a table line
@@ -19,11 +22,15 @@ mod cluster;
 mod config;
 mod cpu;
 mod enqueue;
+mod latency;
 mod machine;
+mod peer;
+mod proxy;
 mod renderer;
 mod rows;
 mod small;
 mod table;
+mod xlsx_peer;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -51,6 +58,11 @@ async fn main() -> anyhow::Result<()> {
     // The renderers first, while nothing else runs on the machine.
     let render_lines = if settings.runs(Section::Render) {
         renderer::run(settings.render_rows)
+    } else {
+        Vec::new()
+    };
+    let xlsx_peer_lines = if settings.runs(Section::Peer) {
+        xlsx_peer::run(&settings.python, settings.xlsx_peer_rows)
     } else {
         Vec::new()
     };
@@ -103,6 +115,39 @@ async fn main() -> anyhow::Result<()> {
             )
             .await,
         );
+    }
+
+    if settings.runs(Section::Remote) {
+        lines.extend(
+            latency::run(
+                &services,
+                &latency::Params {
+                    rows: settings.small_rows,
+                    deliveries: settings.remote_deliveries,
+                    enqueuers: settings.small_enqueuers,
+                    rtt: settings.remote_rtt,
+                    concurrency: settings.remote_concurrency.clone(),
+                },
+            )
+            .await,
+        );
+    }
+    if settings.runs(Section::Peer) {
+        lines.extend(
+            peer::run(
+                &services,
+                &peer::Params {
+                    deliveries: settings.peer_deliveries,
+                    rows: settings.peer_rows,
+                    processes: settings.peer_processes,
+                    courier_workers: settings.peer_courier_workers,
+                    enqueuers: settings.small_enqueuers,
+                    python: settings.python.clone(),
+                },
+            )
+            .await,
+        );
+        lines.extend(xlsx_peer_lines);
     }
 
     // Everything the bench started is stopped and reaped from here on, so its CPU time is
@@ -251,11 +296,13 @@ async fn end_to_end(
         let in_flight = workers * settings.worker_concurrency;
         let n = int(settings.small_deliveries as u64);
         let params = small::Params {
-            rows: settings.small_rows,
-            deliveries: settings.small_deliveries,
-            workers,
-            enqueuers: settings.small_enqueuers,
             upload_cap: Some(in_flight),
+            ..small::Params::new(
+                settings.small_rows,
+                settings.small_deliveries,
+                workers,
+                settings.small_enqueuers,
+            )
         };
         runs.push((
             format!("End to end, {workers} worker{}", plural(workers)),
@@ -291,13 +338,7 @@ async fn end_to_end(
             int(n as u64)
         ),
         small::Feed::Live,
-        small::Params {
-            rows: settings.small_rows,
-            deliveries: n,
-            workers,
-            enqueuers: settings.small_enqueuers,
-            upload_cap: None,
-        },
+        small::Params::new(settings.small_rows, n, workers, settings.small_enqueuers),
     ));
 
     for (name, setup, feed, params) in runs {

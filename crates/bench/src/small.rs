@@ -52,6 +52,14 @@ pub struct Run {
     pub cores_busy: f64,
     /// Commands Redis processed per delivery in the timed window.
     pub redis_commands: f64,
+    /// CPU seconds of the workers and Redis together per delivery (what the peer is
+    /// compared on).
+    pub workers_redis_cpu: f64,
+    /// Cores the workers alone kept busy on average in the timed window.
+    pub worker_cores: f64,
+    /// Cores the whole machine kept busy on average in the timed window (other processes
+    /// included), if `/proc/stat` could be read.
+    pub machine_cores: Option<f64>,
 }
 
 impl Run {
@@ -71,35 +79,80 @@ pub struct Params {
     pub enqueuers: usize,
     /// `COURIER_MAX_UPLOADS_PER_DESTINATION` of the workers; `None` keeps the worker's default.
     pub upload_cap: Option<usize>,
+    /// More worker environment (wins over the above), e.g. `COURIER_WORKER_CONCURRENCY`.
+    pub worker_env: Vec<(&'static str, String)>,
+    /// The S3 endpoint the destination names; `None` is the Garage itself (a latency proxy
+    /// in front of it otherwise).
+    pub endpoint: Option<String>,
+    /// Added to the run's name, which names its Redis, logs and object prefix.
+    pub label: String,
+}
+
+impl Params {
+    /// `n` deliveries of `rows` rows through `workers` workers with the worker's defaults.
+    pub fn new(rows: usize, deliveries: usize, workers: usize, enqueuers: usize) -> Self {
+        Params {
+            rows,
+            deliveries,
+            workers,
+            enqueuers,
+            upload_cap: None,
+            worker_env: Vec::new(),
+            endpoint: None,
+            label: String::new(),
+        }
+    }
 }
 
 pub async fn run(services: &Services, feed: Feed, p: &Params) -> anyhow::Result<Run> {
     let name = format!(
-        "e2e-{}-{}w{}",
+        "e2e-{}-{}w{}{}",
         feed.name(),
         p.workers,
         if p.upload_cap.is_none() {
             "-default-cap"
         } else {
             ""
-        }
+        },
+        p.label
     );
     let mut cluster = Cluster::start(services, &name).await?;
     let prefix = format!("{name}/");
-    let dest = cluster
-        .create_destination(&prefix, Format::Csv, Compression::None)
-        .await?;
+    let dest = match &p.endpoint {
+        None => {
+            cluster
+                .create_destination(&prefix, Format::Csv, Compression::None)
+                .await?
+        }
+        Some(endpoint) => {
+            cluster
+                .api
+                .create_destination(
+                    endpoint,
+                    BUCKET,
+                    &services.key,
+                    &prefix,
+                    Format::Csv,
+                    Compression::None,
+                )
+                .await?
+        }
+    };
     let bodies = JobBodies::new(&dest, p.rows);
-    let cap_env: Vec<(&str, String)> = p
+    let mut cap_env: Vec<(&str, String)> = p
         .upload_cap
         .map(|cap| ("COURIER_MAX_UPLOADS_PER_DESTINATION", cap.to_string()))
         .into_iter()
         .collect();
+    cap_env.extend(p.worker_env.iter().cloned());
 
     let result = match feed {
         Feed::Live => {
             cluster.add_workers_with(p.workers, &cap_env).await?;
             let groups = cluster.cpu_groups();
+            let own = own_groups(&groups);
+            let own0 = cpu::Sample::take(&own);
+            let machine0 = cpu::machine_busy_seconds();
             let cpu0 = cpu::Sample::take(&groups);
             let cmds0 = cluster
                 .redis_info("stats", "total_commands_processed")
@@ -112,6 +165,8 @@ pub async fn run(services: &Services, feed: Feed, p: &Params) -> anyhow::Result<
             let enqueue_elapsed = enqueued?;
             let end = delivered?;
             let cpu1 = cpu::Sample::take(&groups);
+            let own1 = cpu::Sample::take(&own);
+            let machine1 = cpu::machine_busy_seconds();
             let cmds1 = cluster
                 .redis_info("stats", "total_commands_processed")
                 .await?;
@@ -123,6 +178,11 @@ pub async fn run(services: &Services, feed: Feed, p: &Params) -> anyhow::Result<
                 enqueue_elapsed,
                 cpu_per_delivery: cpu0.per_unit(&cpu1, deliveries),
                 cores_busy: cpu0.total(&cpu1) / (end - start).as_secs_f64(),
+                workers_redis_cpu: own0.total(&own1) / deliveries.max(1) as f64,
+                worker_cores: own0.first(&own1) / (end - start).as_secs_f64(),
+                machine_cores: machine0
+                    .zip(machine1)
+                    .map(|(m0, m1)| (m1 - m0) / (end - start).as_secs_f64()),
             }
         }
         Feed::Drain => {
@@ -130,6 +190,9 @@ pub async fn run(services: &Services, feed: Feed, p: &Params) -> anyhow::Result<
                 enqueue_all(&cluster, &bodies, &name, p.deliveries, p.enqueuers).await?;
             cluster.add_workers_with(p.workers, &cap_env).await?;
             let groups = cluster.cpu_groups();
+            let own = own_groups(&groups);
+            let own0 = cpu::Sample::take(&own);
+            let machine0 = cpu::machine_busy_seconds();
             let cpu0 = cpu::Sample::take(&groups);
             let cmds0 = cluster
                 .redis_info("stats", "total_commands_processed")
@@ -143,6 +206,8 @@ pub async fn run(services: &Services, feed: Feed, p: &Params) -> anyhow::Result<
             let before = outcomes(&cluster.api, &urls).await?.delivered;
             let end = wait_delivered(&cluster, p.deliveries as u64).await?;
             let cpu1 = cpu::Sample::take(&groups);
+            let own1 = cpu::Sample::take(&own);
+            let machine1 = cpu::machine_busy_seconds();
             let cmds1 = cluster
                 .redis_info("stats", "total_commands_processed")
                 .await?;
@@ -154,6 +219,11 @@ pub async fn run(services: &Services, feed: Feed, p: &Params) -> anyhow::Result<
                 enqueue_elapsed,
                 cpu_per_delivery: cpu0.per_unit(&cpu1, deliveries),
                 cores_busy: cpu0.total(&cpu1) / (end - start).as_secs_f64(),
+                workers_redis_cpu: own0.total(&own1) / deliveries.max(1) as f64,
+                worker_cores: own0.first(&own1) / (end - start).as_secs_f64(),
+                machine_cores: machine0
+                    .zip(machine1)
+                    .map(|(m0, m1)| (m1 - m0) / (end - start).as_secs_f64()),
             }
         }
     };
@@ -168,6 +238,15 @@ pub async fn run(services: &Services, feed: Feed, p: &Params) -> anyhow::Result<
         );
     }
     Ok(result)
+}
+
+/// The workers and Redis of `groups`, the workers first.
+fn own_groups(groups: &[(&'static str, Vec<u32>)]) -> Vec<(&'static str, Vec<u32>)> {
+    groups
+        .iter()
+        .filter(|(name, _)| *name == "workers" || *name == "Redis")
+        .cloned()
+        .collect()
 }
 
 /// Enqueues `n` jobs with `concurrency` requests in flight; returns how long it took.
@@ -223,7 +302,7 @@ async fn wait_delivered(cluster: &Cluster<'_>, n: u64) -> anyhow::Result<Instant
     }
 }
 
-async fn count_objects(s3: &aws_sdk_s3::Client, prefix: &str) -> anyhow::Result<usize> {
+pub async fn count_objects(s3: &aws_sdk_s3::Client, prefix: &str) -> anyhow::Result<usize> {
     let mut pages = s3
         .list_objects_v2()
         .bucket(BUCKET)
