@@ -79,6 +79,7 @@ pub fn record(
 ) -> DeliveryRecord {
     let json = json!({
         "id": id,
+        "tenant": tenant,
         "destinationId": dest,
         "jobId": job,
         "partnerInventoryId": "INV-1",
@@ -91,9 +92,7 @@ pub fn record(
         "enqueuedAt": enqueued_at,
         "updatedAt": enqueued_at,
     });
-    let mut r: DeliveryRecord = serde_json::from_value(json).expect("a delivery record");
-    r.tenant = tenant.clone();
-    r
+    serde_json::from_value(json).expect("a delivery record")
 }
 
 /// The delivery ids of the tasks waiting in the queue (apalis-redis keeps pushed tasks in
