@@ -135,9 +135,24 @@ impl Api {
         token: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> (u16, axum::http::HeaderMap, Value) {
+        self.call_with_headers(method, path, token, body, &[]).await
+    }
+
+    /// [`Api::call_full`] with extra request headers.
+    pub async fn call_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+        headers: &[(&str, &str)],
+    ) -> (u16, axum::http::HeaderMap, Value) {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(t) = token {
             req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        for (name, value) in headers {
+            req = req.header(*name, *value);
         }
         let req = match body {
             Some(b) => req
@@ -163,21 +178,15 @@ impl Api {
         body: &Value,
         key: &str,
     ) -> (u16, axum::http::HeaderMap, Value) {
-        let req = Request::builder()
-            .method(Method::POST)
-            .uri("/api/v1/deliveries")
-            .header(header::AUTHORIZATION, format!("Bearer {TOKEN}"))
-            .header(header::CONTENT_TYPE, "application/json")
-            .header("Idempotency-Key", key)
-            .body(Body::from(serde_json::to_vec(body).unwrap()))
-            .unwrap();
-        let resp = self.router.clone().oneshot(req).await.unwrap();
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
-            .await
-            .unwrap();
-        (status, headers, serde_json::from_slice(&bytes).unwrap())
+        let body = Some(serde_json::to_vec(body).unwrap());
+        self.call_with_headers(
+            Method::POST,
+            "/api/v1/deliveries",
+            Some(TOKEN),
+            body,
+            &[("Idempotency-Key", key)],
+        )
+        .await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
