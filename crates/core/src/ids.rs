@@ -6,6 +6,19 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use ulid::Ulid;
 
+/// A ULID greater than the last one this process made: within one millisecond the random
+/// part counts up instead of being drawn again (`ulid::Generator`).
+fn monotonic_ulid() -> Ulid {
+    static GENERATOR: std::sync::Mutex<ulid::Generator> =
+        std::sync::Mutex::new(ulid::Generator::new());
+    GENERATOR
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .generate()
+        // Only 2^80 ids in one millisecond overflow it; a fresh random one is still unique.
+        .unwrap_or_else(|_| Ulid::new())
+}
+
 macro_rules! prefixed_id {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
         $(#[$doc])*
@@ -16,9 +29,11 @@ macro_rules! prefixed_id {
         impl $name {
             pub const PREFIX: &'static str = $prefix;
 
-            /// A fresh id, unique across the fleet.
+            /// A fresh id, unique across the fleet, and greater than every id this process
+            /// generated before (so lists ordered by id are in creation order, even for ids
+            /// made within one millisecond).
             pub fn generate() -> Self {
-                Self(format!("{}{}", $prefix, Ulid::new()))
+                Self(format!("{}{}", $prefix, monotonic_ulid()))
             }
 
             /// Parses an id as it appears in a URL or a request body.
@@ -113,6 +128,12 @@ mod tests {
         assert_eq!(DestinationId::parse(id.as_str()).unwrap(), id);
         assert!(DeliveryId::parse(id.as_str()).is_err(), "prefix is checked");
         assert!(DestinationId::parse("dst_nope").is_err());
+    }
+
+    #[test]
+    fn ids_made_in_one_millisecond_still_sort_in_creation_order() {
+        let ids: Vec<DestinationId> = (0..10_000).map(|_| DestinationId::generate()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "strictly increasing");
     }
 
     #[test]
