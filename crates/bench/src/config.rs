@@ -19,9 +19,6 @@ pub struct Settings {
     pub small_rows: usize,
     /// Small deliveries per end-to-end run (`BENCH_SMALL_DELIVERIES`, 500).
     pub small_deliveries: usize,
-    /// Small deliveries of the extra end-to-end run with the worker's default upload cap per
-    /// destination (`BENCH_CAPPED_DELIVERIES`, 100).
-    pub capped_deliveries: usize,
     /// Worker processes of each end-to-end run (`BENCH_WORKERS`, `1,2,4`).
     pub worker_counts: Vec<usize>,
     /// Deliveries each worker handles at once, `COURIER_WORKER_CONCURRENCY`
@@ -124,7 +121,6 @@ impl Settings {
             courier_bin,
             small_rows: number("BENCH_SMALL_ROWS", 1_000)?,
             small_deliveries: number("BENCH_SMALL_DELIVERIES", 500)?,
-            capped_deliveries: number("BENCH_CAPPED_DELIVERIES", 100)?,
             worker_counts: list("BENCH_WORKERS", "1,2,4", |s| {
                 s.parse::<usize>()
                     .ok()

@@ -34,7 +34,7 @@ pub async fn run(services: &Services, p: &Params) -> Vec<Line> {
         Err(e) => return vec![Line::failed("6", "Store 50 ms away", &format!("{e:#}"))],
     };
     // The worker's defaults: neither COURIER_WORKER_CONCURRENCY (which the bench sets for
-    // the other rows) nor the upload cap.
+    // the other rows) nor the limit on uploads per destination.
     let mut runs = vec![(
         "default settings".to_owned(),
         None,
@@ -42,7 +42,7 @@ pub async fn run(services: &Services, p: &Params) -> Vec<Line> {
     )];
     for &c in &p.concurrency {
         runs.push((
-            format!("COURIER_WORKER_CONCURRENCY={c}, upload cap {c}"),
+            format!("COURIER_WORKER_CONCURRENCY={c}, upload limit fixed at {c}"),
             Some(c),
             vec![("COURIER_WORKER_CONCURRENCY", c.to_string())],
         ));

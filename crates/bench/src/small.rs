@@ -77,7 +77,8 @@ pub struct Params {
     pub deliveries: usize,
     pub workers: usize,
     pub enqueuers: usize,
-    /// `COURIER_MAX_UPLOADS_PER_DESTINATION` of the workers; `None` keeps the worker's default.
+    /// A fixed limit on concurrent uploads per destination (the adaptive limit's lowest,
+    /// first and most all set to it); `None` keeps the worker's adaptive default.
     pub upload_cap: Option<usize>,
     /// More worker environment (wins over the above), e.g. `COURIER_WORKER_CONCURRENCY`.
     pub worker_env: Vec<(&'static str, String)>,
@@ -141,8 +142,15 @@ pub async fn run(services: &Services, feed: Feed, p: &Params) -> anyhow::Result<
     let bodies = JobBodies::new(&dest, p.rows);
     let mut cap_env: Vec<(&str, String)> = p
         .upload_cap
-        .map(|cap| ("COURIER_MAX_UPLOADS_PER_DESTINATION", cap.to_string()))
         .into_iter()
+        .flat_map(|cap| {
+            [
+                "COURIER_MIN_UPLOADS_PER_DESTINATION",
+                "COURIER_INITIAL_UPLOADS_PER_DESTINATION",
+                "COURIER_MAX_UPLOADS_PER_DESTINATION",
+            ]
+            .map(|name| (name, cap.to_string()))
+        })
         .collect();
     cap_env.extend(p.worker_env.iter().cloned());
 

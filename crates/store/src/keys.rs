@@ -158,6 +158,12 @@ impl Keys {
         format!("{}:destination:{id}:upload-slots:moved", self.ns)
     }
 
+    /// Hash of a destination's learned limit on concurrent uploads: `limit` (fractional),
+    /// `rtt` (moving average of one-request uploads, ms), `cutAt` (last decrease, ms).
+    pub fn upload_limit(&self, id: &DestinationId) -> String {
+        format!("{}:destination:{id}:upload-limit", self.ns)
+    }
+
     /// The lock of one object key of a destination.
     pub fn object_lock(&self, id: &DestinationId, key: &str) -> String {
         format!("{}:destination:{id}:object-lock:{key}", self.ns)

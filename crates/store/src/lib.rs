@@ -45,7 +45,7 @@ pub use keys::{Keys, QueueKeys};
 pub use queue::DeliveryQueue;
 pub use records::{Page, RecordFilter, RecordStore};
 pub use retention::{Janitor, Swept};
-pub use slots::{Claim, UploadSlots};
+pub use slots::{Claim, Concurrency, LimitChange, Released, Signal, UploadSlots};
 pub use stats::{QueueStats, StatsReader};
 
 /// Errors talking to Redis or decoding what it holds.

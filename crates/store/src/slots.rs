@@ -1,12 +1,16 @@
-//! A fleet-wide cap on concurrent uploads per destination, kept in Redis, so that one
-//! destination whose endpoint hangs holds at most its share of the fleet.
+//! A fleet-wide, adaptive limit on concurrent uploads per destination, kept in Redis, so
+//! that a healthy destination gets as many uploads at once as it takes, and one whose
+//! endpoint hangs or throttles holds at most its share of the fleet.
 //!
 //! Each destination has a sorted set of slot holders scored by when their claim expires;
-//! a worker takes a slot before it starts a delivery and gives it back after. Claims of a
-//! worker that died expire on their own. Taking or giving back a slot also marks the
-//! destination as *moving* for [`MOVING_FOR`], which tells a worker that finds the cap full
-//! whether a slot is likely to free up soon (a busy destination) or not (one whose endpoint
-//! hangs, so that its uploads neither end nor start).
+//! a worker takes a slot before it starts a delivery and gives it back after, saying how
+//! the upload went ([`Signal`]). The limit is learned from those signals, fleet-wide, by
+//! additive increase and multiplicative decrease (`lua/slot_release.lua`), between the
+//! bounds of [`Concurrency`]. Claims of a worker that died expire on their own. Taking or
+//! giving back a slot also marks the destination as *moving* for [`MOVING_FOR`], which
+//! tells a worker that finds every slot taken whether one is likely to free up soon (a
+//! busy destination) or not (one whose endpoint hangs, so that its uploads neither end
+//! nor start).
 
 use std::time::Duration;
 
@@ -34,23 +38,92 @@ pub enum Claim {
     },
 }
 
+/// How long a destination's learned limit is kept after its last upload.
+pub const LIMIT_KEPT_FOR: Duration = Duration::from_secs(60 * 60);
+
+/// The bounds of a destination's adaptive limit on concurrent uploads, fleet-wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Concurrency {
+    /// Where a destination starts, before any upload taught anything.
+    pub initial: u32,
+    /// The limit never drops below this, however the destination answers.
+    pub min: u32,
+    /// Nor rises above this, however fast it answers.
+    pub max: u32,
+}
+
+impl Concurrency {
+    /// The limit of a new destination is its `initial` clamped to the bounds.
+    pub fn start(&self) -> u32 {
+        self.initial.clamp(self.min, self.max.max(self.min))
+    }
+}
+
+/// A fixed limit of `n` (`min`, `initial` and `max` all `n`).
+impl From<u32> for Concurrency {
+    fn from(n: u32) -> Self {
+        Self {
+            initial: n,
+            min: n,
+            max: n,
+        }
+    }
+}
+
+/// What an upload says about its destination's capacity, given back with its slot.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Signal {
+    /// It succeeded; `latency` is its time when it was a single request (a multipart
+    /// upload's time depends on its size, not on the destination's load).
+    Done { latency: Option<Duration> },
+    /// Throttled, a 5xx, a timeout, a refused connection: the destination has too much.
+    Overloaded,
+    /// Says nothing about the destination's load (a permanent refusal, bad rows, a
+    /// delivery that never started).
+    Neutral,
+}
+
+/// How giving a slot back changed its destination's limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitChange {
+    Grown,
+    Unchanged,
+    /// Halved: the destination was overloaded.
+    Halved,
+    /// Trimmed by a tenth: a one-request upload took over twice its usual time.
+    Trimmed,
+}
+
+/// A destination's limit after a slot was given back, and how that changed it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Released {
+    /// The limit now (fractional; the whole part is what [`UploadSlots::acquire`] allows).
+    pub limit: f64,
+    pub change: LimitChange,
+}
+
 /// Takes and gives back upload slots.
 #[derive(Debug, Clone)]
 pub struct UploadSlots {
     conn: RedisConn,
     keys: Keys,
-    /// Uploads to one destination at once, fleet-wide.
-    pub per_destination: u32,
+    /// The bounds of each destination's limit.
+    pub concurrency: Concurrency,
     /// How long a claim lasts if its holder never gives it back (longer than any upload).
     pub claim_ttl: Duration,
 }
 
 impl UploadSlots {
-    pub fn new(conn: RedisConn, keys: Keys, per_destination: u32, claim_ttl: Duration) -> Self {
+    pub fn new(
+        conn: RedisConn,
+        keys: Keys,
+        concurrency: impl Into<Concurrency>,
+        claim_ttl: Duration,
+    ) -> Self {
         Self {
             conn,
             keys,
-            per_destination,
+            concurrency: concurrency.into(),
             claim_ttl,
         }
     }
@@ -67,11 +140,14 @@ impl UploadSlots {
         let taken: i64 = SLOT_ACQUIRE
             .key(self.keys.upload_slots(dest))
             .key(self.keys.upload_slots_moved(dest))
+            .key(self.keys.upload_limit(dest))
             .arg(now)
             .arg(expires)
-            .arg(self.per_destination)
+            .arg(self.concurrency.start())
             .arg(holder.as_str())
             .arg(moving_for_ms())
+            .arg(self.concurrency.min)
+            .arg(self.concurrency.max)
             .invoke_async(&mut conn)
             .await?;
         Ok(match taken {
@@ -82,20 +158,65 @@ impl UploadSlots {
         })
     }
 
-    /// Gives `holder`'s slot of `dest` back, and marks the destination as moving.
+    /// Gives `holder`'s slot of `dest` back, marks the destination as moving, and teaches
+    /// its limit what the upload saw.
     pub async fn release(
         &self,
         dest: &DestinationId,
         holder: &DeliveryId,
-    ) -> Result<(), StoreError> {
+        signal: Signal,
+    ) -> Result<Released, StoreError> {
+        let (name, latency) = match signal {
+            Signal::Done { latency } => ("done", latency.map_or(-1, millis)),
+            Signal::Overloaded => ("overloaded", -1),
+            Signal::Neutral => ("neutral", -1),
+        };
         let mut conn = self.conn.clone();
-        let _: () = SLOT_RELEASE
+        let (thousandths, change): (i64, i64) = SLOT_RELEASE
             .key(self.keys.upload_slots(dest))
             .key(self.keys.upload_slots_moved(dest))
+            .key(self.keys.upload_limit(dest))
             .arg(holder.as_str())
             .arg(moving_for_ms())
+            .arg(Utc::now().timestamp_millis())
+            .arg(name)
+            .arg(latency)
+            .arg(self.concurrency.start())
+            .arg(self.concurrency.min)
+            .arg(self.concurrency.max)
+            .arg(millis(LIMIT_KEPT_FOR))
             .invoke_async(&mut conn)
             .await?;
-        Ok(())
+        #[allow(clippy::cast_precision_loss)]
+        Ok(Released {
+            limit: thousandths as f64 / 1000.0,
+            change: match change {
+                1 => LimitChange::Grown,
+                -1 => LimitChange::Halved,
+                -2 => LimitChange::Trimmed,
+                _ => LimitChange::Unchanged,
+            },
+        })
     }
+
+    /// The limit `dest` has now: learned, or where it starts.
+    pub async fn limit(&self, dest: &DestinationId) -> Result<f64, StoreError> {
+        let mut conn = self.conn.clone();
+        let learned: Option<f64> = redis::cmd("HGET")
+            .arg(self.keys.upload_limit(dest))
+            .arg("limit")
+            .query_async(&mut conn)
+            .await?;
+        let (min, max) = (
+            f64::from(self.concurrency.min),
+            f64::from(self.concurrency.max),
+        );
+        Ok(learned
+            .unwrap_or(f64::from(self.concurrency.start()))
+            .clamp(min, max.max(min)))
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }

@@ -17,7 +17,7 @@ use courier_core::{DestinationId, ErrorCode};
 use courier_s3::ClientCache;
 use courier_store::{
     DeadLetter, DeadLetters, DeliveryQueue, DestinationStore, HealthStore, HeldDeliveries,
-    KeyGuard, RecordStore, StoreError,
+    KeyGuard, RecordStore, Signal, StoreError,
 };
 use serde_json::Value;
 use tracing::Instrument;
@@ -26,7 +26,7 @@ use crate::decide::{Busy, DestinationState, End, Facts, Stage, Transition, decid
 use crate::pipeline::{PipelineError, Uploader};
 use crate::renew;
 use crate::retry::RetryPolicy;
-use crate::slot_gate::SlotGate;
+use crate::slot_gate::{self, SlotGate};
 use crate::source::{HttpRows, Staging};
 use crate::telemetry::{self, InFlight, Outcome};
 
@@ -46,7 +46,7 @@ pub struct Deliverer {
     pub retry: RetryPolicy,
     /// Permanent failures in a row after which a destination is marked failing.
     pub failing_threshold: u32,
-    /// The fleet-wide cap on concurrent uploads per destination.
+    /// The fleet-wide, adaptive limit on concurrent uploads per destination.
     pub slots: Arc<SlotGate>,
     /// Where `s3://` row references are read from.
     pub staging: Staging,
@@ -171,8 +171,9 @@ impl Deliverer {
         let every = KEY_LOCK_TTL.min(self.slots.claim_ttl()) / 3;
         let (keys, slots, dest_id, key_ref, id_ref) =
             (&self.keys, &self.slots, &dest.id, key.as_str(), &id);
+        let mut signal = Signal::Neutral;
         let result = renew::while_running(
-            self.deliver_locked(&dest, &key, task, payload, &mut record),
+            self.deliver_locked(&dest, &key, task, payload, &mut record, &mut signal),
             every,
             move || async move {
                 if !keys.lock(dest_id, key_ref, id_ref, KEY_LOCK_TTL).await? {
@@ -185,7 +186,7 @@ impl Deliverer {
             },
         )
         .await;
-        self.slots.give_back(&dest.id, &id).await?;
+        self.slots.give_back(&dest.id, &id, signal).await?;
         self.keys.unlock(&dest.id, &key, &record.id).await?;
         result
     }
@@ -198,6 +199,7 @@ impl Deliverer {
         mut task: DeliveryTask,
         payload: &[u8],
         record: &mut DeliveryRecord,
+        signal: &mut Signal,
     ) -> Result<Handled, StoreError> {
         let spec = &dest.spec;
         let marker = self.keys.marker(&dest.id, key).await?;
@@ -230,6 +232,7 @@ impl Deliverer {
         };
         let result = uploader.upload(dest, key, &task).await;
         let took = t0.elapsed();
+        *signal = slot_gate::signal_of(&result, took, self.part_size);
         match &result {
             Ok(up) => {
                 telemetry::attempt(Ok(()));

@@ -1,23 +1,27 @@
 //! Taking an upload slot without falling off a cliff.
 //!
-//! When a destination's fleet-wide cap ([`UploadSlots`]) is full, a task used to be put
+//! When a destination's fleet-wide limit ([`UploadSlots`]) is reached, a task used to be put
 //! back in the queue for a second, which apalis-redis schedules in whole seconds: a burst
 //! to one busy destination then went at a few deliveries per second. A slot of a busy
 //! destination frees up within milliseconds, so the gate waits for it, briefly: only while
 //! the destination is *moving* (a slot was taken or given back in the last second,
 //! anywhere in the fleet),
 //! for at most [`SlotGate::max_wait`], and with at most as many waiters per destination
-//! in this process as the cap. A destination whose endpoint hangs never moves, so its
+//! in this process as the highest limit. A destination whose endpoint hangs never moves, so its
 //! tasks go back to the queue at once and cannot take the worker's other slots.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use courier_core::failure::ErrorClass;
 use courier_core::{DeliveryId, DestinationId};
-use courier_store::{Claim, StoreError, UploadSlots};
+use courier_store::{Claim, LimitChange, Signal, StoreError, UploadSlots};
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use crate::pipeline::{PipelineError, Uploaded};
+use crate::telemetry;
 
 /// How long a task waits at most for a slot of a moving destination.
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(2);
@@ -87,13 +91,32 @@ impl SlotGate {
         }
     }
 
-    /// Gives the slot back and wakes one of this process's waiters for it.
+    /// Gives the slot back with what its upload saw (which adjusts the destination's
+    /// limit), and wakes one of this process's waiters for it.
     pub async fn give_back(
         &self,
         dest: &DestinationId,
         holder: &DeliveryId,
+        signal: Signal,
     ) -> Result<(), StoreError> {
-        self.slots.release(dest, holder).await?;
+        let released = self.slots.release(dest, holder, signal).await?;
+        match released.change {
+            LimitChange::Halved => {
+                telemetry::upload_limit_cut("overloaded");
+                tracing::info!(
+                    limit = released.limit,
+                    "destination overloaded; its upload limit halved"
+                );
+            }
+            LimitChange::Trimmed => {
+                telemetry::upload_limit_cut("slower");
+                tracing::debug!(
+                    limit = released.limit,
+                    "uploads slowing down; upload limit trimmed"
+                );
+            }
+            LimitChange::Grown | LimitChange::Unchanged => {}
+        }
         if let Some(w) = self.lock().get(dest) {
             w.released.notify_one();
         }
@@ -104,7 +127,7 @@ impl SlotGate {
     pub async fn renew(&self, dest: &DestinationId, holder: &DeliveryId) -> Result<(), StoreError> {
         if self.slots.acquire(dest, holder).await? != Claim::Taken {
             tracing::warn!(
-                "an upload slot's claim expired during the upload; the cap may be exceeded once"
+                "an upload slot's claim expired during the upload; the limit may be exceeded once"
             );
         }
         Ok(())
@@ -126,7 +149,7 @@ impl SlotGate {
             count: 0,
             released: Arc::new(Notify::new()),
         });
-        if w.count >= self.slots.per_destination {
+        if w.count >= self.slots.concurrency.max {
             return None;
         }
         w.count += 1;
@@ -139,6 +162,24 @@ impl SlotGate {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<DestinationId, Waiting>> {
         self.local.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What an attempt says about its destination's load, given back with its upload slot:
+/// a success (with its time when the object went in one request, as a multipart upload's
+/// time follows its size), a transient failure (throttled, 5xx, timed out: the destination
+/// has too much), or nothing (a permanent refusal, bad rows).
+pub fn signal_of(
+    result: &Result<Uploaded, PipelineError>,
+    took: Duration,
+    part_size: usize,
+) -> Signal {
+    match result {
+        Ok(up) => Signal::Done {
+            latency: (up.bytes < part_size as u64).then_some(took),
+        },
+        Err(PipelineError::Io(f)) if f.class() == ErrorClass::Transient => Signal::Overloaded,
+        Err(_) => Signal::Neutral,
     }
 }
 
@@ -157,6 +198,67 @@ impl Drop for Waiter<'_> {
             if w.count == 0 {
                 local.remove(&self.dest);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use courier_core::ErrorCode;
+    use courier_s3::S3Failure;
+
+    use super::*;
+
+    const PART: usize = 8 << 20;
+
+    fn uploaded(bytes: u64) -> Result<Uploaded, PipelineError> {
+        Ok(Uploaded {
+            bytes,
+            rows: 1,
+            md5: String::new(),
+            etag: None,
+            render: Duration::ZERO,
+        })
+    }
+
+    fn failed(code: ErrorCode, status: Option<u16>) -> Result<Uploaded, PipelineError> {
+        Err(PipelineError::Io(S3Failure {
+            status,
+            ..S3Failure::new(code, "x")
+        }))
+    }
+
+    #[test]
+    fn an_attempt_tells_how_loaded_its_destination_is() {
+        let took = Duration::from_millis(30);
+        let cases = [
+            (
+                uploaded(1_000),
+                Signal::Done {
+                    latency: Some(took),
+                },
+            ),
+            // A multipart upload's time says more about its size than the store's load.
+            (uploaded(PART as u64 * 3), Signal::Done { latency: None }),
+            (failed(ErrorCode::SlowDown, Some(503)), Signal::Overloaded),
+            (
+                failed(ErrorCode::InternalError, Some(500)),
+                Signal::Overloaded,
+            ),
+            (failed(ErrorCode::Timeout, None), Signal::Overloaded),
+            (
+                failed(ErrorCode::parse("Weird"), Some(502)),
+                Signal::Overloaded,
+            ),
+            (failed(ErrorCode::AccessDenied, Some(403)), Signal::Neutral),
+            (failed(ErrorCode::NoSuchBucket, Some(404)), Signal::Neutral),
+            (
+                Err(PipelineError::Render("bad row".into())),
+                Signal::Neutral,
+            ),
+        ];
+        for (result, want) in cases {
+            assert_eq!(signal_of(&result, took, PART), want, "{result:?}");
         }
     }
 }

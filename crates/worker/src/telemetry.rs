@@ -15,6 +15,7 @@ pub const END_TO_END_SECONDS: &str = "courier_delivery_duration_seconds";
 pub const UPLOADED_BYTES_TOTAL: &str = "courier_uploaded_bytes_total";
 pub const IN_FLIGHT: &str = "courier_tasks_in_flight";
 pub const POISON_TOTAL: &str = "courier_poison_tasks_total";
+pub const UPLOAD_LIMIT_CUTS_TOTAL: &str = "courier_upload_limit_cuts_total";
 
 /// Final outcome of one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +73,12 @@ pub fn uploaded(format: Format, bytes: u64, took: Duration) {
     metrics::counter!(UPLOADED_BYTES_TOTAL, "format" => format.label()).increment(bytes);
 }
 
+/// A destination's adaptive upload limit was lowered; `reason` is `overloaded` (throttled,
+/// 5xx, timed out) or `slower` (a one-request upload took over twice its usual time).
+pub fn upload_limit_cut(reason: &'static str) {
+    metrics::counter!(UPLOAD_LIMIT_CUTS_TOTAL, "reason" => reason).increment(1);
+}
+
 pub fn poison() {
     metrics::counter!(POISON_TOTAL).increment(1);
 }
@@ -126,6 +133,12 @@ pub fn describe() {
         "Bytes uploaded to destinations."
     );
     metrics::describe_gauge!(IN_FLIGHT, "Tasks this worker is working on right now.");
+    metrics::describe_counter!(
+        UPLOAD_LIMIT_CUTS_TOTAL,
+        "Times a destination's adaptive limit on concurrent uploads was lowered: overloaded \
+         (throttled, 5xx or timed out: halved) or slower (an upload took over twice its usual \
+         time: a tenth off)."
+    );
     metrics::describe_counter!(
         POISON_TOTAL,
         "Task payloads that could not be read as a delivery task; they are dead-lettered."

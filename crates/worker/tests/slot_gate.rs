@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use courier_core::{DeliveryId, DestinationId};
 use courier_store::slots::MOVING_FOR;
-use courier_store::{Claim, Keys, UploadSlots};
+use courier_store::{Claim, Keys, Signal, UploadSlots};
 use courier_test_support::RedisServer;
 use courier_worker::slot_gate::SlotGate;
 
@@ -46,14 +46,17 @@ async fn the_cap_holds_claims_expire_and_slot_activity_marks_the_destination_mov
     assert_eq!(slots.acquire(&other, &c).await.unwrap(), Claim::Taken);
 
     // Giving one back frees it and marks the destination moving for a moment.
-    slots.release(&dest, &a).await.unwrap();
+    slots.release(&dest, &a, Signal::Neutral).await.unwrap();
     assert_eq!(slots.acquire(&dest, &c).await.unwrap(), Claim::Taken);
     assert_eq!(
         slots.acquire(&dest, &a).await.unwrap(),
         Claim::Full { moving: true }
     );
     // Releasing a slot one does not hold changes nothing.
-    slots.release(&dest, &DeliveryId::generate()).await.unwrap();
+    slots
+        .release(&dest, &DeliveryId::generate(), Signal::Neutral)
+        .await
+        .unwrap();
 
     // A holder that never gives back (a killed worker): its claim expires.
     tokio::time::sleep(Duration::from_millis(1550)).await;
@@ -105,7 +108,7 @@ async fn a_busy_destination_waits_for_the_next_slot_instead_of_leaving() {
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(gate.waiting(&dest), 1);
-    gate.give_back(&dest, &b).await.unwrap();
+    gate.give_back(&dest, &b, Signal::Neutral).await.unwrap();
     let (taken, waited) = waiter.await.unwrap();
     assert!(taken);
     assert!(
@@ -123,12 +126,12 @@ async fn a_slot_given_back_by_another_worker_is_seen_too() {
     let dest = DestinationId::generate();
     let (a, b) = (DeliveryId::generate(), DeliveryId::generate());
     assert_eq!(elsewhere.acquire(&dest, &a).await.unwrap(), Claim::Taken);
-    elsewhere.release(&dest, &a).await.unwrap();
+    elsewhere.release(&dest, &a, Signal::Neutral).await.unwrap();
     assert_eq!(elsewhere.acquire(&dest, &b).await.unwrap(), Claim::Taken);
 
     let release_later = async {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        elsewhere.release(&dest, &b).await.unwrap();
+        elsewhere.release(&dest, &b, Signal::Neutral).await.unwrap();
     };
     let c = DeliveryId::generate();
     let t = Instant::now();
@@ -152,7 +155,7 @@ async fn waiting_is_bounded_in_time_and_in_waiters() {
     let (a, b) = (DeliveryId::generate(), DeliveryId::generate());
     assert!(gate.take(&dest, &a).await.unwrap());
     assert!(gate.take(&dest, &b).await.unwrap());
-    gate.give_back(&dest, &a).await.unwrap();
+    gate.give_back(&dest, &a, Signal::Neutral).await.unwrap();
     assert!(gate.take(&dest, &a).await.unwrap());
 
     // Three tasks want the moving destination; no slot comes free. Two wait (the cap), the

@@ -8,8 +8,8 @@ use anyhow::Context as _;
 use courier_s3::{ClientCache, S3Timeouts};
 use courier_store::queue::Liveness;
 use courier_store::{
-    DeadLetters, DeliveryQueue, DestinationStore, HealthStore, HeldDeliveries, Janitor, KeyGuard,
-    RecordStore, StatsReader, UploadSlots,
+    Concurrency, DeadLetters, DeliveryQueue, DestinationStore, HealthStore, HeldDeliveries,
+    Janitor, KeyGuard, RecordStore, StatsReader, UploadSlots,
 };
 use courier_worker::slot_gate::{self, SlotGate};
 use courier_worker::source::{HttpRows, Staging};
@@ -48,10 +48,27 @@ pub struct Args {
     /// with a single PutObject. A worker holds about three parts per upload in memory.
     #[arg(long, env = "COURIER_PART_SIZE_MB", default_value_t = 8)]
     part_size_mb: usize,
-    /// Uploads to one destination at once across the whole fleet, so that a destination
-    /// whose endpoint hangs holds at most this many workers' slots.
-    #[arg(long, env = "COURIER_MAX_UPLOADS_PER_DESTINATION", default_value_t = 4)]
+    /// The most uploads to one destination at once across the whole fleet. Each
+    /// destination's limit adapts between the lowest and this (it grows while uploads stay
+    /// fast and error-free, halves on throttling, 5xx and timeouts, and drops a tenth when
+    /// uploads slow down), so a destination whose endpoint hangs holds few workers' slots.
+    #[arg(
+        long,
+        env = "COURIER_MAX_UPLOADS_PER_DESTINATION",
+        default_value_t = 64
+    )]
     max_uploads_per_destination: u32,
+    /// The limit a destination starts with, before its uploads taught anything.
+    #[arg(
+        long,
+        env = "COURIER_INITIAL_UPLOADS_PER_DESTINATION",
+        default_value_t = 4
+    )]
+    initial_uploads_per_destination: u32,
+    /// The lowest limit, however a destination answers; set it equal to the most for a
+    /// fixed limit.
+    #[arg(long, env = "COURIER_MIN_UPLOADS_PER_DESTINATION", default_value_t = 1)]
+    min_uploads_per_destination: u32,
     #[command(flatten)]
     staging: StagingArgs,
     /// Tries per delivery for transient failures, the first included.
@@ -138,7 +155,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             UploadSlots::new(
                 conn.clone(),
                 keys.clone(),
-                args.max_uploads_per_destination.max(1),
+                Concurrency {
+                    initial: args.initial_uploads_per_destination,
+                    min: args.min_uploads_per_destination.max(1),
+                    max: args
+                        .max_uploads_per_destination
+                        .max(args.min_uploads_per_destination)
+                        .max(1),
+                },
                 timeouts.operation * 2,
             ),
             slot_gate::DEFAULT_MAX_WAIT,
