@@ -98,7 +98,7 @@ async fn a_million_rows_stream_through_a_multipart_upload_in_bounded_memory() {
     let url = stage(
         &stack,
         &staging_key,
-        "jobs/big.ndjson.gz",
+        "acme/jobs/big.ndjson.gz",
         ndjson_gz(ROWS, None),
     )
     .await;
@@ -236,7 +236,7 @@ async fn a_failed_multipart_upload_is_aborted_without_orphaned_parts() {
     let url = stage(
         &stack,
         &staging_key,
-        "jobs/corrupt.ndjson.gz",
+        "acme/jobs/corrupt.ndjson.gz",
         ndjson_gz(300_000, Some(250_000)),
     )
     .await;
@@ -547,7 +547,7 @@ async fn the_cli_stages_a_big_local_file_and_delivers_it_by_reference() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("staged ") && stderr.contains("s3://courier-staging/staged/"),
+        stderr.contains("staged ") && stderr.contains("s3://courier-staging/acme/"),
         "{stderr}"
     );
     let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();

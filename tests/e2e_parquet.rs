@@ -336,7 +336,7 @@ async fn a_million_rows_by_reference_in_bounded_row_groups_and_memory() {
         .await
         .put_object()
         .bucket(STAGING)
-        .key("jobs/big.ndjson.gz")
+        .key("acme/jobs/big.ndjson.gz")
         .body(ByteStream::from(ndjson_gz(ROWS)))
         .send()
         .await
@@ -349,7 +349,7 @@ async fn a_million_rows_by_reference_in_bounded_row_groups_and_memory() {
         &json!({
             "destinationId": dest, "jobId": "job-big", "partnerInventoryId": "INV-BIG",
             "completedAt": "2026-06-07T10:00:00Z",
-            "rowsUrl": format!("s3://{STAGING}/jobs/big.ndjson.gz")
+            "rowsUrl": format!("s3://{STAGING}/acme/jobs/big.ndjson.gz")
         }),
     )
     .await;

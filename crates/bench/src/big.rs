@@ -38,7 +38,8 @@ pub async fn run(services: &Services, p: &Params) -> Vec<Line> {
 }
 
 async fn run_inner(services: &Services, p: &Params) -> anyhow::Result<Vec<Line>> {
-    let staged_key = format!("rows/{}.ndjson.gz", p.rows);
+    // Under the bench tenant's own prefix, the only place its staged rows may be read from.
+    let staged_key = format!("bench/rows/{}.ndjson.gz", p.rows);
     let rows_url = format!("s3://{STAGING_BUCKET}/{staged_key}");
     let staged = stage(services, &staged_key, p.rows).await?;
 

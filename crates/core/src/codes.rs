@@ -128,6 +128,15 @@ error_codes! {
     // Row sources (`rowsUrl`).
     InvalidRowsUrl = "InvalidRowsUrl", P;
     RowsUrlOutsideStaging = "RowsUrlOutsideStaging", P;
+    /// An `s3://` rowsUrl in the staging bucket but not under the delivery's own
+    /// `{tenant}/` (or with a key that is not plainly there: `..`, `//`, `%`-escapes, …).
+    RowsOutsideTenant = "RowsOutsideTenant", P;
+    /// One NDJSON line of the rows is longer than `COURIER_MAX_ROW_BYTES`.
+    RowTooLong = "RowTooLong", P;
+    /// The rows (decompressed) are more than `COURIER_MAX_ROWS_BYTES`.
+    RowsTooLarge = "RowsTooLarge", P;
+    /// Fetching the rows took longer than `COURIER_ROWS_FETCH_TIMEOUT_SECS` in all.
+    RowsFetchTimeout = "RowsFetchTimeout", P;
     StagingNotConfigured = "StagingNotConfigured", P;
     /// The rows' server answered with an error status.
     RowsUnavailable = "RowsUnavailable", S;
@@ -302,6 +311,10 @@ mod tests {
             ErrorCode::InvalidRowsUrl,
             ErrorCode::RowsUrlOutsideStaging,
             ErrorCode::StagingNotConfigured,
+            ErrorCode::RowsOutsideTenant,
+            ErrorCode::RowTooLong,
+            ErrorCode::RowsTooLarge,
+            ErrorCode::RowsFetchTimeout,
         ] {
             assert_eq!(code.class(None), Permanent, "{code}");
         }

@@ -62,17 +62,77 @@ pub enum RowsLocation {
     Http(String),
 }
 
+/// Why the fleet must not read a delivery's `s3://` rows; see
+/// [`RowsLocation::refusal_for`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowsRefusal {
+    /// [`ErrorCode::RowsUrlOutsideStaging`] or [`ErrorCode::RowsOutsideTenant`].
+    pub code: ErrorCode,
+    /// A plain sentence naming the rule (never more of the key than the tenant's own).
+    pub message: String,
+}
+
+/// Characters a staged key's segments may hold: S3's "safe characters" and `=` (for
+/// `name=value` partitions). Anything else (`%`, `\`, spaces, controls, non-ASCII) is
+/// refused rather than interpreted, so that no reader can decode a key into another path.
+fn staged_key_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'-' | b'_' | b'.' | b'*' | b'\'' | b'(' | b')' | b'='
+        )
+}
+
 impl RowsLocation {
-    /// Why a fleet whose staging bucket is `staging` must not read these rows: `s3://` rows
-    /// must be in that bucket, so that a delivery cannot make the fleet's credentials read
-    /// whatever else they can. `None` when they may be read.
-    pub fn outside_staging(&self, staging: &str) -> Option<String> {
-        match self {
-            RowsLocation::S3 { bucket, .. } if bucket != staging => Some(format!(
-                "s3:// rows must be in the fleet's staging bucket `{staging}`, not `{bucket}`"
-            )),
-            _ => None,
+    /// Why `tenant`'s delivery must not read these rows, on a fleet whose staging bucket is
+    /// `staging`; `None` when it may. The API (`Rules::check_rows`) and the worker (before
+    /// it reads) both ask this, so the rule has one home.
+    ///
+    /// `s3://` rows must be in that bucket, so that a delivery cannot make the fleet's
+    /// credentials read whatever else they can; and under `{tenant}/` in it, so that one
+    /// tenant cannot deliver another's staged rows. The key is taken as it is, never
+    /// decoded or normalised: it must be `{tenant}/` followed by one or more `/`-separated
+    /// segments, none empty, `.` or `..`, each of S3's safe characters (letters, digits,
+    /// `!-_.*'()`) or `=`. `acme2/…` is not under `acme/`, and neither is `acme` itself.
+    /// http(s) rows pass (the egress policy guards them).
+    pub fn refusal_for(&self, staging: &str, tenant: &TenantId) -> Option<RowsRefusal> {
+        let RowsLocation::S3 { bucket, key } = self else {
+            return None;
+        };
+        if bucket != staging {
+            return Some(RowsRefusal {
+                code: ErrorCode::RowsUrlOutsideStaging,
+                message: format!(
+                    "s3:// rows must be in the fleet's staging bucket `{staging}`, not `{bucket}`"
+                ),
+            });
         }
+        let under_tenant = key
+            .strip_prefix(tenant.as_str())
+            .and_then(|rest| rest.strip_prefix('/'))
+            .is_some_and(|rest| {
+                !rest.is_empty()
+                    && rest.split('/').all(|seg| {
+                        !seg.is_empty()
+                            && seg != "."
+                            && seg != ".."
+                            && seg.bytes().all(staged_key_char)
+                    })
+            });
+        // A tenant named `.` or `..` would make its own prefix a path step: refuse rather
+        // than let any reader resolve it.
+        let odd_tenant = matches!(tenant.as_str(), "." | "..");
+        if under_tenant && !odd_tenant {
+            return None;
+        }
+        Some(RowsRefusal {
+            code: ErrorCode::RowsOutsideTenant,
+            message: format!(
+                "s3:// rows must be staged under `{tenant}/` in the staging bucket: a key \
+                 `{tenant}/…` of segments made of letters, digits and `!-_.*'()=` (no empty, \
+                 `.` or `..` segment, no percent-encoding)"
+            ),
+        })
     }
 }
 
@@ -607,23 +667,94 @@ mod record_tests {
 mod rows_url_tests {
     use super::*;
 
+    fn refusal(url: &str, tenant: &str) -> Option<String> {
+        RowsUrl::parse(url)
+            .unwrap()
+            .location()
+            .unwrap()
+            .refusal_for("staging", &TenantId::parse(tenant).unwrap())
+            .map(|r| r.code.to_string())
+    }
+
     #[test]
-    fn only_s3_rows_outside_the_staging_bucket_are_refused() {
-        let loc = |u: &str| RowsUrl::parse(u).unwrap().location().unwrap();
-        assert_eq!(
-            loc("s3://staging/a.ndjson").outside_staging("staging"),
-            None
-        );
-        assert_eq!(
-            loc("https://example.com/a.ndjson").outside_staging("staging"),
-            None
-        );
-        let why = loc("s3://secrets/a.ndjson")
-            .outside_staging("staging")
+    fn s3_rows_must_be_in_the_staging_bucket() {
+        assert_eq!(refusal("s3://staging/acme/a.ndjson", "acme"), None);
+        assert_eq!(refusal("https://example.com/a.ndjson", "acme"), None);
+        let why = RowsUrl::parse("s3://secrets/acme/a.ndjson")
+            .unwrap()
+            .location()
+            .unwrap()
+            .refusal_for("staging", &TenantId::parse("acme").unwrap())
             .unwrap();
+        assert_eq!(why.code, ErrorCode::RowsUrlOutsideStaging);
         assert!(
-            why.contains("`staging`") && why.contains("`secrets`"),
-            "{why}"
+            why.message.contains("`staging`") && why.message.contains("`secrets`"),
+            "{why:?}"
+        );
+    }
+
+    #[test]
+    fn staged_rows_must_lie_under_their_tenant() {
+        for ok in [
+            "s3://staging/acme/a.ndjson",
+            "s3://staging/acme/jobs/2024/01HX-rows.ndjson.gz",
+            "s3://staging/acme/date=2024-01-01/part(1)_x!.ndjson",
+            "s3://staging/acme/..a/b..c/...",
+        ] {
+            assert_eq!(refusal(ok, "acme"), None, "{ok}");
+        }
+        for hostile in [
+            // Another tenant's, or no tenant's.
+            "s3://staging/acme2/a.ndjson",
+            "s3://staging/acm/a.ndjson",
+            "s3://staging/ACME/a.ndjson",
+            "s3://staging/other/acme/a.ndjson",
+            "s3://staging/staged/a.ndjson",
+            "s3://staging/acme",
+            "s3://staging/acme/",
+            "s3://staging/acmea.ndjson",
+            // Leaving the prefix by a path step.
+            "s3://staging/acme/../acme2/a.ndjson",
+            "s3://staging/acme/./a.ndjson",
+            "s3://staging/acme/x/..",
+            "s3://staging/acme/x/.",
+            "s3://staging/./acme/a.ndjson",
+            "s3://staging/acme//a.ndjson",
+            "s3://staging//acme/a.ndjson",
+            "s3://staging/acme/a.ndjson/",
+            // Encodings a reader might decode into one.
+            "s3://staging/acme/%2e%2e/acme2/a.ndjson",
+            "s3://staging/acme%2fa.ndjson",
+            "s3://staging/acme/..%2facme2%2fa",
+            "s3://staging/acme/a\\..\\..\\acme2",
+            "s3://staging/acme/a b.ndjson",
+            "s3://staging/acme/a?x=1",
+            "s3://staging/acme/a#x",
+            "s3://staging/acme/a\u{0}b",
+            "s3://staging/acme/a\nb",
+            "s3://staging/acme/caf\u{e9}",
+            "s3://staging/acme/\u{ff0e}\u{ff0e}/acme2",
+        ] {
+            assert_eq!(
+                refusal(hostile, "acme").as_deref(),
+                Some("RowsOutsideTenant"),
+                "{hostile:?}"
+            );
+        }
+        // A tenant whose id is a prefix of another's reaches only its own.
+        assert_eq!(
+            refusal("s3://staging/acme/a.ndjson", "acme2"),
+            Some("RowsOutsideTenant".into())
+        );
+        assert_eq!(refusal("s3://staging/acme2/a.ndjson", "acme2"), None);
+        // Tenants named like path steps own no staged rows at all.
+        assert_eq!(
+            refusal("s3://staging/../a.ndjson", ".."),
+            Some("RowsOutsideTenant".into())
+        );
+        assert_eq!(
+            refusal("s3://staging/./a.ndjson", "."),
+            Some("RowsOutsideTenant".into())
         );
     }
 

@@ -176,7 +176,8 @@ impl Producer {
 
     /// Queues one delivery of `job` for `tenant` and returns its record.
     ///
-    /// The rows must be where the workers may read them ([`Rules::check_rows`]), and the
+    /// The rows must be where the workers may read them for `tenant`
+    /// ([`Rules::check_rows`]), and the
     /// destination must be `tenant`'s.
     ///
     /// The record is written first (status `QUEUED`), then the task is pushed; if the push
@@ -198,7 +199,7 @@ impl Producer {
         job: JobCompleted,
     ) -> Result<DeliveryRecord, EnqueueError> {
         self.rules
-            .check_rows(&job.rows)
+            .check_rows(tenant, &job.rows)
             .await
             .map_err(EnqueueError::Invalid)?;
         let destination = self

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use courier_core::TenantId;
 use courier_core::delivery::RowsUrl;
 use courier_s3::S3Failure;
 use courier_s3::stream::{ObjectTarget, upload_reader};
@@ -15,9 +16,10 @@ pub struct StagingStore {
 }
 
 impl StagingStore {
-    /// Uploads the NDJSON file at `path` (gzip if its name ends in `.gz`) under `staged/`
-    /// and returns the reference to put in a delivery's `rowsUrl`.
-    pub async fn stage_file(&self, path: &Path) -> Result<RowsUrl, StageError> {
+    /// Uploads the NDJSON file at `path` (gzip if its name ends in `.gz`) under `{tenant}/`
+    /// (the only place the fleet reads `tenant`'s staged rows from) and returns the
+    /// reference to put in one of `tenant`'s deliveries' `rowsUrl`.
+    pub async fn stage_file(&self, tenant: &TenantId, path: &Path) -> Result<RowsUrl, StageError> {
         let name = path
             .file_name()
             .and_then(|n| n.to_str())
@@ -28,7 +30,7 @@ impl StagingStore {
                 )
             })
             .unwrap_or_else(|| "rows.ndjson".into());
-        let key = format!("staged/{}-{name}", ulid::Ulid::new());
+        let key = format!("{tenant}/{}-{name}", ulid::Ulid::new());
         let file = tokio::fs::File::open(path).await?;
         let target = ObjectTarget {
             bucket: &self.bucket,

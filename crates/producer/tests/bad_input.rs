@@ -54,6 +54,64 @@ fn fields_of(status: u16, body: &Value, expected_status: u16) -> Vec<String> {
 }
 
 #[tokio::test]
+async fn staged_rows_of_another_tenant_are_refused_and_leave_nothing_behind() {
+    let stack = Api::start().await;
+    let dest = stack
+        .create_destination(&stack.destination_body("CSV", "NONE", "in/"))
+        .await;
+    let job = |url: &str| {
+        json!({
+            "destinationId": dest, "jobId": "job-1", "partnerInventoryId": "INV-1",
+            "completedAt": "2026-06-07T10:00:00Z", "rowsUrl": url
+        })
+    };
+    let staging = common::STAGING_BUCKET;
+    // The caller is tenant `acme`: another tenant's prefix, one it is a prefix of, path
+    // steps out of its own, encodings a reader might decode, and its bare name.
+    for key in [
+        "globex/rows.ndjson",
+        "acme2/rows.ndjson",
+        "acme/../globex/rows.ndjson",
+        "acme/%2e%2e/globex/rows.ndjson",
+        "acme%2frows.ndjson",
+        "acme//rows.ndjson",
+        "./acme/rows.ndjson",
+        "acme",
+        "staged/rows.ndjson",
+    ] {
+        let url = format!("s3://{staging}/{key}");
+        let (s, b) = stack.post("/api/v1/deliveries", &job(&url)).await;
+        assert_eq!(fields_of(s, &b, 422), ["rowsUrl"], "{url}");
+        let message = b["error"]["fields"][0]["message"].as_str().unwrap();
+        assert!(message.contains("under `acme/`"), "{url}: {b}");
+        assert_eq!(leftovers(&stack).await, Vec::<String>::new(), "{url}");
+    }
+    // Tenant `globex` may not name `acme`'s rows either (its own destination or not: the
+    // rows are refused before anything is looked up).
+    let bytes = serde_json::to_vec(&job(&format!("s3://{staging}/acme/rows.ndjson"))).unwrap();
+    let (s, b) = stack
+        .call(
+            Method::POST,
+            "/api/v1/deliveries",
+            Some(OTHER_TOKEN),
+            Some(bytes),
+        )
+        .await;
+    assert_eq!(fields_of(s, &b, 422), ["rowsUrl"]);
+    assert!(b.to_string().contains("under `globex/`"), "{b}");
+    assert_eq!(leftovers(&stack).await, Vec::<String>::new());
+
+    // Its own prefix is accepted.
+    let (s, b) = stack
+        .post(
+            "/api/v1/deliveries",
+            &job(&format!("s3://{staging}/acme/jobs/rows.ndjson.gz")),
+        )
+        .await;
+    assert_eq!(s, 202, "{b}");
+}
+
+#[tokio::test]
 async fn bad_deliveries_are_refused_and_leave_nothing_behind() {
     let stack = Api::start().await;
     let dest = stack
@@ -395,6 +453,7 @@ async fn the_library_and_the_api_refuse_the_same_row_references() {
     let tenant = courier_core::TenantId::parse("acme").unwrap();
     for (url, needle) in [
         ("s3://customer-secrets/dump.ndjson", "customer-secrets"),
+        ("s3://courier-staging/globex/dump.ndjson", "under `acme/`"),
         ("http://127.0.0.1:9000/rows.ndjson", "loopback"),
         ("http://169.254.169.254/latest/meta-data", "link-local"),
     ] {

@@ -22,6 +22,7 @@ use courier_store::{
 use serde_json::Value;
 use tracing::Instrument;
 
+use crate::bounded::RowLimits;
 use crate::decide::{Busy, DestinationState, End, Facts, Stage, Transition, decide};
 use crate::pipeline::{PipelineError, Uploader};
 use crate::renew;
@@ -57,6 +58,8 @@ pub struct Deliverer {
     pub default_chain_tenants: Vec<courier_core::TenantId>,
     /// Bytes per multipart part (at least 5 MiB); smaller results go as one PutObject.
     pub part_size: usize,
+    /// Bounds on rows by reference: line length, total size, fetch time.
+    pub row_limits: RowLimits,
 }
 
 /// What became of one task.
@@ -229,6 +232,7 @@ impl Deliverer {
             http: &self.http,
             part_size: self.part_size,
             default_chain_tenants: &self.default_chain_tenants,
+            limits: self.row_limits,
         };
         let result = uploader.upload(dest, key, &task).await;
         let took = t0.elapsed();

@@ -12,8 +12,10 @@
 //! - [`renew`]: a long delivery's key lock and upload slot, kept alive while it runs.
 //! - [`pipeline`]: rows rendered straight into a streamed (multipart) upload.
 //! - [`source`]: inline rows, or rows streamed from a reference (`rowsUrl`).
+//! - [`bounded`]: the limits on a streamed reference: line length, total size, fetch time.
 //! - [`telemetry`]: the metrics the worker exports.
 
+pub mod bounded;
 pub mod codec;
 pub mod decide;
 pub mod deliver;

@@ -18,15 +18,18 @@ use courier_s3::{ClientCache, S3Failure};
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
 
+use crate::bounded::{BoundedLines, Deadline, Exceeded, RowLimits};
 use crate::source::{self, ByteSource, HttpRows, Staging};
 
 /// The rows of one delivery.
 pub enum Rows {
     Inline(InlineRows),
-    /// NDJSON bytes, gzip-compressed when `gzip`.
+    /// NDJSON bytes, gzip-compressed when `gzip`, read within `limits` (the fetch's
+    /// deadline is already in `source`).
     Stream {
         source: ByteSource,
         gzip: bool,
+        limits: RowLimits,
     },
 }
 
@@ -85,6 +88,8 @@ pub struct Uploader<'a> {
     pub part_size: usize,
     /// `COURIER_DEFAULT_CHAIN_TENANTS`: who may use the fleet's own AWS identity.
     pub default_chain_tenants: &'a [TenantId],
+    /// Bounds on rows by reference (`COURIER_MAX_ROW_BYTES`, …).
+    pub limits: RowLimits,
 }
 
 impl Uploader<'_> {
@@ -119,12 +124,28 @@ impl Uploader<'_> {
             .await
             .map_err(PipelineError::Io)?;
         let rows = match &task.rows_url {
-            Some(url) => Rows::Stream {
-                source: source::open(url, self.staging, self.http)
-                    .await
-                    .map_err(PipelineError::Io)?,
-                gzip: url.is_gzip(),
-            },
+            Some(url) => {
+                // One deadline for the whole fetch: the request, and every read after it.
+                let limit = self.limits.fetch_timeout;
+                let deadline = tokio::time::Instant::now() + limit;
+                let tenants = [&task.tenant, &dest.tenant];
+                let opened = tokio::time::timeout_at(
+                    deadline,
+                    source::open(url, &tenants, self.staging, self.http),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(exceeded(&Exceeded::FetchTimeout {
+                        secs: limit.as_secs(),
+                    }))
+                })
+                .map_err(PipelineError::Io)?;
+                Rows::Stream {
+                    source: Box::new(Deadline::new(opened, deadline, limit)),
+                    gzip: url.is_gzip(),
+                    limits: self.limits,
+                }
+            }
             // The renderer runs on its own thread; the rows' JSON text is copied once.
             None => Rows::Inline(task.rows.clone()),
         };
@@ -204,7 +225,11 @@ fn render_rows(
             })?;
             w.finish().map_err(render_err)?.rows
         }
-        Rows::Stream { source, gzip } => {
+        Rows::Stream {
+            source,
+            gzip,
+            limits,
+        } => {
             let bridge = BufReader::with_capacity(256 * 1024, SyncIoBridge::new(source));
             let reader: Box<dyn BufRead> = if gzip {
                 Box::new(BufReader::with_capacity(
@@ -214,12 +239,13 @@ fn render_rows(
             } else {
                 Box::new(bridge)
             };
-            let mut lines = reader.lines().enumerate();
+            // Line by line within the limits: no line is buffered past its limit, and no
+            // byte is decompressed past the total one.
+            let mut lines = BoundedLines::new(reader, limits);
             let mut first = None;
-            for (i, line) in lines.by_ref() {
-                let line = line.map_err(source_err)?;
+            while let Some((i, line)) = lines.next_line().map_err(source_err)? {
                 if !line.trim().is_empty() {
-                    first = Some(parse_line(i, &line)?);
+                    first = Some(parse_line(i, line)?);
                     break;
                 }
             }
@@ -234,13 +260,12 @@ fn render_rows(
                 w.write_row(&row).map_err(render_err)?;
             }
             let mut cells = Vec::with_capacity(columns.len());
-            for (i, line) in lines {
-                let line = line.map_err(source_err)?;
+            while let Some((i, line)) = lines.next_line().map_err(source_err)? {
                 if line.trim().is_empty() {
                     continue;
                 }
                 columns
-                    .parse(&line, &mut cells)
+                    .parse(line, &mut cells)
                     .map_err(|e| not_an_object(i, &e))?;
                 w.write_cells(&cells).map_err(render_err)?;
             }
@@ -253,17 +278,26 @@ fn render_rows(
     Ok((written, count))
 }
 
-fn parse_line(i: usize, line: &str) -> Result<Row, PipelineError> {
+fn parse_line(i: u64, line: &str) -> Result<Row, PipelineError> {
     serde_json::from_str::<Row>(line).map_err(|e| not_an_object(i, &e))
 }
 
-fn not_an_object(i: usize, e: &serde_json::Error) -> PipelineError {
+fn not_an_object(i: u64, e: &serde_json::Error) -> PipelineError {
     PipelineError::Render(format!("rows line {} is not a JSON object: {e}", i + 1))
 }
 
-/// Reading the source failed mid-stream (a cut connection, a corrupt gzip): transient for
-/// a connection, permanent for bad data.
+/// A row stream ran into one of its limits: permanent, with the limit's own code.
+fn exceeded(limit: &Exceeded) -> S3Failure {
+    S3Failure::new(limit.code(), limit.to_string())
+}
+
+/// Reading the source failed mid-stream: a limit (see [`crate::bounded`]) has its own
+/// permanent code; otherwise transient for a connection (a cut one), permanent for bad
+/// data (a corrupt gzip).
 fn source_err(e: std::io::Error) -> PipelineError {
+    if let Some(limit) = Exceeded::of(&e) {
+        return PipelineError::Io(exceeded(limit));
+    }
     match e.kind() {
         std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => {
             PipelineError::Render(format!("the rows could not be read: {e}"))

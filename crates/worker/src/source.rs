@@ -6,8 +6,8 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use courier_core::ErrorCode;
 use courier_core::delivery::{RowsLocation, RowsUrl};
+use courier_core::{ErrorCode, TenantId};
 use courier_egress::EgressPolicy;
 use courier_s3::S3Failure;
 use futures::TryStreamExt;
@@ -18,8 +18,9 @@ use tokio_util::io::StreamReader;
 #[derive(Debug, Clone, Default)]
 pub struct Staging {
     pub client: Option<aws_sdk_s3::Client>,
-    /// The only bucket `s3://` references may name: the fleet's credentials must not read
-    /// whatever else they can on a delivery's say-so.
+    /// The only bucket `s3://` references may name, and only under the delivery's own
+    /// `{tenant}/`: the fleet's credentials must not read whatever else they can, nor one
+    /// tenant's staged rows for another, on a delivery's say-so.
     pub bucket: Option<String>,
 }
 
@@ -52,10 +53,15 @@ impl HttpRows {
 /// An open stream of NDJSON bytes (still compressed if the reference says gzip).
 pub type ByteSource = Box<dyn AsyncRead + Send + Unpin>;
 
-/// Opens the rows at `url`. Failures are classified like uploads: a missing object or a
-/// 4xx is permanent, a connection error or 5xx transient.
+/// Opens the rows at `url` for a delivery that concerns `tenants` (its own tenant and its
+/// destination's owner: the same two, unless the task was written by someone other than
+/// the producer); `s3://` rows must lie under each one's `{tenant}/`, the rule the API
+/// applied ([`RowsLocation::refusal_for`]), checked again here. Failures are classified
+/// like uploads: a refused reference, a missing object or a 4xx is permanent, a
+/// connection error or 5xx transient.
 pub async fn open(
     url: &RowsUrl,
+    tenants: &[&TenantId],
     staging: &Staging,
     http: &HttpRows,
 ) -> Result<ByteSource, S3Failure> {
@@ -63,9 +69,11 @@ pub async fn open(
         .location()
         .map_err(|m| S3Failure::new(ErrorCode::InvalidRowsUrl, m))?;
     if let Some(staging_bucket) = &staging.bucket
-        && let Some(why) = location.outside_staging(staging_bucket)
+        && let Some(refusal) = tenants
+            .iter()
+            .find_map(|tenant| location.refusal_for(staging_bucket, tenant))
     {
-        return Err(S3Failure::new(ErrorCode::RowsUrlOutsideStaging, why));
+        return Err(S3Failure::new(refusal.code, refusal.message));
     }
     match location {
         RowsLocation::S3 { bucket, key } => {
@@ -142,6 +150,10 @@ mod tests {
 
     use super::*;
 
+    fn acme() -> TenantId {
+        TenantId::parse("acme").unwrap()
+    }
+
     async fn staging(bucket: Option<&str>) -> Staging {
         let client = courier_s3::client::client_for(
             "us-east-1",
@@ -187,7 +199,7 @@ mod tests {
 
     async fn fail(url: &str, http: &HttpRows) -> S3Failure {
         let url = RowsUrl::parse(url).unwrap();
-        match open(&url, &Staging::default(), http).await {
+        match open(&url, &[&acme()], &Staging::default(), http).await {
             Ok(_) => panic!("{url:?} opened"),
             Err(f) => f,
         }
@@ -285,7 +297,14 @@ mod tests {
 
     async fn code(url: &str, staging: &Staging) -> String {
         let url = RowsUrl::parse(url).unwrap();
-        match open(&url, staging, &http(EgressPolicy::public_only())).await {
+        match open(
+            &url,
+            &[&acme()],
+            staging,
+            &http(EgressPolicy::public_only()),
+        )
+        .await
+        {
             Ok(_) => "opened".into(),
             Err(f) => {
                 assert_eq!(f.class(), ErrorClass::Permanent, "{f:?}");
@@ -298,16 +317,50 @@ mod tests {
     async fn s3_references_must_name_the_staging_bucket() {
         let staging = staging(Some("courier-staging")).await;
         assert_eq!(
-            code("s3://customer-secrets/dump.ndjson", &staging).await,
+            code("s3://customer-secrets/acme/dump.ndjson", &staging).await,
             "RowsUrlOutsideStaging"
         );
         assert_eq!(
-            code("s3://courier-staging/x.ndjson", &Staging::default()).await,
+            code("s3://courier-staging/acme/x.ndjson", &Staging::default()).await,
             "StagingNotConfigured"
         );
         assert_eq!(
-            code("s3://courier-staging/x.ndjson", &self::staging(None).await).await,
+            code(
+                "s3://courier-staging/acme/x.ndjson",
+                &self::staging(None).await
+            )
+            .await,
             "StagingNotConfigured"
         );
+    }
+
+    #[tokio::test]
+    async fn s3_references_must_lie_under_the_deliverys_tenant() {
+        let staging = staging(Some("courier-staging")).await;
+        for other in [
+            "s3://courier-staging/globex/x.ndjson",
+            "s3://courier-staging/acme2/x.ndjson",
+            "s3://courier-staging/acme/../globex/x.ndjson",
+            "s3://courier-staging/acme/%2e%2e/globex/x.ndjson",
+            "s3://courier-staging/x.ndjson",
+        ] {
+            assert_eq!(code(other, &staging).await, "RowsOutsideTenant", "{other}");
+        }
+        // A task whose tenant and destination owner differ reads neither one's rows.
+        let url = RowsUrl::parse("s3://courier-staging/acme/x.ndjson").unwrap();
+        let globex = TenantId::parse("globex").unwrap();
+        let f = match open(
+            &url,
+            &[&acme(), &globex],
+            &staging,
+            &http(EgressPolicy::public_only()),
+        )
+        .await
+        {
+            Ok(_) => panic!("opened"),
+            Err(f) => f,
+        };
+        assert_eq!(f.code.as_str(), "RowsOutsideTenant");
+        assert!(f.message.contains("under `globex/`"), "{}", f.message);
     }
 }

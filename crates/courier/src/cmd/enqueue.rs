@@ -41,8 +41,8 @@ pub struct Args {
     /// streams: `s3://bucket/key` in the fleet's staging store, or an http(s) URL.
     #[arg(long, conflicts_with = "stage")]
     rows_url: Option<String>,
-    /// Upload this NDJSON file (`.gz` for gzip) to the staging store first and deliver it
-    /// by reference: for results too big to send inline.
+    /// Upload this NDJSON file (`.gz` for gzip) to the staging store first, under
+    /// `{tenant}/`, and deliver it by reference: for results too big to send inline.
     #[arg(long)]
     stage: Option<PathBuf>,
     /// Where an http(s) `--rows-url` may point, as for the API.
@@ -64,7 +64,7 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let tenant = TenantId::parse(&args.tenant).map_err(anyhow::Error::msg)?;
     let staged = match &args.stage {
-        Some(path) => Some(stage(&args, path).await?),
+        Some(path) => Some(stage(&args, &tenant, path).await?),
         None => None,
     };
     let rows_url = staged.or(args.rows_url.clone());
@@ -111,8 +111,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Uploads `path` to the staging store; returns its `s3://` reference.
-async fn stage(args: &Args, path: &std::path::Path) -> anyhow::Result<String> {
+/// Uploads `path` to the staging store under `{tenant}/`; returns its `s3://` reference.
+async fn stage(args: &Args, tenant: &TenantId, path: &std::path::Path) -> anyhow::Result<String> {
     let bucket = args
         .staging
         .staging_bucket
@@ -120,7 +120,7 @@ async fn stage(args: &Args, path: &std::path::Path) -> anyhow::Result<String> {
         .context("--stage needs the staging bucket (COURIER_STAGING_BUCKET)")?;
     let client = args.staging.client(courier_s3::S3Timeouts::default()).await;
     let url = StagingStore { client, bucket }
-        .stage_file(path)
+        .stage_file(tenant, path)
         .await
         .with_context(|| format!("staging {}", path.display()))?;
     eprintln!("staged {} as {}", path.display(), url.as_str());

@@ -11,6 +11,7 @@ use courier_store::{
     Concurrency, DeadLetters, DeliveryQueue, DestinationStore, HealthStore, HeldDeliveries,
     Janitor, KeyGuard, RecordStore, StatsReader, UploadSlots,
 };
+use courier_worker::bounded::RowLimits;
 use courier_worker::slot_gate::{self, SlotGate};
 use courier_worker::source::{HttpRows, Staging};
 use courier_worker::{Deliverer, RetryPolicy, WorkerSettings};
@@ -71,6 +72,18 @@ pub struct Args {
     min_uploads_per_destination: u32,
     #[command(flatten)]
     staging: StagingArgs,
+    /// Longest line of rows by reference (`rowsUrl`), in bytes: a longer one fails the
+    /// delivery (`RowTooLong`) as soon as the limit is read.
+    #[arg(long, env = "COURIER_MAX_ROW_BYTES", default_value_t = 1024 * 1024)]
+    max_row_bytes: usize,
+    /// Most bytes of rows by reference one delivery reads, counted after decompression:
+    /// more fail the delivery (`RowsTooLarge`) as soon as the limit is read.
+    #[arg(long, env = "COURIER_MAX_ROWS_BYTES", default_value_t = 10 * 1024 * 1024 * 1024)]
+    max_rows_bytes: u64,
+    /// Seconds one fetch of rows by reference may take in all, from the request to the
+    /// last byte; a longer one fails the delivery (`RowsFetchTimeout`).
+    #[arg(long, env = "COURIER_ROWS_FETCH_TIMEOUT_SECS", default_value_t = 1_800)]
+    rows_fetch_timeout_secs: u64,
     /// Tries per delivery for transient failures, the first included.
     #[arg(long, env = "COURIER_RETRY_MAX_ATTEMPTS", default_value_t = 12)]
     retry_max_attempts: u32,
@@ -181,6 +194,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             read_timeout: timeouts.operation,
         },
         part_size: (args.part_size_mb.max(5)) * 1024 * 1024,
+        row_limits: RowLimits {
+            max_row_bytes: args.max_row_bytes.max(1),
+            max_rows_bytes: args.max_rows_bytes.max(1),
+            fetch_timeout: Duration::from_secs(args.rows_fetch_timeout_secs.max(1)),
+        },
         retry: RetryPolicy {
             max_attempts: args.retry_max_attempts.max(1),
             min_delay: Duration::from_millis(args.retry_min_delay_ms.max(1)),

@@ -1,5 +1,6 @@
 //! Where the fleet may be sent: a destination's endpoint and a job's row reference must not
-//! point it at internal services, and `s3://` rows must be in the fleet's staging bucket.
+//! point it at internal services, and `s3://` rows must be in the fleet's staging bucket,
+//! under the tenant's own `{tenant}/`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -69,16 +70,25 @@ impl Rules {
             .map_err(|m| ValidationErrors::single("s3.credentials", m))
     }
 
-    /// Checks where the workers would read a job's rows from: `s3://` rows only from the
-    /// staging bucket, http(s) rows only from public hosts. Inline rows pass.
-    pub async fn check_rows(&self, rows: &RowsSource) -> Result<(), ValidationErrors> {
+    /// Checks where the workers would read `tenant`'s rows from: `s3://` rows only from
+    /// under `{tenant}/` in the staging bucket ([`RowsLocation::refusal_for`], which the
+    /// workers ask again), http(s) rows only from public hosts. Inline rows pass.
+    pub async fn check_rows(
+        &self,
+        tenant: &TenantId,
+        rows: &RowsSource,
+    ) -> Result<(), ValidationErrors> {
         match rows {
             RowsSource::Inline { .. } => Ok(()),
-            RowsSource::Url(url) => self.check_rows_url(url).await,
+            RowsSource::Url(url) => self.check_rows_url(tenant, url).await,
         }
     }
 
-    async fn check_rows_url(&self, url: &RowsUrl) -> Result<(), ValidationErrors> {
+    async fn check_rows_url(
+        &self,
+        tenant: &TenantId,
+        url: &RowsUrl,
+    ) -> Result<(), ValidationErrors> {
         let field = "rowsUrl";
         let invalid = |m: String| ValidationErrors::single(field, m);
         match url.location().map_err(invalid)? {
@@ -86,8 +96,8 @@ impl Rules {
             // than fail the delivery later.
             location @ RowsLocation::S3 { .. } => match &self.staging_bucket {
                 Some(staging) => location
-                    .outside_staging(staging)
-                    .map_or(Ok(()), |m| Err(invalid(m))),
+                    .refusal_for(staging, tenant)
+                    .map_or(Ok(()), |r| Err(invalid(r.message))),
                 None => Err(invalid(
                     "this deployment has no staging bucket (COURIER_STAGING_BUCKET) for s3:// \
                      rows; use an http(s) URL"
@@ -152,23 +162,36 @@ mod tests {
         }
     }
 
+    fn acme() -> TenantId {
+        TenantId::parse("acme").unwrap()
+    }
+
     #[tokio::test]
-    async fn s3_rows_only_from_the_staging_bucket() {
+    async fn s3_rows_only_from_the_tenants_prefix_in_the_staging_bucket() {
         let rules = staging();
         assert!(
             rules
-                .check_rows(&url("s3://staging/a.ndjson"))
+                .check_rows(&acme(), &url("s3://staging/acme/a.ndjson"))
                 .await
                 .is_ok()
         );
         let err = rules
-            .check_rows(&url("s3://secrets/a.ndjson"))
+            .check_rows(&acme(), &url("s3://secrets/acme/a.ndjson"))
             .await
             .unwrap_err();
         assert_eq!(err.0[0].field, "rowsUrl");
         assert!(err.0[0].message.contains("`secrets`"), "{err}");
+        for other in [
+            "s3://staging/acme2/a.ndjson",
+            "s3://staging/acme/../acme2/a.ndjson",
+            "s3://staging/a.ndjson",
+        ] {
+            let err = rules.check_rows(&acme(), &url(other)).await.unwrap_err();
+            assert_eq!(err.0[0].field, "rowsUrl", "{other}");
+            assert!(err.0[0].message.contains("under `acme/`"), "{err}");
+        }
         let err = Rules::default()
-            .check_rows(&url("s3://staging/a.ndjson"))
+            .check_rows(&acme(), &url("s3://staging/acme/a.ndjson"))
             .await
             .unwrap_err();
         assert!(err.0[0].message.contains("COURIER_STAGING_BUCKET"), "{err}");
@@ -182,7 +205,7 @@ mod tests {
             "http://[::1]/r.ndjson?sig=1",
             "http://169.254.169.254/latest",
         ] {
-            let err = rules.check_rows(&url(u)).await.unwrap_err();
+            let err = rules.check_rows(&acme(), &url(u)).await.unwrap_err();
             assert_eq!(err.0[0].field, "rowsUrl", "{u}");
         }
         let endpoint = EndpointUrl::parse("http://10.0.0.1:3900").unwrap();
@@ -202,7 +225,7 @@ mod tests {
         assert!(err.0[0].message.contains("COURIER_EGRESS_ALLOW"), "{err}");
         assert!(open.check_endpoint(&endpoint).await.is_ok());
         assert!(
-            open.check_rows(&url("http://127.0.0.1:9000/rows.ndjson"))
+            open.check_rows(&acme(), &url("http://127.0.0.1:9000/rows.ndjson"))
                 .await
                 .is_ok()
         );
@@ -210,6 +233,6 @@ mod tests {
             rows: InlineRows::default(),
             count: 0,
         };
-        assert!(Rules::default().check_rows(&inline).await.is_ok());
+        assert!(Rules::default().check_rows(&acme(), &inline).await.is_ok());
     }
 }
