@@ -149,6 +149,7 @@ mod tests {
             &Credentials::Anonymous,
             courier_s3::S3Timeouts::default(),
             None,
+            "courier-staging",
         )
         .await;
         Staging {
