@@ -234,7 +234,7 @@ fn schemas_use_the_wire_names_and_keep_the_docs() {
     }
     assert_eq!(
         schemas["CredentialsMode"]["enum"],
-        json!(["STATIC", "NONE", "DEFAULT_CHAIN"])
+        json!(["STATIC", "NONE", "DEFAULT_CHAIN", "ROLE"])
     );
     assert!(
         schemas["DeliveryError"]["properties"]["code"]["description"]
