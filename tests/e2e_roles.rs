@@ -7,19 +7,204 @@
 //! class and tags, tests it and receives files written by the role. Objects are read back
 //! by an independent client (boto3, as the bucket's owner).
 //!
+//! No Garage here: the processes are started by [`Fleet`], a small harness of this file
+//! (Redis, the API and workers), so the tests need only Redis and moto.
+//!
 //! moto 5.2 evaluates a trust policy's `StringEquals` on a key the request lacks as true;
 //! the server runs under a small patch that makes it false as on AWS (see
 //! `crates/test-support/src/moto/serve.py`), so the probe's "assumable without the
 //! ExternalId" check is tested both ways: a role requiring it passes, a role without the
 //! condition fails with the confused-deputy hint.
 
-mod common;
+use std::fs::File;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use std::time::Duration;
-
-use common::{OTHER_TOKEN, Stack};
-use courier_test_support::{MOTO_REGION, MotoCustomer, MotoFleet, MotoServer, RedisServer};
+use base64::Engine as _;
+use courier_test_support::{
+    MOTO_REGION, MotoCustomer, MotoFleet, MotoServer, RedisServer, free_port,
+};
 use serde_json::{Value, json};
+
+const TOKEN: &str = "tok_acme_0123456789abcdef";
+const OTHER_TOKEN: &str = "tok_globex_0123456789abcdef";
+
+/// Redis, `courier api` and `courier worker`s with the given environment; killed on drop.
+struct Fleet {
+    _redis: RedisServer,
+    dir: tempfile::TempDir,
+    api_url: String,
+    procs: Vec<Child>,
+    http: reqwest::Client,
+    /// Every response body, for secret scans.
+    responses: Mutex<Vec<String>>,
+}
+
+impl Fleet {
+    async fn start(workers: usize, env: &[(String, String)]) -> Fleet {
+        let redis = RedisServer::start().expect("redis");
+        let secret = base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 32]>());
+        let port = free_port();
+        let mut fleet = Fleet {
+            api_url: format!("http://127.0.0.1:{port}"),
+            dir: tempfile::tempdir().unwrap(),
+            procs: Vec::new(),
+            http: reqwest::Client::new(),
+            responses: Mutex::default(),
+            _redis: redis,
+        };
+        let mut common: Vec<(String, String)> = vec![
+            ("REDIS_URL".into(), fleet._redis.url()),
+            ("COURIER_SECRET_KEY".into(), secret),
+            (
+                "COURIER_API_TOKENS".into(),
+                format!("{TOKEN}=acme,{OTHER_TOKEN}=globex"),
+            ),
+            ("RUST_LOG".into(), "info,courier=debug".into()),
+            ("COURIER_RETRY_MIN_DELAY_MS".into(), "50".into()),
+            ("COURIER_RETRY_MAX_DELAY_MS".into(), "200".into()),
+        ];
+        common.extend_from_slice(env);
+        let api_env = [("COURIER_API_LISTEN".to_owned(), format!("127.0.0.1:{port}"))];
+        fleet.spawn("api", &["api"], &common, &api_env);
+        fleet.wait_http(&format!("{}/healthz", fleet.api_url)).await;
+        for i in 0..workers {
+            let mport = free_port();
+            let worker_env = [
+                (
+                    "COURIER_METRICS_LISTEN".to_owned(),
+                    format!("127.0.0.1:{mport}"),
+                ),
+                (
+                    "COURIER_WORKER_NAME".to_owned(),
+                    format!("roles-{i}-{}", std::process::id()),
+                ),
+            ];
+            fleet.spawn(&format!("worker-{i}"), &["worker"], &common, &worker_env);
+            fleet
+                .wait_http(&format!("http://127.0.0.1:{mport}/healthz"))
+                .await;
+        }
+        fleet
+    }
+
+    fn spawn(&mut self, name: &str, args: &[&str], a: &[(String, String)], b: &[(String, String)]) {
+        let log = File::create(self.dir.path().join(format!("{name}.log"))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_courier"))
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .envs(a.iter().chain(b).map(|(k, v)| (k, v)))
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("courier runs");
+        self.procs.push(child);
+    }
+
+    async fn wait_http(&self, url: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.http.get(url).send().await
+                && r.status().is_success()
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{url} did not come up:\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn logs(&self) -> String {
+        let mut all = String::new();
+        for e in std::fs::read_dir(self.dir.path()).unwrap().flatten() {
+            all.push_str(&std::fs::read_to_string(e.path()).unwrap_or_default());
+        }
+        all
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Vec<u8>>,
+    ) -> (u16, Value) {
+        let mut req = self.http.request(method, format!("{}{path}", self.api_url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req.send().await.expect("api answers");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        self.responses.lock().unwrap().push(text.clone());
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let body = serde_json::to_vec(body).unwrap();
+        self.call(reqwest::Method::POST, path, Some(TOKEN), Some(body))
+            .await
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        self.call(reqwest::Method::GET, path, Some(TOKEN), None)
+            .await
+    }
+
+    async fn enqueue(&self, destination: &str, job_id: &str, inventory: &str) -> String {
+        let body = json!({
+            "destinationId": destination,
+            "jobId": job_id,
+            "partnerInventoryId": inventory,
+            "completedAt": "2026-06-07T10:00:00Z",
+            "rows": [{"hotel": "A", "score": 1}]
+        });
+        let (status, resp) = self.post("/api/v1/deliveries", &body).await;
+        assert_eq!(status, 202, "{resp}");
+        resp["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn wait_final(&self, id: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let (status, rec) = self.get(&format!("/api/v1/deliveries/{id}")).await;
+            assert_eq!(status, 200, "{rec}");
+            if rec["status"] == "DELIVERED" || rec["status"] == "FAILED" {
+                return rec;
+            }
+            assert!(Instant::now() < deadline, "{rec}\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// All responses and process logs, for secret scans.
+    fn everything_said(&self) -> String {
+        let mut all = self.responses.lock().unwrap().join("\n");
+        all.push_str(&self.logs());
+        all
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for c in &mut self.procs {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
 
 const WAIT: Duration = Duration::from_secs(60);
 const BUCKET: &str = "customer-results";
@@ -61,7 +246,7 @@ struct World {
     moto: MotoServer,
     fleet: MotoFleet,
     customer: MotoCustomer,
-    stack: Stack,
+    stack: Fleet,
     external_id: String,
 }
 
@@ -97,7 +282,7 @@ impl World {
                 format!("127.0.0.1:{}", moto.port()),
             ),
         ];
-        let stack = Stack::start_with(workers, RedisServer::start().expect("redis"), env).await;
+        let stack = Fleet::start(workers, &env).await;
         let (status, tenant) = stack.get("/api/v1/tenant").await;
         assert_eq!(status, 200, "{tenant}");
         let external_id = tenant["externalId"].as_str().unwrap().to_owned();
@@ -375,7 +560,7 @@ async fn another_tenant_naming_the_role_is_refused_at_assume_role_and_its_delive
         .await;
     assert_eq!(status, 202, "{accepted}");
     let did = accepted["id"].as_str().unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
+    let deadline = Instant::now() + WAIT;
     let rec = loop {
         let (_, rec) = w
             .stack
@@ -389,7 +574,7 @@ async fn another_tenant_naming_the_role_is_refused_at_assume_role_and_its_delive
         if rec["status"] == "FAILED" || rec["status"] == "HELD" {
             break rec;
         }
-        assert!(std::time::Instant::now() < deadline, "{rec}");
+        assert!(Instant::now() < deadline, "{rec}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert!(rec.to_string().contains("AssumeRoleFailed"), "{rec}");
