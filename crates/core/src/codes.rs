@@ -113,6 +113,13 @@ error_codes! {
     /// `DEFAULT_CHAIN` credentials on a destination of a tenant the operator did not name in
     /// `COURIER_DEFAULT_CHAIN_TENANTS`.
     DefaultChainNotAllowed = "DefaultChainNotAllowed", P;
+    /// The fleet could not assume a `ROLE` destination's role; the message carries STS's
+    /// code (`AccessDenied`: the trust policy lacks the fleet's principal or the ExternalId).
+    /// Classed by STS's status: refused is permanent, no answer or a 5xx transient.
+    AssumeRoleFailed = "AssumeRoleFailed", S;
+    /// The connection test could assume the role *without* the ExternalId: its trust policy
+    /// does not require `sts:ExternalId`, so any AWS customer of the fleet could use it.
+    RoleAssumableWithoutExternalId = "RoleAssumableWithoutExternalId", P;
     /// An answer that could not be read.
     InvalidResponse = "InvalidResponse", S;
     /// The request could not be signed or built (e.g. no default credentials).

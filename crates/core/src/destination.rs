@@ -9,6 +9,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::format::ParquetOptions;
+pub use crate::role::{ExternalId, RoleArn, RoleCredentials};
+pub use crate::write_options::WriteOptions;
 use crate::{Compression, Format, TenantId};
 
 /// A bucket name S3 accepts (general purpose bucket naming rules).
@@ -250,6 +252,9 @@ pub enum CredentialsMode {
     /// The AWS default credential chain of the worker (environment, profile, web
     /// identity, instance role), for operators who run Courier inside AWS.
     DefaultChain,
+    /// A role in the customer's account (`roleArn`), assumed by the fleet's own identity
+    /// with the tenant's ExternalId; open to every tenant.
+    Role,
 }
 
 /// How requests to a destination are signed.
@@ -258,6 +263,7 @@ pub enum Credentials {
     Static(StaticCredentials),
     Anonymous,
     DefaultChain,
+    Role(RoleCredentials),
 }
 
 impl Credentials {
@@ -281,12 +287,20 @@ impl Credentials {
             Credentials::Static(_) => CredentialsMode::Static,
             Credentials::Anonymous => CredentialsMode::None,
             Credentials::DefaultChain => CredentialsMode::DefaultChain,
+            Credentials::Role(_) => CredentialsMode::Role,
         }
     }
 
     pub fn as_static(&self) -> Option<&StaticCredentials> {
         match self {
             Credentials::Static(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn as_role(&self) -> Option<&RoleCredentials> {
+        match self {
+            Credentials::Role(r) => Some(r),
             _ => None,
         }
     }
@@ -300,6 +314,9 @@ pub struct S3Settings {
     pub endpoint_url: Option<EndpointUrl>,
     pub path_prefix: PathPrefix,
     pub credentials: Credentials,
+    /// What every object carries (encryption, class, tags, ACL) and the bucket's expected
+    /// owner.
+    pub write: WriteOptions,
 }
 
 /// A destination configuration with every field validated.

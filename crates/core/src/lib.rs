@@ -52,7 +52,9 @@ pub mod format;
 pub mod ids;
 pub mod key;
 pub mod render;
+pub mod role;
 pub mod rows;
+pub mod write_options;
 
 pub use codes::ErrorCode;
 pub use error::{FieldError, ValidationErrors};

@@ -210,6 +210,7 @@ impl StagingArgs {
             timeouts,
             // The fleet's own store, set by the operator: no tenant policy applies.
             None,
+            "courier-staging",
         )
         .await
     }

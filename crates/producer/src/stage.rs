@@ -5,6 +5,7 @@ use std::path::Path;
 
 use courier_core::TenantId;
 use courier_core::delivery::RowsUrl;
+use courier_core::destination::WriteOptions;
 use courier_s3::S3Failure;
 use courier_s3::stream::{ObjectTarget, upload_reader};
 
@@ -37,6 +38,7 @@ impl StagingStore {
             key: &key,
             content_type: "application/x-ndjson",
             content_encoding: None,
+            write: &WriteOptions::default(),
         };
         upload_reader(&self.client, &target, file, 8 * 1024 * 1024).await?;
         RowsUrl::parse(&format!("s3://{}/{key}", self.bucket)).map_err(StageError::Bucket)

@@ -280,6 +280,28 @@ async fn bad_destinations_are_refused_with_the_field_named() {
         (json!({"s3": {"region": "EU WEST"}}), "s3.region"),
         (json!({"format": "PDF"}), "format"),
         (json!({"s3": {"acl": "public-read"}}), "s3.acl"),
+        // Write options, each under its field.
+        (
+            json!({"s3": {"serverSideEncryption": "AES128"}}),
+            "s3.serverSideEncryption",
+        ),
+        (
+            json!({"s3": {"serverSideEncryption": "AES256", "kmsKeyId": "alias/k"}}),
+            "s3.kmsKeyId",
+        ),
+        (json!({"s3": {"storageClass": "COLD"}}), "s3.storageClass"),
+        (json!({"s3": {"tags": {"aws:owner": "x"}}}), "s3.tags"),
+        (json!({"s3": {"cannedAcl": "public-read"}}), "s3.cannedAcl"),
+        (
+            json!({"s3": {"expectedBucketOwner": "1234"}}),
+            "s3.expectedBucketOwner",
+        ),
+        // A role needs its ARN, without keys; the ExternalId is Courier's to choose.
+        (
+            json!({"s3": {"roleArn": "arn:aws:iam::123456789012:role/x"}}),
+            "s3.roleArn",
+        ),
+        (json!({"s3": {"externalId": "mine"}}), "s3.externalId"),
         (json!({"name": ""}), "name"),
         // gzip around a Parquet file: refused, its codec is `parquet.compression`.
         (

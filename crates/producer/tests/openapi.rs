@@ -21,7 +21,8 @@ use serde_json::{Value, json};
 
 /// Every operation of the API. A route removed from, or added to, the router without
 /// changing this list fails `operations_are_exactly_the_served_routes`.
-const OPERATIONS: [(&str, &str); 11] = [
+const OPERATIONS: [(&str, &str); 12] = [
+    ("get", "/api/v1/tenant"),
     ("post", "/api/v1/delivery-destinations"),
     ("get", "/api/v1/delivery-destinations"),
     ("get", "/api/v1/delivery-destinations/{id}"),
@@ -38,6 +39,10 @@ const OPERATIONS: [(&str, &str); 11] = [
 const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
 ];
+
+fn external_id() -> courier_core::destination::ExternalId {
+    courier_core::destination::ExternalId::parse("Qm9bT4x7Kp2Lw8Zr5Nc1Vd6Hs3Jf0Yga").unwrap()
+}
 
 fn doc() -> Value {
     serde_json::to_value(openapi()).unwrap()
@@ -229,7 +234,7 @@ fn schemas_use_the_wire_names_and_keep_the_docs() {
     }
     assert_eq!(
         schemas["CredentialsMode"]["enum"],
-        json!(["STATIC", "NONE", "DEFAULT_CHAIN"])
+        json!(["STATIC", "NONE", "DEFAULT_CHAIN", "ROLE"])
     );
     assert!(
         schemas["DeliveryError"]["properties"]["code"]["description"]
@@ -376,7 +381,7 @@ fn a_destination_conforms_to_its_schema() {
         "status": "PAUSED"
     }))
     .unwrap()
-    .validate()
+    .validate(&external_id())
     .unwrap();
     let dest = Destination {
         id: DestinationId::generate(),
@@ -391,8 +396,54 @@ fn a_destination_conforms_to_its_schema() {
         last_error_code: Some("AccessDenied".into()),
         last_error_message: Some("Access Denied".into()),
     };
-    let view = serde_json::to_value(DestinationView::new(&dest, failing)).unwrap();
-    assert_eq!(keys(&view["s3"]), properties(&doc, "S3View"));
+    let view = serde_json::to_value(DestinationView::new(&dest, failing, &external_id())).unwrap();
+    // A role destination with every write option shows the other half of `S3View`.
+    let role_spec = serde_json::from_value::<DestinationRequest>(json!({
+        "type": "S3",
+        "name": "Role",
+        "s3": {
+            "bucket": "acme-results",
+            "region": "eu-west-1",
+            "roleArn": "arn:aws:iam::123456789012:role/courier",
+            "serverSideEncryption": "aws:kms",
+            "kmsKeyId": "alias/courier",
+            "storageClass": "STANDARD_IA",
+            "tags": {"team": "data"},
+            "cannedAcl": "bucket-owner-full-control",
+            "expectedBucketOwner": "123456789012"
+        }
+    }))
+    .unwrap()
+    .validate(&external_id())
+    .unwrap();
+    let role_dest = Destination {
+        spec: role_spec,
+        ..dest.clone()
+    };
+    let role_view = serde_json::to_value(DestinationView::new(
+        &role_dest,
+        Default::default(),
+        &external_id(),
+    ))
+    .unwrap();
+    assert_eq!(role_view["s3"]["credentials"], "ROLE");
+    assert_eq!(role_view["s3"]["externalId"], external_id().as_str());
+    assert_eq!(view["s3"]["externalId"], external_id().as_str());
+    let shown: BTreeSet<String> = keys(&view["s3"])
+        .union(&keys(&role_view["s3"]))
+        .cloned()
+        .collect();
+    assert_eq!(shown, properties(&doc, "S3View"));
+    for (method, path, status) in [
+        ("post", "/api/v1/delivery-destinations", "201"),
+        ("get", "/api/v1/delivery-destinations/{id}", "200"),
+    ] {
+        assert_conforms(
+            &doc,
+            &response_schema(&doc, method, path, status),
+            &role_view,
+        );
+    }
     for (method, path, status) in [
         ("post", "/api/v1/delivery-destinations", "201"),
         ("get", "/api/v1/delivery-destinations/{id}", "200"),
@@ -419,7 +470,7 @@ fn a_parquet_destination_conforms_to_its_schema() {
         "parquet": {"compression": "SNAPPY", "columnTypes": {"at": "TIMESTAMP", "n": "INT64"}}
     }))
     .unwrap()
-    .validate()
+    .validate(&external_id())
     .unwrap();
     let dest = Destination {
         id: DestinationId::generate(),
@@ -428,7 +479,12 @@ fn a_parquet_destination_conforms_to_its_schema() {
         created_at: Utc::now(),
         updated_at: Utc::now(),
     };
-    let view = serde_json::to_value(DestinationView::new(&dest, Default::default())).unwrap();
+    let view = serde_json::to_value(DestinationView::new(
+        &dest,
+        Default::default(),
+        &external_id(),
+    ))
+    .unwrap();
     assert_eq!(
         view["parquet"],
         json!({"compression": "SNAPPY", "columnTypes": {"at": "TIMESTAMP", "n": "INT64"}})

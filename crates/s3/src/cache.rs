@@ -3,8 +3,13 @@
 //! Building a client parses the TLS root store, and a fresh client opens a fresh
 //! connection; per delivery that cost more CPU than the upload itself. A cached client
 //! keeps its connection pool warm. An entry is used only while the destination's
-//! connection settings (region, endpoint, credentials) are exactly those it was built
-//! with, so a rotated secret or a moved endpoint takes effect on the next delivery.
+//! connection settings (region, endpoint, credentials, expected bucket owner) are exactly
+//! those it was built with, so a rotated secret or a moved endpoint takes effect on the next
+//! delivery.
+//!
+//! For a `ROLE` destination the cached client also keeps the role's temporary credentials:
+//! its identity cache asks STS again only shortly before they expire, so deliveries do not
+//! each assume the role.
 
 use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +17,8 @@ use std::sync::{Arc, Mutex};
 
 use courier_core::DestinationId;
 use courier_core::destination::{Credentials, EndpointUrl, Region, S3Settings};
+use courier_core::role::role_session_name;
+use courier_core::write_options::AccountId;
 use courier_egress::EgressPolicy;
 use lru::LruCache;
 
@@ -39,6 +46,8 @@ struct Connection {
     region: Region,
     endpoint_url: Option<EndpointUrl>,
     credentials: Credentials,
+    /// Sent on every request by the client itself.
+    expected_bucket_owner: Option<AccountId>,
 }
 
 impl Connection {
@@ -47,6 +56,7 @@ impl Connection {
             region: s3.region.clone(),
             endpoint_url: s3.endpoint_url.clone(),
             credentials: s3.credentials.clone(),
+            expected_bucket_owner: s3.write.expected_bucket_owner.clone(),
         }
     }
 }
@@ -75,7 +85,7 @@ impl ClientCache {
         {
             return Ok(entry.client.clone());
         }
-        let built = client(s3, self.timeouts, &self.egress).await?;
+        let built = client(s3, self.timeouts, &self.egress, &role_session_name(id)).await?;
         self.built.fetch_add(1, Ordering::Relaxed);
         self.lock().put(
             id.clone(),
@@ -123,6 +133,7 @@ mod tests {
                 access_key_id: "AKIAEXAMPLE".into(),
                 secret_access_key: Secret::new(secret),
             }),
+            write: Default::default(),
         }
     }
 

@@ -5,14 +5,24 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use aws_config::SdkConfig;
+use aws_config::sts::AssumeRoleProvider;
 use aws_credential_types::Credentials;
 use aws_credential_types::provider::SharedCredentialsProvider;
+use aws_credential_types::provider::error::CredentialsError;
+use aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextMut;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{BehaviorVersion, Region, RequestChecksumCalculation, retry::RetryConfig};
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::config::{
+    BehaviorVersion, ConfigBag, Intercept, Region, RequestChecksumCalculation, RuntimeComponents,
+    retry::RetryConfig,
+};
+use aws_sdk_s3::error::{BoxError, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_sts::operation::assume_role::AssumeRoleError;
 use courier_core::ErrorCode;
-use courier_core::destination::{Credentials as DestinationCredentials, S3Settings};
+use courier_core::destination::{
+    Credentials as DestinationCredentials, RoleCredentials, S3Settings, WriteOptions,
+};
 use courier_core::failure::ErrorClass;
 use courier_egress::{EgressPolicy, EgressRefused, find_refusal};
 use tokio::sync::OnceCell;
@@ -49,27 +59,79 @@ async fn default_chain() -> SharedCredentialsProvider {
         .clone()
 }
 
+/// The region STS is called in when the fleet's configuration names none.
+const STS_FALLBACK_REGION: &str = "us-east-1";
+
+/// The fleet's own AWS configuration, loaded once per process: its base identity (the
+/// default chain), its region, and its endpoints (`AWS_ENDPOINT_URL_STS`). Roles are assumed
+/// with it. The STS endpoint is the operator's configuration, never a tenant's input (a
+/// tenant names only the role's ARN, which goes in the request body), so STS calls use the
+/// SDK's own HTTP client rather than the egress-checked one: an operator may well reach STS
+/// through a VPC endpoint on a private address that tenant traffic must not reach.
+pub async fn fleet_config() -> SdkConfig {
+    static CONFIG: OnceCell<SdkConfig> = OnceCell::const_new();
+    CONFIG
+        .get_or_init(|| async {
+            let conf = aws_config::defaults(BehaviorVersion::latest()).load().await;
+            if conf.region().is_some() {
+                conf
+            } else {
+                conf.into_builder()
+                    .region(Region::new(STS_FALLBACK_REGION))
+                    .build()
+            }
+        })
+        .await
+        .clone()
+}
+
+/// The credentials of `role`, assumed by the fleet's identity with the tenant's
+/// ExternalId under `session`. The provider calls STS whenever the client's identity
+/// cache asks; the cache (one per client, so one per destination in the worker's
+/// [`crate::ClientCache`]) keeps the temporary credentials until shortly before they
+/// expire, so deliveries do not assume the role each time.
+pub async fn role_provider(role: &RoleCredentials, session: &str) -> SharedCredentialsProvider {
+    let provider = AssumeRoleProvider::builder(role.role_arn.as_str())
+        .configure(&fleet_config().await)
+        .external_id(role.external_id.as_str())
+        .session_name(session)
+        .build()
+        .await;
+    SharedCredentialsProvider::new(provider)
+}
+
 /// A client for one destination, whose every connection goes only where `egress` allows
 /// (checked at connect time, on the addresses connected to). Retries are off: Courier owns
-/// its retry policy. Fails only for an endpoint written as an address the policy refuses.
+/// its retry policy. `session` is the role session name for `ROLE` credentials
+/// ([`courier_core::role::role_session_name`]). Fails only for an endpoint written as an
+/// address the policy refuses.
 pub async fn client(
     s3: &S3Settings,
     timeouts: S3Timeouts,
     egress: &Arc<EgressPolicy>,
+    session: &str,
 ) -> Result<aws_sdk_s3::Client, S3Failure> {
-    if let Some(endpoint) = &s3.endpoint_url
-        && let Ok(url) = url::Url::parse(endpoint.as_str())
-    {
-        egress.check_literal(&url).map_err(refused)?;
-    }
+    check_endpoint(s3, egress)?;
     Ok(client_for(
         s3.region.as_str(),
         s3.endpoint_url.as_ref().map(|e| e.as_str()),
         &s3.credentials,
         timeouts,
         Some(egress),
+        session,
     )
-    .await)
+    .await
+    .with_write_options(&s3.write))
+}
+
+/// Refuses an endpoint written as an address the egress policy refuses.
+pub fn check_endpoint(s3: &S3Settings, egress: &Arc<EgressPolicy>) -> Result<(), S3Failure> {
+    if let Some(endpoint) = &s3.endpoint_url
+        && let Ok(url) = url::Url::parse(endpoint.as_str())
+    {
+        egress.check_literal(&url).map_err(refused)?;
+    }
+    Ok(())
 }
 
 /// The failure a refused connection is reported as: its own code, naming the host.
@@ -82,6 +144,52 @@ pub fn refused(r: EgressRefused) -> S3Failure {
     }
 }
 
+/// Adds what a destination's write options ask of every request to a client.
+pub trait WithWriteOptions {
+    /// The client, sending `x-amz-expected-bucket-owner` on every request when `write`
+    /// names the owner. (The per-object options go on the upload calls.)
+    fn with_write_options(self, write: &WriteOptions) -> Self;
+}
+
+impl WithWriteOptions for aws_sdk_s3::Client {
+    fn with_write_options(self, write: &WriteOptions) -> Self {
+        let Some(owner) = &write.expected_bucket_owner else {
+            return self;
+        };
+        let conf = self
+            .config()
+            .to_builder()
+            .interceptor(ExpectedBucketOwner(owner.as_str().to_owned()))
+            .build();
+        aws_sdk_s3::Client::from_conf(conf)
+    }
+}
+
+/// Sets `x-amz-expected-bucket-owner` on every request of a client before it is signed:
+/// HeadBucket, PutObject, multipart create/part/complete/abort and DeleteObject alike, so
+/// none can be forgotten. S3 answers 403 when the bucket belongs to another account.
+#[derive(Debug)]
+struct ExpectedBucketOwner(String);
+
+impl Intercept for ExpectedBucketOwner {
+    fn name(&self) -> &'static str {
+        "ExpectedBucketOwner"
+    }
+
+    fn modify_before_signing(
+        &self,
+        context: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        context
+            .request_mut()
+            .headers_mut()
+            .insert("x-amz-expected-bucket-owner", self.0.clone());
+        Ok(())
+    }
+}
+
 /// A client for any store: a destination (with its tenant's `egress` policy) or the
 /// fleet's own staging store (`None`: the operator's store, reached as configured).
 pub async fn client_for(
@@ -90,7 +198,58 @@ pub async fn client_for(
     credentials: &DestinationCredentials,
     timeouts: S3Timeouts,
     egress: Option<&Arc<EgressPolicy>>,
+    session: &str,
 ) -> aws_sdk_s3::Client {
+    let mut b = config_builder(region, endpoint, timeouts, egress);
+    match credentials {
+        DestinationCredentials::Static(c) => {
+            b = b.credentials_provider(Credentials::new(
+                c.access_key_id.clone(),
+                c.secret_access_key.expose().to_owned(),
+                None,
+                None,
+                "courier-destination",
+            ));
+        }
+        DestinationCredentials::Anonymous => {
+            // Unsigned requests, for buckets that allow public writes.
+            b = b.allow_no_auth();
+        }
+        DestinationCredentials::DefaultChain => {
+            b = b.credentials_provider(default_chain().await);
+        }
+        DestinationCredentials::Role(role) => {
+            b = b.credentials_provider(role_provider(role, session).await);
+        }
+    }
+    aws_sdk_s3::Client::from_conf(b.build())
+}
+
+/// A client for a destination signing with credentials already obtained (the connection
+/// test's assumed role), with the destination's write options.
+pub fn client_with_credentials(
+    s3: &S3Settings,
+    credentials: Credentials,
+    timeouts: S3Timeouts,
+    egress: &Arc<EgressPolicy>,
+) -> aws_sdk_s3::Client {
+    let b = config_builder(
+        s3.region.as_str(),
+        s3.endpoint_url.as_ref().map(|e| e.as_str()),
+        timeouts,
+        Some(egress),
+    )
+    .credentials_provider(credentials);
+    aws_sdk_s3::Client::from_conf(b.build()).with_write_options(&s3.write)
+}
+
+/// Everything of a client but its credentials.
+fn config_builder(
+    region: &str,
+    endpoint: Option<&str>,
+    timeouts: S3Timeouts,
+    egress: Option<&Arc<EgressPolicy>>,
+) -> aws_sdk_s3::config::Builder {
     let mut b = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(region.to_owned()))
@@ -115,25 +274,7 @@ pub async fn client_for(
             .unwrap_or(443);
         b = b.http_client(courier_egress::aws_http_client(policy.clone(), port));
     }
-    match credentials {
-        DestinationCredentials::Static(c) => {
-            b = b.credentials_provider(Credentials::new(
-                c.access_key_id.clone(),
-                c.secret_access_key.expose().to_owned(),
-                None,
-                None,
-                "courier-destination",
-            ));
-        }
-        DestinationCredentials::Anonymous => {
-            // Unsigned requests, for buckets that allow public writes.
-            b = b.allow_no_auth();
-        }
-        DestinationCredentials::DefaultChain => {
-            b = b.credentials_provider(default_chain().await);
-        }
-    }
-    aws_sdk_s3::Client::from_conf(b.build())
+    b
 }
 
 /// The object's metadata.
@@ -208,7 +349,19 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug + HttpStatus + 'static,
 {
-    let (status, code, message) = match &err {
+    failure_of(&err)
+}
+
+/// [`failure`] of a borrowed error.
+pub fn failure_of<E, R>(err: &SdkError<E, R>) -> S3Failure
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug + HttpStatus + 'static,
+{
+    if let Some(f) = role_failure(err) {
+        return f;
+    }
+    let (status, code, message) = match err {
         SdkError::ServiceError(se) => {
             let status = se.raw().http_status();
             let e = se.err();
@@ -250,12 +403,10 @@ where
                 "the store sent a response that could not be read".to_owned(),
             )
         }
-        SdkError::ConstructionFailure(_) => (
-            None,
-            ErrorCode::RequestConstructionFailed,
-            error_chain(&err),
-        ),
-        _ => (None, ErrorCode::Unknown, error_chain(&err)),
+        SdkError::ConstructionFailure(_) => {
+            (None, ErrorCode::RequestConstructionFailed, error_chain(err))
+        }
+        _ => (None, ErrorCode::Unknown, error_chain(err)),
     };
     S3Failure {
         code,
@@ -263,6 +414,37 @@ where
         status,
     }
 }
+
+/// A request that failed because the destination's role could not be assumed:
+/// [`ErrorCode::AssumeRoleFailed`] with STS's status (a 403 is permanent, a 5xx or no answer
+/// transient) and STS's code and message.
+fn role_failure(err: &(dyn std::error::Error + 'static)) -> Option<S3Failure> {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.downcast_ref::<CredentialsError>().is_some() {
+            let mut inner = e.source();
+            while let Some(i) = inner {
+                if let Some(sts) = i.downcast_ref::<SdkError<AssumeRoleError, StsResponse>>() {
+                    let f = failure_of(sts);
+                    return Some(S3Failure {
+                        code: ErrorCode::AssumeRoleFailed,
+                        message: format!("could not assume the role: {}: {}", f.code, f.message),
+                        status: f.status,
+                    });
+                }
+                inner = i.source();
+            }
+            return Some(S3Failure::new(
+                ErrorCode::AssumeRoleFailed,
+                format!("could not assume the role: {}", error_chain(e)),
+            ));
+        }
+        cur = e.source();
+    }
+    None
+}
+
+type StsResponse = aws_sdk_sts::config::http::HttpResponse;
 
 /// Lets [`failure`] read the status of any raw response type.
 pub trait HttpStatus {

@@ -19,6 +19,20 @@ const UPDATE_CREDENTIALS: &str = "Update the destination with fresh credentials 
 /// Advice for `code` reported by `step`, in terms of the destination `s3`.
 pub fn hint(step: ProbeStepName, code: &ErrorCode, s3: &S3Settings) -> String {
     use ErrorCode as C;
+    match (step, code) {
+        (ProbeStepName::AssumeRole, C::AccessDenied) | (_, C::AssumeRoleFailed) => {
+            return role_refused(s3);
+        }
+        (ProbeStepName::AssumeRole, _) if !code.is_store_side() => {
+            return role_failed(code, s3);
+        }
+        (_, C::RoleAssumableWithoutExternalId) => return confused_deputy(s3),
+        (ProbeStepName::AssumeRoleWithoutExternalId, _) if !code.is_store_side() => {
+            return role_failed(code, s3);
+        }
+        (_, C::Other(o)) if o.as_str().starts_with("KMS.") => return kms_refused(code, s3),
+        _ => {}
+    }
     match code {
         C::PermanentRedirect
         | C::AuthorizationHeaderMalformed
@@ -78,7 +92,46 @@ fn signer(s3: &S3Settings) -> String {
         }
         Credentials::Anonymous => "unsigned requests (credentials NONE)".to_owned(),
         Credentials::DefaultChain => "the worker's default AWS credentials".to_owned(),
+        Credentials::Role(r) => format!("the role `{}`", r.role_arn),
     }
+}
+
+/// How a customer completes a role's trust policy.
+const TRUST_POLICY: &str = "Its trust policy must allow sts:AssumeRole to the fleet's principal      (shown as `fleetPrincipal` by GET /api/v1/tenant) with the condition      {\"StringEquals\": {\"sts:ExternalId\": \"<your externalId>\"}}, the externalId      shown by GET /api/v1/tenant and on every destination.";
+
+fn role_refused(s3: &S3Settings) -> String {
+    let role = s3.credentials.as_role().map_or_else(
+        || "the role".to_owned(),
+        |r| format!("the role `{}`", r.role_arn),
+    );
+    format!(
+        "Courier could not assume {role}. AccessDenied here usually means the role's trust          policy lacks the fleet's principal or the ExternalId (or names another one), or          that the role ARN is mistyped. {TRUST_POLICY} Then re-run the connection test."
+    )
+}
+
+fn role_failed(code: &ErrorCode, s3: &S3Settings) -> String {
+    format!(
+        "STS refused to let Courier assume {} with {code}. Check that the roleArn is right          and the role exists in your account. {TRUST_POLICY}",
+        signer(s3)
+    )
+}
+
+fn confused_deputy(s3: &S3Settings) -> String {
+    format!(
+        "Courier could assume {} without the ExternalId: its trust policy does not require          `sts:ExternalId`, so anyone who can make Courier's fleet act (any of its customers)          could have it write with your role, the \"confused deputy\". Add the condition          {{\"StringEquals\": {{\"sts:ExternalId\": \"<your externalId>\"}}}} to the          statement that trusts the fleet's principal, then re-run the connection test.          Courier does not deliver with such a role until it passes.",
+        signer(s3)
+    )
+}
+
+fn kms_refused(code: &ErrorCode, s3: &S3Settings) -> String {
+    let key = s3.write.kms_key_id.as_ref().map_or_else(
+        || "the bucket's default KMS key".to_owned(),
+        |k| format!("the KMS key `{k}`"),
+    );
+    format!(
+        "S3 could not use {key} to encrypt the object ({code}). Check that the key exists in          the bucket's region and is enabled, and that {} may use it: kms:GenerateDataKey and          kms:Decrypt (multipart uploads) in the key policy or the IAM policy.",
+        signer(s3)
+    )
 }
 
 /// The host the requests go to: the endpointUrl, or the AWS endpoint of the region.
@@ -141,6 +194,7 @@ fn access_denied(step: ProbeStepName, s3: &S3Settings) -> String {
         ProbeStepName::HeadBucket => head_not_permitted(s3),
         ProbeStepName::PutObject => permission_missing("write to", s3),
         ProbeStepName::DeleteObject => permission_missing("delete in", s3),
+        ProbeStepName::AssumeRole | ProbeStepName::AssumeRoleWithoutExternalId => role_refused(s3),
     }
 }
 
@@ -176,11 +230,51 @@ fn permission_missing(action: &str, s3: &S3Settings) -> String {
         "{} is not allowed to {action} {}. Attach the IAM policy granting s3:PutObject, \
          s3:GetObject and s3:DeleteObject on `{arn}` to the IAM user or role (for an \
          S3-compatible store, give the key read and write access to bucket `{}`).{prefix}\
-         {anonymous} Then re-run the connection test.",
+         {anonymous}{} Then re-run the connection test.",
         capitalize(&signer(s3)),
         location(s3),
-        s3.bucket
+        s3.bucket,
+        write_options_note(s3),
     )
+}
+
+/// What the destination's write options add to an AccessDenied: a bucket policy may
+/// require or deny them, and a bucket that changed hands refuses the expected owner.
+fn write_options_note(s3: &S3Settings) -> String {
+    let w = &s3.write;
+    let mut sent = Vec::new();
+    if let Some(e) = w.server_side_encryption {
+        sent.push(format!("serverSideEncryption `{}`", e.as_str()));
+    }
+    if let Some(k) = &w.kms_key_id {
+        sent.push(format!("kmsKeyId `{k}`"));
+    }
+    if let Some(c) = w.storage_class {
+        sent.push(format!("storageClass `{}`", c.as_str()));
+    }
+    if !w.tags.is_empty() {
+        sent.push("tags".to_owned());
+    }
+    if let Some(a) = w.canned_acl {
+        sent.push(format!("cannedAcl `{}`", a.as_str()));
+    }
+    let mut note = String::new();
+    if !sent.is_empty() {
+        note.push_str(&format!(
+            " The request carried {}: a bucket policy may require other values or deny \
+             these (tags need s3:PutObjectTagging, an ACL s3:PutObjectAcl, a KMS key \
+             kms:GenerateDataKey).",
+            sent.join(", ")
+        ));
+    }
+    if let Some(owner) = &w.expected_bucket_owner {
+        note.push_str(&format!(
+            " Every request names the expected bucket owner `{owner}`: if bucket `{}` \
+             belongs to another account, S3 refuses it with AccessDenied.",
+            s3.bucket
+        ));
+    }
+    note
 }
 
 fn missing_bucket(s3: &S3Settings) -> String {
@@ -284,6 +378,7 @@ mod tests {
                 access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
                 secret_access_key: Secret::new(SECRET),
             }),
+            write: Default::default(),
         }
     }
 
@@ -471,6 +566,59 @@ mod tests {
         );
         assert_eq!(eq("AccessDenied", "Access Denied"), "AccessDenied");
         assert_eq!(eq("NoSuchBucket", "Invalid signature"), "NoSuchBucket");
+    }
+
+    fn role() -> S3Settings {
+        use courier_core::destination::{ExternalId, RoleArn, RoleCredentials};
+        S3Settings {
+            credentials: Credentials::Role(RoleCredentials {
+                role_arn: RoleArn::parse("arn:aws:iam::123456789012:role/courier").unwrap(),
+                external_id: ExternalId::parse("abcdefghijklmnopqrstuvwxyz012345").unwrap(),
+            }),
+            ..aws()
+        }
+    }
+
+    #[test]
+    fn role_failures_point_at_the_trust_policy() {
+        use ProbeStepName::{AssumeRole, AssumeRoleWithoutExternalId};
+        let h = hint(AssumeRole, "AccessDenied", &role());
+        assert!(h.contains("arn:aws:iam::123456789012:role/courier"), "{h}");
+        assert!(
+            h.contains("trust policy") && h.contains("sts:ExternalId"),
+            "{h}"
+        );
+        assert!(h.contains("GET /api/v1/tenant"), "{h}");
+        assert_eq!(hint(PutObject, "AssumeRoleFailed", &role()), h);
+        let h = hint(
+            AssumeRoleWithoutExternalId,
+            "RoleAssumableWithoutExternalId",
+            &role(),
+        );
+        assert!(
+            h.contains("confused deputy") && h.contains("sts:ExternalId"),
+            "{h}"
+        );
+        let h = hint(PutObject, "AccessDenied", &role());
+        assert!(
+            h.contains("The role `arn:aws:iam::123456789012:role/courier`"),
+            "{h}"
+        );
+    }
+
+    #[test]
+    fn access_denied_names_the_write_options_sent() {
+        use courier_core::write_options::{AccountId, KmsKeyId, ServerSideEncryption};
+        let mut s3 = role();
+        s3.write.server_side_encryption = Some(ServerSideEncryption::AwsKms);
+        s3.write.kms_key_id = Some(KmsKeyId::parse("alias/courier").unwrap());
+        s3.write.expected_bucket_owner = Some(AccountId::parse("210987654321").unwrap());
+        let h = hint(PutObject, "AccessDenied", &s3);
+        assert!(h.contains("serverSideEncryption `aws:kms`"), "{h}");
+        assert!(h.contains("kmsKeyId `alias/courier`"), "{h}");
+        assert!(h.contains("expected bucket owner `210987654321`"), "{h}");
+        let h = hint(PutObject, "KMS.NotFoundException", &s3);
+        assert!(h.contains("the KMS key `alias/courier`"), "{h}");
     }
 
     #[test]

@@ -1,7 +1,14 @@
 //! The connection test: does a destination accept Courier's deliveries?
 //!
-//! [`test_connection`] runs three steps against the customer's store, each one request:
+//! [`test_connection`] runs three steps against the customer's store, each one request,
+//! preceded by two STS steps for a `ROLE` destination:
 //!
+//! 0. **AssumeRole** with the tenant's ExternalId, by the fleet's own identity: may Courier
+//!    use the role? Its credentials sign the three steps below.
+//! 0. **AssumeRoleWithoutExternalId**: the same request without the ExternalId, which must
+//!    be *refused*. If the role can be assumed without it, its trust policy does not
+//!    require `sts:ExternalId`, and any AWS customer of the fleet could make Courier write
+//!    with it (the "confused deputy"): the test fails (`RoleAssumableWithoutExternalId`).
 //! 1. **HeadBucket**: does the bucket exist, in this region, on this endpoint?
 //! 2. **PutObject** of a small text object under the path prefix: can Courier write?
 //! 3. **DeleteObject** of that object: the test leaves nothing behind.
@@ -19,9 +26,13 @@
 //! - A failed PutObject skips DeleteObject. A failed DeleteObject fails the test (the
 //!   delivery policy grants `s3:DeleteObject` for this probe), and the report names the
 //!   probe object that may be left behind.
-//! - `ok` means HeadBucket passed or warned, and PutObject and DeleteObject passed.
-//! - Every request is bounded by `timeout`, and the whole test by three times that plus a
-//!   small margin; a step cut off by that bound fails with `Timeout`.
+//! - `ok` means HeadBucket passed or warned, and PutObject and DeleteObject passed (and, for a
+//!   role, both AssumeRole steps passed). A failed AssumeRole skips everything after it.
+//! - The probe's PutObject carries the destination's write options (encryption, class,
+//!   tags, ACL) and every request its expected bucket owner, so a bucket policy that
+//!   requires or denies them shows up here.
+//! - Every request is bounded by `timeout`, and the whole test by that times the number of
+//!   steps plus a small margin; a step cut off by that bound fails with `Timeout`.
 //!
 //! The report never contains the secret access key: hints name the masked key id only,
 //! and the store's messages are scrubbed of the secret should a store ever echo it.
@@ -32,12 +43,17 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_s3::primitives::ByteStream;
 use courier_core::ErrorCode;
-use courier_core::destination::{Credentials, PathPrefix, S3Settings, mask_access_key_id};
+use courier_core::destination::{
+    Credentials, PathPrefix, RoleCredentials, S3Settings, mask_access_key_id,
+};
 use courier_egress::EgressPolicy;
 use serde::Serialize;
 
-use crate::client::{S3Failure, S3Timeouts, client, failure};
+use crate::client::{
+    S3Failure, S3Timeouts, check_endpoint, client, client_with_credentials, failure, fleet_config,
+};
 use crate::hints::{aws_equivalent, hint, location};
+use crate::stream::with_write_options;
 
 /// What the test writes; a human who finds a left-over probe object knows what it is.
 const PROBE_BODY: &str = "Courier connection test; safe to delete.\n";
@@ -48,19 +64,37 @@ const MARGIN: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ProbeStepName {
+    AssumeRole,
+    AssumeRoleWithoutExternalId,
     HeadBucket,
     PutObject,
     DeleteObject,
 }
 
 impl ProbeStepName {
-    /// The steps, in the order they run.
-    pub const ALL: [ProbeStepName; 3] = [Self::HeadBucket, Self::PutObject, Self::DeleteObject];
+    /// Every step, in the order they run.
+    pub const ALL: [ProbeStepName; 5] = [
+        Self::AssumeRole,
+        Self::AssumeRoleWithoutExternalId,
+        Self::HeadBucket,
+        Self::PutObject,
+        Self::DeleteObject,
+    ];
+
+    /// The steps a destination's test runs: the STS steps only for a role.
+    pub fn steps_for(s3: &S3Settings) -> &'static [ProbeStepName] {
+        match s3.credentials {
+            Credentials::Role(_) => &Self::ALL,
+            _ => &Self::ALL[2..],
+        }
+    }
 }
 
 impl fmt::Display for ProbeStepName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Self::AssumeRole => "AssumeRole",
+            Self::AssumeRoleWithoutExternalId => "AssumeRole without the ExternalId",
             Self::HeadBucket => "HeadBucket",
             Self::PutObject => "PutObject",
             Self::DeleteObject => "DeleteObject",
@@ -117,24 +151,31 @@ pub struct ProbeReport {
     pub ok: bool,
     /// One plain sentence.
     pub summary: String,
-    /// Always the three steps, in order.
+    /// Always every step of the destination's kind, in order: the three S3 steps, after
+    /// the two AssumeRole steps for a role.
     pub steps: Vec<ProbeStep>,
 }
 
 /// Runs HeadBucket, then PutObject of a small probe object under the path prefix, then
-/// DeleteObject of it. Each request gets `timeout`; the whole test at most three times that
-/// plus a second.
+/// DeleteObject of it; for a role first the two AssumeRole steps. Each request gets
+/// `timeout`; the whole test at most that times the steps plus a second. `session` is the
+/// role session name ([`courier_core::role::test_session_name`]).
 pub async fn test_connection(
     s3: &S3Settings,
     timeout: Duration,
     egress: &Arc<EgressPolicy>,
+    session: &str,
 ) -> ProbeReport {
     let key = probe_key(&s3.path_prefix);
-    let budget = timeout * 3 + MARGIN;
-    let mut steps = Vec::with_capacity(ProbeStepName::ALL.len());
-    if tokio::time::timeout(budget, run_steps(s3, timeout, egress, &key, &mut steps))
-        .await
-        .is_err()
+    let all = ProbeStepName::steps_for(s3);
+    let budget = timeout * all.len() as u32 + MARGIN;
+    let mut steps = Vec::with_capacity(all.len());
+    if tokio::time::timeout(
+        budget,
+        run_steps(s3, timeout, egress, session, &key, &mut steps),
+    )
+    .await
+    .is_err()
     {
         finish_after_deadline(s3, &key, budget, &mut steps);
     }
@@ -161,6 +202,7 @@ async fn run_steps(
     s3: &S3Settings,
     timeout: Duration,
     egress: &Arc<EgressPolicy>,
+    session: &str,
     key: &str,
     steps: &mut Vec<ProbeStep>,
 ) {
@@ -168,12 +210,25 @@ async fn run_steps(
         connect: timeout,
         operation: timeout,
     };
-    let client = match client(s3, timeouts, egress).await {
+    let built = match &s3.credentials {
+        Credentials::Role(role) => {
+            match assume_role_steps(s3, role, timeout, session, steps).await {
+                Some(credentials) => check_endpoint(s3, egress)
+                    .map(|()| client_with_credentials(s3, credentials, timeouts, egress)),
+                None => {
+                    skip_rest(s3, steps);
+                    return;
+                }
+            }
+        }
+        _ => client(s3, timeouts, egress, session).await,
+    };
+    let client = match built {
         Ok(c) => c,
         Err(refused) => {
             let name = ProbeStepName::HeadBucket;
             steps.push(step(s3, name, None, Duration::ZERO, Err(refused)));
-            skip_rest(steps);
+            skip_rest(s3, steps);
             return;
         }
     };
@@ -181,14 +236,14 @@ async fn run_steps(
     let writes_can_tell = head.as_ref().err().is_none_or(writes_can_tell_more);
     steps.push(step(s3, ProbeStepName::HeadBucket, None, elapsed, head));
     if !writes_can_tell {
-        skip_rest(steps);
+        skip_rest(s3, steps);
         return;
     }
     let (elapsed, put) = timed(put_probe(&client, s3, key)).await;
     let put_ok = put.is_ok();
     steps.push(step(s3, ProbeStepName::PutObject, Some(key), elapsed, put));
     if !put_ok {
-        skip_rest(steps);
+        skip_rest(s3, steps);
         return;
     }
     let (elapsed, delete) = timed(delete_probe(&client, s3, key)).await;
@@ -199,6 +254,84 @@ async fn run_steps(
         elapsed,
         delete,
     ));
+}
+
+/// The two STS steps of a role: AssumeRole with the ExternalId (whose credentials are
+/// returned for the S3 steps), then without it, which must be refused. `None` when a step
+/// failed and the test stops.
+async fn assume_role_steps(
+    s3: &S3Settings,
+    role: &RoleCredentials,
+    timeout: Duration,
+    session: &str,
+    steps: &mut Vec<ProbeStep>,
+) -> Option<aws_credential_types::Credentials> {
+    let conf = fleet_config().await;
+    let sts = aws_sdk_sts::Client::from_conf(
+        aws_sdk_sts::config::Builder::from(&conf)
+            .retry_config(aws_sdk_sts::config::retry::RetryConfig::disabled())
+            .timeout_config(
+                aws_sdk_sts::config::timeout::TimeoutConfig::builder()
+                    .connect_timeout(timeout)
+                    .operation_timeout(timeout)
+                    .build(),
+            )
+            .build(),
+    );
+    let assume = |external_id: Option<&str>| {
+        sts.assume_role()
+            .role_arn(role.role_arn.as_str())
+            .role_session_name(session)
+            .set_external_id(external_id.map(str::to_owned))
+            .duration_seconds(900)
+            .send()
+    };
+    let (elapsed, with) = timed(assume(Some(role.external_id.as_str()))).await;
+    let credentials = match with {
+        Ok(out) => out.credentials.map(|c| {
+            aws_credential_types::Credentials::new(
+                c.access_key_id,
+                c.secret_access_key,
+                Some(c.session_token),
+                None,
+                "courier-connection-test",
+            )
+        }),
+        Err(e) => {
+            let f = failure(e);
+            steps.push(step(s3, ProbeStepName::AssumeRole, None, elapsed, Err(f)));
+            return None;
+        }
+    };
+    let Some(credentials) = credentials else {
+        let f = S3Failure::new(ErrorCode::InvalidResponse, "STS returned no credentials");
+        steps.push(step(s3, ProbeStepName::AssumeRole, None, elapsed, Err(f)));
+        return None;
+    };
+    steps.push(step(s3, ProbeStepName::AssumeRole, None, elapsed, Ok(())));
+    let (elapsed, without) = timed(assume(None)).await;
+    let result = match without {
+        Ok(_) => Err(S3Failure::new(
+            ErrorCode::RoleAssumableWithoutExternalId,
+            format!(
+                "the role {} could be assumed without the ExternalId",
+                role.role_arn
+            ),
+        )),
+        Err(e) => {
+            let f = failure(e);
+            if f.status.is_some_and(|s| (400..500).contains(&s)) {
+                // Refused, as it must be.
+                Ok(())
+            } else {
+                Err(f)
+            }
+        }
+    };
+    let ok = result.is_ok();
+    let name = ProbeStepName::AssumeRoleWithoutExternalId;
+    steps.push(step(s3, name, None, elapsed, result));
+    ok.then_some(credentials)
 }
 
 async fn head_bucket(client: &aws_sdk_s3::Client, s3: &S3Settings) -> Result<(), S3Failure> {
@@ -216,8 +349,7 @@ async fn put_probe(
     s3: &S3Settings,
     key: &str,
 ) -> Result<(), S3Failure> {
-    client
-        .put_object()
+    with_write_options!(client.put_object(), &s3.write)
         .bucket(s3.bucket.as_str())
         .key(key)
         .content_type("text/plain; charset=utf-8")
@@ -326,8 +458,8 @@ fn scrub(text: String, s3: &S3Settings) -> String {
 }
 
 /// Marks every step not yet run as skipped.
-fn skip_rest(steps: &mut Vec<ProbeStep>) {
-    for &name in &ProbeStepName::ALL[steps.len()..] {
+fn skip_rest(s3: &S3Settings, steps: &mut Vec<ProbeStep>) {
+    for &name in &ProbeStepName::steps_for(s3)[steps.len()..] {
         steps.push(ProbeStep {
             step: name,
             outcome: StepOutcome::Skipped,
@@ -340,7 +472,7 @@ fn skip_rest(steps: &mut Vec<ProbeStep>) {
 
 /// The overall deadline cut the test off: the step that was running failed with `Timeout`.
 fn finish_after_deadline(s3: &S3Settings, key: &str, budget: Duration, steps: &mut Vec<ProbeStep>) {
-    let Some(&name) = ProbeStepName::ALL.get(steps.len()) else {
+    let Some(&name) = ProbeStepName::steps_for(s3).get(steps.len()) else {
         return;
     };
     let cut_off = S3Failure::new(
@@ -350,7 +482,7 @@ fn finish_after_deadline(s3: &S3Settings, key: &str, budget: Duration, steps: &m
             millis(budget)
         ),
     );
-    let key = (name != ProbeStepName::HeadBucket).then_some(key);
+    let key = matches!(name, ProbeStepName::PutObject | ProbeStepName::DeleteObject).then_some(key);
     let elapsed = budget.saturating_sub(
         steps
             .iter()
@@ -358,7 +490,7 @@ fn finish_after_deadline(s3: &S3Settings, key: &str, budget: Duration, steps: &m
             .sum(),
     );
     steps.push(step(s3, name, key, elapsed, Err(cut_off)));
-    skip_rest(steps);
+    skip_rest(s3, steps);
 }
 
 fn report(s3: &S3Settings, key: &str, steps: Vec<ProbeStep>) -> ProbeReport {
@@ -372,10 +504,14 @@ fn report(s3: &S3Settings, key: &str, steps: Vec<ProbeStep>) -> ProbeReport {
 
 fn is_ok(steps: &[ProbeStep]) -> bool {
     let outcome_of = |name| steps.iter().find(|s| s.step == name).map(|s| s.outcome);
-    matches!(
-        outcome_of(ProbeStepName::HeadBucket),
-        Some(StepOutcome::Passed | StepOutcome::Warning)
-    ) && outcome_of(ProbeStepName::PutObject) == Some(StepOutcome::Passed)
+    let sts_passed = |name| outcome_of(name).is_none_or(|o| o == StepOutcome::Passed);
+    sts_passed(ProbeStepName::AssumeRole)
+        && sts_passed(ProbeStepName::AssumeRoleWithoutExternalId)
+        && matches!(
+            outcome_of(ProbeStepName::HeadBucket),
+            Some(StepOutcome::Passed | StepOutcome::Warning)
+        )
+        && outcome_of(ProbeStepName::PutObject) == Some(StepOutcome::Passed)
         && outcome_of(ProbeStepName::DeleteObject) == Some(StepOutcome::Passed)
 }
 
@@ -425,6 +561,7 @@ mod tests {
                 access_key_id: "AKIAIOSFODNN7EXAMPLE".into(),
                 secret_access_key: Secret::new("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
             }),
+            write: Default::default(),
         }
     }
 
@@ -441,7 +578,7 @@ mod tests {
             .into_iter()
             .map(|(name, r)| step(&settings(), name, Some("k"), Duration::ZERO, r))
             .collect();
-        skip_rest(&mut steps);
+        skip_rest(&settings(), &mut steps);
         steps
     }
 

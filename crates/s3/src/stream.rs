@@ -15,6 +15,7 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
+use courier_core::destination::WriteOptions;
 use md5::{Digest, Md5};
 use tokio::sync::mpsc;
 
@@ -30,7 +31,35 @@ pub struct ObjectTarget<'a> {
     pub key: &'a str,
     pub content_type: &'a str,
     pub content_encoding: Option<&'a str>,
+    /// The destination's write options, sent on PutObject and CreateMultipartUpload alike.
+    pub write: &'a WriteOptions,
 }
+
+/// Sets a destination's per-object write options (encryption and KMS key, storage class,
+/// tags as `x-amz-tagging`, canned ACL) on a PutObject or CreateMultipartUpload builder,
+/// which have the same setters. The expected bucket owner is the client's, on every request
+/// ([`crate::client::WithWriteOptions`]).
+macro_rules! with_write_options {
+    ($builder:expr, $w:expr) => {{
+        let w: &courier_core::destination::WriteOptions = $w;
+        $builder
+            .set_server_side_encryption(
+                w.server_side_encryption
+                    .map(|e| aws_sdk_s3::types::ServerSideEncryption::from(e.as_str())),
+            )
+            .set_ssekms_key_id(w.kms_key_id.as_ref().map(|k| k.as_str().to_owned()))
+            .set_storage_class(
+                w.storage_class
+                    .map(|c| aws_sdk_s3::types::StorageClass::from(c.as_str())),
+            )
+            .set_tagging(w.tags.header())
+            .set_acl(
+                w.canned_acl
+                    .map(|a| aws_sdk_s3::types::ObjectCannedAcl::from(a.as_str())),
+            )
+    }};
+}
+pub(crate) use with_write_options;
 
 /// The sync end: a `Write` that cuts the stream into parts.
 #[derive(Debug)]
@@ -128,12 +157,13 @@ pub async fn upload_parts(
     let Some(second) = rx.recv().await else {
         return Ok(Pending::Single(first));
     };
-    let created = client
+    let create = client
         .create_multipart_upload()
         .bucket(target.bucket)
         .key(target.key)
         .content_type(target.content_type)
-        .set_content_encoding(target.content_encoding.map(str::to_owned))
+        .set_content_encoding(target.content_encoding.map(str::to_owned));
+    let created = with_write_options!(create, target.write)
         .send()
         .await
         .map_err(|e| (failure(e), None))?;
@@ -186,8 +216,7 @@ pub async fn complete(
     pending: Pending,
 ) -> Result<Option<String>, S3Failure> {
     let etag = match pending {
-        Pending::Single(body) => client
-            .put_object()
+        Pending::Single(body) => with_write_options!(client.put_object(), target.write)
             .bucket(target.bucket)
             .key(target.key)
             .content_type(target.content_type)

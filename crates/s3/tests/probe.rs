@@ -37,6 +37,7 @@ fn settings(endpoint: &str, bucket: &str, prefix: &str, id: &str, secret: &str) 
             access_key_id: id.to_owned(),
             secret_access_key: Secret::new(secret),
         }),
+        write: Default::default(),
     }
 }
 
@@ -67,7 +68,7 @@ async fn probe(s3: &S3Settings, timeout: Duration) -> ProbeReport {
 }
 
 async fn probe_with(s3: &S3Settings, timeout: Duration, egress: &Arc<EgressPolicy>) -> ProbeReport {
-    let report = test_connection(s3, timeout, egress).await;
+    let report = test_connection(s3, timeout, egress, "courier-test").await;
     eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
     report
 }

@@ -5,7 +5,8 @@ use crate::RedisConn;
 use chrono::{DateTime, Utc};
 use courier_core::destination::{
     BucketName, Credentials, CredentialsMode, Destination, DestinationSpec, DestinationStatus,
-    EndpointUrl, PathPrefix, Region, S3Settings, StaticCredentials,
+    EndpointUrl, ExternalId, PathPrefix, Region, RoleArn, RoleCredentials, S3Settings,
+    StaticCredentials, WriteOptions,
 };
 use courier_core::format::ParquetOptions;
 use courier_core::{Compression, DestinationId, Format, TenantId};
@@ -28,6 +29,14 @@ struct Stored {
     credentials: CredentialsMode,
     access_key_id: Option<String>,
     secret_sealed: Option<String>,
+    /// With `ROLE` credentials: the role, and the tenant's ExternalId it is assumed with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    role_arn: Option<RoleArn>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    external_id: Option<ExternalId>,
+    /// Absent in destinations saved before write options existed.
+    #[serde(default)]
+    write: WriteOptions,
     format: Format,
     compression: Compression,
     /// Absent in destinations saved before Parquet existed.
@@ -233,8 +242,11 @@ impl DestinationStore {
                 Some(c.access_key_id.clone()),
                 Some(self.cipher()?.seal(&c.secret_access_key, d.id.as_str())),
             ),
-            Credentials::Anonymous | Credentials::DefaultChain => (None, None),
+            Credentials::Anonymous | Credentials::DefaultChain | Credentials::Role(_) => {
+                (None, None)
+            }
         };
+        let role = d.spec.s3.credentials.as_role();
         let stored = Stored {
             id: d.id.clone(),
             tenant: d.tenant.clone(),
@@ -246,6 +258,9 @@ impl DestinationStore {
             credentials: d.spec.s3.credentials.mode(),
             access_key_id,
             secret_sealed,
+            role_arn: role.map(|r| r.role_arn.clone()),
+            external_id: role.map(|r| r.external_id.clone()),
+            write: d.spec.s3.write.clone(),
             format: d.spec.format,
             compression: d.spec.compression,
             parquet: d.spec.parquet.clone(),
@@ -275,6 +290,18 @@ impl DestinationStore {
             }
             (CredentialsMode::None, _, _) => Credentials::Anonymous,
             (CredentialsMode::DefaultChain, _, _) => Credentials::DefaultChain,
+            (CredentialsMode::Role, _, _) => match (s.role_arn, s.external_id) {
+                (Some(role_arn), Some(external_id)) => Credentials::Role(RoleCredentials {
+                    role_arn,
+                    external_id,
+                }),
+                _ => {
+                    return Err(StoreError::Corrupt {
+                        what: "destination",
+                        message: format!("{} has ROLE credentials without its role", s.id),
+                    });
+                }
+            },
         };
         Ok(Destination {
             id: s.id,
@@ -287,6 +314,7 @@ impl DestinationStore {
                     endpoint_url: s.endpoint_url,
                     path_prefix: s.path_prefix,
                     credentials,
+                    write: s.write,
                 },
                 format: s.format,
                 compression: s.compression,

@@ -49,6 +49,12 @@ impl Keys {
         format!("{}:tenant:{tenant}:destinations", self.ns)
     }
 
+    /// String: the tenant's ExternalId for cross-account roles, created once with `SET NX`
+    /// (see [`crate::TenantStore::external_id`]) and never changed.
+    pub fn tenant_external_id(&self, tenant: &TenantId) -> String {
+        format!("{}:tenant:{tenant}:external-id", self.ns)
+    }
+
     /// String: the JSON of one delivery record.
     pub fn delivery(&self, id: &DeliveryId) -> String {
         self.delivery_of(id.as_str())
@@ -295,6 +301,11 @@ mod tests {
         assert_eq!(q.done(), "ns:deliveries:done");
         assert_eq!(q.signal(), "ns:deliveries:signal");
         assert_eq!(keys.tenant_deliveries(&tenant), "ns:tenant:acme:deliveries");
+        assert_eq!(
+            keys.tenant_external_id(&tenant),
+            "ns:tenant:acme:external-id"
+        );
+        assert!(!keys.is_owner_index(&keys.tenant_external_id(&tenant)));
     }
 
     #[test]

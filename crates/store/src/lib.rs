@@ -32,6 +32,7 @@ pub mod retention;
 mod scripts;
 pub mod slots;
 pub mod stats;
+pub mod tenants;
 
 pub use conn::{RedisConn, RedisTarget, wait_for_replicas};
 pub use crypto::SecretCipher;
@@ -47,6 +48,7 @@ pub use records::{Page, RecordFilter, RecordStore};
 pub use retention::{Janitor, Swept};
 pub use slots::{Claim, Concurrency, LimitChange, Released, Signal, UploadSlots};
 pub use stats::{QueueStats, StatsReader};
+pub use tenants::TenantStore;
 
 /// Errors talking to Redis or decoding what it holds.
 #[derive(Debug, thiserror::Error)]

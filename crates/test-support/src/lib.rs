@@ -12,6 +12,8 @@
 //!   (version [`GARAGE_VERSION`], installed by `scripts/ensure-tools.sh`) on free ports, with
 //!   helpers to create buckets and access keys, grant/revoke permissions through the `garage`
 //!   CLI, and build an `aws-sdk-s3` client for a key.
+//! * [`MotoServer`]: moto's AWS-semantics server (IAM, STS, KMS, S3) from the tools venv,
+//!   with IAM enforcement switched on after the test's accounts are set up.
 //! * [`SentinelCluster`]: a primary, replicas and three Sentinels, for failover tests.
 //! * the `courier-devstack` binary, which starts one of each, writes a shell env file and
 //!   waits for SIGINT/SIGTERM.
@@ -28,6 +30,7 @@
 //! The API is synchronous (`std::process`) and can be used from `#[tokio::test]` as well.
 
 pub mod garage;
+pub mod moto;
 pub mod ports;
 mod process;
 pub mod redis;
@@ -35,6 +38,7 @@ pub mod sentinel;
 mod tools;
 
 pub use garage::{GARAGE_REGION, GARAGE_VERSION, GarageServer, S3Key};
+pub use moto::{MOTO_ACCOUNT, MOTO_REGION, MotoCustomer, MotoFleet, MotoServer, MotoUser};
 pub use ports::free_port;
 pub use redis::{RedisServer, test_namespace};
 pub use sentinel::{SENTINEL_SERVICE, SentinelCluster, SentinelServer};

@@ -154,6 +154,7 @@ impl Uploader<'_> {
             key,
             content_type: dest.spec.format.content_type(),
             content_encoding: dest.spec.compression.content_encoding(),
+            write: &dest.spec.s3.write,
         };
         deliver(&client, &target, spec, rows, self.part_size).await
     }

@@ -161,6 +161,7 @@ mod tests {
             &Credentials::Anonymous,
             courier_s3::S3Timeouts::default(),
             None,
+            "courier-staging",
         )
         .await;
         Staging {

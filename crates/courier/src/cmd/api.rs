@@ -30,6 +30,11 @@ pub struct Args {
     /// Seconds each step of a connection test may take; a store that does not answer fails then.
     #[arg(long, env = "COURIER_PROBE_TIMEOUT_SECS", default_value_t = 10)]
     probe_timeout_secs: u64,
+    /// The ARN of the fleet's AWS identity (the role or user the workers run as), shown to
+    /// customers at `GET /api/v1/tenant` as `fleetPrincipal` for their roles' trust
+    /// policies. Unset: not shown.
+    #[arg(long, env = "COURIER_FLEET_PRINCIPAL")]
+    fleet_principal: Option<String>,
     /// The fleet's staging bucket: the only bucket an `s3://` rowsUrl may name, as the
     /// workers read no other (without it, `s3://` references are refused).
     #[arg(long, env = "COURIER_STAGING_BUCKET")]
@@ -52,6 +57,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let rules = Rules {
         egress: args.egress.policy()?,
         default_chain_tenants: args.egress.default_chain_tenants()?,
+        fleet_principal: args.fleet_principal,
         staging_bucket: args.staging_bucket,
         probe_timeout: Duration::from_secs(args.probe_timeout_secs.max(1)),
         wait_replicas: args.replicas.redis_wait_replicas,

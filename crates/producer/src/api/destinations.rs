@@ -99,7 +99,7 @@ struct DestinationIdParam(
 );
 
 fn view(d: DestinationWithHealth) -> DestinationView {
-    DestinationView::new(&d.destination, d.health)
+    DestinationView::new(&d.destination, d.health, &d.external_id)
 }
 
 /// Create a destination

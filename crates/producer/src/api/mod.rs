@@ -4,6 +4,7 @@
 //! | --- | --- |
 //! | `/api/v1/delivery-destinations[/{id}]` | [`destinations`] |
 //! | `/api/v1/deliveries[/{id}]` | [`deliveries`] |
+//! | `/api/v1/tenant` | [`tenant`] |
 //! | `/api/v1/openapi.json` (no token) | [`openapi`] |
 //!
 //! Every refusal is a 4xx whose JSON body names the field ([`error::ApiError`]).
@@ -18,6 +19,7 @@ pub mod error;
 pub mod json;
 pub mod openapi;
 pub mod query;
+pub mod tenant;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -45,7 +47,9 @@ pub struct AppState {
 fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi()).nest(
         "/api/v1",
-        destinations::routes().merge(deliveries::routes()),
+        destinations::routes()
+            .merge(deliveries::routes())
+            .merge(tenant::routes()),
     )
 }
 

@@ -1,8 +1,9 @@
 //! A tenant's destinations: ownership, create, update, delete, connection tests.
 
 use courier_core::destination::{
-    CredentialsMode, Destination, DestinationSpec, Secret, StaticCredentials,
+    CredentialsMode, Destination, DestinationSpec, ExternalId, Secret, StaticCredentials,
 };
+use courier_core::role::test_session_name;
 use courier_core::{DestinationId, TenantId};
 use courier_s3::probe::{ProbeReport, test_connection};
 use courier_store::DestinationHealth;
@@ -15,6 +16,8 @@ use crate::wire::DestinationRequest;
 pub struct DestinationWithHealth {
     pub destination: Destination,
     pub health: DestinationHealth,
+    /// The tenant's ExternalId, shown on every destination.
+    pub external_id: ExternalId,
 }
 
 impl Service {
@@ -39,9 +42,11 @@ impl Service {
         dest: Destination,
     ) -> Result<DestinationWithHealth, ServiceError> {
         let health = self.health.get(&dest.id).await?;
+        let external_id = self.tenants.external_id(&dest.tenant).await?;
         Ok(DestinationWithHealth {
             destination: dest,
             health,
+            external_id,
         })
     }
 
@@ -66,7 +71,8 @@ impl Service {
         tenant: &TenantId,
         req: DestinationRequest,
     ) -> Result<DestinationSpec, ServiceError> {
-        let spec = req.validate().map_err(ServiceError::Invalid)?;
+        let external_id = self.tenants.external_id(tenant).await?;
+        let spec = req.validate(&external_id).map_err(ServiceError::Invalid)?;
         self.rules
             .check_credentials(tenant, &spec.s3.credentials)
             .map_err(ServiceError::Invalid)?;
@@ -157,8 +163,13 @@ impl Service {
         self.rules
             .check_credentials(&dest.tenant, &dest.spec.s3.credentials)
             .map_err(ServiceError::Invalid)?;
-        let report =
-            test_connection(&dest.spec.s3, self.rules.probe_timeout, &self.rules.egress).await;
+        let report = test_connection(
+            &dest.spec.s3,
+            self.rules.probe_timeout,
+            &self.rules.egress,
+            &test_session_name(Some(&dest.id)),
+        )
+        .await;
         tracing::info!(destination_id = %dest.id, ok = report.ok, "connection tested");
         if report.ok && self.health.get(&dest.id).await?.is_failing() {
             self.recovered(dest).await?;
@@ -184,7 +195,13 @@ impl Service {
         req: DestinationRequest,
     ) -> Result<ProbeReport, ServiceError> {
         let spec = self.spec(tenant, req).await?;
-        Ok(test_connection(&spec.s3, self.rules.probe_timeout, &self.rules.egress).await)
+        Ok(test_connection(
+            &spec.s3,
+            self.rules.probe_timeout,
+            &self.rules.egress,
+            &test_session_name(None),
+        )
+        .await)
     }
 }
 

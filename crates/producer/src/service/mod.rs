@@ -6,6 +6,7 @@
 //! | --- | --- |
 //! | [`rules`] | which endpoints and row references the fleet may be sent to: private endpoints, the staging-bucket rule |
 //! | [`destinations`] | tenant ownership, create / update (the saved secret is kept) / delete (refused while deliveries wait, unless forced), connection tests |
+//! | [`tenants`] | what a tenant reads before creating a destination: its ExternalId, the fleet's principal |
 //! | [`held`] | when held deliveries flow again: a destination updated, recovered, or deleted |
 //! | [`deliveries`] | enqueueing a completed job, reading records, retrying a failed delivery |
 //! | [`dead_letters`] | replaying a dead letter: its record queued again, its task back in the queue |
@@ -15,11 +16,12 @@ pub mod deliveries;
 pub mod destinations;
 pub mod held;
 pub mod rules;
+pub mod tenants;
 
 use courier_core::ValidationErrors;
 use courier_store::{
     DeadLetters, DeliveryQueue, DestinationStore, HealthStore, HeldDeliveries, Keys, RecordStore,
-    SecretCipher, StoreError,
+    SecretCipher, StoreError, TenantStore,
 };
 use courier_store::{Idempotency, RedisConn};
 
@@ -68,6 +70,7 @@ pub struct Service {
     held: HeldDeliveries,
     dead: DeadLetters,
     health: HealthStore,
+    tenants: TenantStore,
     producer: Producer,
 }
 
@@ -94,6 +97,7 @@ impl Service {
             .with_replica_wait(Some(replica_wait)),
             held: HeldDeliveries::new(conn.clone(), keys.clone(), queue.clone()),
             dead: DeadLetters::new(conn.clone(), keys.clone(), queue),
+            tenants: TenantStore::new(conn.clone(), keys.clone()),
             health: HealthStore::new(conn, keys),
             destinations,
             records,

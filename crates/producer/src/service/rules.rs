@@ -27,6 +27,9 @@ pub struct Rules {
     /// `COURIER_DEFAULT_CHAIN_TENANTS`: the tenants that may use the fleet's own AWS
     /// identity (`DEFAULT_CHAIN` credentials). Empty: none.
     pub default_chain_tenants: Vec<TenantId>,
+    /// `COURIER_FLEET_PRINCIPAL`: the ARN of the fleet's AWS identity, shown to customers so
+    /// they can name it in a role's trust policy (`GET /api/v1/tenant`). Not a secret.
+    pub fleet_principal: Option<String>,
     /// `COURIER_REDIS_WAIT_REPLICAS`: an enqueue answers only once this many replicas hold
     /// the delivery (0: once the primary does).
     pub wait_replicas: u32,
@@ -41,6 +44,7 @@ impl Default for Rules {
             egress: Arc::new(EgressPolicy::public_only()),
             staging_bucket: None,
             default_chain_tenants: Vec::new(),
+            fleet_principal: None,
             probe_timeout: Duration::from_secs(10),
             wait_replicas: 0,
             wait_replicas_timeout: Duration::from_secs(2),

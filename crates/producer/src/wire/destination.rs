@@ -8,9 +8,13 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use courier_core::destination::{
     BucketName, Credentials, CredentialsMode as CoreCredentialsMode, Destination, DestinationSpec,
-    EndpointUrl, PathPrefix, Region, S3Settings, Secret, StaticCredentials, mask_access_key_id,
+    EndpointUrl, ExternalId, PathPrefix, Region, RoleArn, RoleCredentials, S3Settings, Secret,
+    StaticCredentials, WriteOptions, mask_access_key_id,
 };
 use courier_core::format::{ParquetOptions, check_column_types};
+use courier_core::write_options::{
+    AccountId, CannedAcl, KmsKeyId, ObjectTags, ServerSideEncryption, StorageClass,
+};
 use courier_core::{
     Compression as CoreCompression, DestinationId, Format as CoreFormat, ValidationErrors,
 };
@@ -29,9 +33,50 @@ use super::enums::{
 pub struct S3Request {
     #[schema(example = "acme-mapping-results")]
     pub bucket: String,
-    /// `STATIC`, `NONE` or `DEFAULT_CHAIN`; see [`CredentialsMode`].
+    /// `STATIC`, `NONE`, `DEFAULT_CHAIN` or `ROLE`; see [`CredentialsMode`]. Without it:
+    /// `STATIC` when keys are given, `ROLE` when `roleArn` is, else `NONE`.
     #[serde(default)]
     pub credentials: Option<CredentialsMode>,
+    /// With `ROLE`: the role in your account that Courier assumes, with your tenant's
+    /// `externalId` (see `GET /api/v1/tenant`).
+    #[serde(default)]
+    #[schema(example = "arn:aws:iam::123456789012:role/courier-delivery")]
+    pub role_arn: Option<String>,
+    /// Read-only: issued by Courier, one per tenant. Accepted only if it is your tenant's
+    /// (so a destination read back can be sent again); any other value is refused.
+    #[serde(default)]
+    #[schema(read_only)]
+    pub external_id: Option<String>,
+    /// `AES256`, `aws:kms` or `aws:kms:dsse` (`x-amz-server-side-encryption`) on every object.
+    #[serde(default)]
+    #[schema(example = "aws:kms")]
+    pub server_side_encryption: Option<String>,
+    /// With `aws:kms` / `aws:kms:dsse`: the key id, alias (`alias/…`) or ARN; without it S3
+    /// uses the bucket's default KMS key.
+    #[serde(default)]
+    #[schema(
+        example = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    )]
+    pub kms_key_id: Option<String>,
+    /// `STANDARD`, `REDUCED_REDUNDANCY`, `STANDARD_IA`, `ONEZONE_IA`, `INTELLIGENT_TIERING`,
+    /// `GLACIER`, `DEEP_ARCHIVE` or `GLACIER_IR`.
+    #[serde(default)]
+    #[schema(example = "STANDARD_IA")]
+    pub storage_class: Option<String>,
+    /// Object tags, key → value: at most 10; keys 1 to 128 and values 0 to 256 characters of
+    /// letters, digits, spaces and `+ - = . _ : / @`; keys not starting with `aws:`.
+    #[serde(default)]
+    #[schema(example = json!({"source": "courier", "team": "data"}))]
+    pub tags: Option<BTreeMap<String, String>>,
+    /// `private`, `bucket-owner-read` or `bucket-owner-full-control` (`x-amz-acl`).
+    #[serde(default)]
+    #[schema(example = "bucket-owner-full-control")]
+    pub canned_acl: Option<String>,
+    /// The 12-digit account that must own the bucket, sent on every request
+    /// (`x-amz-expected-bucket-owner`): a bucket that changed hands is refused, not written.
+    #[serde(default)]
+    #[schema(example = "123456789012")]
+    pub expected_bucket_owner: Option<String>,
     #[schema(example = "eu-west-1")]
     pub region: String,
     #[serde(default)]
@@ -107,20 +152,123 @@ fn validate_parquet(
     }
 }
 
-/// Checks the credential fields: `credentials` defaults to `STATIC` when keys are given and
-/// `NONE` when they are not; keys come in pairs, and only with `STATIC`.
-fn validate_credentials(
-    mode: Option<CredentialsMode>,
-    access_key_id: Option<String>,
-    secret: Option<Secret>,
+/// Checks the write options, each under its field.
+fn validate_write_options(s3: &mut S3Request, errors: &mut ValidationErrors) -> WriteOptions {
+    fn field<T>(
+        errors: &mut ValidationErrors,
+        name: &str,
+        value: Option<String>,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        value.and_then(|v| errors.check(name, parse(&v)))
+    }
+    let write = WriteOptions {
+        server_side_encryption: field(
+            errors,
+            "s3.serverSideEncryption",
+            s3.server_side_encryption.take(),
+            ServerSideEncryption::parse,
+        ),
+        kms_key_id: field(errors, "s3.kmsKeyId", s3.kms_key_id.take(), KmsKeyId::parse),
+        storage_class: field(
+            errors,
+            "s3.storageClass",
+            s3.storage_class.take(),
+            StorageClass::parse,
+        ),
+        tags: s3
+            .tags
+            .take()
+            .and_then(|t| errors.check("s3.tags", ObjectTags::parse(t)))
+            .unwrap_or_default(),
+        canned_acl: field(
+            errors,
+            "s3.cannedAcl",
+            s3.canned_acl.take(),
+            CannedAcl::parse,
+        ),
+        expected_bucket_owner: field(
+            errors,
+            "s3.expectedBucketOwner",
+            s3.expected_bucket_owner.take(),
+            AccountId::parse,
+        ),
+    };
+    errors.check("s3.kmsKeyId", write.check());
+    write
+}
+
+/// Checks `roleArn`, required with `ROLE`.
+fn validate_role(
+    role_arn: Option<String>,
+    external_id: &ExternalId,
     errors: &mut ValidationErrors,
 ) -> Option<Credentials> {
+    let Some(arn) = role_arn else {
+        errors.push("s3.roleArn", "is required with credentials ROLE");
+        return None;
+    };
+    errors
+        .check("s3.roleArn", RoleArn::parse(&arn))
+        .map(|role_arn| {
+            Credentials::Role(RoleCredentials {
+                role_arn,
+                external_id: external_id.clone(),
+            })
+        })
+}
+
+/// Checks the credential fields: `credentials` defaults to `STATIC` when keys are given,
+/// `ROLE` when a `roleArn` is, and `NONE` otherwise; keys come in pairs, and only with
+/// `STATIC`; a `roleArn` only with `ROLE`. A client-sent `externalId` other than the
+/// tenant's is refused (Courier issues it).
+fn validate_credentials(
+    s3: &mut S3Request,
+    external_id: &ExternalId,
+    errors: &mut ValidationErrors,
+) -> Option<Credentials> {
+    let access_key_id = s3.access_key_id.take();
+    let secret = s3.secret_access_key.take();
+    let role_arn = s3.role_arn.take();
+    if let Some(sent) = s3.external_id.take()
+        && sent != external_id.as_str()
+    {
+        errors.push(
+            "s3.externalId",
+            "is issued by Courier (one per tenant, see GET /api/v1/tenant) and cannot be \
+             chosen; leave it out",
+        );
+    }
     let has_keys = access_key_id.is_some() || secret.is_some();
-    let mode = mode.map(CoreCredentialsMode::from).unwrap_or(if has_keys {
-        CoreCredentialsMode::Static
-    } else {
-        CoreCredentialsMode::None
-    });
+    let mode = s3
+        .credentials
+        .map(CoreCredentialsMode::from)
+        .unwrap_or(if has_keys {
+            CoreCredentialsMode::Static
+        } else if role_arn.is_some() {
+            CoreCredentialsMode::Role
+        } else {
+            CoreCredentialsMode::None
+        });
+    if mode == CoreCredentialsMode::Role {
+        if has_keys {
+            let field = if access_key_id.is_some() {
+                "s3.accessKeyId"
+            } else {
+                "s3.secretAccessKey"
+            };
+            errors.push(
+                field,
+                "must not be given with credentials ROLE; Courier assumes the role with its                  own identity and never holds your keys",
+            );
+            return None;
+        }
+        return validate_role(role_arn, external_id, errors);
+    }
+    if role_arn.is_some() {
+        errors.push("s3.roleArn", "is only used with credentials ROLE");
+        return None;
+    }
     match mode {
         CoreCredentialsMode::Static => match (access_key_id, secret) {
             (Some(id), Some(secret)) => {
@@ -182,7 +330,11 @@ fn validate_credentials(
 
 impl DestinationRequest {
     /// Checks every field and reports all problems at once, each under its field path.
-    pub fn validate(self) -> Result<DestinationSpec, ValidationErrors> {
+    /// `external_id` is the tenant's, which a `ROLE` destination is assumed with.
+    pub fn validate(
+        mut self,
+        external_id: &ExternalId,
+    ) -> Result<DestinationSpec, ValidationErrors> {
         let mut errors = ValidationErrors::default();
         let name = self.name.trim().to_owned();
         if name.is_empty() || name.chars().count() > 200 {
@@ -200,12 +352,8 @@ impl DestinationRequest {
             "s3.pathPrefix",
             PathPrefix::parse(self.s3.path_prefix.as_deref().unwrap_or("")),
         );
-        let credentials = validate_credentials(
-            self.s3.credentials,
-            self.s3.access_key_id,
-            self.s3.secret_access_key,
-            &mut errors,
-        );
+        let credentials = validate_credentials(&mut self.s3, external_id, &mut errors);
+        let write = validate_write_options(&mut self.s3, &mut errors);
         let format = self.format.into();
         let compression = self.compression.into();
         let parquet = validate_parquet(format, compression, self.parquet, &mut errors);
@@ -224,6 +372,7 @@ impl DestinationRequest {
                     endpoint_url,
                     path_prefix,
                     credentials,
+                    write,
                 },
                 format,
                 compression,
@@ -324,18 +473,43 @@ pub struct S3View {
     /// The key prefix of every delivered file: empty, or a folder path ending with `/`.
     #[schema(example = "incoming/")]
     path_prefix: String,
-    /// `STATIC` (an access key pair), `NONE` (unsigned) or `DEFAULT_CHAIN` (the workers' AWS chain).
+    /// `STATIC` (an access key pair), `NONE` (unsigned), `DEFAULT_CHAIN` (the workers' AWS
+    /// chain) or `ROLE` (a role of yours that Courier assumes).
     credentials: CredentialsMode,
     /// The access key id, masked (`AKIA…MPLE`); present only with `STATIC` credentials.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "AKIA…MPLE")]
     access_key_id: Option<String>,
+    /// With `ROLE`: the role Courier assumes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "arn:aws:iam::123456789012:role/courier-delivery")]
+    role_arn: Option<String>,
+    /// Your tenant's ExternalId, issued by Courier (the same on every destination): a role's
+    /// trust policy must require it (`sts:ExternalId`).
+    #[schema(example = "Qm9bT4x7Kp2Lw8Zr5Nc1Vd6Hs3Jf0Yga")]
+    external_id: String,
+    /// `AES256`, `aws:kms` or `aws:kms:dsse`, when set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server_side_encryption: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kms_key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage_class: Option<&'static str>,
+    /// Object tags; absent when none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    tags: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    canned_acl: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expected_bucket_owner: Option<String>,
 }
 
 impl DestinationView {
-    /// `d` as shown, with its current `health`.
-    pub fn new(d: &Destination, health: DestinationHealth) -> Self {
+    /// `d` as shown, with its current `health` and its tenant's `external_id`.
+    pub fn new(d: &Destination, health: DestinationHealth, external_id: &ExternalId) -> Self {
         let s3 = &d.spec.s3;
+        let role = s3.credentials.as_role();
+        let w = &s3.write;
         Self {
             id: d.id.clone(),
             kind: DestinationType::S3,
@@ -350,6 +524,14 @@ impl DestinationView {
                     .credentials
                     .as_static()
                     .map(|c| mask_access_key_id(&c.access_key_id)),
+                role_arn: role.map(|r| r.role_arn.to_string()),
+                external_id: role.map_or(external_id, |r| &r.external_id).to_string(),
+                server_side_encryption: w.server_side_encryption.map(|e| e.as_str()),
+                kms_key_id: w.kms_key_id.as_ref().map(ToString::to_string),
+                storage_class: w.storage_class.map(|c| c.as_str()),
+                tags: w.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                canned_acl: w.canned_acl.map(|a| a.as_str()),
+                expected_bucket_owner: w.expected_bucket_owner.as_ref().map(ToString::to_string),
             },
             format: d.spec.format.into(),
             compression: d.spec.compression.into(),
@@ -379,6 +561,10 @@ mod tests {
 
     use super::*;
 
+    fn eid() -> ExternalId {
+        ExternalId::parse("Qm9bT4x7Kp2Lw8Zr5Nc1Vd6Hs3Jf0Yga").unwrap()
+    }
+
     fn request(json: serde_json::Value) -> DestinationRequest {
         serde_json::from_value(json).unwrap()
     }
@@ -400,7 +586,7 @@ mod tests {
 
     #[test]
     fn the_documented_example_is_valid() {
-        let spec = request(valid()).validate().unwrap();
+        let spec = request(valid()).validate(&eid()).unwrap();
         assert_eq!(spec.s3.bucket.as_str(), "acme-mapping-results");
         assert_eq!(spec.s3.path_prefix.as_str(), "incoming/");
         assert_eq!(spec.format, CoreFormat::Csv, "CSV is the default format");
@@ -416,7 +602,7 @@ mod tests {
         body["s3"]["pathPrefix"] = "incoming".into();
         body["s3"]["endpointUrl"] = "ftp://x".into();
         body["s3"]["region"] = "EU WEST".into();
-        let errs = request(body).validate().unwrap_err();
+        let errs = request(body).validate(&eid()).unwrap_err();
         let fields: Vec<&str> = errs.0.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(
             fields,
@@ -437,14 +623,14 @@ mod tests {
             .as_object_mut()
             .unwrap()
             .remove("secretAccessKey");
-        let errs = request(body).validate().unwrap_err();
+        let errs = request(body).validate(&eid()).unwrap_err();
         assert_eq!(errs.0[0].field, "s3.secretAccessKey");
 
         let mut body = valid();
         let s3 = body["s3"].as_object_mut().unwrap();
         s3.remove("secretAccessKey");
         s3.remove("accessKeyId");
-        let spec = request(body.clone()).validate().unwrap();
+        let spec = request(body.clone()).validate(&eid()).unwrap();
         assert_eq!(
             spec.s3.credentials,
             Credentials::Anonymous,
@@ -452,18 +638,120 @@ mod tests {
         );
 
         body["s3"]["credentials"] = "DEFAULT_CHAIN".into();
-        let spec = request(body.clone()).validate().unwrap();
+        let spec = request(body.clone()).validate(&eid()).unwrap();
         assert_eq!(spec.s3.credentials, Credentials::DefaultChain);
 
         body["s3"]["credentials"] = "STATIC".into();
-        let errs = request(body).validate().unwrap_err();
+        let errs = request(body).validate(&eid()).unwrap_err();
         assert_eq!(errs.0[0].field, "s3.accessKeyId");
 
         let mut body = valid();
         body["s3"]["credentials"] = "NONE".into();
-        let errs = request(body).validate().unwrap_err();
+        let errs = request(body).validate(&eid()).unwrap_err();
         assert_eq!(errs.0[0].field, "s3.accessKeyId");
         assert!(errs.0[0].message.contains("only used with STATIC"));
+    }
+
+    #[test]
+    fn role_credentials_need_a_role_arn_and_carry_the_tenants_external_id() {
+        let mut body = valid();
+        let s3 = body["s3"].as_object_mut().unwrap();
+        s3.remove("accessKeyId");
+        s3.remove("secretAccessKey");
+        s3.insert(
+            "roleArn".into(),
+            "arn:aws:iam::123456789012:role/courier".into(),
+        );
+        let spec = request(body.clone()).validate(&eid()).unwrap();
+        let role = spec
+            .s3
+            .credentials
+            .as_role()
+            .expect("ROLE by default with a roleArn");
+        assert_eq!(
+            role.role_arn.as_str(),
+            "arn:aws:iam::123456789012:role/courier"
+        );
+        assert_eq!(role.external_id, eid());
+
+        // The tenant's own externalId sent back is accepted; any other is refused.
+        body["s3"]["externalId"] = eid().as_str().into();
+        assert!(request(body.clone()).validate(&eid()).is_ok());
+        body["s3"]["externalId"] = "mine-chosen-by-me".into();
+        let errs = request(body.clone()).validate(&eid()).unwrap_err();
+        assert_eq!(errs.0[0].field, "s3.externalId");
+        body["s3"].as_object_mut().unwrap().remove("externalId");
+
+        body["s3"]["roleArn"] = "arn:aws:iam::123:role/x".into();
+        let errs = request(body.clone()).validate(&eid()).unwrap_err();
+        assert_eq!(errs.0[0].field, "s3.roleArn");
+        assert!(
+            errs.0[0].message.contains("12 digits"),
+            "{}",
+            errs.0[0].message
+        );
+
+        body["s3"]["credentials"] = "ROLE".into();
+        body["s3"].as_object_mut().unwrap().remove("roleArn");
+        let errs = request(body.clone()).validate(&eid()).unwrap_err();
+        assert_eq!(errs.0[0].field, "s3.roleArn");
+
+        let mut keys_and_role = valid();
+        keys_and_role["s3"]["credentials"] = "ROLE".into();
+        keys_and_role["s3"]["roleArn"] = "arn:aws:iam::123456789012:role/courier".into();
+        let errs = request(keys_and_role).validate(&eid()).unwrap_err();
+        assert_eq!(errs.0[0].field, "s3.accessKeyId");
+
+        let mut static_with_role = valid();
+        static_with_role["s3"]["roleArn"] = "arn:aws:iam::123456789012:role/courier".into();
+        let errs = request(static_with_role).validate(&eid()).unwrap_err();
+        assert_eq!(errs.0[0].field, "s3.roleArn");
+    }
+
+    #[test]
+    fn write_options_are_checked_each_under_its_field() {
+        use courier_core::write_options::{CannedAcl, ServerSideEncryption, StorageClass};
+        let mut body = valid();
+        body["s3"]["serverSideEncryption"] = "aws:kms".into();
+        body["s3"]["kmsKeyId"] = "alias/courier".into();
+        body["s3"]["storageClass"] = "STANDARD_IA".into();
+        body["s3"]["tags"] = serde_json::json!({"team": "data", "source": "courier"});
+        body["s3"]["cannedAcl"] = "bucket-owner-full-control".into();
+        body["s3"]["expectedBucketOwner"] = "123456789012".into();
+        let w = request(body.clone()).validate(&eid()).unwrap().s3.write;
+        assert_eq!(w.server_side_encryption, Some(ServerSideEncryption::AwsKms));
+        assert_eq!(w.kms_key_id.unwrap().as_str(), "alias/courier");
+        assert_eq!(w.storage_class, Some(StorageClass::StandardIa));
+        assert_eq!(w.tags.header().unwrap(), "source=courier&team=data");
+        assert_eq!(w.canned_acl, Some(CannedAcl::BucketOwnerFullControl));
+        assert_eq!(w.expected_bucket_owner.unwrap().as_str(), "123456789012");
+
+        let mut bad = body.clone();
+        bad["s3"]["serverSideEncryption"] = "AES128".into();
+        bad["s3"]["storageClass"] = "COLD".into();
+        bad["s3"]["tags"] = serde_json::json!({"aws:x": "y"});
+        bad["s3"]["cannedAcl"] = "public-read".into();
+        bad["s3"]["expectedBucketOwner"] = "12345".into();
+        bad["s3"]["kmsKeyId"] = "not a key".into();
+        let errs = request(bad).validate(&eid()).unwrap_err();
+        let fields: Vec<&str> = errs.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "s3.serverSideEncryption",
+                "s3.kmsKeyId",
+                "s3.storageClass",
+                "s3.tags",
+                "s3.cannedAcl",
+                "s3.expectedBucketOwner"
+            ]
+        );
+
+        // A KMS key only with KMS encryption.
+        body["s3"]["serverSideEncryption"] = "AES256".into();
+        let errs = request(body).validate(&eid()).unwrap_err();
+        assert_eq!(errs.0[0].field, "s3.kmsKeyId");
+        assert!(errs.0[0].message.contains("aws:kms"));
     }
 
     #[test]
@@ -480,7 +768,7 @@ mod tests {
 
         let mut body = valid();
         body["format"] = "PARQUET".into();
-        let spec = request(body.clone()).validate().unwrap();
+        let spec = request(body.clone()).validate(&eid()).unwrap();
         assert_eq!(spec.format, CoreFormat::Parquet);
         assert_eq!(spec.parquet, ParquetOptions::default());
         assert_eq!(spec.parquet.compression, Codec::Zstd);
@@ -488,7 +776,7 @@ mod tests {
         body["parquet"] = serde_json::json!({
             "compression": "SNAPPY", "columnTypes": {"at": "TIMESTAMP", "n": "INT64"}
         });
-        let spec = request(body.clone()).validate().unwrap();
+        let spec = request(body.clone()).validate(&eid()).unwrap();
         assert_eq!(spec.parquet.compression, Codec::Snappy);
         assert_eq!(
             spec.parquet.column_types,
@@ -501,7 +789,7 @@ mod tests {
 
         // gzip around the file would make it unreadable: refused, pointing to the codec.
         body["compression"] = "GZIP".into();
-        let errs = request(body.clone()).validate().unwrap_err();
+        let errs = request(body.clone()).validate(&eid()).unwrap_err();
         assert_eq!(errs.0.len(), 1);
         assert_eq!(errs.0[0].field, "compression");
         assert!(
@@ -513,12 +801,12 @@ mod tests {
         // Parquet settings on another format mean nothing: refused.
         body["compression"] = "NONE".into();
         body["format"] = "CSV".into();
-        let errs = request(body.clone()).validate().unwrap_err();
+        let errs = request(body.clone()).validate(&eid()).unwrap_err();
         assert_eq!(errs.0[0].field, "parquet");
 
         body["format"] = "PARQUET".into();
         body["parquet"] = serde_json::json!({"columnTypes": {"": "INT64"}});
-        let errs = request(body.clone()).validate().unwrap_err();
+        let errs = request(body.clone()).validate(&eid()).unwrap_err();
         assert_eq!(errs.0[0].field, "parquet.columnTypes");
         body["parquet"] = serde_json::json!({"columnTypes": {"a": "DECIMAL"}});
         assert!(serde_json::from_value::<DestinationRequest>(body.clone()).is_err());
@@ -530,7 +818,7 @@ mod tests {
     fn secrets_never_print() {
         let s = Secret::new("wJalrXUtnFEMI");
         assert_eq!(format!("{s:?}"), "Secret(***)");
-        let spec = request(valid()).validate().unwrap();
+        let spec = request(valid()).validate(&eid()).unwrap();
         assert!(!format!("{spec:?}").contains("wJalrXUtnFEMI"));
         assert_eq!(mask_access_key_id("AKIAIOSFODNN7EXAMPLE"), "AKIA…MPLE");
         assert_eq!(mask_access_key_id("short"), "****");

@@ -150,6 +150,9 @@ wire_enum! {
         /// The AWS default credential chain of the worker (environment, profile, web
         /// identity, instance role), for operators who run Courier inside AWS.
         DefaultChain,
+        /// A role in your account (`roleArn`) that Courier's fleet assumes with your
+        /// tenant's `externalId`; Courier never holds your keys.
+        Role,
     }
 }
 

@@ -20,6 +20,7 @@ pub mod enums;
 pub mod job;
 pub mod probe;
 pub mod record;
+pub mod tenant;
 
 pub use destination::{
     DestinationPage, DestinationRequest, DestinationView, ParquetRequest, ParquetView, S3Request,
@@ -31,3 +32,4 @@ pub use enums::{
 pub use job::JobCompletedRequest;
 pub use probe::ProbeReport;
 pub use record::{DeliveryAccepted, DeliveryBody, DeliveryPage};
+pub use tenant::TenantView;

@@ -6,7 +6,8 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 /// The result of a connection test: HeadBucket, PutObject of a small probe object under the
-/// path prefix, DeleteObject of it.
+/// path prefix, DeleteObject of it; for a `ROLE` destination first AssumeRole with the
+/// ExternalId and AssumeRole without it (which must be refused).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProbeReport {
@@ -15,7 +16,7 @@ pub struct ProbeReport {
     pub ok: bool,
     /// One plain sentence.
     pub summary: String,
-    /// Always the three steps, in order.
+    /// Every step of the destination's kind, in order (three, or five for a role).
     pub steps: Vec<ProbeStep>,
 }
 
@@ -37,6 +38,10 @@ pub struct ProbeStep {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ProbeStepName {
+    /// STS AssumeRole with the tenant's ExternalId (`ROLE` only).
+    AssumeRole,
+    /// STS AssumeRole without the ExternalId, which must be refused (`ROLE` only).
+    AssumeRoleWithoutExternalId,
     HeadBucket,
     PutObject,
     DeleteObject,
@@ -93,6 +98,8 @@ impl From<probe::ProbeStep> for ProbeStep {
 impl From<probe::ProbeStepName> for ProbeStepName {
     fn from(n: probe::ProbeStepName) -> Self {
         match n {
+            probe::ProbeStepName::AssumeRole => Self::AssumeRole,
+            probe::ProbeStepName::AssumeRoleWithoutExternalId => Self::AssumeRoleWithoutExternalId,
             probe::ProbeStepName::HeadBucket => Self::HeadBucket,
             probe::ProbeStepName::PutObject => Self::PutObject,
             probe::ProbeStepName::DeleteObject => Self::DeleteObject,

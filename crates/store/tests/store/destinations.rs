@@ -29,6 +29,7 @@ fn spec(name: &str, status: DestinationStatus) -> DestinationSpec {
                 access_key_id: "AKIAEXAMPLE".into(),
                 secret_access_key: Secret::new(SECRET),
             }),
+            write: Default::default(),
         },
         format: Format::Csv,
         compression: Compression::Gzip,
@@ -72,6 +73,80 @@ async fn parquet_settings_round_trip_and_default_when_absent() {
     let _: () = c.set(&key, stored.to_string()).await.unwrap();
     let read = store.get(&acme, &csv.id).await.unwrap().unwrap();
     assert_eq!(read.spec.parquet, ParquetOptions::default());
+}
+
+#[tokio::test]
+async fn role_credentials_and_write_options_round_trip_and_default_when_absent() {
+    use courier_core::destination::{ExternalId, RoleArn, RoleCredentials, WriteOptions};
+    use courier_core::write_options::{
+        AccountId, CannedAcl, KmsKeyId, ObjectTags, ServerSideEncryption, StorageClass,
+    };
+    let ns = ns().await;
+    let mut c = ns.conn.clone();
+    let store = DestinationStore::new(ns.conn.clone(), ns.keys.clone(), Some(cipher()));
+    let acme = tenant("acme");
+    let mut role = spec("role", DestinationStatus::Active);
+    role.s3.credentials = Credentials::Role(RoleCredentials {
+        role_arn: RoleArn::parse("arn:aws:iam::123456789012:role/courier").unwrap(),
+        external_id: ExternalId::parse("abcdefghijklmnopqrstuvwxyz012345").unwrap(),
+    });
+    role.s3.write = WriteOptions {
+        server_side_encryption: Some(ServerSideEncryption::AwsKms),
+        kms_key_id: Some(KmsKeyId::parse("alias/courier").unwrap()),
+        storage_class: Some(StorageClass::StandardIa),
+        tags: ObjectTags::parse([("team".to_owned(), "data".to_owned())].into()).unwrap(),
+        canned_acl: Some(CannedAcl::BucketOwnerFullControl),
+        expected_bucket_owner: Some(AccountId::parse("123456789012").unwrap()),
+    };
+    let d = store.create(&acme, role.clone()).await.unwrap();
+    assert_eq!(store.get(&acme, &d.id).await.unwrap().unwrap().spec, role);
+    let raw: String = c.get(ns.keys.destination(&d.id)).await.unwrap();
+    assert!(
+        !raw.contains("secretSealed\":\""),
+        "a role has no sealed secret: {raw}"
+    );
+
+    // A destination saved before write options existed has no `write` field: the defaults.
+    let old = store
+        .create(&acme, spec("old", DestinationStatus::Active))
+        .await
+        .unwrap();
+    let key = ns.keys.destination(&old.id);
+    let raw: String = c.get(&key).await.unwrap();
+    let mut stored: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let obj = stored.as_object_mut().unwrap();
+    assert!(obj.remove("write").is_some(), "{raw}");
+    assert!(
+        !obj.contains_key("roleArn") && !obj.contains_key("externalId"),
+        "{raw}"
+    );
+    let _: () = c.set(&key, stored.to_string()).await.unwrap();
+    let read = store.get(&acme, &old.id).await.unwrap().unwrap();
+    assert_eq!(read.spec.s3.write, WriteOptions::default());
+    assert_eq!(read.spec, spec("old", DestinationStatus::Active));
+}
+
+#[tokio::test]
+async fn a_tenant_has_one_external_id_even_when_first_read_concurrently() {
+    use courier_store::TenantStore;
+    let ns = ns().await;
+    let store = TenantStore::new(ns.conn.clone(), ns.keys.clone());
+    let acme = tenant("acme");
+    let reads = futures::future::join_all((0..8).map(|_| store.external_id(&acme))).await;
+    let ids: Vec<String> = reads
+        .into_iter()
+        .map(|r| r.unwrap().as_str().to_owned())
+        .collect();
+    assert_eq!(ids[0].len(), 32);
+    assert!(
+        ids[0].bytes().all(|b| b.is_ascii_alphanumeric()),
+        "{}",
+        ids[0]
+    );
+    assert!(ids.iter().all(|i| i == &ids[0]), "{ids:?}");
+    assert_eq!(store.external_id(&acme).await.unwrap().as_str(), ids[0]);
+    let other = store.external_id(&tenant("globex")).await.unwrap();
+    assert_ne!(other.as_str(), ids[0], "one per tenant");
 }
 
 #[tokio::test]
