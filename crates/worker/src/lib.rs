@@ -12,6 +12,7 @@
 //! - [`renew`]: a long delivery's key lock and upload slot, kept alive while it runs.
 //! - [`pipeline`]: rows rendered straight into a streamed (multipart) upload.
 //! - [`source`]: inline rows, or rows streamed from a reference (`rowsUrl`).
+//! - [`storage`]: Courier's retry policy for failures of its own storage (Redis).
 //! - [`telemetry`]: the metrics the worker exports.
 
 pub mod codec;
@@ -24,6 +25,7 @@ pub mod retry;
 pub mod run;
 pub mod slot_gate;
 pub mod source;
+pub mod storage;
 pub mod telemetry;
 
 pub use deliver::{Deliverer, Handled};
