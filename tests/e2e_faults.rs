@@ -2052,8 +2052,17 @@ async fn redis_at_maxmemory_longer_than_apalis_retries_loses_nothing() {
         let busy = busy_fleet(&stack).await;
         if busy > 0 {
             let used = redis_used_memory(&stack).await;
-            // Just above what Redis uses: the next writes fill it.
+            // Just above what Redis uses, then filled past it by more than the janitor can
+            // free by dropping the data of the deliveries sent so far: Redis stays full.
             limit_redis_memory(&stack, Some(used + 64 * 1024)).await;
+            let filler = "x".repeat(64 * 1024 + FIRST * 256 * 1024);
+            let mut conn = stack.redis().await;
+            let _: () = redis::cmd("SET")
+                .arg("e2e-filler")
+                .arg(filler)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
             full = Some((Instant::now(), busy));
         }
     }
@@ -2192,7 +2201,9 @@ async fn redis_at_maxmemory_longer_than_apalis_retries_loses_nothing() {
         Instant::now() + Duration::from_secs(60),
     )
     .await;
-    checks.check(settled.is_ok(), || format!("all delivered after replay: {settled:?}"));
+    checks.check(settled.is_ok(), || {
+        format!("all delivered after replay: {settled:?}")
+    });
     checks.check(apalis_dead(&stack).await == 0, || {
         "nothing left in apalis-redis's own dead set".into()
     });

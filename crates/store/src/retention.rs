@@ -207,10 +207,7 @@ impl Janitor {
                     what: "dead letter",
                     message: e.to_string(),
                 })?;
-            let record_json = record
-                .as_ref()
-                .map(crate::records::encode)
-                .transpose()?;
+            let record_json = record.as_ref().map(crate::records::encode).transpose()?;
             // Keys of a record that may not exist still need names; a placeholder id
             // names keys the script does not touch then.
             let (delivery_key, pending, job_index, delivery_id) = match &record {

@@ -4,9 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use apalis::prelude::{
-    Attempt, BackendExt, BoxDynError, Data, WorkerBuilder, WorkerBuilderExt,
-};
+use apalis::prelude::{Attempt, BackendExt, BoxDynError, Data, WorkerBuilder, WorkerBuilderExt};
 use apalis_redis::RedisStorage;
 use courier_store::Keys;
 use courier_store::RedisConn;

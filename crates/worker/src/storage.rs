@@ -80,7 +80,11 @@ impl Deliverer {
             {
                 Ok(()) => {
                     telemetry::storage_failure(StorageOutcome::Retried);
-                    tracing::info!(?delay, attempt = task.retry.attempts, "storage failure; retry scheduled");
+                    tracing::info!(
+                        ?delay,
+                        attempt = task.retry.attempts,
+                        "storage failure; retry scheduled"
+                    );
                     Ok(Handled::Retrying)
                 }
                 Err(e) => {
@@ -122,7 +126,10 @@ impl Deliverer {
                 if let Some(r) = &record {
                     telemetry::delivery_finished(Outcome::Dead, r.format, r.age(now));
                 }
-                tracing::error!(attempts = task.retry.attempts, "Courier's storage kept failing; the delivery is a dead letter");
+                tracing::error!(
+                    attempts = task.retry.attempts,
+                    "Courier's storage kept failing; the delivery is a dead letter"
+                );
                 Ok(Handled::Failed { code: failure.code })
             }
             Err(e) => {

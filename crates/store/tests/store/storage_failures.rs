@@ -21,7 +21,14 @@ fn queued(dest: &DestinationId, ms: u64) -> (DeliveryRecord, DeliveryTask) {
     let acme = tenant("acme");
     let id = delivery_id_at(ms);
     let t = task(&acme, dest, &id);
-    let r = record(&acme, dest, &id, "job-1", DeliveryStatus::Queued, Utc::now());
+    let r = record(
+        &acme,
+        dest,
+        &id,
+        "job-1",
+        DeliveryStatus::Queued,
+        Utc::now(),
+    );
     (r, t)
 }
 
@@ -142,7 +149,10 @@ async fn a_storage_retry_is_written_at_maxmemory_where_plain_writes_are_refused(
         Some(DeliveryStatus::Retrying)
     );
     let after: Vec<(String, f64)> = c.zrange_withscores(q.scheduled(), 0, -1).await.unwrap();
-    let new: Vec<_> = after.iter().filter(|(id, _)| !before.contains(id)).collect();
+    let new: Vec<_> = after
+        .iter()
+        .filter(|(id, _)| !before.contains(id))
+        .collect();
     assert_eq!(new.len(), 1, "{after:?}");
     assert_eq!(new[0].1, 4_102_444_800.0);
     let payload: String = c.hget(q.data(), &new[0].0).await.unwrap();
@@ -265,7 +275,10 @@ async fn janitors_move_apalis_dead_tasks_into_courier_dead_letters_once() {
     );
     assert_eq!(records.pending_count(&dest).await.unwrap(), 0);
     let ttl: i64 = c.ttl(ns.keys.delivery(&stuck.id)).await.unwrap();
-    assert!((3599..=3600).contains(&ttl), "kept for the retention: {ttl}");
+    assert!(
+        (3599..=3600).contains(&ttl),
+        "kept for the retention: {ttl}"
+    );
     assert_eq!(
         records.get_any(&done.id).await.unwrap().map(|r| r.status),
         Some(DeliveryStatus::Delivered),
