@@ -40,10 +40,12 @@ impl Deliverer {
         };
         let now = Utc::now();
         task.retry.begin(now);
-        let mut record = match self.records.get_any(&task.delivery_id).await {
-            Ok(r) => r,
-            Err(_) => None,
-        };
+        // An unreadable record is left as it is; the task still follows the policy.
+        let mut record = self
+            .records
+            .get_any(&task.delivery_id)
+            .await
+            .unwrap_or_default();
         if let Some(r) = &record
             && r.status.is_final()
         {
