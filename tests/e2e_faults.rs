@@ -1914,3 +1914,302 @@ async fn an_older_result_never_overwrites_a_newer_one() {
         t.assert_none_lost(SCENARIO, run);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// 8. Redis at maxmemory, longer than apalis-redis's own retries would last
+// ---------------------------------------------------------------------------------------
+
+/// apalis-redis reschedules a failed task at +1 s, +2 s, … and gives up after 25 runs:
+/// 1 + 2 + … + 25 = 325 s. Redis stays full longer than that.
+const APALIS_RETRY_SPAN_SECS: u64 = 325;
+
+/// Redis refuses every write that may grow memory once it uses more than `limit` bytes
+/// (`noeviction`); `None` lifts the limit.
+async fn limit_redis_memory(stack: &Stack, limit: Option<u64>) {
+    let mut conn = stack.redis().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory-policy")
+        .arg("noeviction")
+        .arg("maxmemory")
+        .arg(limit.unwrap_or(0))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+async fn redis_used_memory(stack: &Stack) -> u64 {
+    let mut conn = stack.redis().await;
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory in INFO")
+}
+
+/// One `POST /deliveries` and what it answered, with the `Retry-After` of a 503.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    id: Option<String>,
+    code: Option<String>,
+    retry_after: Option<String>,
+    during_oom: bool,
+}
+
+async fn post_delivery(stack: &Stack, body: &Value) -> (u16, Value, Option<String>) {
+    let resp = stack
+        .http
+        .post(format!("{}/api/v1/deliveries", stack.api_url))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(body).unwrap())
+        .send()
+        .await
+        .expect("the api answers");
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = resp.text().await.unwrap_or_default();
+    let json = serde_json::from_str(&text).unwrap_or(Value::Null);
+    (status, json, retry_after)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_at_maxmemory_longer_than_apalis_retries_loses_nothing() {
+    const SCENARIO: &str = "redis-maxmemory";
+    // The first deliveries are big, so that some are mid-upload when Redis fills up; those
+    // that keep arriving while it is full are small.
+    const FIRST: usize = 12;
+    const ROWS: usize = 3000;
+    // Redis is full this long: longer than apalis's retries would have lasted.
+    let oom_for = Duration::from_secs(
+        std::env::var("COURIER_E2E_OOM_SECS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(APALIS_RETRY_SPAN_SECS + 15),
+    );
+    let mut stack = Stack::start(0).await;
+    let _evidence = Evidence::new(SCENARIO, &stack);
+    let env = with(
+        fast_liveness(),
+        &[
+            ("COURIER_RETRY_MAX_ATTEMPTS", "6"),
+            ("COURIER_RETRY_MIN_DELAY_MS", "500"),
+            ("COURIER_RETRY_MAX_DELAY_MS", "2000"),
+            ("COURIER_RETRY_MAX_ELAPSED_SECS", "600"),
+            ("COURIER_JANITOR_INTERVAL_SECS", "2"),
+        ],
+    );
+    for _ in 0..2 {
+        let w = stack.add_worker_with_env(&env);
+        stack.wait_worker(w).await;
+    }
+    // One run: Redis stays full for more than five minutes.
+    let run = 1;
+    let prefix = format!("maxmemory/run{run}/");
+    let dest = stack
+        .create_destination(&stack.destination_body("CSV", "NONE", &prefix))
+        .await;
+    let mut answers: Vec<Answer> = Vec::new();
+    let mut sent_rows: HashMap<String, (String, Vec<Value>)> = HashMap::new();
+    let mut full: Option<(Instant, usize)> = None;
+    let mut i = 0usize;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Big deliveries until some are mid-upload, then Redis is full.
+    while full.is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "no delivery was ever in the middle of an upload"
+        );
+        if i < FIRST {
+            let inv = format!("INV-{run}-{i}");
+            let r = rows(&format!("run{run}-{inv}"), ROWS);
+            let (status, resp, retry_after) = post_delivery(
+                &stack,
+                &job(&dest, &format!("job-{i}"), &inv, COMPLETED_AT, &r),
+            )
+            .await;
+            assert_eq!(status, 202, "{resp}");
+            let id = resp["id"].as_str().unwrap().to_owned();
+            sent_rows.insert(id.clone(), (inv, r));
+            answers.push(Answer {
+                status,
+                id: Some(id),
+                code: None,
+                retry_after,
+                during_oom: false,
+            });
+            i += 1;
+        }
+        let busy = if i >= 4 { busy_fleet(&stack).await } else { 0 };
+        if busy > 0 {
+            let used = redis_used_memory(&stack).await;
+            // Filled, then limited to just above what Redis used before the filler: it is
+            // over its limit by more than the janitor can free by dropping the data of the
+            // deliveries sent so far, so Redis stays full.
+            let filler = "x".repeat(64 * 1024 + FIRST * 256 * 1024);
+            let mut conn = stack.redis().await;
+            let _: () = redis::cmd("SET")
+                .arg("e2e-filler")
+                .arg(filler)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            limit_redis_memory(&stack, Some(used + 64 * 1024)).await;
+            full = Some((Instant::now(), busy));
+        }
+    }
+    let (full_at, busy) = full.unwrap();
+    // Deliveries keep arriving while Redis is full.
+    while full_at.elapsed() < oom_for {
+        let inv = format!("INV-{run}-{i}");
+        let r = rows(&format!("run{run}-{inv}"), 5);
+        let (status, resp, retry_after) = post_delivery(
+            &stack,
+            &job(&dest, &format!("job-{i}"), &inv, COMPLETED_AT, &r),
+        )
+        .await;
+        let id = (status == 202).then(|| resp["id"].as_str().unwrap().to_owned());
+        if let Some(id) = &id {
+            sent_rows.insert(id.clone(), (inv, r));
+        }
+        answers.push(Answer {
+            status,
+            id,
+            code: resp["error"]["code"].as_str().map(str::to_owned),
+            retry_after,
+            during_oom: true,
+        });
+        i += 1;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let apalis_dead_at_lift = apalis_dead(&stack).await;
+    limit_redis_memory(&stack, None).await;
+    let lifted_at = Instant::now();
+
+    let ids: Vec<String> = answers.iter().filter_map(|a| a.id.clone()).collect();
+    let waited = wait_all(
+        &stack,
+        &dest,
+        &ids,
+        &["DELIVERED", "FAILED"],
+        lifted_at + Duration::from_secs(90),
+    )
+    .await;
+    let t = Tally::read(&stack, &ids, None).await;
+    let refused: Vec<&Answer> = answers.iter().filter(|a| a.status == 503).collect();
+    let storage_failures: f64 = {
+        let mut sum = 0.0;
+        for w in 0..stack.workers.len() {
+            sum += metric_sum(
+                &stack.worker_metrics(w).await,
+                "courier_storage_failures_total",
+                &[],
+            );
+        }
+        sum
+    };
+    t.print(
+        SCENARIO,
+        run,
+        &format!(
+            "full_for={} in_flight_when_full={busy} answered_503={} accepted_while_full={} \
+             storage_failures={storage_failures} apalis_dead_at_lift={apalis_dead_at_lift} \
+             settled_after_lift={}",
+            secs(oom_for),
+            refused.len(),
+            answers
+                .iter()
+                .filter(|a| a.during_oom && a.status == 202)
+                .count(),
+            took(&waited, lifted_at)
+        ),
+    );
+    expect_waited(waited, SCENARIO, run);
+    t.assert_none_lost(SCENARIO, run);
+
+    let mut checks = Checks::default();
+    // The API said so while Redis was full, and left nothing half-written.
+    checks.check(!refused.is_empty(), || {
+        "the API answered 503 while Redis was full".into()
+    });
+    for a in &refused {
+        checks.check(
+            a.during_oom
+                && a.code.as_deref() == Some("UNAVAILABLE")
+                && a.retry_after.as_deref() == Some("5"),
+            || format!("a 503 with code UNAVAILABLE and Retry-After 5: {a:?}"),
+        );
+    }
+    checks.check(
+        answers.iter().all(|a| a.status == 202 || a.status == 503),
+        || format!("only 202 or 503: {answers:?}"),
+    );
+    let records = records_of(&stack, &dest).await;
+    checks.check(records.len() == ids.len(), || {
+        format!(
+            "a record for each accepted delivery and none for a refused one: {} records, {} \
+             accepted",
+            records.len(),
+            ids.len()
+        )
+    });
+    // A failure of Courier's storage is in the record's attempts; a delivery that did not
+    // make it failed with the storage code, and comes back when replayed.
+    let failed: Vec<&String> = ids
+        .iter()
+        .filter(|id| status_of(&t.records[*id]) == "FAILED")
+        .collect();
+    for id in &failed {
+        let rec = &t.records[*id];
+        checks.check(rec["error"]["code"] == "StorageRetriesExhausted", || {
+            format!("{id}: FAILED with StorageRetriesExhausted: {rec}")
+        });
+    }
+    let storage_attempts = t
+        .records
+        .values()
+        .filter(|r| {
+            r["attempts"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|a| a["errorCode"] == "StorageFailed"))
+        })
+        .count();
+    checks.check(storage_attempts > 0, || {
+        "some delivery in flight when Redis filled up has a StorageFailed attempt".into()
+    });
+    for id in &failed {
+        let (code, body) = stack
+            .post(&format!("/api/v1/deliveries/{id}/retry"), &json!({}))
+            .await;
+        checks.check(code == 200 || code == 202, || {
+            format!("{id}: replayed: {code} {body}")
+        });
+    }
+    let settled = wait_all(
+        &stack,
+        &dest,
+        &ids,
+        &["DELIVERED"],
+        Instant::now() + Duration::from_secs(60),
+    )
+    .await;
+    checks.check(settled.is_ok(), || {
+        format!("all delivered after replay: {settled:?}")
+    });
+    checks.check(apalis_dead(&stack).await == 0, || {
+        "nothing left in apalis-redis's own dead set".into()
+    });
+    for (inv, r) in sent_rows.values().take(4) {
+        assert_csv_object(&stack, &key_of(&prefix, inv), r).await;
+    }
+    checks.finish(SCENARIO);
+}

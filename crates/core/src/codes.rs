@@ -160,6 +160,14 @@ error_codes! {
     UndecodableTask = "UndecodableTask", P;
     /// A newer result is already at the key.
     Superseded = "Superseded", P;
+    // Courier's own storage (Redis) failing while it handles a delivery.
+    /// Courier's own storage refused or lost a read or write while handling the delivery
+    /// (Redis at `maxmemory`, a read-only replica, a refused connection); retried by the
+    /// retry policy like any transient failure.
+    StorageFailed = "StorageFailed", T;
+    /// Courier's own storage kept failing until the retry policy gave up (or, for a task
+    /// apalis-redis itself gave up on, until apalis's 25 tries were spent).
+    StorageRetriesExhausted = "StorageRetriesExhausted", P;
 }
 
 /// The text of a code not in the table. Only [`ErrorCode::parse`] and its `From`s make
@@ -193,7 +201,10 @@ impl ErrorCode {
     fn is_from_store(&self) -> bool {
         !matches!(
             self,
-            Self::SpoolReadFailed | Self::UploadStopped | Self::SourceReadFailed
+            Self::SpoolReadFailed
+                | Self::UploadStopped
+                | Self::SourceReadFailed
+                | Self::StorageFailed
         )
     }
 

@@ -502,6 +502,12 @@ impl DeliveryRecord {
         self.updated_at = now;
     }
 
+    /// Back in the queue after a failure, its attempts kept: a dead letter replayed.
+    pub fn requeued(&mut self, now: DateTime<Utc>) {
+        self.status = DeliveryStatus::Queued;
+        self.updated_at = now;
+    }
+
     /// Parked while the destination is paused or failing.
     pub fn held(&mut self, now: DateTime<Utc>) {
         self.status = DeliveryStatus::Held;

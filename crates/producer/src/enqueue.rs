@@ -180,9 +180,9 @@ impl Producer {
     /// ([`Rules::check_rows`]), and the
     /// destination must be `tenant`'s.
     ///
-    /// The record is written first (status `QUEUED`), then the task is pushed; if the push
-    /// fails the record is removed again, so a caller that gets an error may simply retry.
-    /// Returns only once Redis holds the task.
+    /// The record (status `QUEUED`) and the task are written in one transaction, so a
+    /// caller that gets an error may simply retry: nothing was left behind, and no crash
+    /// can leave a record without its task. Returns only once Redis holds both.
     pub async fn enqueue(
         &self,
         tenant: &TenantId,
@@ -235,13 +235,10 @@ impl Producer {
             row_count,
             now,
         );
-        self.records.put(&record).await?;
-        if let Err(e) = self.queue.push(task).await {
-            if let Err(cleanup) = self.records.delete(&record).await {
-                tracing::warn!(delivery_id = %record.id, error = %cleanup, "could not remove the record of a failed enqueue");
-            }
-            return Err(e.into());
-        }
+        // One transaction: a crash or a refused write leaves neither the record nor the task.
+        self.queue
+            .push_with_record(&self.records, &record, &task)
+            .await?;
         crate::telemetry::enqueued();
         Ok(record)
     }

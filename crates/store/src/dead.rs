@@ -9,7 +9,7 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{DeliveryQueue, Keys, StoreError};
+use crate::{DeliveryQueue, Keys, RecordStore, StoreError};
 
 /// One dead letter.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -109,16 +109,30 @@ impl DeadLetters {
         Ok(conn.zcard(self.keys.dead_letters()).await?)
     }
 
-    /// Pushes the letter's task back into the queue and removes the letter. A payload that
-    /// is not a delivery task cannot be replayed and stays.
+    /// Pushes the letter's task back into the queue, marks its delivery's record (if it
+    /// has one) `QUEUED` again with its attempts kept (`DeliveryRecord::requeued`), and
+    /// removes the letter, all in one transaction: a crash or a refused write leaves the
+    /// letter as it was, and a worker that takes the task at once finds the record already
+    /// `QUEUED`, never overwritten after it started. A payload that is not a delivery task
+    /// cannot be replayed and stays (false).
     pub async fn replay(&self, letter: &DeadLetter) -> Result<bool, StoreError> {
         let Ok(mut task) = serde_json::from_value::<DeliveryTask>(letter.payload.clone()) else {
             return Ok(false);
         };
         // A replay is a fresh run: the retry policy counts from zero again.
         task.retry = Default::default();
-        self.queue.push(task).await?;
-        self.remove(&letter.id).await?;
+        let records = RecordStore::new(self.conn.clone(), self.keys.clone());
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        if let Some(mut record) = records.get_any(&task.delivery_id).await? {
+            record.requeued(Utc::now());
+            records.put_into(&mut pipe, &record)?;
+        }
+        self.queue.push_into(&mut pipe, &task)?;
+        pipe.del(self.keys.dead_letter(&letter.id))
+            .zrem(self.keys.dead_letters(), &letter.id);
+        let mut conn = self.conn.clone();
+        pipe.exec_async(&mut conn).await?;
         Ok(true)
     }
 

@@ -12,8 +12,9 @@ use apalis_redis::{Config, RedisStorage};
 use chrono::{DateTime, Utc};
 use courier_core::delivery::DeliveryTask;
 
-use crate::scripts::HAND_BACK;
-use crate::{Keys, StoreError};
+use crate::scripts::{HAND_BACK, STORAGE_RETRY};
+use crate::{Keys, RecordStore, StoreError};
+use courier_core::delivery::DeliveryRecord;
 
 /// How long a worker may go silent before its in-flight tasks are handed to others.
 #[derive(Debug, Clone, Copy)]
@@ -54,6 +55,8 @@ pub fn queue_config(keys: &Keys, liveness: Liveness, batch_size: usize) -> Confi
 #[derive(Debug, Clone)]
 pub struct DeliveryQueue {
     storage: RedisStorage<DeliveryTask, RedisConn>,
+    /// For Courier's own writes to the queue's keys.
+    conn: RedisConn,
     keys: Keys,
 }
 
@@ -61,7 +64,8 @@ impl DeliveryQueue {
     pub fn new(conn: RedisConn, keys: &Keys) -> Self {
         let config = queue_config(keys, Liveness::default(), 1);
         Self {
-            storage: RedisStorage::new(conn).with_config(config),
+            storage: RedisStorage::new(conn.clone()).with_config(config),
+            conn,
             keys: keys.clone(),
         }
     }
@@ -73,6 +77,91 @@ impl DeliveryQueue {
             .push(task)
             .await
             .map_err(|e| StoreError::Queue(e.to_string()))
+    }
+
+    /// Writes `record` and pushes its `task` in one transaction (`MULTI`/`EXEC`): both are
+    /// in Redis or neither is, so no crash or refused write can leave a `QUEUED` record
+    /// without its task. Returns once Redis holds both.
+    pub async fn push_with_record(
+        &self,
+        records: &RecordStore,
+        record: &DeliveryRecord,
+        task: &DeliveryTask,
+    ) -> Result<(), StoreError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        records.put_into(&mut pipe, record)?;
+        self.push_into(&mut pipe, task)?;
+        let mut conn = self.conn.clone();
+        pipe.exec_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Adds to `pipe` what apalis-redis's `batch_push.lua` does for one task pushed to run
+    /// now, under the same keys (read through [`crate::QueueKeys`]): its payload in the
+    /// data hash, its metadata hash (no attempts yet, apalis's default of 25 at most,
+    /// pending, no idempotency key), and its id in the scheduled set, due now (apalis's
+    /// push gives every task a run time, the current second by default, and its fetch
+    /// promotes due tasks to the active list). Returns the task's id.
+    pub(crate) fn push_into(
+        &self,
+        pipe: &mut redis::Pipeline,
+        task: &DeliveryTask,
+    ) -> Result<String, StoreError> {
+        let payload = serde_json::to_vec(task).map_err(|e| StoreError::Corrupt {
+            what: "delivery task",
+            message: e.to_string(),
+        })?;
+        let id = ulid::Ulid::new().to_string();
+        let q = self.keys.queue_keys();
+        pipe.hset_nx(q.data(), &id, payload)
+            .hset_multiple(
+                q.meta(&id),
+                &[
+                    ("attempts", "0"),
+                    ("max_attempts", "25"),
+                    ("status", "Pending"),
+                    ("idempotency_key", ""),
+                ],
+            )
+            .zadd(q.scheduled(), &id, Utc::now().timestamp().max(0));
+        Ok(id)
+    }
+
+    /// After Courier's own storage failed while handling `task`: schedules it again at
+    /// `at` (a new apalis task; the caller lets apalis finish the one it ran) and, when
+    /// `record` is given, writes it with the failed attempt. One script, allowed to run
+    /// when Redis is at `maxmemory` (see `lua/storage_retry.lua`), so that the retry
+    /// follows Courier's policy even then.
+    pub async fn retry_after_storage_failure(
+        &self,
+        record: Option<&DeliveryRecord>,
+        task: &DeliveryTask,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let payload = serde_json::to_vec(task).map_err(|e| StoreError::Corrupt {
+            what: "delivery task",
+            message: e.to_string(),
+        })?;
+        let json = record.map(crate::records::encode).transpose()?;
+        let id = ulid::Ulid::new().to_string();
+        let q = self.keys.queue_keys();
+        let due = at.timestamp() + i64::from(at.timestamp_subsec_nanos() > 0);
+        let mut conn = self.conn.clone();
+        let _: i64 = STORAGE_RETRY
+            .key(self.keys.delivery(&task.delivery_id))
+            .key(self.keys.destination_pending(&task.destination_id))
+            .key(q.data())
+            .key(q.meta(&id))
+            .key(q.scheduled())
+            .arg(json.unwrap_or_default())
+            .arg(task.delivery_id.as_str())
+            .arg(&id)
+            .arg(payload)
+            .arg(due.max(0))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(())
     }
 
     /// Pushes one task to run no earlier than `at`. apalis-redis schedules in whole

@@ -55,13 +55,25 @@ impl RecordStore {
 
     /// Writes (or overwrites) a record and keeps its indexes in step.
     pub async fn put(&self, record: &DeliveryRecord) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        self.put_into(&mut pipe, record)?;
+        pipe.exec_async(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Adds the commands of [`put`](Self::put) to `pipe`, so that a record can be written in
+    /// one transaction with something else (its task: [`crate::DeliveryQueue::push_with_record`]).
+    pub(crate) fn put_into(
+        &self,
+        pipe: &mut redis::Pipeline,
+        record: &DeliveryRecord,
+    ) -> Result<(), StoreError> {
         let json = encode(record)?;
         let id = record.id.as_str();
         let pending = self.keys.destination_pending(&record.destination_id);
         let job_index = self.keys.job_deliveries(&record.tenant, &record.job_id);
-        let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
         match self.retention.filter(|_| record.status.is_final()) {
             // Final records expire after the retention; so does a job's index once its
             // last record was written.
@@ -89,7 +101,6 @@ impl RecordStore {
         } else {
             pipe.sadd(pending, id);
         }
-        pipe.exec_async(&mut conn).await?;
         Ok(())
     }
 
@@ -225,14 +236,14 @@ fn matches(r: &DeliveryRecord, f: &RecordFilter) -> bool {
         && f.to.is_none_or(|t| r.enqueued_at < t)
 }
 
-fn encode(record: &DeliveryRecord) -> Result<String, StoreError> {
+pub(crate) fn encode(record: &DeliveryRecord) -> Result<String, StoreError> {
     serde_json::to_string(record).map_err(|e| StoreError::Corrupt {
         what: "delivery record",
         message: e.to_string(),
     })
 }
 
-fn decode(json: &str) -> Result<DeliveryRecord, StoreError> {
+pub(crate) fn decode(json: &str) -> Result<DeliveryRecord, StoreError> {
     serde_json::from_str::<DeliveryRecord>(json).map_err(|e| StoreError::Corrupt {
         what: "delivery record",
         message: e.to_string(),

@@ -1,5 +1,6 @@
 //! The Lua scripts behind the store's atomic operations, one `.lua` file per script under
-//! `src/lua/`. Each file opens with a header naming every `KEYS[n]` and `ARGV[n]` it takes,
+//! `src/lua/`. Each file opens (after Redis's `#!lua flags=…` line, where a script needs
+//! one) with a header naming every `KEYS[n]` and `ARGV[n]` it takes,
 //! and every key a script touches comes in `KEYS`, named by [`crate::keys`]; the scripts
 //! never build key names themselves.
 
@@ -43,6 +44,10 @@ scripts! {
     QUEUE_SNAPSHOT = "queue_snapshot.lua";
     /// [`crate::DestinationStore::reseal_all`].
     COMPARE_AND_SET = "compare_and_set.lua";
+    /// [`crate::DeliveryQueue::retry_after_storage_failure`].
+    STORAGE_RETRY = "storage_retry.lua";
+    /// [`crate::Janitor::sweep`]: tasks apalis-redis gave up on.
+    ADOPT_DEAD_TASK = "adopt_dead_task.lua";
 }
 
 #[cfg(test)]
@@ -63,8 +68,13 @@ mod tests {
 
     #[test]
     fn every_script_documents_each_key_and_argument_it_uses() {
-        assert_eq!(SOURCES.len(), 10);
+        assert_eq!(SOURCES.len(), 12);
         for (file, source) in SOURCES {
+            // A script may open with Redis's flags line (`#!lua flags=allow-oom`).
+            let source = match source.strip_prefix("#!") {
+                Some(rest) => rest.split_once('\n').map_or("", |(_, body)| body),
+                None => source,
+            };
             let header: String = source
                 .lines()
                 .take_while(|l| l.starts_with("--"))

@@ -84,9 +84,10 @@ pub enum Handled {
 const KEY_LOCK_TTL: Duration = Duration::from_secs(15 * 60);
 
 impl Deliverer {
-    /// Handles one task payload, decoded here and only here. An `Err` means Courier's own
-    /// storage failed and the task should be handed back to the queue; every other outcome
-    /// is recorded.
+    /// Handles one task payload, decoded here and only here. A failure of Courier's own
+    /// storage is retried by Courier's policy ([`crate::storage`]); an `Err` means not even
+    /// that could be written and the task should be handed back to the queue. Every other
+    /// outcome is recorded.
     pub async fn handle(self: Arc<Self>, payload: &[u8]) -> Result<Handled, StoreError> {
         let _in_flight = InFlight::enter();
         let task = match serde_json::from_slice::<DeliveryTask>(payload) {
@@ -99,7 +100,14 @@ impl Deliverer {
             job_id = %task.job_id,
             destination_id = %task.destination_id
         );
-        self.deliver(task, payload).instrument(span).await
+        async {
+            match self.deliver(task, payload).await {
+                Err(e) => self.storage_failed(payload, e).await,
+                handled => handled,
+            }
+        }
+        .instrument(span)
+        .await
     }
 
     async fn poison(&self, payload: &[u8], error: &str) -> Result<Handled, StoreError> {

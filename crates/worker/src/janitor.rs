@@ -15,8 +15,9 @@ pub async fn run(janitor: Janitor, every: Duration, shutdown: CancellationToken)
             () = shutdown.cancelled() => return,
         }
         match janitor.sweep().await {
-            Ok(s) if s.tasks + s.index_entries + s.dead_letters > 0 => {
+            Ok(s) if s.tasks + s.index_entries + s.dead_letters + s.adopted > 0 => {
                 tracing::debug!(
+                    adopted = s.adopted,
                     tasks = s.tasks,
                     index_entries = s.index_entries,
                     dead_letters = s.dead_letters,

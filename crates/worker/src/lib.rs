@@ -13,6 +13,7 @@
 //! - [`pipeline`]: rows rendered straight into a streamed (multipart) upload.
 //! - [`source`]: inline rows, or rows streamed from a reference (`rowsUrl`).
 //! - [`bounded`]: the limits on a streamed reference: line length, total size, fetch time.
+//! - [`storage`]: Courier's retry policy for failures of its own storage (Redis).
 //! - [`telemetry`]: the metrics the worker exports.
 
 pub mod bounded;
@@ -26,6 +27,7 @@ pub mod retry;
 pub mod run;
 pub mod slot_gate;
 pub mod source;
+pub mod storage;
 pub mod telemetry;
 
 pub use deliver::{Deliverer, Handled};

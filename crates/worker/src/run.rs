@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use apalis::prelude::{BackendExt, BoxDynError, Data, WorkerBuilder, WorkerBuilderExt};
+use apalis::prelude::{Attempt, BackendExt, BoxDynError, Data, WorkerBuilder, WorkerBuilderExt};
 use apalis_redis::RedisStorage;
 use courier_store::Keys;
 use courier_store::RedisConn;
@@ -56,11 +56,26 @@ pub fn default_worker_name() -> String {
     )
 }
 
-async fn handle(task: RawTask, deliverer: Data<Arc<Deliverer>>) -> Result<(), BoxDynError> {
+async fn handle(
+    task: RawTask,
+    deliverer: Data<Arc<Deliverer>>,
+    attempt: Attempt,
+) -> Result<(), BoxDynError> {
     match Arc::clone(&deliverer).handle(&task.0).await {
         Ok(_) => Ok(()),
-        // Courier's own storage failed: hand the task back so it is tried again.
-        Err(e) => Err(Box::new(e)),
+        // Courier's own storage failed and not even its retry could be written (Redis
+        // read-only or gone): hand the task back to the queue, after the policy's delay for
+        // the how-many-th time this happens to it, so that apalis-redis's own schedule
+        // (+1 s, +2 s, … for 25 runs) stretches over Courier's. Should apalis give up
+        // anyway, the janitor moves the task into Courier's dead letters.
+        Err(e) => {
+            let wait = deliverer
+                .retry
+                .cap(u32::try_from(attempt.current()).unwrap_or(u32::MAX));
+            tracing::warn!(error = %e, ?wait, runs = attempt.current(), "Courier's storage failed and nothing could be written; handing the task back to the queue");
+            tokio::time::sleep(wait).await;
+            Err(Box::new(e))
+        }
     }
 }
 

@@ -16,6 +16,28 @@ pub const UPLOADED_BYTES_TOTAL: &str = "courier_uploaded_bytes_total";
 pub const IN_FLIGHT: &str = "courier_tasks_in_flight";
 pub const POISON_TOTAL: &str = "courier_poison_tasks_total";
 pub const UPLOAD_LIMIT_CUTS_TOTAL: &str = "courier_upload_limit_cuts_total";
+pub const STORAGE_FAILURES_TOTAL: &str = "courier_storage_failures_total";
+
+/// What became of a task whose handling failed in Courier's own storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageOutcome {
+    /// Scheduled again by Courier's retry policy.
+    Retried,
+    /// The policy was spent: a dead letter.
+    Dead,
+    /// Nothing could be written: handed back to the queue after a delay.
+    HandedBack,
+}
+
+/// A task whose handling failed in Courier's own storage.
+pub fn storage_failure(outcome: StorageOutcome) {
+    let label = match outcome {
+        StorageOutcome::Retried => "retried",
+        StorageOutcome::Dead => "dead",
+        StorageOutcome::HandedBack => "handed_back",
+    };
+    metrics::counter!(STORAGE_FAILURES_TOTAL, "outcome" => label).increment(1);
+}
 
 /// Final outcome of one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -107,6 +129,13 @@ pub fn describe() {
         DELIVERIES_TOTAL,
         "Deliveries that reached an outcome: delivered, retried (a failed attempt that will be \
          tried again), parked (held for a paused or failing destination), dead or superseded."
+    );
+    metrics::describe_counter!(
+        STORAGE_FAILURES_TOTAL,
+        "Tasks whose handling failed in Courier's own storage (Redis), by what became of them: \
+         retried (scheduled again by the retry policy), dead (the policy was spent: a dead \
+         letter with StorageRetriesExhausted) or handed_back (nothing could be written; the \
+         task went back to the queue after a delay)."
     );
     metrics::describe_counter!(
         ATTEMPTS_TOTAL,

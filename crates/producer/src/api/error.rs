@@ -13,6 +13,10 @@ use utoipa::ToSchema;
 
 use crate::ServiceError;
 
+/// The `Retry-After` (seconds) of every 503: Courier's storage refusing writes (Redis at
+/// `maxmemory`, a failover, a refused connection) is usually a matter of seconds.
+pub const RETRY_AFTER_SECS: u32 = 5;
+
 /// An error response. Messages never contain secrets.
 #[derive(Debug)]
 pub struct ApiError {
@@ -124,6 +128,12 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                RETRY_AFTER_SECS.to_string().parse().expect("digits"),
+            );
         }
         resp
     }

@@ -207,9 +207,10 @@ pub struct PayloadTooLarge(pub ErrorBody);
 }}))]
 pub struct ValidationFailed(pub ErrorBody);
 
-/// Courier's storage is unavailable (`UNAVAILABLE`; nothing was saved, retry later), or
-/// the delivery was queued but not acknowledged by the replicas the operator asks for in
-/// time (`NOT_REPLICATED`; retry with the same `Idempotency-Key`).
+/// Courier's storage is unavailable (`UNAVAILABLE`: Redis refuses writes or cannot be
+/// reached; nothing was saved, retry later), or the delivery was queued but not
+/// acknowledged by the replicas the operator asks for in time (`NOT_REPLICATED`; retry with
+/// the same `Idempotency-Key`). Sent with `Retry-After: 5` (seconds).
 #[derive(Debug, ToResponse)]
 #[response(examples(
     ("UNAVAILABLE" = (value = json!({"error": {

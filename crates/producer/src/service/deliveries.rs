@@ -103,7 +103,9 @@ impl Service {
             });
         };
         self.replay_dead_letter(&letter).await?;
-        record.status = DeliveryStatus::Queued;
+        // What the replay wrote (the record is not read again: a worker may have taken the
+        // task already).
+        record.requeued(chrono::Utc::now());
         Ok(record)
     }
 }

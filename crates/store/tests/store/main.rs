@@ -12,6 +12,7 @@ mod records;
 mod retention;
 mod slots;
 mod stats;
+mod storage_failures;
 
 use chrono::{DateTime, Utc};
 use courier_core::delivery::{DeliveryRecord, DeliveryStatus, DeliveryTask};

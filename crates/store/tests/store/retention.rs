@@ -53,6 +53,7 @@ async fn finished_tasks_and_old_dead_letters_are_dropped() {
             tasks: 2,
             index_entries: 0,
             dead_letters: 1,
+            adopted: 0,
         }
     );
     for id in &ids[..2] {
