@@ -7,6 +7,7 @@ mod destinations;
 mod health;
 mod held;
 mod keyguard;
+mod quotas;
 mod queue;
 mod records;
 mod retention;
