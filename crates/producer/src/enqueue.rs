@@ -21,6 +21,13 @@ pub enum EnqueueError {
     /// The job breaks a rule the request's own validation cannot see (where its rows are).
     #[error("invalid delivery: {0}")]
     Invalid(ValidationErrors),
+    /// The tenant has as many deliveries waiting as `COURIER_MAX_WAITING_PER_TENANT`
+    /// allows; nothing was queued.
+    #[error(
+        "{waiting} deliveries of this tenant are waiting, the most it may have \
+         ({limit}); retry once some are delivered"
+    )]
+    TooManyWaiting { waiting: u64, limit: u64 },
     /// The `Idempotency-Key` was used with another request in the last 24 hours.
     #[error("the Idempotency-Key was already used for a different request in the last 24 hours")]
     IdempotencyMismatch,
@@ -182,6 +189,11 @@ impl Producer {
     /// The record is written first (status `QUEUED`), then the task is pushed; if the push
     /// fails the record is removed again, so a caller that gets an error may simply retry.
     /// Returns only once Redis holds the task.
+    ///
+    /// The record is written only while the tenant has fewer deliveries waiting than
+    /// [`crate::Quotas::max_waiting_per_tenant`]: checked and counted in one script, so two
+    /// concurrent enqueues cannot both take the last place
+    /// ([`EnqueueError::TooManyWaiting`]; nothing is queued).
     pub async fn enqueue(
         &self,
         tenant: &TenantId,
@@ -234,7 +246,13 @@ impl Producer {
             row_count,
             now,
         );
-        self.records.put(&record).await?;
+        let limit = self.rules.quotas.max_waiting_per_tenant;
+        if let Err(full) = self.records.put_queued(&record, limit).await? {
+            return Err(EnqueueError::TooManyWaiting {
+                waiting: full.used,
+                limit,
+            });
+        }
         if let Err(e) = self.queue.push(task).await {
             if let Err(cleanup) = self.records.delete(&record).await {
                 tracing::warn!(delivery_id = %record.id, error = %cleanup, "could not remove the record of a failed enqueue");

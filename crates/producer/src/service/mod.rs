@@ -4,10 +4,10 @@
 //!
 //! | module | rules |
 //! | --- | --- |
-//! | [`rules`] | which endpoints and row references the fleet may be sent to: private endpoints, the staging-bucket rule |
-//! | [`destinations`] | tenant ownership, create / update (the saved secret is kept) / delete (refused while deliveries wait, unless forced), connection tests |
+//! | [`rules`] | which endpoints and row references the fleet may be sent to: private endpoints, the staging-bucket rule; the per-tenant [`Quotas`] |
+//! | [`destinations`] | tenant ownership, create (within the destinations quota) / update (the saved secret is kept) / delete (refused while deliveries wait, unless forced), connection tests (rate-limited) |
 //! | [`held`] | when held deliveries flow again: a destination updated, recovered, or deleted |
-//! | [`deliveries`] | enqueueing a completed job, reading records, retrying a failed delivery |
+//! | [`deliveries`] | enqueueing a completed job (within the waiting quota), reading and listing records (one index of the tenant; another tenant's destination is 404), retrying a failed delivery |
 //! | [`dead_letters`] | replaying a dead letter: its record queued again, its task back in the queue |
 
 pub mod dead_letters;
@@ -21,11 +21,11 @@ use courier_store::{
     DeadLetters, DeliveryQueue, DestinationStore, HealthStore, HeldDeliveries, Keys, RecordStore,
     SecretCipher, StoreError,
 };
-use courier_store::{Idempotency, RedisConn};
+use courier_store::{Idempotency, RateLimiter, RedisConn};
 
 pub use deliveries::IDEMPOTENCY_KEY;
 pub use destinations::DestinationWithHealth;
-pub use rules::Rules;
+pub use rules::{Quotas, Rules};
 
 use crate::Producer;
 use crate::enqueue::ReplicaWait;
@@ -42,6 +42,16 @@ pub enum ServiceError {
     /// The request is valid but the state forbids it now; `code` is the API's error code.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// Over one of the tenant's quotas or rate limits (`code` `QUOTA_EXCEEDED` or
+    /// `RATE_LIMITED`; `limit` names it). Nothing was saved; worth trying again after
+    /// `retry_after` (or once the tenant has fewer).
+    #[error("{message}")]
+    TooMany {
+        code: &'static str,
+        limit: &'static str,
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// Redis (or its replicas) could not take the request now; `code` is the API's code.
     /// Nothing was half-saved; retrying (with the same `Idempotency-Key`) is safe.
     #[error("{message}")]
@@ -65,6 +75,7 @@ pub struct Service {
     rules: Rules,
     destinations: DestinationStore,
     records: RecordStore,
+    rate: RateLimiter,
     held: HeldDeliveries,
     dead: DeadLetters,
     health: HealthStore,
@@ -92,6 +103,7 @@ impl Service {
             )
             .with_idempotency(Idempotency::new(conn.clone(), keys.clone()))
             .with_replica_wait(Some(replica_wait)),
+            rate: RateLimiter::new(conn.clone(), keys.clone()),
             held: HeldDeliveries::new(conn.clone(), keys.clone(), queue.clone()),
             dead: DeadLetters::new(conn.clone(), keys.clone(), queue),
             health: HealthStore::new(conn, keys),
