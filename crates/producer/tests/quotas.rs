@@ -44,7 +44,10 @@ fn assert_too_many(
     assert_eq!(*status, 429, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
     assert_eq!(body["error"]["limit"], limit, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().len() > 10, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().len() > 10,
+        "{body}"
+    );
     headers["retry-after"]
         .to_str()
         .unwrap()
@@ -52,7 +55,12 @@ fn assert_too_many(
         .expect("Retry-After is whole seconds")
 }
 
-async fn post_as(api: &Api, token: &str, path: &str, body: &Value) -> (u16, axum::http::HeaderMap, Value) {
+async fn post_as(
+    api: &Api,
+    token: &str,
+    path: &str,
+    body: &Value,
+) -> (u16, axum::http::HeaderMap, Value) {
     api.call_full(
         Method::POST,
         path,
@@ -82,7 +90,11 @@ async fn one_destination_over_the_quota_is_429_and_not_saved() {
         !answer.2.to_string().contains(common::SECRET),
         "the secret is not echoed"
     );
-    assert_eq!(api.redis_keys("destination:*").await.len(), before, "nothing saved");
+    assert_eq!(
+        api.redis_keys("destination:*").await.len(),
+        before,
+        "nothing saved"
+    );
     let (_, list) = api.get("/api/v1/delivery-destinations").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 2, "{list}");
 
@@ -111,7 +123,13 @@ async fn one_delivery_over_the_waiting_quota_is_429_and_not_queued() {
     api.enqueue(&dest, "job-1", "INV-1").await;
     api.enqueue(&dest, "job-2", "INV-1").await;
     let records_before = api.redis_keys("delivery:*").await;
-    let answer = post_as(&api, common::TOKEN, "/api/v1/deliveries", &job(&dest, "job-3")).await;
+    let answer = post_as(
+        &api,
+        common::TOKEN,
+        "/api/v1/deliveries",
+        &job(&dest, "job-3"),
+    )
+    .await;
     assert_eq!(
         assert_too_many(&answer, "QUOTA_EXCEEDED", "waitingDeliveriesPerTenant"),
         60
@@ -125,20 +143,27 @@ async fn one_delivery_over_the_waiting_quota_is_429_and_not_queued() {
     assert_eq!(list["items"], json!([]));
 
     // With an Idempotency-Key: refused too, and the key is free for the retry.
-    let (status, headers, body) = api.post_delivery_with_key(&job(&dest, "job-3"), "k-3").await;
-    assert_too_many(&(status, headers, body), "QUOTA_EXCEEDED", "waitingDeliveriesPerTenant");
+    let (status, headers, body) = api
+        .post_delivery_with_key(&job(&dest, "job-3"), "k-3")
+        .await;
+    assert_too_many(
+        &(status, headers, body),
+        "QUOTA_EXCEEDED",
+        "waitingDeliveriesPerTenant",
+    );
     assert!(api.redis_keys("tenant:acme:idempotency:*").await.is_empty());
 
     // A delivery that reaches a final state frees its place (as a worker records it).
     let records = courier_store::RecordStore::new(api.conn.clone(), api.keys.clone());
-    let id = courier_core::DeliveryId::parse(
-        &records_before[0].rsplit(':').next().unwrap().to_owned(),
-    )
-    .unwrap();
+    let id =
+        courier_core::DeliveryId::parse(&records_before[0].rsplit(':').next().unwrap().to_owned())
+            .unwrap();
     let mut record = records.get_any(&id).await.unwrap().unwrap();
     record.status = courier_core::delivery::DeliveryStatus::Delivered;
     records.put(&record).await.unwrap();
-    let (status, _, body) = api.post_delivery_with_key(&job(&dest, "job-3"), "k-3").await;
+    let (status, _, body) = api
+        .post_delivery_with_key(&job(&dest, "job-3"), "k-3")
+        .await;
     assert_eq!(status, 202, "{body}");
 }
 
@@ -165,8 +190,13 @@ async fn connection_tests_over_the_rate_are_429_with_the_rest_of_the_minute() {
         assert!((1..=60).contains(&wait), "{path}: Retry-After {wait}");
     }
     // Another tenant's tests are counted apart; another tenant's destination is still 404.
-    let (status, _, resp) =
-        post_as(&api, OTHER_TOKEN, "/api/v1/delivery-destinations/test", &body).await;
+    let (status, _, resp) = post_as(
+        &api,
+        OTHER_TOKEN,
+        "/api/v1/delivery-destinations/test",
+        &body,
+    )
+    .await;
     assert_eq!(status, 200, "{resp}");
     let (status, _, _) = post_as(&api, OTHER_TOKEN, &saved, &json!({})).await;
     assert_eq!(status, 404);
@@ -207,7 +237,10 @@ async fn listing_by_another_tenants_destination_is_404_and_reads_nothing_of_it()
         format!("/api/v1/deliveries?destinationId={theirs}"),
         format!("/api/v1/deliveries?destinationId={theirs}&status=QUEUED"),
         format!("/api/v1/deliveries?destinationId={theirs}&jobId=j"),
-        format!("/api/v1/deliveries?destinationId={}", courier_core::DestinationId::generate()),
+        format!(
+            "/api/v1/deliveries?destinationId={}",
+            courier_core::DestinationId::generate()
+        ),
     ] {
         let (status, body) = api.get(&path).await;
         assert_eq!(status, 404, "{path}: {body}");

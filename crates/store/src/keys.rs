@@ -133,7 +133,8 @@ impl Keys {
                     one_segment(owner)
                         || (*kind == "tenant:"
                             && owner.split_once(":status:").is_some_and(|(t, s)| {
-                                one_segment(t) && DeliveryStatus::ALL.iter().any(|x| x.as_str() == s)
+                                one_segment(t)
+                                    && DeliveryStatus::ALL.iter().any(|x| x.as_str() == s)
                             }))
                 })
         })

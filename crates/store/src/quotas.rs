@@ -53,9 +53,7 @@ impl RateLimiter {
         window: Duration,
     ) -> Result<RateDecision, StoreError> {
         let mut conn = self.conn.clone();
-        let window_ms = u64::try_from(window.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX).max(1);
         let (allowed, n): (u8, u64) = RATE_WINDOW
             .key(self.keys.connection_tests(tenant))
             .arg(limit)

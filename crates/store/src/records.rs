@@ -95,8 +95,14 @@ impl RecordStore {
                 &[&tenant_index, &destination_index, &status_index],
             );
         // The id leaves the index of the status it had (which one is not known here).
-        for other in DeliveryStatus::ALL.into_iter().filter(|s| *s != record.status) {
-            pipe.zrem(self.keys.tenant_status_deliveries(&record.tenant, other), id);
+        for other in DeliveryStatus::ALL
+            .into_iter()
+            .filter(|s| *s != record.status)
+        {
+            pipe.zrem(
+                self.keys.tenant_status_deliveries(&record.tenant, other),
+                id,
+            );
         }
         let waiting = self.keys.tenant_waiting(&record.tenant);
         if record.status.is_final() {
@@ -175,7 +181,10 @@ impl RecordStore {
             .srem(self.keys.destination_pending(&record.destination_id), id)
             .srem(self.keys.tenant_waiting(&record.tenant), id);
         for status in DeliveryStatus::ALL {
-            pipe.zrem(self.keys.tenant_status_deliveries(&record.tenant, status), id);
+            pipe.zrem(
+                self.keys.tenant_status_deliveries(&record.tenant, status),
+                id,
+            );
         }
         pipe.exec_async(&mut conn).await?;
         Ok(())
@@ -282,7 +291,11 @@ impl RecordStore {
 impl RecordStore {
     /// The index a listing with `filter` reads: of those that apply, the one with the fewest
     /// entries (one `ZCARD` each, in one round trip).
-    async fn index_for(&self, tenant: &TenantId, filter: &RecordFilter) -> Result<String, StoreError> {
+    async fn index_for(
+        &self,
+        tenant: &TenantId,
+        filter: &RecordFilter,
+    ) -> Result<String, StoreError> {
         let mut candidates = Vec::with_capacity(3);
         if let Some(j) = &filter.job_id {
             candidates.push(self.keys.job_deliveries(tenant, j));

@@ -9,9 +9,7 @@ use courier_producer::{Rules, Service};
 use courier_store::StatsReader;
 use courier_store::queue::Liveness;
 
-use crate::common::{
-    BoundaryArgs, QuotaArgs, RedisArgs, ReplicaArgs, SecretArgs, shutdown_token,
-};
+use crate::common::{BoundaryArgs, QuotaArgs, RedisArgs, ReplicaArgs, SecretArgs, shutdown_token};
 use crate::observe;
 
 #[derive(Debug, clap::Args)]

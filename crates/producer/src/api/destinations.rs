@@ -17,8 +17,7 @@ use super::error::ApiError;
 use super::json::ValidJson;
 use super::openapi::{
     BadRequest, DestinationBusy, NotFound, PayloadTooLarge, TooManyRequests, Unauthorized,
-    Unavailable,
-    ValidationFailed,
+    Unavailable, ValidationFailed,
 };
 use super::query::Params;
 use crate::service::DestinationWithHealth;

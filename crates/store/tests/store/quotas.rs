@@ -12,7 +12,11 @@ use redis::AsyncCommands;
 
 use crate::{Ns, delivery_id_at, ns, record, tenant};
 
-fn queued(ns_tenant: &str, dest: &DestinationId, id: &DeliveryId) -> courier_core::delivery::DeliveryRecord {
+fn queued(
+    ns_tenant: &str,
+    dest: &DestinationId,
+    id: &DeliveryId,
+) -> courier_core::delivery::DeliveryRecord {
     record(
         &tenant(ns_tenant),
         dest,
@@ -25,7 +29,9 @@ fn queued(ns_tenant: &str, dest: &DestinationId, id: &DeliveryId) -> courier_cor
 
 async fn waiting(ns: &Ns, t: &str) -> BTreeSet<String> {
     let mut c = ns.conn.clone();
-    c.smembers(ns.keys.tenant_waiting(&tenant(t))).await.unwrap()
+    c.smembers(ns.keys.tenant_waiting(&tenant(t)))
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -75,7 +81,10 @@ async fn the_waiting_count_follows_queued_and_final_writes_only() {
     ra.status = DeliveryStatus::Queued;
     records.put(&ra).await.unwrap();
     assert_eq!(records.waiting_count(&acme).await.unwrap(), 2);
-    for (id, status) in [(&a, DeliveryStatus::Failed), (&b, DeliveryStatus::Superseded)] {
+    for (id, status) in [
+        (&a, DeliveryStatus::Failed),
+        (&b, DeliveryStatus::Superseded),
+    ] {
         let mut r = queued("acme", &dest, id);
         r.status = status;
         records.put(&r).await.unwrap();
@@ -128,7 +137,8 @@ async fn a_full_waiting_quota_writes_nothing_and_frees_as_deliveries_finish() {
         ns.keys.tenant_deliveries(&acme),
         ns.keys.destination_deliveries(&dest),
         ns.keys.job_deliveries(&acme, "job-1"),
-        ns.keys.tenant_status_deliveries(&acme, DeliveryStatus::Queued),
+        ns.keys
+            .tenant_status_deliveries(&acme, DeliveryStatus::Queued),
     ] {
         let ids: Vec<String> = c.zrange(&index, 0, -1).await.unwrap();
         assert_eq!(ids.len(), 2, "{index}");
@@ -182,16 +192,15 @@ async fn concurrent_enqueues_at_the_limit_take_exactly_the_places_left() {
     let tries: Vec<_> = (0..32)
         .map(|i| queued("globex", &dest, &delivery_id_at(1_000_000 + i)))
         .collect();
-    let results =
-        futures::future::join_all(tries.iter().map(|r| records.put_queued(r, 5))).await;
-    let passed = results.into_iter().filter(|r| r.as_ref().unwrap().is_ok()).count();
+    let results = futures::future::join_all(tries.iter().map(|r| records.put_queued(r, 5))).await;
+    let passed = results
+        .into_iter()
+        .filter(|r| r.as_ref().unwrap().is_ok())
+        .count();
     assert_eq!(passed, 5);
     assert_eq!(records.waiting_count(&globex).await.unwrap(), 5);
     let mut c = ns.conn.clone();
-    let written: u64 = c
-        .zcard(ns.keys.tenant_deliveries(&globex))
-        .await
-        .unwrap();
+    let written: u64 = c.zcard(ns.keys.tenant_deliveries(&globex)).await.unwrap();
     assert_eq!(written, 5, "only the admitted ones have index entries");
 }
 
@@ -212,9 +221,16 @@ async fn connection_tests_are_counted_in_a_window_per_tenant() {
         );
     }
     for _ in 0..2 {
-        match limiter.take_connection_test(&acme, 3, minute).await.unwrap() {
+        match limiter
+            .take_connection_test(&acme, 3, minute)
+            .await
+            .unwrap()
+        {
             RateDecision::Refused { retry_after } => {
-                assert!(retry_after > Duration::ZERO && retry_after <= minute, "{retry_after:?}")
+                assert!(
+                    retry_after > Duration::ZERO && retry_after <= minute,
+                    "{retry_after:?}"
+                )
             }
             other => panic!("{other:?}"),
         }
@@ -247,5 +263,8 @@ async fn connection_tests_are_counted_in_a_window_per_tenant() {
         RateDecision::Allowed { used: 1 }
     );
     let ttl: i64 = c.pttl(ns.keys.connection_tests(&acme)).await.unwrap();
-    assert!(ttl > 0 && ttl <= 60_000, "the counter expires with its window: {ttl}");
+    assert!(
+        ttl > 0 && ttl <= 60_000,
+        "the counter expires with its window: {ttl}"
+    );
 }

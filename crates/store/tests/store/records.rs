@@ -44,7 +44,10 @@ async fn a_record_is_read_back_by_its_tenant_only_and_its_indexes_follow_it() {
     let mut registered: Vec<String> = c.smembers(ns.keys.delivery_indexes()).await.unwrap();
     registered.sort();
     let mut want = indexes[..2].to_vec();
-    want.push(ns.keys.tenant_status_deliveries(&acme, DeliveryStatus::Queued));
+    want.push(
+        ns.keys
+            .tenant_status_deliveries(&acme, DeliveryStatus::Queued),
+    );
     want.sort();
     assert_eq!(
         registered, want,
@@ -203,14 +206,24 @@ async fn each_record_is_in_the_status_index_of_its_tenant_and_status_only() {
     let ids: Vec<_> = (0..4).map(|i| delivery_id_at(1_000 + i)).collect();
     for id in &ids {
         records
-            .put_queued(&record(&acme, &dest, id, "j", DeliveryStatus::Queued, now), 0)
+            .put_queued(
+                &record(&acme, &dest, id, "j", DeliveryStatus::Queued, now),
+                0,
+            )
             .await
             .unwrap()
             .unwrap();
     }
     let theirs = delivery_id_at(5_000);
     records
-        .put(&record(&globex, &dest, &theirs, "j", DeliveryStatus::Failed, now))
+        .put(&record(
+            &globex,
+            &dest,
+            &theirs,
+            "j",
+            DeliveryStatus::Failed,
+            now,
+        ))
         .await
         .unwrap();
     // Move them along: 0 delivered, 1 failed after retrying, 2 held, 3 stays queued.
@@ -235,8 +248,14 @@ async fn each_record_is_in_the_status_index_of_its_tenant_and_status_only() {
     };
     let s = |i: usize| vec![ids[i].to_string()];
     assert_eq!(index(&acme, DeliveryStatus::Queued).await, s(3));
-    assert_eq!(index(&acme, DeliveryStatus::InProgress).await, Vec::<String>::new());
-    assert_eq!(index(&acme, DeliveryStatus::Retrying).await, Vec::<String>::new());
+    assert_eq!(
+        index(&acme, DeliveryStatus::InProgress).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        index(&acme, DeliveryStatus::Retrying).await,
+        Vec::<String>::new()
+    );
     assert_eq!(index(&acme, DeliveryStatus::Held).await, s(2));
     assert_eq!(index(&acme, DeliveryStatus::Delivered).await, s(0));
     assert_eq!(index(&acme, DeliveryStatus::Failed).await, s(1));
@@ -246,12 +265,19 @@ async fn each_record_is_in_the_status_index_of_its_tenant_and_status_only() {
     );
     // An index emptied by the moves is gone; the ones written are registered for trimming.
     assert!(
-        !c.exists::<_, bool>(ns.keys.tenant_status_deliveries(&acme, DeliveryStatus::Retrying))
-            .await
-            .unwrap()
+        !c.exists::<_, bool>(
+            ns.keys
+                .tenant_status_deliveries(&acme, DeliveryStatus::Retrying)
+        )
+        .await
+        .unwrap()
     );
     let registry: Vec<String> = c.smembers(ns.keys.delivery_indexes()).await.unwrap();
-    for s in [DeliveryStatus::Queued, DeliveryStatus::Delivered, DeliveryStatus::Failed] {
+    for s in [
+        DeliveryStatus::Queued,
+        DeliveryStatus::Delivered,
+        DeliveryStatus::Failed,
+    ] {
         assert!(
             registry.contains(&ns.keys.tenant_status_deliveries(&acme, s)),
             "{s:?}"
@@ -278,10 +304,20 @@ async fn each_record_is_in_the_status_index_of_its_tenant_and_status_only() {
 
     // A removed record leaves its status index too.
     records
-        .delete(&record(&acme, &dest, &ids[3], "j", DeliveryStatus::Queued, now))
+        .delete(&record(
+            &acme,
+            &dest,
+            &ids[3],
+            "j",
+            DeliveryStatus::Queued,
+            now,
+        ))
         .await
         .unwrap();
-    assert_eq!(index(&acme, DeliveryStatus::Queued).await, Vec::<String>::new());
+    assert_eq!(
+        index(&acme, DeliveryStatus::Queued).await,
+        Vec::<String>::new()
+    );
 }
 
 #[tokio::test]
@@ -294,17 +330,23 @@ async fn the_janitor_trims_status_indexes_with_the_records() {
     let acme = tenant("acme");
     let dest = DestinationId::generate();
     let now_ms = u64::try_from(Utc::now().timestamp_millis()).unwrap();
-    let (old, fresh) = (
-        delivery_id_at(now_ms - 3_600_000),
-        delivery_id_at(now_ms),
-    );
+    let (old, fresh) = (delivery_id_at(now_ms - 3_600_000), delivery_id_at(now_ms));
     for id in [&old, &fresh] {
         records
-            .put(&record(&acme, &dest, id, "j", DeliveryStatus::Delivered, Utc::now()))
+            .put(&record(
+                &acme,
+                &dest,
+                id,
+                "j",
+                DeliveryStatus::Delivered,
+                Utc::now(),
+            ))
             .await
             .unwrap();
     }
-    let delivered = ns.keys.tenant_status_deliveries(&acme, DeliveryStatus::Delivered);
+    let delivered = ns
+        .keys
+        .tenant_status_deliveries(&acme, DeliveryStatus::Delivered);
     let janitor = Janitor::new(ns.conn.clone(), ns.keys.clone(), Duration::from_secs(60));
     let swept = janitor.sweep().await.unwrap();
     assert_eq!(
@@ -315,7 +357,9 @@ async fn the_janitor_trims_status_indexes_with_the_records() {
     assert_eq!(left, [fresh.to_string()]);
 
     // An index emptied by a status change is forgotten by the next sweep.
-    let queued_index = ns.keys.tenant_status_deliveries(&acme, DeliveryStatus::Queued);
+    let queued_index = ns
+        .keys
+        .tenant_status_deliveries(&acme, DeliveryStatus::Queued);
     for status in [DeliveryStatus::Queued, DeliveryStatus::Failed] {
         records
             .put(&record(&acme, &dest, &fresh, "j", status, Utc::now()))
