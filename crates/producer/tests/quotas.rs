@@ -156,8 +156,7 @@ async fn one_delivery_over_the_waiting_quota_is_429_and_not_queued() {
     // A delivery that reaches a final state frees its place (as a worker records it).
     let records = courier_store::RecordStore::new(api.conn.clone(), api.keys.clone());
     let id =
-        courier_core::DeliveryId::parse(&records_before[0].rsplit(':').next().unwrap().to_owned())
-            .unwrap();
+        courier_core::DeliveryId::parse(records_before[0].rsplit(':').next().unwrap()).unwrap();
     let mut record = records.get_any(&id).await.unwrap().unwrap();
     record.status = courier_core::delivery::DeliveryStatus::Delivered;
     records.put(&record).await.unwrap();
@@ -261,7 +260,7 @@ async fn listing_by_another_tenants_destination_is_404_and_reads_nothing_of_it()
             .iter()
             .map(|r| r["id"].as_str().unwrap().to_owned())
             .collect();
-        assert_eq!(ids, [id.clone()], "{path}");
+        assert_eq!(ids, std::slice::from_ref(&id), "{path}");
     }
     let (_, body) = api.get("/api/v1/deliveries?status=DELIVERED").await;
     assert_eq!(body["items"], json!([]));
