@@ -288,6 +288,30 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
+    /// Every status, in the order a delivery usually goes through them.
+    pub const ALL: [DeliveryStatus; 7] = [
+        DeliveryStatus::Queued,
+        DeliveryStatus::InProgress,
+        DeliveryStatus::Retrying,
+        DeliveryStatus::Held,
+        DeliveryStatus::Delivered,
+        DeliveryStatus::Superseded,
+        DeliveryStatus::Failed,
+    ];
+
+    /// The wire name (`QUEUED`, `IN_PROGRESS`, …), as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Queued => "QUEUED",
+            DeliveryStatus::InProgress => "IN_PROGRESS",
+            DeliveryStatus::Retrying => "RETRYING",
+            DeliveryStatus::Held => "HELD",
+            DeliveryStatus::Delivered => "DELIVERED",
+            DeliveryStatus::Superseded => "SUPERSEDED",
+            DeliveryStatus::Failed => "FAILED",
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Self, String> {
         serde_json::from_value(Value::String(s.to_owned())).map_err(|_| {
             format!(
@@ -795,5 +819,20 @@ mod rows_url_tests {
             DeliveryStatus::Delivered
         );
         assert!(DeliveryStatus::parse("done").is_err());
+    }
+}
+
+#[cfg(test)]
+mod status_tests {
+    use super::DeliveryStatus;
+
+    #[test]
+    fn every_status_is_listed_once_under_its_wire_name() {
+        for (i, s) in DeliveryStatus::ALL.iter().enumerate() {
+            let wire = serde_json::to_value(s).unwrap();
+            assert_eq!(wire.as_str(), Some(s.as_str()));
+            assert_eq!(DeliveryStatus::parse(s.as_str()), Ok(*s));
+            assert!(!DeliveryStatus::ALL[..i].contains(s));
+        }
     }
 }

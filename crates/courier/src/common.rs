@@ -60,6 +60,43 @@ pub struct ReplicaArgs {
     pub redis_wait_timeout_ms: u64,
 }
 
+/// How many deliveries one tenant may have waiting, shared by `courier api` and
+/// `courier enqueue` (both enqueue).
+#[derive(Debug, Clone, Args)]
+pub struct WaitingQuotaArgs {
+    /// Deliveries one tenant may have waiting at once: queued, in progress, retrying or
+    /// held (every one not final yet). One more is refused (429 `QUOTA_EXCEEDED`) and
+    /// nothing is queued. 0: no limit.
+    #[arg(long, env = "COURIER_MAX_WAITING_PER_TENANT", default_value_t = courier_producer::Quotas::DEFAULT_MAX_WAITING_PER_TENANT)]
+    pub max_waiting_per_tenant: u64,
+}
+
+/// Per-tenant quotas and rate limits of the control API, counted in Redis so the whole
+/// API fleet shares them.
+#[derive(Debug, Clone, Args)]
+pub struct QuotaArgs {
+    /// Destinations one tenant may have; one more is refused (429 `QUOTA_EXCEEDED`) and
+    /// nothing is saved. 0: no limit.
+    #[arg(long, env = "COURIER_MAX_DESTINATIONS_PER_TENANT", default_value_t = courier_producer::Quotas::DEFAULT_MAX_DESTINATIONS_PER_TENANT)]
+    pub max_destinations_per_tenant: u64,
+    #[command(flatten)]
+    pub waiting: WaitingQuotaArgs,
+    /// Connection tests one tenant may start per minute (of saved destinations and unsaved
+    /// configurations together); more get 429 `RATE_LIMITED` with `Retry-After`. 0: no limit.
+    #[arg(long, env = "COURIER_CONNECTION_TESTS_PER_MINUTE", default_value_t = courier_producer::Quotas::DEFAULT_CONNECTION_TESTS_PER_MINUTE)]
+    pub connection_tests_per_minute: u64,
+}
+
+impl QuotaArgs {
+    pub fn quotas(&self) -> courier_producer::Quotas {
+        courier_producer::Quotas {
+            max_destinations_per_tenant: self.max_destinations_per_tenant,
+            max_waiting_per_tenant: self.waiting.max_waiting_per_tenant,
+            connection_tests_per_minute: self.connection_tests_per_minute,
+        }
+    }
+}
+
 /// The tenant boundary: where connections made for tenants may go (their destinations'
 /// endpoints, their `rowsUrl` hosts: public unicast addresses, plus what the operator
 /// allows, checked when the connection is made, on the addresses connected to), and which

@@ -21,6 +21,13 @@ pub enum EnqueueError {
     /// The job breaks a rule the request's own validation cannot see (where its rows are).
     #[error("invalid delivery: {0}")]
     Invalid(ValidationErrors),
+    /// The tenant has as many deliveries waiting as `COURIER_MAX_WAITING_PER_TENANT`
+    /// allows; nothing was queued.
+    #[error(
+        "{waiting} deliveries of this tenant are waiting, the most it may have \
+         ({limit}); retry once some are delivered"
+    )]
+    TooManyWaiting { waiting: u64, limit: u64 },
     /// The `Idempotency-Key` was used with another request in the last 24 hours.
     #[error("the Idempotency-Key was already used for a different request in the last 24 hours")]
     IdempotencyMismatch,
@@ -180,9 +187,14 @@ impl Producer {
     /// ([`Rules::check_rows`]), and the
     /// destination must be `tenant`'s.
     ///
-    /// The record (status `QUEUED`) and the task are written in one transaction, so a
-    /// caller that gets an error may simply retry: nothing was left behind, and no crash
-    /// can leave a record without its task. Returns only once Redis holds both.
+    /// The record (status `QUEUED`) and the task are written in one script, so a caller that
+    /// gets an error may simply retry: nothing was left behind, and no crash can leave a
+    /// record without its task. Returns only once Redis holds both.
+    ///
+    /// They are written only while the tenant has fewer deliveries waiting than
+    /// [`crate::Quotas::max_waiting_per_tenant`]: checked and counted in the same script, so
+    /// two concurrent enqueues cannot both take the last place
+    /// ([`EnqueueError::TooManyWaiting`]; nothing is queued).
     pub async fn enqueue(
         &self,
         tenant: &TenantId,
@@ -235,10 +247,19 @@ impl Producer {
             row_count,
             now,
         );
-        // One transaction: a crash or a refused write leaves neither the record nor the task.
-        self.queue
-            .push_with_record(&self.records, &record, &task)
-            .await?;
+        // One script: the quota, the record and the task; a crash or a refused write leaves
+        // neither the record nor the task.
+        let limit = self.rules.quotas.max_waiting_per_tenant;
+        if let Err(full) = self
+            .queue
+            .push_within(&self.records, &record, &task, limit)
+            .await?
+        {
+            return Err(EnqueueError::TooManyWaiting {
+                waiting: full.used,
+                limit,
+            });
+        }
         crate::telemetry::enqueued();
         Ok(record)
     }

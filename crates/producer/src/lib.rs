@@ -20,5 +20,5 @@ pub mod telemetry;
 pub mod wire;
 
 pub use enqueue::{EnqueueError, Enqueued, Producer, ReplicaWait};
-pub use service::{Rules, Service, ServiceError};
+pub use service::{Quotas, Rules, Service, ServiceError};
 pub use stage::{StageError, StagingStore};

@@ -194,13 +194,19 @@ async fn no_route_leaks_across_tenants() {
     for path in [
         "/api/v1/delivery-destinations",
         "/api/v1/deliveries",
-        &format!("/api/v1/deliveries?destinationId={dest}"),
         "/api/v1/deliveries?jobId=job-t",
     ] {
         let (s, resp) = stack.call(Method::GET, path, Some(OTHER_TOKEN), None).await;
         assert_eq!(s, 200, "{path}");
         assert_eq!(resp["items"], json!([]), "{path}: {resp}");
     }
+    // Listing by another tenant's destination is as unknown as a missing one.
+    let path = format!("/api/v1/deliveries?destinationId={dest}");
+    let (s, resp) = stack
+        .call(Method::GET, &path, Some(OTHER_TOKEN), None)
+        .await;
+    assert_eq!(s, 404, "{path}: {resp}");
+    assert_eq!(resp["error"]["code"], "NOT_FOUND");
     // Enqueueing to another tenant's destination is refused as unknown.
     let (s, resp) = stack
         .call(

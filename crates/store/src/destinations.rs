@@ -13,7 +13,8 @@ use courier_core::{Compression, DestinationId, Format, TenantId};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
-use crate::{Keys, SecretCipher, StoreError};
+use crate::scripts::DESTINATION_CREATE;
+use crate::{Full, Keys, SecretCipher, StoreError};
 
 /// A destination as stored: the spec with its secret sealed.
 #[derive(Debug, Serialize, Deserialize)]
@@ -103,12 +104,29 @@ impl DestinationStore {
         .transpose()
     }
 
-    /// Saves a new destination for `tenant` and returns it with its id.
+    /// Saves a new destination for `tenant` and returns it with its id; no quota.
     pub async fn create(
         &self,
         tenant: &TenantId,
         spec: DestinationSpec,
     ) -> Result<Destination, StoreError> {
+        self.create_within(tenant, spec, 0)
+            .await?
+            .map_err(|full| StoreError::Corrupt {
+                what: "destination count",
+                message: format!("refused without a limit at {}", full.used),
+            })
+    }
+
+    /// Saves a new destination for `tenant` unless it has `limit` already (0: no limit);
+    /// the count and the write are one script, so concurrent creates cannot both take the
+    /// last place. `Err(Full)`: nothing was saved.
+    pub async fn create_within(
+        &self,
+        tenant: &TenantId,
+        spec: DestinationSpec,
+        limit: u64,
+    ) -> Result<Result<Destination, Full>, StoreError> {
         let now = Utc::now();
         let dest = Destination {
             id: DestinationId::generate(),
@@ -118,15 +136,29 @@ impl DestinationStore {
             updated_at: now,
         };
         let json = self.encode(&dest)?;
+        let paused = dest.spec.status == DestinationStatus::Paused;
         let mut conn = self.conn.clone();
-        redis::pipe()
-            .atomic()
-            .set(self.keys.destination(&dest.id), json)
-            .zadd(self.keys.tenant_destinations(tenant), dest.id.as_str(), 0)
-            .exec_async(&mut conn)
+        let (saved, used): (u8, u64) = DESTINATION_CREATE
+            .key(self.keys.destination(&dest.id))
+            .key(self.keys.tenant_destinations(tenant))
+            .key(self.keys.paused_destinations())
+            .arg(dest.id.as_str())
+            .arg(json)
+            .arg(limit)
+            .arg(if paused { "1" } else { "0" })
+            .invoke_async(&mut conn)
             .await?;
-        self.track_paused(&dest).await?;
-        Ok(dest)
+        Ok(if saved == 1 {
+            Ok(dest)
+        } else {
+            Err(Full { used })
+        })
+    }
+
+    /// How many destinations `tenant` has.
+    pub async fn count(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.zcard(self.keys.tenant_destinations(tenant)).await?)
     }
 
     /// Replaces the spec of an existing destination; returns the saved destination, or

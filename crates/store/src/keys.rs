@@ -7,6 +7,7 @@
 //! read through its [`Config`] accessors, wrapped in [`QueueKeys`].
 
 use apalis_redis::Config;
+use courier_core::delivery::DeliveryStatus;
 use courier_core::{DeliveryId, DestinationId, TenantId};
 
 /// Key builder. The default namespace is `courier`.
@@ -75,6 +76,30 @@ impl Keys {
         format!("{}:tenant:{tenant}:deliveries", self.ns)
     }
 
+    /// Lex-ordered set (score 0) of a tenant's delivery ids whose record was last written
+    /// with `status`: `GET /deliveries?status=` reads it. A record's id is in exactly one of
+    /// its tenant's status indexes, moved by the same write that changes the record.
+    pub fn tenant_status_deliveries(&self, tenant: &TenantId, status: DeliveryStatus) -> String {
+        format!(
+            "{}:tenant:{tenant}:status:{}:deliveries",
+            self.ns,
+            status.as_str()
+        )
+    }
+
+    /// Set of a tenant's delivery ids that are waiting (recorded `QUEUED`, not final yet):
+    /// its size is what `COURIER_MAX_WAITING_PER_TENANT` bounds. An id enters when its
+    /// record is written `QUEUED` and leaves when it is written final, in the same write.
+    pub fn tenant_waiting(&self, tenant: &TenantId) -> String {
+        format!("{}:tenant:{tenant}:waiting", self.ns)
+    }
+
+    /// String: how many connection tests a tenant started in the current window; it
+    /// expires with the window (`COURIER_CONNECTION_TESTS_PER_MINUTE`).
+    pub fn connection_tests(&self, tenant: &TenantId) -> String {
+        format!("{}:tenant:{tenant}:connection-tests", self.ns)
+    }
+
     /// Lex-ordered set of the delivery ids of one destination.
     pub fn destination_deliveries(&self, id: &DestinationId) -> String {
         format!("{}:destination:{id}:deliveries", self.ns)
@@ -97,8 +122,8 @@ impl Keys {
         ]
     }
 
-    /// Whether `key` is a tenant's or a destination's delivery index (not a job's, which
-    /// expires by itself, nor anything else).
+    /// Whether `key` is a tenant's, a tenant's status or a destination's delivery index
+    /// (not a job's, which expires by itself, nor anything else).
     pub fn is_owner_index(&self, key: &str) -> bool {
         let Some(rest) = key
             .strip_prefix(self.ns.as_str())
@@ -106,10 +131,18 @@ impl Keys {
         else {
             return false;
         };
+        let one_segment = |owner: &str| !owner.is_empty() && !owner.contains(':');
         ["tenant:", "destination:"].iter().any(|kind| {
             rest.strip_prefix(kind)
                 .and_then(|r| r.strip_suffix(":deliveries"))
-                .is_some_and(|owner| !owner.is_empty() && !owner.contains(':'))
+                .is_some_and(|owner| {
+                    one_segment(owner)
+                        || (*kind == "tenant:"
+                            && owner.split_once(":status:").is_some_and(|(t, s)| {
+                                one_segment(t)
+                                    && DeliveryStatus::ALL.iter().any(|x| x.as_str() == s)
+                            }))
+                })
         })
     }
 
@@ -319,5 +352,16 @@ mod tests {
         assert!(!keys.is_owner_index(&keys.destination_pending(&dest)));
         assert!(!keys.is_owner_index(&Keys::new("other").tenant_deliveries(&tenant)));
         assert!(!keys.is_owner_index("ns:tenant::deliveries"));
+        for status in DeliveryStatus::ALL {
+            let index = keys.tenant_status_deliveries(&tenant, status);
+            assert!(keys.is_owner_index(&index), "{index}");
+        }
+        assert_eq!(
+            keys.tenant_status_deliveries(&tenant, DeliveryStatus::InProgress),
+            "ns:tenant:acme:status:IN_PROGRESS:deliveries"
+        );
+        assert!(!keys.is_owner_index("ns:tenant:acme:status:NOPE:deliveries"));
+        assert!(!keys.is_owner_index(&keys.job_deliveries(&tenant, "status:QUEUED")));
+        assert!(!keys.is_owner_index(&keys.tenant_waiting(&tenant)));
     }
 }

@@ -12,6 +12,8 @@
 //! - [`slots`]: the fleet-wide cap on concurrent uploads per destination.
 //! - [`retention`]: the janitor that keeps Redis memory bounded.
 //! - [`keyguard`]: per-key locks and markers so an older result never overwrites a newer.
+//! - [`quotas`]: per-tenant quotas (checked in the script of the write they bound) and
+//!   rate limits.
 //! - `scripts`: the Lua scripts behind the atomic operations, one `.lua` file each.
 //!
 //! All access goes through a [`RedisConn`] ([`conn`]), which reconnects by
@@ -27,6 +29,7 @@ pub mod idempotency;
 pub mod keyguard;
 pub mod keys;
 pub mod queue;
+pub mod quotas;
 pub mod records;
 pub mod retention;
 mod scripts;
@@ -44,6 +47,7 @@ pub use idempotency::{Idempotency, KeyClaim};
 pub use keyguard::{KeyGuard, Marker};
 pub use keys::{Keys, QueueKeys};
 pub use queue::DeliveryQueue;
+pub use quotas::{Full, RateDecision, RateLimiter};
 pub use records::{Page, RecordFilter, RecordStore};
 pub use retention::{Janitor, Swept};
 pub use slots::{Claim, Concurrency, LimitChange, Released, Signal, UploadSlots};

@@ -97,6 +97,26 @@ impl DeliveryQueue {
         Ok(())
     }
 
+    /// [`Self::push_with_record`] within the tenant's quota of waiting deliveries
+    /// (`max_waiting`; 0 for none): the check, the record and the task in one script
+    /// ([`crate::RecordStore::put_queued_with_task`]), so two concurrent enqueues cannot
+    /// both take the last place and no crash leaves a record without its task.
+    pub async fn push_within(
+        &self,
+        records: &RecordStore,
+        record: &DeliveryRecord,
+        task: &DeliveryTask,
+        max_waiting: u64,
+    ) -> Result<Result<(), crate::Full>, StoreError> {
+        let payload = serde_json::to_vec(task).map_err(|e| StoreError::Corrupt {
+            what: "delivery task",
+            message: e.to_string(),
+        })?;
+        records
+            .put_queued_with_task(record, max_waiting, Some(&payload))
+            .await
+    }
+
     /// Adds to `pipe` what apalis-redis's `batch_push.lua` does for one task pushed to run
     /// now, under the same keys (read through [`crate::QueueKeys`]): its payload in the
     /// data hash, its metadata hash (no attempts yet, apalis's default of 25 at most,

@@ -1,6 +1,11 @@
 //! Delivery records: one JSON string per delivery, and lex-ordered indexes of ids (ULIDs
-//! sort by enqueue time) per tenant, per destination and per job, plus the set of a
-//! destination's deliveries that are not final yet.
+//! sort by enqueue time) per tenant, per tenant and status, per destination and per job,
+//! plus the set of a destination's deliveries that are not final yet and the set of a
+//! tenant's waiting deliveries (its quota's count).
+//!
+//! Every write of a record moves its index entries in the same `MULTI` (or script), so an
+//! index never disagrees with the records for long: a listing reads one index of the
+//! caller's tenant and never another tenant's entries.
 
 use crate::RedisConn;
 use chrono::{DateTime, Utc};
@@ -8,7 +13,8 @@ use courier_core::delivery::{DeliveryRecord, DeliveryStatus};
 use courier_core::{DeliveryId, DestinationId, TenantId};
 use redis::AsyncCommands;
 
-use crate::{Keys, StoreError};
+use crate::scripts::RECORD_QUEUED;
+use crate::{Full, Keys, StoreError};
 
 /// Reads and writes delivery records.
 #[derive(Debug, Clone)]
@@ -90,18 +96,106 @@ impl RecordStore {
         }
         let tenant_index = self.keys.tenant_deliveries(&record.tenant);
         let destination_index = self.keys.destination_deliveries(&record.destination_id);
+        let status_index = self
+            .keys
+            .tenant_status_deliveries(&record.tenant, record.status);
         pipe.zadd(&tenant_index, id, 0)
             .zadd(&destination_index, id, 0)
+            .zadd(&status_index, id, 0)
             .sadd(
                 self.keys.delivery_indexes(),
-                &[&tenant_index, &destination_index],
+                &[&tenant_index, &destination_index, &status_index],
             );
+        // The id leaves the index of the status it had (which one is not known here).
+        for other in DeliveryStatus::ALL
+            .into_iter()
+            .filter(|s| *s != record.status)
+        {
+            pipe.zrem(
+                self.keys.tenant_status_deliveries(&record.tenant, other),
+                id,
+            );
+        }
+        let waiting = self.keys.tenant_waiting(&record.tenant);
         if record.status.is_final() {
-            pipe.srem(pending, id);
+            pipe.srem(pending, id).srem(waiting, id);
         } else {
             pipe.sadd(pending, id);
+            // Only a (re-)queued delivery enters the waiting count; a worker's progress
+            // writes leave it alone, so a late one after the final write cannot re-add it.
+            if record.status == DeliveryStatus::Queued {
+                pipe.sadd(waiting, id);
+            }
         }
         Ok(())
+    }
+
+    /// Writes a new delivery's `QUEUED` record and its index entries, unless `tenant` has
+    /// `max_waiting` deliveries waiting already (0: no limit). The check and the write are
+    /// one script: concurrent enqueues cannot both take the last place, and `Err(Full)`
+    /// means nothing was written.
+    pub async fn put_queued(
+        &self,
+        record: &DeliveryRecord,
+        max_waiting: u64,
+    ) -> Result<Result<(), Full>, StoreError> {
+        self.put_queued_with_task(record, max_waiting, None).await
+    }
+
+    /// [`Self::put_queued`], and in the same script, when `task` (a delivery task's JSON) is
+    /// given, the task pushed as apalis-redis's `batch_push.lua` pushes one to run now
+    /// (see [`crate::DeliveryQueue::push_with_record`]).
+    pub async fn put_queued_with_task(
+        &self,
+        record: &DeliveryRecord,
+        max_waiting: u64,
+        task: Option<&[u8]>,
+    ) -> Result<Result<(), Full>, StoreError> {
+        if record.status != DeliveryStatus::Queued {
+            return Err(StoreError::Corrupt {
+                what: "delivery record",
+                message: format!("put_queued of a {} record", record.status.as_str()),
+            });
+        }
+        let json = encode(record)?;
+        let q = self.keys.queue_keys();
+        let task_id = ulid::Ulid::new().to_string();
+        let mut conn = self.conn.clone();
+        let (written, used): (u8, u64) = RECORD_QUEUED
+            .key(self.keys.delivery(&record.id))
+            .key(self.keys.tenant_waiting(&record.tenant))
+            .key(self.keys.destination_pending(&record.destination_id))
+            .key(self.keys.tenant_deliveries(&record.tenant))
+            .key(self.keys.destination_deliveries(&record.destination_id))
+            .key(self.keys.job_deliveries(&record.tenant, &record.job_id))
+            .key(
+                self.keys
+                    .tenant_status_deliveries(&record.tenant, DeliveryStatus::Queued),
+            )
+            .key(self.keys.delivery_indexes())
+            .key(q.data())
+            .key(q.meta(&task_id))
+            .key(q.scheduled())
+            .arg(record.id.as_str())
+            .arg(json)
+            .arg(max_waiting)
+            .arg(if task.is_some() { task_id.as_str() } else { "" })
+            .arg(task.unwrap_or_default())
+            .arg(Utc::now().timestamp().max(0))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(if written == 1 {
+            Ok(())
+        } else {
+            Err(Full { used })
+        })
+    }
+
+    /// How many of `tenant`'s deliveries wait: recorded `QUEUED` and not final yet
+    /// (queued, in progress, retrying or held).
+    pub async fn waiting_count(&self, tenant: &TenantId) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        Ok(conn.scard(self.keys.tenant_waiting(tenant)).await?)
     }
 
     /// Removes a record and its index entries; used when an enqueue fails after its
@@ -109,15 +203,21 @@ impl RecordStore {
     pub async fn delete(&self, record: &DeliveryRecord) -> Result<(), StoreError> {
         let id = record.id.as_str();
         let mut conn = self.conn.clone();
-        redis::pipe()
-            .atomic()
+        let mut pipe = redis::pipe();
+        pipe.atomic()
             .del(self.keys.delivery(&record.id))
             .zrem(self.keys.tenant_deliveries(&record.tenant), id)
             .zrem(self.keys.destination_deliveries(&record.destination_id), id)
             .zrem(self.keys.job_deliveries(&record.tenant, &record.job_id), id)
             .srem(self.keys.destination_pending(&record.destination_id), id)
-            .exec_async(&mut conn)
-            .await?;
+            .srem(self.keys.tenant_waiting(&record.tenant), id);
+        for status in DeliveryStatus::ALL {
+            pipe.zrem(
+                self.keys.tenant_status_deliveries(&record.tenant, status),
+                id,
+            );
+        }
+        pipe.exec_async(&mut conn).await?;
         Ok(())
     }
 
@@ -147,6 +247,11 @@ impl RecordStore {
 
     /// A page of `tenant`'s records matching `filter`, newest first. `cursor` is the
     /// `next_cursor` of the previous page.
+    ///
+    /// Reads one index of `tenant`: the smallest of those the filter names (the job's, the
+    /// tenant's of the status, the destination's), else the tenant's; the other filters
+    /// are checked per record. A `destination_id` filter must be one of `tenant`'s
+    /// destinations (the caller checks: [`crate::DestinationStore::summary`]).
     pub async fn list(
         &self,
         tenant: &TenantId,
@@ -154,12 +259,7 @@ impl RecordStore {
         limit: usize,
         cursor: Option<&DeliveryId>,
     ) -> Result<Page<DeliveryRecord>, StoreError> {
-        // The narrowest index that applies; the other filters are checked per record.
-        let index = match (&filter.destination_id, &filter.job_id) {
-            (Some(d), _) => self.keys.destination_deliveries(d),
-            (None, Some(j)) => self.keys.job_deliveries(tenant, j),
-            (None, None) => self.keys.tenant_deliveries(tenant),
-        };
+        let index = self.index_for(tenant, filter).await?;
         let mut max = match cursor {
             Some(c) => format!("({c}"),
             None => match filter.to {
@@ -216,6 +316,44 @@ impl RecordStore {
                 });
             }
         }
+    }
+}
+
+impl RecordStore {
+    /// The index a listing with `filter` reads: of those that apply, the one with the fewest
+    /// entries (one `ZCARD` each, in one round trip).
+    async fn index_for(
+        &self,
+        tenant: &TenantId,
+        filter: &RecordFilter,
+    ) -> Result<String, StoreError> {
+        let mut candidates = Vec::with_capacity(3);
+        if let Some(j) = &filter.job_id {
+            candidates.push(self.keys.job_deliveries(tenant, j));
+        }
+        if let Some(s) = filter.status {
+            candidates.push(self.keys.tenant_status_deliveries(tenant, s));
+        }
+        if let Some(d) = &filter.destination_id {
+            candidates.push(self.keys.destination_deliveries(d));
+        }
+        if candidates.len() < 2 {
+            return Ok(candidates
+                .pop()
+                .unwrap_or_else(|| self.keys.tenant_deliveries(tenant)));
+        }
+        let mut pipe = redis::pipe();
+        for key in &candidates {
+            pipe.zcard(key);
+        }
+        let mut conn = self.conn.clone();
+        let sizes: Vec<u64> = pipe.query_async(&mut conn).await?;
+        let smallest = sizes
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, n)| (**n, *i))
+            .map_or(0, |(i, _)| i);
+        Ok(candidates.swap_remove(smallest))
     }
 }
 

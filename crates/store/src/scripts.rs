@@ -48,6 +48,12 @@ scripts! {
     STORAGE_RETRY = "storage_retry.lua";
     /// [`crate::Janitor::sweep`]: tasks apalis-redis gave up on.
     ADOPT_DEAD_TASK = "adopt_dead_task.lua";
+    /// [`crate::DestinationStore::create_within`].
+    DESTINATION_CREATE = "destination_create.lua";
+    /// [`crate::RecordStore::put_queued`].
+    RECORD_QUEUED = "record_queued.lua";
+    /// [`crate::RateLimiter::take_connection_test`].
+    RATE_WINDOW = "rate_window.lua";
 }
 
 #[cfg(test)]
@@ -68,7 +74,7 @@ mod tests {
 
     #[test]
     fn every_script_documents_each_key_and_argument_it_uses() {
-        assert_eq!(SOURCES.len(), 12);
+        assert_eq!(SOURCES.len(), 15);
         for (file, source) in SOURCES {
             // A script may open with Redis's flags line (`#!lua flags=allow-oom`).
             let source = match source.strip_prefix("#!") {

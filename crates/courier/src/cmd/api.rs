@@ -9,7 +9,7 @@ use courier_producer::{Rules, Service};
 use courier_store::StatsReader;
 use courier_store::queue::Liveness;
 
-use crate::common::{BoundaryArgs, RedisArgs, ReplicaArgs, SecretArgs, shutdown_token};
+use crate::common::{BoundaryArgs, QuotaArgs, RedisArgs, ReplicaArgs, SecretArgs, shutdown_token};
 use crate::observe;
 
 #[derive(Debug, clap::Args)]
@@ -24,6 +24,8 @@ pub struct Args {
     egress: BoundaryArgs,
     #[command(flatten)]
     replicas: ReplicaArgs,
+    #[command(flatten)]
+    quotas: QuotaArgs,
     /// Largest request body accepted, in bytes; larger gets 413.
     #[arg(long, env = "COURIER_API_MAX_BODY_BYTES", default_value_t = api::DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
@@ -62,6 +64,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         probe_timeout: Duration::from_secs(args.probe_timeout_secs.max(1)),
         wait_replicas: args.replicas.redis_wait_replicas,
         wait_replicas_timeout: Duration::from_millis(args.replicas.redis_wait_timeout_ms.max(1)),
+        quotas: args.quotas.quotas(),
     };
     let state = AppState {
         tokens,

@@ -10,10 +10,10 @@ use chrono::Utc;
 use courier_core::TenantId;
 use courier_core::rows::InlineRows;
 use courier_producer::wire::JobCompletedRequest;
-use courier_producer::{Rules, Service, ServiceError, StagingStore};
+use courier_producer::{Quotas, Rules, Service, ServiceError, StagingStore};
 use serde_json::Value;
 
-use crate::common::{BoundaryArgs, RedisArgs, ReplicaArgs, StagingArgs};
+use crate::common::{BoundaryArgs, RedisArgs, ReplicaArgs, StagingArgs, WaitingQuotaArgs};
 use crate::progress::{Progress, ProgressReader};
 
 #[derive(Debug, clap::Args)]
@@ -56,6 +56,8 @@ pub struct Args {
     #[command(flatten)]
     replicas: ReplicaArgs,
     #[command(flatten)]
+    waiting: WaitingQuotaArgs,
+    #[command(flatten)]
     staging: StagingArgs,
     #[command(flatten)]
     redis: RedisArgs,
@@ -89,6 +91,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         staging_bucket: args.staging.staging_bucket.clone(),
         wait_replicas: args.replicas.redis_wait_replicas,
         wait_replicas_timeout: Duration::from_millis(args.replicas.redis_wait_timeout_ms.max(1)),
+        quotas: Quotas {
+            max_waiting_per_tenant: args.waiting.max_waiting_per_tenant,
+            ..Quotas::default()
+        },
         ..Rules::default()
     };
     let conn = args.redis.connect().await?;

@@ -20,8 +20,8 @@ use super::auth::Tenant;
 use super::error::ApiError;
 use super::json::ValidJson;
 use super::openapi::{
-    BadRequest, KeyInUse, NotFound, NotRetryable, PayloadTooLarge, Unauthorized, Unavailable,
-    ValidationFailed,
+    BadRequest, KeyInUse, NotFound, NotRetryable, PayloadTooLarge, TooManyRequests, Unauthorized,
+    Unavailable, ValidationFailed,
 };
 use super::query::Params;
 use crate::service::IDEMPOTENCY_KEY;
@@ -55,6 +55,9 @@ struct DeliveryIdParam(
 /// With an `Idempotency-Key` header, the same key from the same tenant within 24 hours
 /// answers with the first delivery (header `Idempotent-Replayed: true`) and queues nothing;
 /// the same key with a different body is refused with a 422 naming `Idempotency-Key`.
+///
+/// A tenant may have `COURIER_MAX_WAITING_PER_TENANT` deliveries waiting (not final yet;
+/// 100,000 by default); one more gets 429 `QUOTA_EXCEEDED` and nothing is queued.
 #[utoipa::path(
     post,
     path = "/deliveries",
@@ -75,6 +78,7 @@ struct DeliveryIdParam(
         (status = 409, response = KeyInUse),
         (status = 413, response = PayloadTooLarge),
         (status = 422, response = ValidationFailed),
+        (status = 429, response = TooManyRequests),
         (status = 503, response = Unavailable),
     ),
     security(("bearer" = [])),
@@ -138,7 +142,9 @@ async fn read(
 /// List deliveries
 ///
 /// `GET /deliveries?jobId=&destinationId=&status=&from=&to=&limit=&cursor=`: the caller's
-/// tenant's delivery records, newest first; every filter given must match.
+/// tenant's delivery records, newest first; every filter given must match. A
+/// `destinationId` that is not one of the tenant's destinations (another tenant's, or a
+/// deleted one) is 404.
 #[utoipa::path(
     get,
     path = "/deliveries",
@@ -156,6 +162,7 @@ async fn read(
     responses(
         (status = 200, description = "A page of delivery records", body = DeliveryPage),
         (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
         (status = 422, response = ValidationFailed),
         (status = 503, response = Unavailable),
     ),

@@ -16,8 +16,8 @@ use super::auth::Tenant;
 use super::error::ApiError;
 use super::json::ValidJson;
 use super::openapi::{
-    BadRequest, DestinationBusy, NotFound, PayloadTooLarge, Unauthorized, Unavailable,
-    ValidationFailed,
+    BadRequest, DestinationBusy, NotFound, PayloadTooLarge, TooManyRequests, Unauthorized,
+    Unavailable, ValidationFailed,
 };
 use super::query::Params;
 use crate::service::DestinationWithHealth;
@@ -37,7 +37,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
 ///
 /// Runs the connection test (HeadBucket, PutObject probe, DeleteObject probe) against a
 /// saved destination. 200 either way; `ok` and each step say what happened. A passing
-/// test of a failing destination releases the deliveries it held.
+/// test of a failing destination releases the deliveries it held. Each tenant may start
+/// `COURIER_CONNECTION_TESTS_PER_MINUTE` tests a minute (10 by default); more get 429.
 #[utoipa::path(
     post,
     path = "/delivery-destinations/{id}/test",
@@ -48,6 +49,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         (status = 200, description = "The test ran; `ok` says whether Courier can deliver", body = ProbeReport),
         (status = 401, response = Unauthorized),
         (status = 404, response = NotFound),
+        (status = 429, response = TooManyRequests),
         (status = 503, response = Unavailable),
     ),
     security(("bearer" = [])),
@@ -64,6 +66,7 @@ async fn test_saved(
 /// Test a configuration before saving it
 ///
 /// Runs the connection test on a configuration before it is saved; nothing is stored.
+/// Counts toward the tenant's connection tests per minute, like a saved destination's.
 #[utoipa::path(
     post,
     path = "/delivery-destinations/test",
@@ -76,6 +79,8 @@ async fn test_saved(
         (status = 401, response = Unauthorized),
         (status = 413, response = PayloadTooLarge),
         (status = 422, response = ValidationFailed),
+        (status = 429, response = TooManyRequests),
+        (status = 503, response = Unavailable),
     ),
     security(("bearer" = [])),
 )]
@@ -105,7 +110,9 @@ fn view(d: DestinationWithHealth) -> DestinationView {
 /// Create a destination
 ///
 /// Validates every field (all problems are reported at once, each under its field path)
-/// and saves the destination; the secret is encrypted at rest and never returned.
+/// and saves the destination; the secret is encrypted at rest and never returned. A tenant
+/// may have `COURIER_MAX_DESTINATIONS_PER_TENANT` destinations (100 by default); one more
+/// gets 429 `QUOTA_EXCEEDED` and nothing is saved.
 #[utoipa::path(
     post,
     path = "/delivery-destinations",
@@ -118,6 +125,7 @@ fn view(d: DestinationWithHealth) -> DestinationView {
         (status = 401, response = Unauthorized),
         (status = 413, response = PayloadTooLarge),
         (status = 422, response = ValidationFailed),
+        (status = 429, response = TooManyRequests),
         (status = 503, response = Unavailable),
     ),
     security(("bearer" = [])),

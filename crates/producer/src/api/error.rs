@@ -24,6 +24,10 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub fields: Vec<FieldError>,
+    /// The quota or rate limit a 429 is about.
+    pub limit: Option<&'static str>,
+    /// Seconds for the `Retry-After` header of a 429 or a 503.
+    pub retry_after: Option<u64>,
 }
 
 /// One problem with one field of a request, e.g. `s3.pathPrefix`: "must end with `/`".
@@ -51,6 +55,8 @@ impl ApiError {
             code,
             message: message.into(),
             fields: Vec::new(),
+            limit: None,
+            retry_after: None,
         }
     }
 
@@ -68,6 +74,8 @@ impl ApiError {
             code: "VALIDATION_FAILED",
             message: format!("the request is invalid: {errors}"),
             fields: errors.0.into_iter().map(Into::into).collect(),
+            limit: None,
+            retry_after: None,
         }
     }
 
@@ -81,11 +89,14 @@ impl ApiError {
 
     pub fn unavailable(err: impl std::fmt::Display) -> Self {
         tracing::error!(error = %err, "storage unavailable");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            "Courier's storage is unavailable; nothing was saved, retry later",
-        )
+        Self {
+            retry_after: Some(u64::from(RETRY_AFTER_SECS)),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "Courier's storage is unavailable; nothing was saved, retry later",
+            )
+        }
     }
 }
 
@@ -105,7 +116,8 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     /// A stable, machine-readable code: `MALFORMED_JSON`, `BAD_REQUEST`, `UNAUTHORIZED`,
     /// `NOT_FOUND`, `DESTINATION_HAS_PENDING_DELIVERIES`, `NOT_FAILED`, `TASK_EXPIRED`,
-    /// `PAYLOAD_TOO_LARGE`, `VALIDATION_FAILED` or `UNAVAILABLE`.
+    /// `PAYLOAD_TOO_LARGE`, `VALIDATION_FAILED`, `QUOTA_EXCEEDED`, `RATE_LIMITED` or
+    /// `UNAVAILABLE`.
     #[schema(example = "VALIDATION_FAILED")]
     pub code: String,
     /// A sentence for humans; never contains secrets.
@@ -113,6 +125,11 @@ pub struct ErrorDetail {
     /// Each field at fault, for `VALIDATION_FAILED`; left out when empty.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub fields: Vec<FieldError>,
+    /// The quota or rate limit reached, for `QUOTA_EXCEEDED` and `RATE_LIMITED`:
+    /// `destinationsPerTenant`, `waitingDeliveriesPerTenant` or `connectionTestsPerMinute`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "waitingDeliveriesPerTenant")]
+    pub limit: Option<String>,
 }
 
 impl IntoResponse for ApiError {
@@ -122,6 +139,7 @@ impl IntoResponse for ApiError {
                 code: self.code.to_owned(),
                 message: self.message,
                 fields: self.fields,
+                limit: self.limit.map(str::to_owned),
             },
         });
         let mut resp = (self.status, body).into_response();
@@ -129,11 +147,9 @@ impl IntoResponse for ApiError {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
         }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            resp.headers_mut().insert(
-                header::RETRY_AFTER,
-                RETRY_AFTER_SECS.to_string().parse().expect("digits"),
-            );
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
         }
         resp
     }
@@ -147,9 +163,23 @@ impl From<ServiceError> for ApiError {
             ServiceError::Conflict { code, message } => {
                 Self::new(StatusCode::CONFLICT, code, message)
             }
+            ServiceError::TooMany {
+                code,
+                limit,
+                message,
+                retry_after,
+            } => Self {
+                limit: Some(limit),
+                // Whole seconds, rounded up, and at least one.
+                retry_after: Some(retry_after.as_millis().div_ceil(1000).max(1) as u64),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+            },
             ServiceError::Unavailable { code, message } => {
                 tracing::warn!(code, message, "request answered 503");
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+                Self {
+                    retry_after: Some(u64::from(RETRY_AFTER_SECS)),
+                    ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+                }
             }
             ServiceError::Store(e) => Self::unavailable(e),
         }

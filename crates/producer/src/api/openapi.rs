@@ -62,6 +62,7 @@ Unknown query parameters and unknown body fields are refused."
             DestinationBusy,
             NotRetryable,
             KeyInUse,
+            TooManyRequests,
             PayloadTooLarge,
             ValidationFailed,
             Unavailable
@@ -183,6 +184,29 @@ pub struct NotRetryable(pub ErrorBody);
     "message": "a request with this Idempotency-Key is still being queued; retry in a moment"
 }}))]
 pub struct KeyInUse(pub ErrorBody);
+
+/// Over one of the tenant's quotas (`QUOTA_EXCEEDED`: destinations, waiting deliveries) or
+/// rate limits (`RATE_LIMITED`: connection tests per minute); `limit` names it. Nothing was
+/// saved. The `Retry-After` header says how many seconds to wait: the rest of the window
+/// for a rate limit, a minute for a quota (which frees as deliveries finish or destinations
+/// are deleted).
+#[derive(Debug, ToResponse)]
+#[response(
+    headers(("Retry-After" = u64, description = "Seconds to wait before trying again")),
+    examples(
+        ("QUOTA_EXCEEDED" = (value = json!({"error": {
+            "code": "QUOTA_EXCEEDED",
+            "message": "100000 deliveries of this tenant are waiting, the most it may have (100000); retry once some are delivered",
+            "limit": "waitingDeliveriesPerTenant"
+        }}))),
+        ("RATE_LIMITED" = (value = json!({"error": {
+            "code": "RATE_LIMITED",
+            "message": "this tenant started 10 connection tests in the last minute, the most it may; retry in 42 s",
+            "limit": "connectionTestsPerMinute"
+        }}))),
+    )
+)]
+pub struct TooManyRequests(pub ErrorBody);
 
 /// The body is larger than the API accepts (`PAYLOAD_TOO_LARGE`; the operator's
 /// `COURIER_API_MAX_BODY_BYTES`, 8 MiB by default).

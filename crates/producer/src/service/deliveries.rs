@@ -67,7 +67,10 @@ impl Service {
             .ok_or_else(not_found)
     }
 
-    /// A page of `tenant`'s delivery records matching `filter`, newest first.
+    /// A page of `tenant`'s delivery records matching `filter`, newest first, read from one
+    /// index of `tenant`'s. A `destination_id` that is not one of `tenant`'s destinations
+    /// (another tenant's, a deleted or a missing one) is [`ServiceError::NotFound`], and its
+    /// index is not read.
     pub async fn deliveries(
         &self,
         tenant: &TenantId,
@@ -75,6 +78,11 @@ impl Service {
         limit: usize,
         cursor: Option<&DeliveryId>,
     ) -> Result<Page<DeliveryRecord>, ServiceError> {
+        if let Some(d) = &filter.destination_id
+            && self.destinations.summary(tenant, d).await?.is_none()
+        {
+            return Err(ServiceError::not_found("destination", d.as_str()));
+        }
         Ok(self.records.list(tenant, filter, limit, cursor).await?)
     }
 
@@ -125,6 +133,12 @@ impl From<EnqueueError> for ServiceError {
                 "was already used for a different request in the last 24 hours; use a new \
                  key for a new request",
             )),
+            e @ EnqueueError::TooManyWaiting { .. } => ServiceError::TooMany {
+                code: super::rules::QUOTA_EXCEEDED,
+                limit: super::rules::WAITING_LIMIT,
+                message: e.to_string(),
+                retry_after: super::rules::QUOTA_RETRY_AFTER,
+            },
             e @ EnqueueError::IdempotencyInProgress => ServiceError::Conflict {
                 code: "IDEMPOTENCY_KEY_IN_USE",
                 message: e.to_string(),

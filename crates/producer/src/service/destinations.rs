@@ -6,9 +6,9 @@ use courier_core::destination::{
 use courier_core::role::test_session_name;
 use courier_core::{DestinationId, TenantId};
 use courier_s3::probe::{ProbeReport, test_connection};
-use courier_store::DestinationHealth;
+use courier_store::{DestinationHealth, RateDecision};
 
-use super::{Service, ServiceError};
+use super::{Service, ServiceError, rules};
 use crate::wire::DestinationRequest;
 
 /// A destination and its current delivery health, as the API shows them together.
@@ -85,14 +85,32 @@ impl Service {
         Ok(spec)
     }
 
-    /// Saves a new destination for `tenant`; its secret is sealed at rest.
+    /// Saves a new destination for `tenant`; its secret is sealed at rest. A tenant with
+    /// [`Quotas::max_destinations_per_tenant`](super::Quotas) destinations gets
+    /// [`ServiceError::TooMany`] and nothing is saved (counted and saved in one script).
     pub async fn create_destination(
         &self,
         tenant: &TenantId,
         req: DestinationRequest,
     ) -> Result<Destination, ServiceError> {
         let spec = self.spec(tenant, req).await?;
-        let dest = self.destinations.create(tenant, spec).await?;
+        let limit = self.rules.quotas.max_destinations_per_tenant;
+        let dest = match self.destinations.create_within(tenant, spec, limit).await? {
+            Ok(dest) => dest,
+            Err(full) => {
+                tracing::info!(%tenant, destinations = full.used, limit, "destination quota full");
+                return Err(ServiceError::TooMany {
+                    code: rules::QUOTA_EXCEEDED,
+                    limit: rules::DESTINATIONS_LIMIT,
+                    message: format!(
+                        "this tenant has {} destinations, the most it may have ({limit}); \
+                         delete one first",
+                        full.used
+                    ),
+                    retry_after: rules::QUOTA_RETRY_AFTER,
+                });
+            }
+        };
         tracing::info!(destination_id = %dest.id, %tenant, "destination created");
         Ok(dest)
     }
@@ -154,7 +172,38 @@ impl Service {
         id: &str,
     ) -> Result<ProbeReport, ServiceError> {
         let dest = self.destination(tenant, id).await?;
+        self.take_connection_test(tenant).await?;
         self.test_destination(&dest).await
+    }
+
+    /// Counts one of `tenant`'s connection tests, or refuses it with
+    /// [`ServiceError::TooMany`] (`RATE_LIMITED`, `Retry-After` the rest of the window)
+    /// once [`Quotas::connection_tests_per_minute`](super::Quotas) were started in it.
+    async fn take_connection_test(&self, tenant: &TenantId) -> Result<(), ServiceError> {
+        let limit = self.rules.quotas.connection_tests_per_minute;
+        if limit == 0 {
+            return Ok(());
+        }
+        match self
+            .rate
+            .take_connection_test(tenant, limit, rules::CONNECTION_TEST_WINDOW)
+            .await?
+        {
+            RateDecision::Allowed { .. } => Ok(()),
+            RateDecision::Refused { retry_after } => {
+                tracing::info!(%tenant, limit, "connection test rate-limited");
+                Err(ServiceError::TooMany {
+                    code: rules::RATE_LIMITED,
+                    limit: rules::CONNECTION_TESTS_LIMIT,
+                    message: format!(
+                        "this tenant started {limit} connection tests in the last minute, \
+                         the most it may; retry in {} s",
+                        retry_after.as_secs_f64().ceil()
+                    ),
+                    retry_after,
+                })
+            }
+        }
     }
 
     /// Runs the connection test of a saved destination. A passing test of a failing
@@ -194,6 +243,7 @@ impl Service {
         tenant: &TenantId,
         req: DestinationRequest,
     ) -> Result<ProbeReport, ServiceError> {
+        self.take_connection_test(tenant).await?;
         let spec = self.spec(tenant, req).await?;
         Ok(test_connection(
             &spec.s3,

@@ -4,11 +4,11 @@
 //!
 //! | module | rules |
 //! | --- | --- |
-//! | [`rules`] | which endpoints and row references the fleet may be sent to: private endpoints, the staging-bucket rule |
-//! | [`destinations`] | tenant ownership, create / update (the saved secret is kept) / delete (refused while deliveries wait, unless forced), connection tests |
+//! | [`rules`] | which endpoints and row references the fleet may be sent to: private endpoints, the staging-bucket rule; the per-tenant [`Quotas`] |
+//! | [`destinations`] | tenant ownership, create (within the destinations quota) / update (the saved secret is kept) / delete (refused while deliveries wait, unless forced), connection tests (rate-limited) |
 //! | [`tenants`] | what a tenant reads before creating a destination: its ExternalId, the fleet's principal |
 //! | [`held`] | when held deliveries flow again: a destination updated, recovered, or deleted |
-//! | [`deliveries`] | enqueueing a completed job, reading records, retrying a failed delivery |
+//! | [`deliveries`] | enqueueing a completed job (within the waiting quota), reading and listing records (one index of the tenant; another tenant's destination is 404), retrying a failed delivery |
 //! | [`dead_letters`] | replaying a dead letter: its record queued again, its task back in the queue |
 
 pub mod dead_letters;
@@ -23,11 +23,11 @@ use courier_store::{
     DeadLetters, DeliveryQueue, DestinationStore, HealthStore, HeldDeliveries, Keys, RecordStore,
     SecretCipher, StoreError, TenantStore,
 };
-use courier_store::{Idempotency, RedisConn};
+use courier_store::{Idempotency, RateLimiter, RedisConn};
 
 pub use deliveries::IDEMPOTENCY_KEY;
 pub use destinations::DestinationWithHealth;
-pub use rules::Rules;
+pub use rules::{Quotas, Rules};
 
 use crate::Producer;
 use crate::enqueue::ReplicaWait;
@@ -44,6 +44,16 @@ pub enum ServiceError {
     /// The request is valid but the state forbids it now; `code` is the API's error code.
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// Over one of the tenant's quotas or rate limits (`code` `QUOTA_EXCEEDED` or
+    /// `RATE_LIMITED`; `limit` names it). Nothing was saved; worth trying again after
+    /// `retry_after` (or once the tenant has fewer).
+    #[error("{message}")]
+    TooMany {
+        code: &'static str,
+        limit: &'static str,
+        message: String,
+        retry_after: std::time::Duration,
+    },
     /// Redis (or its replicas) could not take the request now; `code` is the API's code.
     /// Nothing was half-saved; retrying (with the same `Idempotency-Key`) is safe.
     #[error("{message}")]
@@ -67,6 +77,7 @@ pub struct Service {
     rules: Rules,
     destinations: DestinationStore,
     records: RecordStore,
+    rate: RateLimiter,
     held: HeldDeliveries,
     dead: DeadLetters,
     health: HealthStore,
@@ -95,6 +106,7 @@ impl Service {
             )
             .with_idempotency(Idempotency::new(conn.clone(), keys.clone()))
             .with_replica_wait(Some(replica_wait)),
+            rate: RateLimiter::new(conn.clone(), keys.clone()),
             held: HeldDeliveries::new(conn.clone(), keys.clone(), queue.clone()),
             dead: DeadLetters::new(conn.clone(), keys.clone(), queue),
             tenants: TenantStore::new(conn.clone(), keys.clone()),

@@ -35,10 +35,59 @@ pub struct Rules {
     pub wait_replicas: u32,
     /// How long an enqueue waits for those replicas before it answers 503.
     pub wait_replicas_timeout: Duration,
+    /// How much one tenant may hold and do (destinations, waiting deliveries, connection
+    /// tests), so that no tenant fills Redis or takes enqueue down for the others.
+    pub quotas: Quotas,
+}
+
+/// Per-tenant quotas and rate limits; 0 turns one off. Counted in Redis, so every API
+/// process and every `courier enqueue` shares them. Over one the API answers 429 with
+/// `Retry-After`, and nothing is saved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// `COURIER_MAX_DESTINATIONS_PER_TENANT`: destinations one tenant may have.
+    pub max_destinations_per_tenant: u64,
+    /// `COURIER_MAX_WAITING_PER_TENANT`: deliveries of one tenant that may wait at once
+    /// (queued, in progress, retrying or held: every one not final yet).
+    pub max_waiting_per_tenant: u64,
+    /// `COURIER_CONNECTION_TESTS_PER_MINUTE`: connection tests one tenant may start in a
+    /// minute (saved destinations and unsaved configurations alike).
+    pub connection_tests_per_minute: u64,
+}
+
+/// The API's code of a full quota.
+pub const QUOTA_EXCEEDED: &str = "QUOTA_EXCEEDED";
+/// The API's code of a rate limit reached.
+pub const RATE_LIMITED: &str = "RATE_LIMITED";
+/// The `limit` an error names, one per quota.
+pub const DESTINATIONS_LIMIT: &str = "destinationsPerTenant";
+pub const WAITING_LIMIT: &str = "waitingDeliveriesPerTenant";
+pub const CONNECTION_TESTS_LIMIT: &str = "connectionTestsPerMinute";
+/// `Retry-After` of a full quota: it frees when deliveries finish or destinations are
+/// deleted, which no clock tells; a minute keeps well-behaved clients from hammering.
+pub const QUOTA_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// The window of `COURIER_CONNECTION_TESTS_PER_MINUTE`.
+pub const CONNECTION_TEST_WINDOW: Duration = Duration::from_secs(60);
+
+impl Quotas {
+    pub const DEFAULT_MAX_DESTINATIONS_PER_TENANT: u64 = 100;
+    pub const DEFAULT_MAX_WAITING_PER_TENANT: u64 = 100_000;
+    pub const DEFAULT_CONNECTION_TESTS_PER_MINUTE: u64 = 10;
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Self {
+            max_destinations_per_tenant: Self::DEFAULT_MAX_DESTINATIONS_PER_TENANT,
+            max_waiting_per_tenant: Self::DEFAULT_MAX_WAITING_PER_TENANT,
+            connection_tests_per_minute: Self::DEFAULT_CONNECTION_TESTS_PER_MINUTE,
+        }
+    }
 }
 
 impl Default for Rules {
-    /// The strict settings: no private endpoints, no staging bucket, 10 s per probe step.
+    /// The strict settings: no private endpoints, no staging bucket, 10 s per probe step,
+    /// the default quotas.
     fn default() -> Self {
         Self {
             egress: Arc::new(EgressPolicy::public_only()),
@@ -48,6 +97,7 @@ impl Default for Rules {
             probe_timeout: Duration::from_secs(10),
             wait_replicas: 0,
             wait_replicas_timeout: Duration::from_secs(2),
+            quotas: Quotas::default(),
         }
     }
 }

@@ -343,3 +343,57 @@ async fn a_new_key_finds_what_it_cannot_open_and_rotation_reseals_everything() {
         assert_eq!(c.secret_access_key.expose(), SECRET);
     }
 }
+
+#[tokio::test]
+async fn the_destination_quota_is_checked_in_the_write_and_frees_on_delete() {
+    let ns = ns().await;
+    let mut c = ns.conn.clone();
+    let store = DestinationStore::new(ns.conn.clone(), ns.keys.clone(), Some(cipher()));
+    let (acme, globex) = (tenant("acme"), tenant("globex"));
+    // Twelve racing creates for three places: exactly three are saved.
+    let results =
+        futures::future::join_all((0..12).map(|i| {
+            store.create_within(&acme, spec(&format!("d{i}"), DestinationStatus::Paused), 3)
+        }))
+        .await;
+    let saved: Vec<_> = results
+        .into_iter()
+        .filter_map(|r| r.unwrap().ok())
+        .collect();
+    assert_eq!(saved.len(), 3);
+    assert_eq!(store.count(&acme).await.unwrap(), 3);
+    let stored: Vec<String> = c.keys(ns.keys.destination_pattern()).await.unwrap();
+    assert_eq!(
+        stored.len(),
+        3,
+        "no refused destination was half-saved: {stored:?}"
+    );
+    let paused: u64 = c.scard(ns.keys.paused_destinations()).await.unwrap();
+    assert_eq!(paused, 3, "only the saved ones are in the paused set");
+    assert_eq!(
+        store
+            .create_within(&acme, spec("one more", DestinationStatus::Active), 3)
+            .await
+            .unwrap()
+            .unwrap_err(),
+        courier_store::Full { used: 3 }
+    );
+    // Another tenant has its own count; 0 means no limit.
+    store
+        .create_within(&globex, spec("g", DestinationStatus::Active), 3)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(store.delete(&acme, &saved[0].id).await.unwrap());
+    store
+        .create_within(&acme, spec("after delete", DestinationStatus::Active), 3)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .create_within(&acme, spec("unlimited", DestinationStatus::Active), 0)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.count(&acme).await.unwrap(), 4);
+}

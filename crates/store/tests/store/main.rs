@@ -8,6 +8,7 @@ mod health;
 mod held;
 mod keyguard;
 mod queue;
+mod quotas;
 mod records;
 mod retention;
 mod slots;
