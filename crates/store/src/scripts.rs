@@ -43,6 +43,8 @@ scripts! {
     QUEUE_SNAPSHOT = "queue_snapshot.lua";
     /// [`crate::DestinationStore::reseal_all`].
     COMPARE_AND_SET = "compare_and_set.lua";
+    /// [`crate::HeldDeliveries::expire`].
+    DEAD_LETTER_FROM_HELD = "dead_letter_from_held.lua";
 }
 
 #[cfg(test)]
