@@ -508,12 +508,14 @@ mod tests {
             ..ACTIVE
         });
         let hold = |r| Transition::End(End::Hold(r));
-        let table: [(
+        /// (record status, taken at, destination, the transition or the failure's code)
+        type Row = (
             DeliveryStatus,
             i64,
             Option<DestinationState>,
-            Result<Transition, &str>,
-        ); 10] = [
+            Result<Transition, &'static str>,
+        );
+        let table: [Row; 10] = [
             (Queued, 100, paused, Ok(hold(HoldReason::Paused))),
             (Held, 100, failing, Ok(hold(HoldReason::Failing))),
             (Held, 101, paused, Err("HeldTooLong")),
