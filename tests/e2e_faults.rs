@@ -1,6 +1,8 @@
 //! Fault injection, end to end: real Redis, real Garage, real `courier api` and `courier
 //! worker` processes, and faults done to them for real (SIGKILL, SIGTERM, a Redis crash, a
-//! store outage, a revoked permission, a corrupt task, an out-of-order job).
+//! store outage, a revoked permission, a corrupt task, an out-of-order job, a key lock
+//! stolen in the middle of an upload, a destination paused for longer than deliveries are
+//! held). A worker started with the wrong `COURIER_SECRET_KEY` is `tests/e2e_secrets.rs`.
 //!
 //! Every scenario enqueues a known set of deliveries, runs [`RUNS`] times with fresh data,
 //! and ends with [`Tally`]: it reads every record back, checks the dead letters, the held
@@ -1912,5 +1914,361 @@ async fn an_older_result_never_overwrites_a_newer_one() {
             &format!("order=concurrent older={}", rec_old["status"]),
         );
         t.assert_none_lost(SCENARIO, run);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 8. A key lock stolen in the middle of a multipart upload
+// ---------------------------------------------------------------------------------------
+
+/// Rows of a job served over HTTP as NDJSON. The first fetch sends `fast` rows at once and
+/// then one row every 100 ms until [`SlowRows::go`]: the upload stays in the middle (its
+/// first parts in the store, the next not yet rendered) for as long as the test needs.
+/// Every later fetch sends everything at once. Each fetch sends the same bytes.
+struct SlowRows {
+    url: String,
+    requests: Arc<std::sync::atomic::AtomicUsize>,
+    go: tokio::sync::watch::Sender<bool>,
+}
+
+impl SlowRows {
+    async fn start(rows: &[Value], fast: usize) -> SlowRows {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use tokio::io::AsyncWriteExt;
+        let lines: Arc<Vec<String>> = Arc::new(rows.iter().map(|r| format!("{r}\n")).collect());
+        let requests = Arc::new(AtomicUsize::new(0));
+        let (go, _) = tokio::sync::watch::channel(false);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!(
+            "http://127.0.0.1:{}/rows.ndjson",
+            listener.local_addr().unwrap().port()
+        );
+        let (counter, gate) = (requests.clone(), go.clone());
+        let app = axum::Router::new().route(
+            "/rows.ndjson",
+            axum::routing::get(move || {
+                let n = counter.fetch_add(1, Ordering::SeqCst);
+                let (lines, mut released) = (lines.clone(), gate.subscribe());
+                async move {
+                    let (mut w, r) = tokio::io::duplex(256 * 1024);
+                    tokio::spawn(async move {
+                        for (i, line) in lines.iter().enumerate() {
+                            if n == 0 && i >= fast && !*released.borrow_and_update() {
+                                // The pace of the stalled fetch (not a wait of the test).
+                                tokio::select! {
+                                    _ = released.changed() => {}
+                                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                                }
+                            }
+                            if w.write_all(line.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(r))
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        SlowRows { url, requests, go }
+    }
+
+    /// Lets the stalled fetch send the rest at once.
+    fn go(&self) {
+        self.go.send_replace(true);
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The multipart uploads in progress at `key`, with the number of parts each has.
+async fn multipart_uploads(stack: &Stack, key: &str) -> Vec<(String, usize)> {
+    let s3 = stack.s3().await;
+    let listed = s3
+        .list_multipart_uploads()
+        .bucket(BUCKET)
+        .prefix(key)
+        .send()
+        .await
+        .expect("ListMultipartUploads");
+    let mut out = Vec::new();
+    for u in listed.uploads() {
+        let (Some(k), Some(id)) = (u.key(), u.upload_id()) else {
+            continue;
+        };
+        if k != key {
+            continue;
+        }
+        let parts = s3
+            .list_parts()
+            .bucket(BUCKET)
+            .key(key)
+            .upload_id(id)
+            .send()
+            .await
+            .map_or(0, |p| p.parts().len());
+        out.push((id.to_owned(), parts));
+    }
+    out
+}
+
+/// Polls `check` until it holds; panics naming `what` if it does not within `within`.
+async fn wait_until<F, Fut>(what: &str, within: Duration, mut check: F) -> Instant
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return Instant::now();
+        }
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_lock_stolen_mid_upload_aborts_the_upload_and_the_delivery_runs_again() {
+    const SCENARIO: &str = "key-lock-stolen";
+    /// About 110 bytes of CSV a row: the first 120,000 make more than two 5 MiB parts.
+    const FAST: usize = 120_000;
+    const ROWS: usize = 130_000;
+    let mut stack = Stack::start(0).await;
+    stack.add_worker_with_env(&[
+        ("COURIER_PART_SIZE_MB", "5".into()),
+        // The upload slot's claim lasts twice this; the claims are renewed every third of
+        // it: every 4 s, so the stolen lock is noticed within seconds.
+        ("COURIER_S3_OPERATION_TIMEOUT_SECS", "6".into()),
+    ]);
+    stack.wait_worker(0).await;
+    let _evidence = Evidence::new(SCENARIO, &stack);
+    let within = Duration::from_secs(60);
+
+    for run in 1..=RUNS {
+        let prefix = format!("lockloss/run{run}/");
+        let dest = stack
+            .create_destination(&stack.destination_body("CSV", "NONE", &prefix))
+            .await;
+        let inv = format!("INV-L{run}");
+        let key = key_of(&prefix, &inv);
+        let table = rows(&format!("run{run}"), ROWS);
+        let source = SlowRows::start(&table, FAST).await;
+        let id = enqueue(
+            &stack,
+            &json!({
+                "destinationId": dest, "jobId": format!("job-lock-{run}"),
+                "partnerInventoryId": inv, "completedAt": COMPLETED_AT,
+                "columns": COLUMNS, "rowsUrl": source.url,
+            }),
+        )
+        .await;
+        let t0 = Instant::now();
+
+        // The event: the upload is under way, its first part in Garage.
+        let started = wait_until(
+            "a multipart upload with a part in Garage",
+            within,
+            || async {
+                multipart_uploads(&stack, &key)
+                    .await
+                    .iter()
+                    .any(|(_, parts)| *parts > 0)
+            },
+        )
+        .await;
+        // Another delivery takes the key: its lock now names someone else.
+        let lock = stack.keys().object_lock(&stack.dest_id(&dest), &key);
+        let mut conn = stack.redis().await;
+        let _: () = redis::cmd("SET")
+            .arg(&lock)
+            .arg("dlv_thief")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+
+        // The worker finds out at its next renewal: the upload is aborted (no multipart
+        // upload left behind) and the delivery rescheduled.
+        let aborted = wait_until(
+            "the upload aborted and the delivery rescheduled",
+            within,
+            || async {
+                multipart_uploads(&stack, &key).await.is_empty()
+                    && stack
+                        .logs_mentioning(&id)
+                        .contains("the object key's lock was lost")
+            },
+        )
+        .await;
+        assert!(
+            stack.object(&key).await.is_none(),
+            "the aborted attempt left an object at {key}"
+        );
+        let rec = stack.record(&id).await;
+        assert_ne!(rec["status"], "FAILED", "a lost lock is no failure: {rec}");
+        assert!(
+            rec["attempts"].as_array().is_none_or(Vec::is_empty),
+            "the aborted upload is not recorded as an attempt: {rec}"
+        );
+
+        // The other delivery is done with the key; the stalled source may end.
+        let _: () = redis::cmd("DEL")
+            .arg(&lock)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        source.go();
+        let rec = stack.wait_final(&id, within).await;
+        let delivered = Instant::now();
+        assert_eq!(rec["status"], "DELIVERED", "{rec}");
+        let attempts = rec["attempts"].as_array().cloned().unwrap_or_default();
+        assert_eq!(
+            attempts.len(),
+            1,
+            "one attempt, the one that delivered: {rec}"
+        );
+        assert_eq!(rec["rows"], ROWS as u64, "{rec}");
+        assert_csv_object(&stack, &key, &table).await;
+        assert!(
+            multipart_uploads(&stack, &key).await.is_empty(),
+            "no dangling multipart upload"
+        );
+        assert_eq!(
+            source.requests(),
+            2,
+            "the rows were fetched once per run of the task"
+        );
+        let t = Tally::read(&stack, std::slice::from_ref(&id), None).await;
+        t.print(
+            SCENARIO,
+            run,
+            &format!(
+                "upload_started={} aborted_after_steal={} delivered_after_release={}",
+                secs(started - t0),
+                secs(aborted - started),
+                secs(delivered - aborted)
+            ),
+        );
+        t.assert_none_lost(SCENARIO, run);
+        assert_eq!((t.delivered, t.dup), (1, 0));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 9. A destination paused for longer than deliveries are held
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_held_past_the_bound_becomes_a_replayable_dead_letter() {
+    const SCENARIO: &str = "held-too-long";
+    const HELD_MAX_AGE_SECS: i64 = 3;
+    const JOBS: usize = 4;
+    let mut stack = Stack::start(0).await;
+    stack.add_worker_with_env(&[
+        ("COURIER_HELD_MAX_AGE_SECS", HELD_MAX_AGE_SECS.to_string()),
+        ("COURIER_JANITOR_INTERVAL_SECS", "1".into()),
+    ]);
+    stack.wait_worker(0).await;
+    let _evidence = Evidence::new(SCENARIO, &stack);
+    let within = Duration::from_secs(30);
+
+    for run in 1..=RUNS {
+        let prefix = format!("heldlong/run{run}/");
+        let mut body = stack.destination_body("CSV", "NONE", &prefix);
+        body["status"] = "PAUSED".into();
+        let dest = stack.create_destination(&body).await;
+        let mut ids = Vec::new();
+        let mut tables = Vec::new();
+        for j in 0..JOBS {
+            let table = rows(&format!("run{run} job{j}"), 20);
+            let inv = format!("INV-H{run}-{j}");
+            ids.push(
+                enqueue(
+                    &stack,
+                    &job(&dest, &format!("job-{j}"), &inv, COMPLETED_AT, &table),
+                )
+                .await,
+            );
+            tables.push((key_of(&prefix, &inv), table));
+        }
+        for id in &ids {
+            stack.wait_settled(id, &["HELD"], within).await;
+        }
+        let t0 = Instant::now();
+        // The event: the worker's sweep of the held lists dead-letters each once it is
+        // older than the bound.
+        let failed = wait_all(&stack, &dest, &ids, &["FAILED"], Instant::now() + within).await;
+        let took_failed = took(&failed, t0);
+        expect_waited(failed, SCENARIO, run);
+        for id in &ids {
+            let rec = stack.record(id).await;
+            assert_eq!(rec["error"]["code"], "HeldTooLong", "{rec}");
+            let why = rec["error"]["message"].as_str().unwrap_or_default();
+            assert!(why.contains("COURIER_HELD_MAX_AGE_SECS"), "{rec}");
+            let at = |f: &str| {
+                chrono::DateTime::parse_from_rfc3339(rec[f].as_str().unwrap_or_default())
+                    .unwrap_or_else(|e| panic!("{f} of {rec}: {e}"))
+            };
+            assert!(
+                (at("updatedAt") - at("enqueuedAt")).num_seconds() >= HELD_MAX_AGE_SECS,
+                "failed only once older than the bound: {rec}"
+            );
+        }
+        assert!(
+            parked_ids(&stack, &dest).await.is_empty(),
+            "nothing left held"
+        );
+        let letters: HashMap<String, String> = stack
+            .dlq_list()
+            .into_iter()
+            .map(|l| {
+                (
+                    l["id"].as_str().unwrap_or_default().to_owned(),
+                    l["code"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        for id in &ids {
+            assert_eq!(
+                letters.get(id).map(String::as_str),
+                Some("HeldTooLong"),
+                "{letters:?}"
+            );
+        }
+        let t = Tally::read(&stack, &ids, None).await;
+        t.print(
+            SCENARIO,
+            run,
+            &format!("phase=expired held_max_age={HELD_MAX_AGE_SECS}s expired_after={took_failed}"),
+        );
+        t.assert_none_lost(SCENARIO, run);
+        assert_eq!(t.dead, JOBS);
+
+        // Replayable like any dead letter: once the destination is active again, each is
+        // delivered.
+        let mut active = stack.destination_body("CSV", "NONE", &prefix);
+        active["status"] = "ACTIVE".into();
+        let (code, resp) = stack
+            .put(&format!("/api/v1/delivery-destinations/{dest}"), &active)
+            .await;
+        assert_eq!(code, 200, "{resp}");
+        for id in &ids {
+            let (code, resp) = stack
+                .post(&format!("/api/v1/deliveries/{id}/retry"), &json!({}))
+                .await;
+            assert_eq!(code, 202, "{resp}");
+        }
+        let delivered =
+            wait_all(&stack, &dest, &ids, &["DELIVERED"], Instant::now() + within).await;
+        expect_waited(delivered, SCENARIO, run);
+        for (key, table) in &tables {
+            assert_csv_object(&stack, key, table).await;
+        }
+        let t = Tally::read(&stack, &ids, None).await;
+        t.print(SCENARIO, run, "phase=replayed");
+        t.assert_none_lost(SCENARIO, run);
+        assert_eq!((t.delivered, t.dead, t.dup), (JOBS, 0, 0));
     }
 }

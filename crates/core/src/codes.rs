@@ -168,6 +168,15 @@ error_codes! {
     /// Courier's own storage kept failing until the retry policy gave up (or, for a task
     /// apalis-redis itself gave up on, until apalis's 25 tries were spent).
     StorageRetriesExhausted = "StorageRetriesExhausted", P;
+    /// The delivery was held (its destination paused or failing) for longer than
+    /// `COURIER_HELD_MAX_AGE_SECS` after it was enqueued.
+    HeldTooLong = "HeldTooLong", P;
+    /// The delivery was enqueued longer ago than the stale-overwrite guard remembers what
+    /// its key holds: uploading it could put an older result over a newer one unnoticed.
+    DeliveryExpired = "DeliveryExpired", P;
+    /// Another delivery took the object key's lock while this one uploaded: the upload was
+    /// aborted and the delivery put back in the queue. Never a record's final code.
+    KeyLockLost = "KeyLockLost", T;
 }
 
 /// The text of a code not in the table. Only [`ErrorCode::parse`] and its `From`s make
@@ -205,6 +214,7 @@ impl ErrorCode {
                 | Self::UploadStopped
                 | Self::SourceReadFailed
                 | Self::StorageFailed
+                | Self::KeyLockLost
         )
     }
 
@@ -333,11 +343,18 @@ mod tests {
             ErrorCode::RowTooLong,
             ErrorCode::RowsTooLarge,
             ErrorCode::RowsFetchTimeout,
+            ErrorCode::HeldTooLong,
+            ErrorCode::DeliveryExpired,
         ] {
             assert_eq!(code.class(None), Permanent, "{code}");
         }
-        for code in [ErrorCode::UploadStopped, ErrorCode::SourceReadFailed] {
+        for code in [
+            ErrorCode::UploadStopped,
+            ErrorCode::SourceReadFailed,
+            ErrorCode::KeyLockLost,
+        ] {
             assert_eq!(code.class(None), Transient, "{code}");
+            assert!(!code.is_store_side(), "{code} is Courier's own");
         }
         assert_eq!(ErrorCode::RowsUnavailable.class(Some(404)), Permanent);
         assert_eq!(ErrorCode::RowsUnavailable.class(Some(502)), Transient);

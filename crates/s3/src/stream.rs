@@ -6,7 +6,8 @@
 //! multipart upload. At most about three parts are in memory at once (one being filled,
 //! one in the channel, one uploading), whatever the size of the result. Every request
 //! carries `Content-MD5`, which the store verifies; the MD5 of the whole object is returned
-//! for the delivery record.
+//! for the delivery record. A caller can stop an upload midway (a cancellation token):
+//! what was begun comes back to be aborted, never completed.
 
 use std::io::{self, Write};
 
@@ -18,6 +19,7 @@ use bytes::Bytes;
 use courier_core::destination::WriteOptions;
 use md5::{Digest, Md5};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use crate::client::{S3Failure, failure};
 
@@ -144,18 +146,65 @@ pub enum Pending {
     },
 }
 
+/// Why [`upload_parts`] did not get every part into the store. Either way the upload
+/// begun so far (if any) comes back, to be [`abort`]ed: it must not be completed.
+#[derive(Debug)]
+pub enum UploadError {
+    /// The store refused a request or did not answer.
+    Failed(S3Failure, Option<Pending>),
+    /// The caller's `stop` token fired (e.g. the delivery lost its object key's lock).
+    Stopped(Option<Pending>),
+}
+
+impl UploadError {
+    /// The failure to report, and the upload to abort.
+    pub fn into_failure(self) -> (S3Failure, Option<Pending>) {
+        match self {
+            UploadError::Failed(failure, pending) => (failure, pending),
+            UploadError::Stopped(pending) => (
+                S3Failure::new(
+                    courier_core::ErrorCode::UploadStopped,
+                    "the upload was stopped before it was complete",
+                ),
+                pending,
+            ),
+        }
+    }
+}
+
+/// The next part from the writer (`None` once it is done), unless `stop` fires first.
+async fn next_part(
+    rx: &mut mpsc::Receiver<Bytes>,
+    stop: &CancellationToken,
+) -> Result<Option<Bytes>, ()> {
+    tokio::select! {
+        biased;
+        () = stop.cancelled() => Err(()),
+        part = rx.recv() => Ok(part),
+    }
+}
+
 /// The async end: receives parts until the writer is done. The first part waits to see
 /// whether a second comes: if not, the object goes as one PutObject at [`complete`].
+///
+/// When `stop` fires, it returns [`UploadError::Stopped`] at once, dropping a part upload
+/// in flight; only the `CreateMultipartUpload` request is let finish, so that every upload
+/// it began can be aborted.
 pub async fn upload_parts(
     client: &aws_sdk_s3::Client,
     target: &ObjectTarget<'_>,
     mut rx: mpsc::Receiver<Bytes>,
-) -> Result<Pending, (S3Failure, Option<Pending>)> {
-    let Some(first) = rx.recv().await else {
-        return Ok(Pending::Single(Bytes::new()));
+    stop: &CancellationToken,
+) -> Result<Pending, UploadError> {
+    let first = match next_part(&mut rx, stop).await {
+        Err(()) => return Err(UploadError::Stopped(None)),
+        Ok(None) => return Ok(Pending::Single(Bytes::new())),
+        Ok(Some(part)) => part,
     };
-    let Some(second) = rx.recv().await else {
-        return Ok(Pending::Single(first));
+    let second = match next_part(&mut rx, stop).await {
+        Err(()) => return Err(UploadError::Stopped(None)),
+        Ok(None) => return Ok(Pending::Single(first)),
+        Ok(Some(part)) => part,
     };
     let create = client
         .create_multipart_upload()
@@ -166,17 +215,23 @@ pub async fn upload_parts(
     let created = with_write_options!(create, target.write)
         .send()
         .await
-        .map_err(|e| (failure(e), None))?;
+        .map_err(|e| UploadError::Failed(failure(e), None))?;
     let upload_id = created.upload_id().unwrap_or_default().to_owned();
-    let mut pending = Pending::Multipart {
-        upload_id: upload_id.clone(),
-        parts: Vec::new(),
+    let mut parts = Vec::new();
+    let pending = |parts| {
+        Some(Pending::Multipart {
+            upload_id: upload_id.clone(),
+            parts,
+        })
     };
     let mut next = Some(first);
     let mut queued = Some(second);
     let mut number = 1;
     while let Some(part) = next.take() {
-        let result = client
+        if stop.is_cancelled() {
+            return Err(UploadError::Stopped(pending(parts)));
+        }
+        let send = client
             .upload_part()
             .bucket(target.bucket)
             .key(target.key)
@@ -185,28 +240,31 @@ pub async fn upload_parts(
             .content_md5(content_md5(&part))
             .content_length(part.len() as i64)
             .body(ByteStream::from(part))
-            .send()
-            .await;
+            .send();
+        let result = tokio::select! {
+            biased;
+            () = stop.cancelled() => return Err(UploadError::Stopped(pending(parts))),
+            result = send => result,
+        };
         match result {
-            Ok(out) => {
-                if let Pending::Multipart { parts, .. } = &mut pending {
-                    parts.push(
-                        CompletedPart::builder()
-                            .part_number(number)
-                            .set_e_tag(out.e_tag().map(str::to_owned))
-                            .build(),
-                    );
-                }
-            }
-            Err(e) => return Err((failure(e), Some(pending))),
+            Ok(out) => parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(out.e_tag().map(str::to_owned))
+                    .build(),
+            ),
+            Err(e) => return Err(UploadError::Failed(failure(e), pending(parts))),
         }
         number += 1;
         next = match queued.take() {
             Some(q) => Some(q),
-            None => rx.recv().await,
+            None => match next_part(&mut rx, stop).await {
+                Ok(p) => p,
+                Err(()) => return Err(UploadError::Stopped(pending(parts))),
+            },
         };
     }
-    Ok(pending)
+    Ok(Pending::Multipart { upload_id, parts })
 }
 
 /// Finishes an upload once the writer succeeded; returns the object's ETag.
@@ -293,10 +351,13 @@ pub async fn upload_reader(
             }
         }
     };
-    let (read, upload) = tokio::join!(read, upload_parts(client, target, rx));
+    // Nothing stops a staging upload but a failure.
+    let never = CancellationToken::new();
+    let (read, upload) = tokio::join!(read, upload_parts(client, target, rx, &never));
     match (read, upload) {
         (Ok(()), Ok(pending)) => complete(client, target, pending).await,
-        (_, Err((failure, pending))) => {
+        (_, Err(e)) => {
+            let (failure, pending) = e.into_failure();
             if let Some(p) = pending {
                 abort(client, target, p).await;
             }

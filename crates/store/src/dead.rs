@@ -9,6 +9,7 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::scripts::DEAD_LETTER_FROM_HELD;
 use crate::{DeliveryQueue, Keys, RecordStore, StoreError};
 
 /// One dead letter.
@@ -77,6 +78,33 @@ impl DeadLetters {
         .exec_async(&mut conn)
         .await?;
         Ok(())
+    }
+
+    /// Adds `letter` in place of the payload `held_json` in the held list `held`, in one
+    /// step: false (and nothing written) if the payload is no longer held.
+    pub(crate) async fn add_from_held(
+        &self,
+        held: &str,
+        held_json: &str,
+        letter: &DeadLetter,
+    ) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(letter).map_err(|e| StoreError::Corrupt {
+            what: "dead letter",
+            message: e.to_string(),
+        })?;
+        let mut conn = self.conn.clone();
+        let moved: i64 = DEAD_LETTER_FROM_HELD
+            .key(held)
+            .key(self.keys.dead_letter(&letter.id))
+            .key(self.keys.dead_letters())
+            .arg(held_json)
+            .arg(json)
+            .arg(&letter.id)
+            .arg(letter.died_at.timestamp_millis())
+            .arg(self.retention.map_or(0, |keep| keep.as_secs().max(1)))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(moved == 1)
     }
 
     pub async fn get(&self, id: &str) -> Result<Option<DeadLetter>, StoreError> {

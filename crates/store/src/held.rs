@@ -7,11 +7,15 @@
 //! deliveries are idempotent).
 
 use crate::RedisConn;
-use courier_core::DestinationId;
-use courier_core::delivery::DeliveryTask;
+use chrono::{DateTime, Utc};
+use courier_core::delivery::{DeliveryError, DeliveryTask};
+use courier_core::destination::DestinationStatus;
+use courier_core::{DestinationId, TenantId};
 use redis::AsyncCommands;
 
-use crate::{DeliveryQueue, Keys, StoreError};
+use crate::{
+    DeadLetter, DeadLetters, DeliveryQueue, DestinationStore, HealthStore, Keys, StoreError,
+};
 
 /// Parks and releases held deliveries.
 #[derive(Debug, Clone)]
@@ -87,6 +91,70 @@ impl HeldDeliveries {
             tracing::info!(destination_id = %destination, released = moved, "held deliveries released");
         }
         Ok(moved)
+    }
+
+    /// Releases `destination`'s held deliveries if it can take them now: it still belongs
+    /// to `tenant`, it is `ACTIVE`, and its health does not say failing. The one statement
+    /// of that rule: the control plane calls it when a destination was updated or passed
+    /// its connection test, a worker when the destination recovered while it was holding a
+    /// task. Returns how many were released.
+    pub async fn release_if_active(
+        &self,
+        destinations: &DestinationStore,
+        health: &HealthStore,
+        tenant: &TenantId,
+        destination: &DestinationId,
+    ) -> Result<u64, StoreError> {
+        let active = destinations
+            .summary(tenant, destination)
+            .await?
+            .is_some_and(|d| d.status == DestinationStatus::Active);
+        if !active || health.get(destination).await?.is_failing() {
+            return Ok(0);
+        }
+        self.release(destination).await
+    }
+
+    /// Turns every held delivery for which `expired` gives an error (the worker's rule:
+    /// held too long) into a dead letter with that error, dead at `now`, each in one atomic
+    /// step; returns them, for their records. A delivery released meanwhile is left to its
+    /// run, and payloads being released (the `releasing` list) are not looked at.
+    pub async fn dead_letter_expired(
+        &self,
+        dead: &DeadLetters,
+        now: DateTime<Utc>,
+        mut expired: impl FnMut(&DeliveryTask) -> Option<DeliveryError>,
+    ) -> Result<Vec<(DeliveryTask, DeliveryError)>, StoreError> {
+        let mut conn = self.conn.clone();
+        let destinations: Vec<String> = conn.smembers(self.keys.held_destinations()).await?;
+        let mut out = Vec::new();
+        for id in destinations {
+            let Ok(id) = DestinationId::parse(&id) else {
+                continue;
+            };
+            let held = self.keys.held(&id);
+            let payloads: Vec<String> = conn.lrange(&held, 0, -1).await?;
+            for json in payloads {
+                let Ok(task) = serde_json::from_str::<DeliveryTask>(&json) else {
+                    continue;
+                };
+                let Some(error) = expired(&task) else {
+                    continue;
+                };
+                let letter = DeadLetter {
+                    id: task.delivery_id.to_string(),
+                    destination_id: Some(task.destination_id.clone()),
+                    code: error.code.clone(),
+                    reason: error.message.clone(),
+                    died_at: now,
+                    payload: serde_json::from_str(&json).unwrap_or_default(),
+                };
+                if dead.add_from_held(&held, &json, &letter).await? {
+                    out.push((task, error));
+                }
+            }
+        }
+        Ok(out)
     }
 
     async fn requeue(&self, releasing: &str, json: &str) -> Result<(), StoreError> {

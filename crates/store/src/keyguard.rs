@@ -3,7 +3,10 @@
 //!
 //! Two jobs for the same partner inventory on the same day share a key. Each key has a
 //! marker with the `completedAt` of the newest result delivered there; a delivery takes the
-//! key's lock, compares, uploads only if it is not older, then raises the marker.
+//! key's lock, compares, uploads only if it is not older, then raises the marker. The lock
+//! lasts a while and is renewed while the delivery uploads; a renewal that finds another
+//! delivery holding it aborts the upload. The marker is kept for as long as any other
+//! delivery of the key may still run (held, retried, or replayed from the dead letters).
 
 use std::time::Duration;
 
@@ -27,16 +30,18 @@ pub struct Marker {
 pub struct KeyGuard {
     conn: RedisConn,
     keys: Keys,
-    /// How long markers are kept after the last delivery to the key.
-    pub retention: Duration,
+    /// How long a marker is kept after the last delivery to its key: as long as another
+    /// delivery of the key may still run (the worker's `Bounds::marker_ttl`), so that an
+    /// older one never finds the marker gone.
+    pub marker_ttl: Duration,
 }
 
 impl KeyGuard {
-    pub fn new(conn: RedisConn, keys: Keys, retention: Duration) -> Self {
+    pub fn new(conn: RedisConn, keys: Keys, marker_ttl: Duration) -> Self {
         Self {
             conn,
             keys,
-            retention,
+            marker_ttl,
         }
     }
 
@@ -107,7 +112,7 @@ impl KeyGuard {
             .key(self.keys.object_marker(dest, key))
             .arg(completed_at.timestamp_millis())
             .arg(id.as_str())
-            .arg(self.retention.as_secs().max(1))
+            .arg(self.marker_ttl.as_secs().max(1))
             .invoke_async(&mut conn)
             .await?;
         Ok(())

@@ -54,6 +54,8 @@ scripts! {
     RECORD_QUEUED = "record_queued.lua";
     /// [`crate::RateLimiter::take_connection_test`].
     RATE_WINDOW = "rate_window.lua";
+    /// [`crate::HeldDeliveries::expire`].
+    DEAD_LETTER_FROM_HELD = "dead_letter_from_held.lua";
 }
 
 #[cfg(test)]
@@ -74,7 +76,7 @@ mod tests {
 
     #[test]
     fn every_script_documents_each_key_and_argument_it_uses() {
-        assert_eq!(SOURCES.len(), 15);
+        assert_eq!(SOURCES.len(), 16);
         for (file, source) in SOURCES {
             // A script may open with Redis's flags line (`#!lua flags=allow-oom`).
             let source = match source.strip_prefix("#!") {

@@ -24,6 +24,51 @@ use crate::retry::RetryPolicy;
 /// later.
 pub const BUSY_DELAY: Duration = Duration::from_secs(1);
 
+/// How much later than a delivery's last possible run its key's marker is kept: an
+/// upload that began just inside [`Bounds::horizon`] still finds the marker when it ends,
+/// and workers' clocks may differ by a little.
+pub const MARKER_MARGIN: Duration = Duration::from_secs(24 * 3600);
+
+/// How long a delivery may wait, and so how long its key's marker must be remembered.
+///
+/// A delivery can still reach its key while it is held (up to `held_max_age` after it was
+/// enqueued), retried (up to the retry policy's `max_elapsed` after its first attempt),
+/// dead-lettered (replayable for the dead letters' retention) and retried once more after a
+/// replay. The stale-overwrite guard only works while the key's marker is kept, so the
+/// marker outlives all of that ([`Bounds::marker_ttl`]), and a delivery older than the
+/// [`Bounds::horizon`] (replayed again and again, say) is refused instead of uploaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// `COURIER_HELD_MAX_AGE_SECS`: a delivery enqueued longer ago than this is not held
+    /// any more; it fails as `HeldTooLong`.
+    pub held_max_age: Duration,
+    /// A delivery enqueued longer ago than this is not uploaded; it fails as
+    /// `DeliveryExpired`.
+    pub horizon: Duration,
+}
+
+impl Bounds {
+    /// The bounds for a fleet that holds deliveries up to `held_max_age`, retries for
+    /// `retry_span` after a first attempt, and keeps dead letters for `dead_letter_retention`.
+    pub fn new(
+        held_max_age: Duration,
+        retry_span: Duration,
+        dead_letter_retention: Duration,
+    ) -> Self {
+        Bounds {
+            held_max_age,
+            horizon: held_max_age + retry_span + dead_letter_retention + retry_span,
+        }
+    }
+
+    /// How long a key's marker is kept after each delivery to the key: a delivery of the
+    /// key enqueued before the marker was set runs, if at all, within [`Bounds::horizon`]
+    /// of its enqueue (else it is refused), so it still finds the marker.
+    pub fn marker_ttl(&self) -> Duration {
+        self.horizon + MARKER_MARGIN
+    }
+}
+
 /// What every stage knows.
 #[derive(Debug, Clone, Copy)]
 pub struct Facts<'a> {
@@ -31,6 +76,7 @@ pub struct Facts<'a> {
     /// The task; at [`Stage::Attempted`], its retry state already counts the attempt.
     pub task: &'a DeliveryTask,
     pub policy: &'a RetryPolicy,
+    pub bounds: &'a Bounds,
     pub now: DateTime<Utc>,
 }
 
@@ -125,6 +171,9 @@ pub enum Busy {
     Key,
     /// The destination has its fleet-wide share of uploads in flight.
     Slots,
+    /// Another delivery took the object key's lock while this one uploaded; the upload
+    /// was aborted.
+    KeyLost,
 }
 
 /// The transition for `stage`, given `facts`. `rng` draws the retry jitter.
@@ -143,6 +192,23 @@ fn taken(facts: &Facts<'_>, destination: Option<DestinationState>) -> Option<End
     if status.is_final() && status != DeliveryStatus::Failed {
         return Some(End::Skip);
     }
+    let age = (facts.now - facts.task.enqueued_at)
+        .to_std()
+        .unwrap_or_default();
+    if age > facts.bounds.horizon {
+        return Some(End::Fail {
+            error: DeliveryError::new(
+                ErrorCode::DeliveryExpired,
+                format!(
+                    "not uploaded: enqueued {}s ago, longer than the {}s for which a key \
+                     remembers its newest result; it could overwrite a newer one unnoticed",
+                    age.as_secs(),
+                    facts.bounds.horizon.as_secs()
+                ),
+            ),
+            strike: false,
+        });
+    }
     let Some(destination) = destination else {
         return Some(End::Fail {
             error: DeliveryError::new(
@@ -152,12 +218,35 @@ fn taken(facts: &Facts<'_>, destination: Option<DestinationState>) -> Option<End
             strike: false,
         });
     };
-    if destination.status == DestinationStatus::Paused {
-        return Some(End::Hold(HoldReason::Paused));
+    let why = if destination.status == DestinationStatus::Paused {
+        HoldReason::Paused
+    } else if destination.failing {
+        HoldReason::Failing
+    } else {
+        return None;
+    };
+    if age > facts.bounds.held_max_age {
+        return Some(End::Fail {
+            error: held_too_long(age, facts.bounds.held_max_age),
+            strike: false,
+        });
     }
-    destination
-        .failing
-        .then_some(End::Hold(HoldReason::Failing))
+    Some(End::Hold(why))
+}
+
+/// Why a delivery enqueued `age` ago is held no longer, when the bound is `max_age`: both
+/// a worker about to hold it and the sweep of the held lists ([`crate::janitor`]) say so.
+pub fn held_too_long(age: Duration, max_age: Duration) -> DeliveryError {
+    DeliveryError::new(
+        ErrorCode::HeldTooLong,
+        format!(
+            "held while its destination was paused or failing until {}s after it was \
+             enqueued; a delivery is held for at most {}s (COURIER_HELD_MAX_AGE_SECS); \
+             replay it once the destination is active",
+            age.as_secs(),
+            max_age.as_secs()
+        ),
+    )
 }
 
 fn claimed(facts: &Facts<'_>, key: bool, slot: bool) -> Option<End> {
@@ -201,6 +290,14 @@ fn attempted(facts: &Facts<'_>, outcome: Result<(), &PipelineError>, rng: &mut i
             return End::Fail {
                 error,
                 strike: false,
+            };
+        }
+        // Not a failure of this delivery: the key's other delivery decides what is there;
+        // this one runs again once the key is free (and may then be superseded).
+        PipelineError::Stopped => {
+            return End::Reschedule {
+                at: facts.now + BUSY_DELAY,
+                busy: Busy::KeyLost,
             };
         }
         PipelineError::Io(failure) => failure,
@@ -277,6 +374,16 @@ mod tests {
         }
     }
 
+    /// Held up to 100 s after enqueue; retries for 60 s (the policy's); dead letters kept
+    /// 1000 s: the horizon is 100 + 60 + 1000 + 60 = 1220 s.
+    fn bounds() -> Bounds {
+        Bounds::new(
+            Duration::from_secs(100),
+            policy().max_elapsed,
+            Duration::from_secs(1000),
+        )
+    }
+
     /// A transient or permanent store failure.
     fn io(code: &str, status: Option<u16>) -> PipelineError {
         PipelineError::Io(S3Failure {
@@ -293,10 +400,12 @@ mod tests {
         let mut record = DeliveryRecord::queued(&task, Format::Csv, Compression::None, 0, at(0));
         record.status = status;
         let policy = policy();
+        let bounds = bounds();
         let facts = Facts {
             record: &record,
             task: &task,
             policy: &policy,
+            bounds: &bounds,
             now: at(now),
         };
         decide(&facts, stage, &mut StdRng::seed_from_u64(7))
@@ -370,6 +479,93 @@ mod tests {
             );
             assert_eq!(got, expected, "{status:?} {destination:?}");
         }
+    }
+
+    #[test]
+    fn the_horizon_and_the_marker_cover_every_way_a_delivery_can_still_run() {
+        let b = bounds();
+        assert_eq!(b.horizon, Duration::from_secs(1220));
+        assert_eq!(b.marker_ttl(), Duration::from_secs(1220) + MARKER_MARGIN);
+        let defaults = Bounds::new(
+            Duration::from_secs(30 * 24 * 3600),
+            Duration::from_secs(1800),
+            Duration::from_secs(7 * 24 * 3600),
+        );
+        assert_eq!(defaults.horizon, Duration::from_secs((37 * 24 + 1) * 3600));
+        assert_eq!(defaults.marker_ttl().as_secs(), (38 * 24 + 1) * 3600);
+    }
+
+    /// A task enqueued at 0 taken at `now`: held until 100 s, never uploaded after 1220 s.
+    #[test]
+    fn old_deliveries_are_neither_held_nor_uploaded_for_ever() {
+        use DeliveryStatus::*;
+        let paused = Some(DestinationState {
+            status: DestinationStatus::Paused,
+            ..ACTIVE
+        });
+        let failing = Some(DestinationState {
+            failing: true,
+            ..ACTIVE
+        });
+        let hold = |r| Transition::End(End::Hold(r));
+        /// (record status, taken at, destination, the transition or the failure's code)
+        type Row = (
+            DeliveryStatus,
+            i64,
+            Option<DestinationState>,
+            Result<Transition, &'static str>,
+        );
+        let table: [Row; 10] = [
+            (Queued, 100, paused, Ok(hold(HoldReason::Paused))),
+            (Held, 100, failing, Ok(hold(HoldReason::Failing))),
+            (Held, 101, paused, Err("HeldTooLong")),
+            (Held, 101, failing, Err("HeldTooLong")),
+            (Held, 101, Some(ACTIVE), Ok(Transition::Proceed)),
+            (Failed, 1220, Some(ACTIVE), Ok(Transition::Proceed)),
+            (Failed, 1221, Some(ACTIVE), Err("DeliveryExpired")),
+            (Held, 1221, paused, Err("DeliveryExpired")),
+            (Queued, 1221, None, Err("DeliveryExpired")),
+            // A duplicate of a finished delivery is skipped however old.
+            (
+                Delivered,
+                5000,
+                Some(ACTIVE),
+                Ok(Transition::End(End::Skip)),
+            ),
+        ];
+        for (status, now, destination, expected) in table {
+            let got = run(
+                status,
+                RetryState::default(),
+                now,
+                Stage::Taken { destination },
+            );
+            match expected {
+                Ok(t) => assert_eq!(got, t, "{status:?} at {now} {destination:?}"),
+                Err(want) => {
+                    let Transition::End(End::Fail { error, strike }) = &got else {
+                        panic!("{status:?} at {now} {destination:?}: {got:?}")
+                    };
+                    assert_eq!((error.code.as_str(), *strike), (want, false), "{got:?}");
+                }
+            }
+        }
+        let Transition::End(End::Fail { error, .. }) = run(
+            Held,
+            RetryState::default(),
+            101,
+            Stage::Taken {
+                destination: paused,
+            },
+        ) else {
+            panic!("not failed")
+        };
+        assert_eq!(
+            error.message,
+            "held while its destination was paused or failing until 101s after it was \
+             enqueued; a delivery is held for at most 100s (COURIER_HELD_MAX_AGE_SECS); \
+             replay it once the destination is active"
+        );
     }
 
     #[test]
@@ -478,6 +674,25 @@ mod tests {
             Stage::Attempted(Ok(())),
         );
         assert_eq!(ok, Transition::End(End::Delivered));
+
+        // A lost key lock is no failure: the task goes back untried, a second later,
+        // however many attempts it made (the retry policy is not consulted).
+        for made in [1, 3] {
+            let got = run(
+                DeliveryStatus::InProgress,
+                after(made),
+                7,
+                Stage::Attempted(Err(&PipelineError::Stopped)),
+            );
+            assert_eq!(
+                got,
+                Transition::End(End::Reschedule {
+                    at: at(8),
+                    busy: Busy::KeyLost
+                }),
+                "after {made} attempts"
+            );
+        }
 
         for transient in [&slow, &refused] {
             let got = run(

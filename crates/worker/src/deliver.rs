@@ -11,7 +11,7 @@ use chrono::Utc;
 use courier_core::delivery::{
     Attempt, Delivered, DeliveryError, DeliveryRecord, DeliveryStatus, DeliveryTask,
 };
-use courier_core::destination::{Destination, DestinationStatus};
+use courier_core::destination::Destination;
 use courier_core::key::object_key;
 use courier_core::{DestinationId, ErrorCode};
 use courier_s3::ClientCache;
@@ -20,12 +20,13 @@ use courier_store::{
     KeyGuard, RecordStore, Signal, StoreError,
 };
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::bounded::RowLimits;
-use crate::decide::{Busy, DestinationState, End, Facts, Stage, Transition, decide};
+use crate::decide::{Bounds, Busy, DestinationState, End, Facts, Stage, Transition, decide};
 use crate::pipeline::{PipelineError, Uploader};
-use crate::renew;
+use crate::renew::{self, Renewal};
 use crate::retry::RetryPolicy;
 use crate::slot_gate::{self, SlotGate};
 use crate::source::{HttpRows, Staging};
@@ -60,6 +61,8 @@ pub struct Deliverer {
     pub part_size: usize,
     /// Bounds on rows by reference: line length, total size, fetch time.
     pub row_limits: RowLimits,
+    /// How long a delivery may be held, and after how long it is too old to upload.
+    pub bounds: Bounds,
 }
 
 /// What became of one task.
@@ -178,22 +181,27 @@ impl Deliverer {
         }
         let id = task.delivery_id.clone();
         // Both claims expire by themselves (so a dead worker's do); a long delivery renews
-        // them, a third of the shorter lifetime at a time, until it ends.
+        // them, a third of the shorter lifetime at a time, until it ends. A renewal that
+        // finds the key taken by another delivery stops the upload (`lost`).
         let every = KEY_LOCK_TTL.min(self.slots.claim_ttl()) / 3;
+        let lost = CancellationToken::new();
         let (keys, slots, dest_id, key_ref, id_ref) =
             (&self.keys, &self.slots, &dest.id, key.as_str(), &id);
         let mut signal = Signal::Neutral;
         let result = renew::while_running(
-            self.deliver_locked(&dest, &key, task, payload, &mut record, &mut signal),
+            self.deliver_locked(&dest, &key, task, payload, &mut record, &mut signal, &lost),
             every,
+            &lost,
             move || async move {
                 if !keys.lock(dest_id, key_ref, id_ref, KEY_LOCK_TTL).await? {
                     tracing::warn!(
-                        "the object key's lock expired during the delivery and another \
-                         delivery of the key took it"
+                        "another delivery of the object key took its lock during the upload; \
+                         aborting the upload"
                     );
+                    return Ok(Renewal::Lost);
                 }
-                slots.renew(dest_id, id_ref).await
+                slots.renew(dest_id, id_ref).await?;
+                Ok::<_, StoreError>(Renewal::Held)
             },
         )
         .await;
@@ -202,7 +210,8 @@ impl Deliverer {
         result
     }
 
-    /// The part of a delivery that runs while it holds its object key and upload slot.
+    /// The part of a delivery that runs while it holds its object key and upload slot;
+    /// `lost` fires if it stops holding the key.
     async fn deliver_locked(
         &self,
         dest: &Destination,
@@ -211,6 +220,7 @@ impl Deliverer {
         payload: &[u8],
         record: &mut DeliveryRecord,
         signal: &mut Signal,
+        lost: &CancellationToken,
     ) -> Result<Handled, StoreError> {
         let spec = &dest.spec;
         let marker = self.keys.marker(&dest.id, key).await?;
@@ -230,6 +240,7 @@ impl Deliverer {
             started_at,
         );
         self.records.put(record).await?;
+        let retry_before = task.retry.clone();
         task.retry.begin(started_at);
         let number = record.next_attempt_number();
 
@@ -242,7 +253,7 @@ impl Deliverer {
             default_chain_tenants: &self.default_chain_tenants,
             limits: self.row_limits,
         };
-        let result = uploader.upload(dest, key, &task).await;
+        let result = uploader.upload(dest, key, &task, lost).await;
         let took = t0.elapsed();
         *signal = slot_gate::signal_of(&result, took, self.part_size);
         match &result {
@@ -252,22 +263,28 @@ impl Deliverer {
                 telemetry::uploaded(spec.format, up.bytes, took);
             }
             Err(PipelineError::Io(f)) => telemetry::attempt(Err(f.class())),
-            Err(PipelineError::Render(_)) => {}
+            Err(PipelineError::Render(_) | PipelineError::Stopped) => {}
         }
-        let error = result.as_ref().err().map(PipelineError::error);
-        record.attempts.push(Attempt {
-            number,
-            worker: self.worker_name.clone(),
-            started_at,
-            duration_ms: millis(took),
-            outcome: if error.is_some() {
-                DeliveryStatus::Failed
-            } else {
-                DeliveryStatus::Delivered
-            },
-            error_code: error.as_ref().map(|e| e.code.clone()),
-            error_message: error.map(|e| e.message),
-        });
+        if let Err(PipelineError::Stopped) = &result {
+            // Not an attempt: nothing of it reached the key, and nothing failed. The
+            // delivery goes back as it came, its retry count untouched.
+            task.retry = retry_before;
+        } else {
+            let error = result.as_ref().err().map(PipelineError::error);
+            record.attempts.push(Attempt {
+                number,
+                worker: self.worker_name.clone(),
+                started_at,
+                duration_ms: millis(took),
+                outcome: if error.is_some() {
+                    DeliveryStatus::Failed
+                } else {
+                    DeliveryStatus::Delivered
+                },
+                error_code: error.as_ref().map(|e| e.code.clone()),
+                error_message: error.map(|e| e.message),
+            });
+        }
         let Transition::End(end) =
             self.decide(record, &task, Stage::Attempted(result.as_ref().map(|_| ())))
         else {
@@ -304,6 +321,7 @@ impl Deliverer {
             record,
             task,
             policy: &self.retry,
+            bounds: &self.bounds,
             now: Utc::now(),
         };
         decide(&facts, stage, &mut rand::rng())
@@ -354,6 +372,10 @@ impl Deliverer {
                     // none is about to end (its endpoint may hang): give the worker to
                     // someone else for now.
                     Busy::Slots => tracing::debug!("destination at its upload cap; rescheduling"),
+                    Busy::KeyLost => tracing::info!(
+                        "upload aborted: the object key's lock was lost to another delivery; \
+                         rescheduled"
+                    ),
                 }
                 self.queue.schedule(task.clone(), at).await?;
                 Ok(Handled::Retrying)
@@ -391,14 +413,14 @@ impl Deliverer {
         self.records.put(record).await?;
         tracing::info!(why, "delivery held");
         telemetry::delivery_parked(record.format);
-        let active = self
-            .destinations
-            .summary(&task.tenant, &task.destination_id)
-            .await?
-            .is_some_and(|d| d.status == DestinationStatus::Active);
-        if active && !self.health.get(&task.destination_id).await?.is_failing() {
-            self.held.release(&task.destination_id).await?;
-        }
+        self.held
+            .release_if_active(
+                &self.destinations,
+                &self.health,
+                &task.tenant,
+                &task.destination_id,
+            )
+            .await?;
         Ok(Handled::Held)
     }
 

@@ -8,7 +8,8 @@
 //!   and carries out its transitions.
 //! - [`slot_gate`]: upload slots per destination, waited for briefly while they move.
 //! - [`retry`]: the retry policy (exponential, full jitter, capped in count and time).
-//! - [`janitor`]: the periodic sweep that keeps Redis memory bounded.
+//! - [`janitor`]: the periodic sweep that keeps Redis memory bounded and dead-letters
+//!   deliveries held too long.
 //! - [`renew`]: a long delivery's key lock and upload slot, kept alive while it runs.
 //! - [`pipeline`]: rows rendered straight into a streamed (multipart) upload.
 //! - [`source`]: inline rows, or rows streamed from a reference (`rowsUrl`).

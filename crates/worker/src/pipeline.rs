@@ -13,10 +13,11 @@ use courier_core::delivery::{DeliveryError, DeliveryTask, Row};
 use courier_core::destination::Destination;
 use courier_core::render::{RenderSpec, row_writer};
 use courier_core::rows::{ForEachError, InlineRows};
-use courier_s3::stream::{self, ObjectTarget, PartWriter, Written};
+use courier_s3::stream::{self, ObjectTarget, PartWriter, UploadError, Written};
 use courier_s3::{ClientCache, S3Failure};
 use tokio::sync::mpsc;
 use tokio_util::io::SyncIoBridge;
+use tokio_util::sync::CancellationToken;
 
 use crate::bounded::{BoundedLines, Deadline, Exceeded, RowLimits};
 use crate::source::{self, ByteSource, HttpRows, Staging};
@@ -61,6 +62,9 @@ pub enum PipelineError {
     Render(String),
     /// The store or the source failed; classified.
     Io(S3Failure),
+    /// The caller's `stop` token fired (the delivery lost its object key's lock): the
+    /// upload was aborted, or never sent, so this attempt left nothing at the key.
+    Stopped,
 }
 
 impl PipelineError {
@@ -71,6 +75,11 @@ impl PipelineError {
                 DeliveryError::new(ErrorCode::RenderFailed, message.clone())
             }
             PipelineError::Io(f) => DeliveryError::new(f.code.clone(), f.message.clone()),
+            PipelineError::Stopped => DeliveryError::new(
+                ErrorCode::KeyLockLost,
+                "another delivery took the object key's lock during the upload; the upload \
+                 was aborted",
+            ),
         }
     }
 }
@@ -93,12 +102,14 @@ pub struct Uploader<'a> {
 }
 
 impl Uploader<'_> {
-    /// Streams `task`'s rows, rendered for `dest`, into the object at `key`.
+    /// Streams `task`'s rows, rendered for `dest`, into the object at `key`, unless `stop`
+    /// fires first ([`PipelineError::Stopped`]).
     pub async fn upload(
         &self,
         dest: &Destination,
         key: &str,
         task: &DeliveryTask,
+        stop: &CancellationToken,
     ) -> Result<Uploaded, PipelineError> {
         let spec = RenderSpec {
             format: dest.spec.format,
@@ -156,18 +167,21 @@ impl Uploader<'_> {
             content_encoding: dest.spec.compression.content_encoding(),
             write: &dest.spec.s3.write,
         };
-        deliver(&client, &target, spec, rows, self.part_size).await
+        deliver(&client, &target, spec, rows, self.part_size, stop).await
     }
 }
 
 /// Renders `rows` as `spec` into the object at `target`, in parts of `part_size` bytes.
-/// A failed multipart upload is aborted, so no orphaned parts stay behind.
+/// A failed multipart upload is aborted, so no orphaned parts stay behind. When `stop`
+/// fires, the upload is aborted too (a multipart one) or not sent (a single PutObject not
+/// sent yet): the object is completed only if `stop` has not fired by then.
 pub async fn deliver(
     client: &aws_sdk_s3::Client,
     target: &ObjectTarget<'_>,
     spec: RenderSpec,
     rows: Rows,
     part_size: usize,
+    stop: &CancellationToken,
 ) -> Result<Uploaded, PipelineError> {
     let (tx, rx) = mpsc::channel(1);
     let render = tokio::task::spawn_blocking(move || {
@@ -175,11 +189,26 @@ pub async fn deliver(
         let result = render_rows(spec, rows, PartWriter::new(tx, part_size));
         (result, started.elapsed())
     });
-    let upload = stream::upload_parts(client, target, rx).await;
+    let upload = match stream::upload_parts(client, target, rx, stop).await {
+        Ok(pending) => Ok(pending),
+        Err(UploadError::Failed(failure, pending)) => Err((failure, pending)),
+        Err(UploadError::Stopped(pending)) => {
+            if let Some(p) = pending {
+                stream::abort(client, target, p).await;
+            }
+            // The renderer is not waited for (its source may be slow to end): its next
+            // part finds the channel closed and it stops there.
+            return Err(PipelineError::Stopped);
+        }
+    };
     let (rendered, render_took) = render
         .await
         .map_err(|e| PipelineError::Render(format!("rendering panicked: {e}")))?;
     match (rendered, upload) {
+        (Ok(_), Ok(pending)) if stop.is_cancelled() => {
+            stream::abort(client, target, pending).await;
+            Err(PipelineError::Stopped)
+        }
         (Ok((written, rows)), Ok(pending)) => {
             let etag = stream::complete(client, target, pending)
                 .await

@@ -12,6 +12,8 @@ use courier_store::{
     Janitor, KeyGuard, RecordStore, StatsReader, UploadSlots,
 };
 use courier_worker::bounded::RowLimits;
+use courier_worker::decide::Bounds;
+use courier_worker::janitor::HeldExpiry;
 use courier_worker::slot_gate::{self, SlotGate};
 use courier_worker::source::{HttpRows, Staging};
 use courier_worker::{Deliverer, RetryPolicy, WorkerSettings};
@@ -101,9 +103,16 @@ pub struct Args {
     /// deliveries are held until it is updated or its connection test passes.
     #[arg(long, env = "COURIER_FAILING_THRESHOLD", default_value_t = 3)]
     failing_threshold: u32,
-    /// Seconds that finished records, dead letters and key markers are kept.
+    /// Seconds that finished records and dead letters are kept (key markers are kept
+    /// longer: see COURIER_HELD_MAX_AGE_SECS).
     #[arg(long, env = "COURIER_RETENTION_SECS", default_value_t = 7 * 24 * 3600)]
     retention_secs: u64,
+    /// Seconds after its enqueue that a delivery may wait while its destination is paused
+    /// or failing; then it becomes a dead letter (`HeldTooLong`). A key's marker is kept
+    /// for this plus the retention, twice the retry span and a day, and a delivery older
+    /// than all but that day is not uploaded (`DeliveryExpired`).
+    #[arg(long, env = "COURIER_HELD_MAX_AGE_SECS", default_value_t = 30 * 24 * 3600)]
+    held_max_age_secs: u64,
     /// Seconds between sweeps that drop finished task data and expired history.
     #[arg(long, env = "COURIER_JANITOR_INTERVAL_SECS", default_value_t = 30)]
     janitor_interval_secs: u64,
@@ -149,13 +158,34 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         operation: Duration::from_secs(args.s3_operation_timeout_secs.max(1)),
     };
     let retention = Duration::from_secs(args.retention_secs.max(1));
+    let retry = RetryPolicy {
+        max_attempts: args.retry_max_attempts.max(1),
+        min_delay: Duration::from_millis(args.retry_min_delay_ms.max(1)),
+        max_delay: Duration::from_millis(args.retry_max_delay_ms.max(1)),
+        max_elapsed: Duration::from_secs(args.retry_max_elapsed_secs),
+    };
+    let bounds = Bounds::new(
+        Duration::from_secs(args.held_max_age_secs.max(1)),
+        retry.max_elapsed,
+        retention,
+    );
+    let records = RecordStore::new(conn.clone(), keys.clone()).with_retention(retention);
+    let held = HeldDeliveries::new(conn.clone(), keys.clone(), queue.clone());
+    let dead =
+        DeadLetters::new(conn.clone(), keys.clone(), queue.clone()).with_retention(retention);
+    let held_expiry = HeldExpiry {
+        held: held.clone(),
+        dead: dead.clone(),
+        records: records.clone(),
+        max_age: bounds.held_max_age,
+    };
     let deliverer = Arc::new(Deliverer {
         destinations: DestinationStore::new(conn.clone(), keys.clone(), Some(cipher)),
-        records: RecordStore::new(conn.clone(), keys.clone()).with_retention(retention),
-        held: HeldDeliveries::new(conn.clone(), keys.clone(), queue.clone()),
-        dead: DeadLetters::new(conn.clone(), keys.clone(), queue.clone()).with_retention(retention),
+        records,
+        held,
+        dead,
         health: HealthStore::new(conn.clone(), keys.clone()),
-        keys: KeyGuard::new(conn.clone(), keys.clone(), retention),
+        keys: KeyGuard::new(conn.clone(), keys.clone(), bounds.marker_ttl()),
         queue,
         failing_threshold: args.failing_threshold.max(1),
         worker_name: settings.name.clone(),
@@ -199,12 +229,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             max_rows_bytes: args.max_rows_bytes.max(1),
             fetch_timeout: Duration::from_secs(args.rows_fetch_timeout_secs.max(1)),
         },
-        retry: RetryPolicy {
-            max_attempts: args.retry_max_attempts.max(1),
-            min_delay: Duration::from_millis(args.retry_min_delay_ms.max(1)),
-            max_delay: Duration::from_millis(args.retry_max_delay_ms.max(1)),
-            max_elapsed: Duration::from_secs(args.retry_max_elapsed_secs),
-        },
+        retry,
+        bounds,
     });
 
     let listener = tokio::net::TcpListener::bind(args.metrics_listen)
@@ -225,6 +251,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     });
     let janitor = tokio::spawn(courier_worker::janitor::run(
         Janitor::new(conn.clone(), keys.clone(), retention),
+        held_expiry,
         Duration::from_secs(args.janitor_interval_secs.max(1)),
         shutdown.clone(),
     ));

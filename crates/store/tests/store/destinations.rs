@@ -13,11 +13,11 @@ use crate::{ns, tenant};
 
 const SECRET: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCY";
 
-fn cipher() -> SecretCipher {
+pub(crate) fn cipher() -> SecretCipher {
     SecretCipher::from_base64(&base64::engine::general_purpose::STANDARD.encode([7u8; 32])).unwrap()
 }
 
-fn spec(name: &str, status: DestinationStatus) -> DestinationSpec {
+pub(crate) fn spec(name: &str, status: DestinationStatus) -> DestinationSpec {
     DestinationSpec {
         name: name.into(),
         s3: S3Settings {
