@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::format::ParquetOptions;
+use crate::format::{CsvOptions, ParquetOptions};
 use crate::{Compression, Format, TenantId};
 
 /// A bucket name S3 accepts (general purpose bucket naming rules).
@@ -311,6 +311,8 @@ pub struct DestinationSpec {
     /// gzip around the whole file; always `None` with [`Format::Parquet`]
     /// ([`Format::check_compression`]).
     pub compression: Compression,
+    /// Used only with [`Format::Csv`]; the defaults otherwise.
+    pub csv: CsvOptions,
     /// Used only with [`Format::Parquet`]; the defaults otherwise.
     pub parquet: ParquetOptions,
     pub status: DestinationStatus,

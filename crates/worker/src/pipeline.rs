@@ -99,6 +99,7 @@ impl Uploader<'_> {
             format: dest.spec.format,
             compression: dest.spec.compression,
             columns: task.columns.clone(),
+            csv: dest.spec.csv,
             parquet: dest
                 .spec
                 .parquet

@@ -46,7 +46,7 @@ use std::io::Write;
 
 use crate::cells::Cells;
 use crate::delivery::Row;
-use crate::format::ParquetOptions;
+use crate::format::{CsvOptions, ParquetOptions};
 use crate::{Compression, Format};
 
 pub use self::cell::MAX_EXACT_INTEGER;
@@ -62,6 +62,8 @@ pub struct RenderSpec {
     pub compression: Compression,
     /// The columns of every row, in order; also the CSV/XLSX header.
     pub columns: Vec<String>,
+    /// Formula neutralising; other formats ignore it.
+    pub csv: CsvOptions,
     /// Parquet's codec and declared column types; other formats ignore them.
     pub parquet: ParquetOptions,
 }
@@ -204,7 +206,7 @@ pub fn row_writer<'a, W: Write + Send + 'a>(
     let sink = Sink::new(out, spec.compression);
     let columns = spec.columns.clone();
     Ok(match spec.format {
-        Format::Csv => Box::new(csv::CsvWriter::new(columns, sink)?),
+        Format::Csv => Box::new(csv::CsvWriter::new(columns, spec.csv, sink)?),
         Format::Json => Box::new(json::JsonWriter::new(json::Layout::Array, columns, sink)?),
         Format::Ndjson => Box::new(json::JsonWriter::new(json::Layout::Lines, columns, sink)?),
         Format::Xlsx => Box::new(xlsx::XlsxWriter::new(columns, sink)?),

@@ -22,7 +22,8 @@ pub mod probe;
 pub mod record;
 
 pub use destination::{
-    DestinationPage, DestinationRequest, DestinationView, ParquetRequest, ParquetView, S3Request,
+    CsvRequest, CsvView, DestinationPage, DestinationRequest, DestinationView, ParquetRequest,
+    ParquetView, S3Request,
 };
 pub use enums::{
     ColumnType, Compression, CredentialsMode, DeliveryStatus, DestinationStatus, DestinationType,
