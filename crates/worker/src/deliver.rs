@@ -22,7 +22,7 @@ use courier_store::{
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::decide::{Busy, DestinationState, End, Facts, Stage, Transition, decide};
+use crate::decide::{Busy, DestinationState, End, Facts, Stage, Transition, charged_to, decide};
 use crate::pipeline::{PipelineError, Uploader};
 use crate::renew;
 use crate::retry::RetryPolicy;
@@ -236,8 +236,13 @@ impl Deliverer {
                 telemetry::rendered(spec.format, up.render);
                 telemetry::uploaded(spec.format, up.bytes, took);
             }
-            Err(PipelineError::Io(f)) => telemetry::attempt(Err(f.class())),
-            Err(PipelineError::Render(_)) => {}
+            Err(e) => {
+                if !matches!(e, PipelineError::Render(_)) {
+                    telemetry::attempt(Err(e.class()));
+                }
+                let charged_to = charged_to(e).label();
+                tracing::info!(code = %e.error().code, charged_to, "attempt failed");
+            }
         }
         let error = result.as_ref().err().map(PipelineError::error);
         record.attempts.push(Attempt {

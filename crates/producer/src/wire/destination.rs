@@ -337,11 +337,12 @@ impl From<&ParquetOptions> for ParquetView {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthView {
-    /// `HEALTHY`, or `FAILING` after several permanent failures in a row: its deliveries are
-    /// held (not failed) until the destination is updated or its connection test passes.
+    /// `HEALTHY`, or `FAILING` after several permanent failures of its store in a row
+    /// (failures of a delivery's rows never count): its deliveries are held (not failed)
+    /// until the destination is updated or its connection test passes.
     #[schema(example = "HEALTHY")]
     state: &'static str,
-    /// Permanent failures in a row since the last successful delivery.
+    /// Permanent failures of its store in a row since the last successful delivery.
     consecutive_failures: u32,
     /// Since when it is failing.
     #[serde(skip_serializing_if = "Option::is_none")]
