@@ -403,3 +403,60 @@ async fn a_missing_bucket_fails_at_once_with_the_store_error_code() {
         1.0
     );
 }
+
+/// With `csv.neutralizeFormulas`, text cells a spreadsheet would run as formulas arrive with
+/// a `'` in front; numbers stay numbers. Read back with the `csv` crate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_csv_destination_can_neutralize_formulas() {
+    let stack = Stack::start(1).await;
+    let mut body = stack.destination_body("CSV", "NONE", "safe/");
+    body["csv"] = json!({"neutralizeFormulas": true});
+    let dest = stack.create_destination(&body).await;
+    let (status, shown) = stack
+        .get(&format!("/api/v1/delivery-destinations/{dest}"))
+        .await;
+    assert_eq!(status, 200, "{shown}");
+    assert_eq!(shown["csv"], json!({"neutralizeFormulas": true}));
+
+    let job = json!({
+        "destinationId": dest,
+        "jobId": "job-formulas",
+        "partnerInventoryId": "INV-F",
+        "completedAt": "2026-06-07T12:00:00Z",
+        "columns": ["=name", "note", "delta", "text delta"],
+        "rows": [
+            {"=name": "=HYPERLINK(\"http://evil.example\",\"click\")", "note": "@SUM(A1:A9)", "delta": -3, "text delta": "-3"},
+            {"=name": "+1+1", "note": "\tlead tab", "delta": 2.5, "text delta": "plain"},
+            {"=name": "Hôtel = fine", "note": "\rcr", "delta": -1.5e-7, "text delta": null},
+        ],
+    });
+    let (status, resp) = stack.post("/api/v1/deliveries", &job).await;
+    assert_eq!(status, 202, "{resp}");
+    let record = stack
+        .wait_final(resp["id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    assert_eq!(record["status"], "DELIVERED", "{record}");
+    let key = "safe/mapping_results_INV-F_2026-06-07.csv";
+    assert_eq!(record["key"], key);
+    let bytes = stack.object(key).await.unwrap();
+    let got: Vec<Vec<String>> = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(&bytes[..])
+        .records()
+        .map(|r| r.unwrap().iter().map(str::to_owned).collect())
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ["'=name", "note", "delta", "text delta"],
+            [
+                "'=HYPERLINK(\"http://evil.example\",\"click\")",
+                "'@SUM(A1:A9)",
+                "-3",
+                "'-3"
+            ],
+            ["'+1+1", "'\tlead tab", "2.5", "plain"],
+            ["Hôtel = fine", "'\rcr", "-1.5e-7", ""],
+        ]
+    );
+}

@@ -7,13 +7,15 @@
 //! [`ErrorCode::Other`] with its exact text, so the wire never changes. Each code is
 //! written once, in the table below, with its text and its class; the advice a customer
 //! gets for a code lives with the connection test (`courier_s3::hints`), which needs the
-//! destination's settings to give it.
+//! destination's settings to give it. Who a failure is charged to (the destination, the
+//! rows or Courier itself) is [`ErrorCode::charged_to`], one exhaustive match, so a new
+//! code does not compile until someone says whose it is.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::failure::{ErrorClass, class_of_status};
+use crate::failure::{ChargedTo, ErrorClass, class_of_status};
 
 /// The class of a code that is always transient.
 const T: Option<ErrorClass> = Some(ErrorClass::Transient);
@@ -132,6 +134,9 @@ error_codes! {
     UploadStopped = "UploadStopped", T;
     /// A part could not be read for its upload.
     ReadFailed = "ReadFailed", P;
+    /// The worker's own disk or temporary files failed while rendering (disk full, temp
+    /// directory unwritable): another try, perhaps on another worker, may pass.
+    LocalIoFailed = "LocalIoFailed", T;
     // Row sources (`rowsUrl`).
     InvalidRowsUrl = "InvalidRowsUrl", P;
     RowsUrlOutsideStaging = "RowsUrlOutsideStaging", P;
@@ -215,7 +220,75 @@ impl ErrorCode {
                 | Self::SourceReadFailed
                 | Self::StorageFailed
                 | Self::KeyLockLost
+                | Self::LocalIoFailed
         )
+    }
+
+    /// Who a failure with this code is charged to when nothing else is known of where it
+    /// came from. The store's codes and Courier's names for a store that did not answer
+    /// are the destination's; the row source's codes are the rows'; Courier's own are
+    /// Courier's. The worker knows more: a store code met while reading staged rows is the
+    /// rows' (see the worker's `decide`). Exhaustive on purpose: a new code must say whose
+    /// it is (a row-stream limit, for instance, is one line under `Rows`).
+    pub fn charged_to(&self) -> ChargedTo {
+        use ChargedTo::{Courier, Destination, Rows};
+        match self {
+            Self::AccessDenied
+            | Self::AllAccessDisabled
+            | Self::AccountProblem
+            | Self::AuthorizationHeaderMalformed
+            | Self::InvalidAccessKeyId
+            | Self::InvalidBucketName
+            | Self::InvalidRequest
+            | Self::InvalidArgument
+            | Self::InvalidToken
+            | Self::ExpiredToken
+            | Self::NoSuchBucket
+            | Self::PermanentRedirect
+            | Self::SignatureDoesNotMatch
+            | Self::MissingContentLength
+            | Self::EntityTooLarge
+            | Self::InvalidDigest
+            | Self::BadDigest
+            | Self::KmsDisabled
+            | Self::SlowDown
+            | Self::InternalError
+            | Self::ServiceUnavailable
+            | Self::RequestTimeout
+            | Self::RequestTimeTooSkewed
+            | Self::Throttling
+            | Self::ThrottlingException
+            | Self::RequestLimitExceeded
+            | Self::TooManyRequests
+            | Self::OperationAborted
+            | Self::IllegalLocationConstraintException
+            | Self::BadRequest
+            | Self::NotFound
+            | Self::MethodNotAllowed
+            | Self::Timeout
+            | Self::ConnectionFailed
+            | Self::DispatchFailure
+            | Self::EgressRefused
+            | Self::DefaultChainNotAllowed
+            | Self::InvalidResponse
+            | Self::RequestConstructionFailed
+            | Self::Unknown
+            | Self::UploadStopped
+            | Self::Other(_) => Destination,
+            Self::InvalidRowsUrl
+            | Self::RowsUrlOutsideStaging
+            | Self::RowsUnavailable
+            | Self::SourceReadFailed
+            | Self::RenderFailed => Rows,
+            Self::StagingNotConfigured
+            | Self::SpoolReadFailed
+            | Self::ReadFailed
+            | Self::LocalIoFailed
+            | Self::RetriesExhausted
+            | Self::DestinationNotFound
+            | Self::UndecodableTask
+            | Self::Superseded => Courier,
+        }
     }
 
     /// The name of a bare HTTP status, for answers without an error code.
@@ -352,6 +425,7 @@ mod tests {
             ErrorCode::UploadStopped,
             ErrorCode::SourceReadFailed,
             ErrorCode::KeyLockLost,
+            ErrorCode::LocalIoFailed,
         ] {
             assert_eq!(code.class(None), Transient, "{code}");
             assert!(!code.is_store_side(), "{code} is Courier's own");
@@ -368,5 +442,45 @@ mod tests {
         assert!(ErrorCode::SlowDown.is_store_side());
         assert!(!ErrorCode::AccessDenied.is_store_side());
         assert!(!ErrorCode::SourceReadFailed.is_store_side());
+    }
+
+    #[test]
+    fn failures_are_charged_to_who_caused_them() {
+        use ChargedTo::{Courier, Destination, Rows};
+        let table = [
+            // The store's answers, and a store that did not answer: the destination's.
+            ("AccessDenied", Destination),
+            ("NoSuchBucket", Destination),
+            ("InvalidAccessKeyId", Destination),
+            ("SignatureDoesNotMatch", Destination),
+            ("KMS.DisabledException", Destination),
+            ("EgressRefused", Destination),
+            ("DefaultChainNotAllowed", Destination),
+            ("SlowDown", Destination),
+            ("ConnectionFailed", Destination),
+            ("Timeout", Destination),
+            ("Http502", Destination),
+            ("SomethingNew", Destination),
+            // The rows' reference and content.
+            ("InvalidRowsUrl", Rows),
+            ("RowsUrlOutsideStaging", Rows),
+            ("RowsUnavailable", Rows),
+            ("SourceReadFailed", Rows),
+            ("RenderFailed", Rows),
+            // Courier's own disk, configuration and bookkeeping.
+            ("LocalIoFailed", Courier),
+            ("SpoolReadFailed", Courier),
+            ("ReadFailed", Courier),
+            ("StagingNotConfigured", Courier),
+            ("RetriesExhausted", Courier),
+            ("DestinationNotFound", Courier),
+            ("UndecodableTask", Courier),
+            ("Superseded", Courier),
+        ];
+        for (code, charged) in table {
+            assert_eq!(ErrorCode::from(code).charged_to(), charged, "{code}");
+        }
+        assert_eq!(Rows.label(), "rows");
+        assert!(!ErrorCode::LocalIoFailed.is_store_side());
     }
 }

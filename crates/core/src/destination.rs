@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::format::ParquetOptions;
+use crate::format::{CsvOptions, ParquetOptions};
 pub use crate::role::{ExternalId, RoleArn, RoleCredentials};
 pub use crate::write_options::WriteOptions;
 use crate::{Compression, Format, TenantId};
@@ -328,6 +328,8 @@ pub struct DestinationSpec {
     /// gzip around the whole file; always `None` with [`Format::Parquet`]
     /// ([`Format::check_compression`]).
     pub compression: Compression,
+    /// Used only with [`Format::Csv`]; the defaults otherwise.
+    pub csv: CsvOptions,
     /// Used only with [`Format::Parquet`]; the defaults otherwise.
     pub parquet: ParquetOptions,
     pub status: DestinationStatus,

@@ -1,5 +1,5 @@
-//! File formats and compression, with their file extensions and content types; Parquet's
-//! own settings (its codec and column types).
+//! File formats and compression, with their file extensions and content types; CSV's own
+//! setting (formula neutralising) and Parquet's (its codec and column types).
 
 use std::collections::BTreeMap;
 
@@ -173,6 +173,25 @@ impl ParquetOptions {
         self
     }
 }
+
+/// How a CSV file is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CsvOptions {
+    /// Spreadsheet safety (OWASP's CSV-injection advice): a text cell, header cells
+    /// included, whose first character is one of [`FORMULA_TRIGGERS`] gets a `'` in front,
+    /// so a spreadsheet opening the file shows it as text instead of running it as a
+    /// formula. Numbers, booleans, objects and arrays are never changed: a JSON number is
+    /// only digits, a sign, `.` and an exponent, which no spreadsheet runs, so `-3` stays a
+    /// number; the text `"-3"` becomes `'-3`. Off by default: the cells then are exactly
+    /// the values sent.
+    #[serde(default)]
+    pub neutralize_formulas: bool,
+}
+
+/// The first characters that make a spreadsheet read a cell as a formula (OWASP: `=`,
+/// `+`, `-`, `@`, tab and carriage return).
+pub const FORMULA_TRIGGERS: [char; 6] = ['=', '+', '-', '@', '\t', '\r'];
 
 #[cfg(test)]
 mod tests {

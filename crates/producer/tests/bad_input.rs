@@ -322,6 +322,19 @@ async fn bad_destinations_are_refused_with_the_field_named() {
             json!({"format": "PARQUET", "parquet": {"columnTypes": {"a": "DECIMAL"}}}),
             "parquet.columnTypes.a",
         ),
+        // CSV's settings on another format would mean nothing; a misspelt one is no setting.
+        (
+            json!({"format": "JSON", "csv": {"neutralizeFormulas": true}}),
+            "csv",
+        ),
+        (
+            json!({"csv": {"neutraliseFormulas": true}}),
+            "csv.neutraliseFormulas",
+        ),
+        (
+            json!({"csv": {"neutralizeFormulas": "yes"}}),
+            "csv.neutralizeFormulas",
+        ),
     ];
     for (patch, field) in cases {
         let mut body = base.clone();

@@ -183,6 +183,7 @@ fn schemas_use_the_wire_names_and_keep_the_docs() {
             "s3",
             "format",
             "compression",
+            "csv",
             "parquet",
             "status"
         ]
@@ -219,6 +220,20 @@ fn schemas_use_the_wire_names_and_keep_the_docs() {
         ])
     );
     assert_eq!(schemas["ParquetRequest"]["additionalProperties"], false);
+    assert_eq!(schemas["CsvRequest"]["additionalProperties"], false);
+    let neutralize = &schemas["CsvRequest"]["properties"]["neutralizeFormulas"];
+    assert_eq!(neutralize["type"], "boolean", "{neutralize}");
+    assert!(
+        neutralize["description"]
+            .as_str()
+            .unwrap()
+            .contains("CSV injection"),
+        "{neutralize}"
+    );
+    assert_eq!(
+        schemas["CsvView"]["properties"]["neutralizeFormulas"]["type"],
+        "boolean"
+    );
     // columnTypes: a map from column name to a ColumnType, on the delivery and the destination.
     for (schema, ty) in [
         (&schemas["JobCompletedRequest"], json!(["object", "null"])),
@@ -491,10 +506,12 @@ fn a_parquet_destination_conforms_to_its_schema() {
     );
     // Both ways: every documented property is one a Parquet destination shows.
     assert_eq!(keys(&view["parquet"]), properties(&doc, "ParquetView"));
+    let mut shown = keys(&view);
+    shown.insert("csv".into());
     assert_eq!(
-        keys(&view),
+        shown,
         properties(&doc, "DestinationView"),
-        "a Parquet destination shows every property"
+        "a Parquet destination shows every property but CSV's settings"
     );
     for (method, path, status) in [
         ("post", "/api/v1/delivery-destinations", "201"),
@@ -502,6 +519,50 @@ fn a_parquet_destination_conforms_to_its_schema() {
         ("put", "/api/v1/delivery-destinations/{id}", "200"),
     ] {
         assert_conforms(&doc, &response_schema(&doc, method, path, status), &view);
+    }
+}
+
+#[test]
+fn a_csv_destination_shows_its_csv_settings_as_documented() {
+    let doc = doc();
+    for (csv, shown) in [
+        (
+            json!({"neutralizeFormulas": true}),
+            json!({"neutralizeFormulas": true}),
+        ),
+        (Value::Null, json!({"neutralizeFormulas": false})),
+    ] {
+        let mut body = json!({
+            "type": "S3",
+            "name": "Spreadsheets",
+            "s3": {"bucket": "acme-results", "region": "eu-west-1"},
+            "format": "CSV",
+        });
+        if !csv.is_null() {
+            body["csv"] = csv;
+        }
+        let spec = serde_json::from_value::<DestinationRequest>(body)
+            .unwrap()
+            .validate()
+            .unwrap();
+        let dest = Destination {
+            id: DestinationId::generate(),
+            tenant: TenantId::parse("acme").unwrap(),
+            spec,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        };
+        let view = serde_json::to_value(DestinationView::new(&dest, Default::default())).unwrap();
+        assert_eq!(view["csv"], shown);
+        assert_eq!(keys(&view["csv"]), properties(&doc, "CsvView"));
+        assert!(view.get("parquet").is_none(), "{view}");
+        for (method, path, status) in [
+            ("post", "/api/v1/delivery-destinations", "201"),
+            ("get", "/api/v1/delivery-destinations/{id}", "200"),
+            ("put", "/api/v1/delivery-destinations/{id}", "200"),
+        ] {
+            assert_conforms(&doc, &response_schema(&doc, method, path, status), &view);
+        }
     }
 }
 

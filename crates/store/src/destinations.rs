@@ -8,7 +8,7 @@ use courier_core::destination::{
     EndpointUrl, ExternalId, PathPrefix, Region, RoleArn, RoleCredentials, S3Settings,
     StaticCredentials, WriteOptions,
 };
-use courier_core::format::ParquetOptions;
+use courier_core::format::{CsvOptions, ParquetOptions};
 use courier_core::{Compression, DestinationId, Format, TenantId};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
@@ -40,12 +40,19 @@ struct Stored {
     write: WriteOptions,
     format: Format,
     compression: Compression,
+    /// Absent in destinations saved before CSV had settings (and when all are off).
+    #[serde(default, skip_serializing_if = "is_default")]
+    csv: CsvOptions,
     /// Absent in destinations saved before Parquet existed.
     #[serde(default)]
     parquet: ParquetOptions,
     status: DestinationStatus,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+}
+
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
 }
 
 /// Reads and writes destinations.
@@ -295,6 +302,7 @@ impl DestinationStore {
             write: d.spec.s3.write.clone(),
             format: d.spec.format,
             compression: d.spec.compression,
+            csv: d.spec.csv,
             parquet: d.spec.parquet.clone(),
             status: d.spec.status,
             created_at: d.created_at,
@@ -350,6 +358,7 @@ impl DestinationStore {
                 },
                 format: s.format,
                 compression: s.compression,
+                csv: s.csv,
                 parquet: s.parquet,
                 status: s.status,
             },

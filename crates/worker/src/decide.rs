@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use courier_core::ErrorCode;
 use courier_core::delivery::{DeliveryError, DeliveryRecord, DeliveryStatus, DeliveryTask};
 use courier_core::destination::DestinationStatus;
-use courier_core::failure::ErrorClass;
+use courier_core::failure::{ChargedTo, ErrorClass};
 use courier_store::Marker;
 use rand::Rng;
 
@@ -132,8 +132,9 @@ pub enum End {
     /// Give up for good and dead-letter the task.
     Fail {
         error: DeliveryError,
-        /// The failure counts against the destination's health (a permanent error of
-        /// its store or of the rows' source; not a render failure or exhausted retries).
+        /// The failure counts against the destination's health: a permanent failure
+        /// [`charged_to`] the destination (its store's answer). Not one of the rows' source
+        /// or content, of Courier itself, or exhausted retries.
         strike: bool,
     },
     /// A transient failure: schedule the next attempt at `at`.
@@ -280,32 +281,41 @@ fn locked(facts: &Facts<'_>, key: &str, marker: Option<&Marker>) -> Option<End> 
     })
 }
 
+/// Who caused a failed attempt. The rows are charged for whatever went wrong reading them
+/// (even a store code: a missing staged object is `NoSuchKey` from the staging store, not
+/// from the destination) or rendering them; Courier for its own disk; and a failure of the
+/// destination's store as its code says ([`ErrorCode::charged_to`]).
+pub fn charged_to(e: &PipelineError) -> ChargedTo {
+    match e {
+        PipelineError::Render(_) => ChargedTo::Rows,
+        PipelineError::Local(_) => ChargedTo::Courier,
+        PipelineError::Source(f) => match f.code.charged_to() {
+            ChargedTo::Destination => ChargedTo::Rows,
+            other => other,
+        },
+        PipelineError::Io(f) => f.code.charged_to(),
+        // Never charged: the attempt is not counted (see [`attempted`]).
+        PipelineError::Stopped => ChargedTo::Courier,
+    }
+}
+
 fn attempted(facts: &Facts<'_>, outcome: Result<(), &PipelineError>, rng: &mut impl Rng) -> End {
     let Err(e) = outcome else {
         return End::Delivered;
     };
     let error = e.error();
-    let failure = match e {
-        PipelineError::Render(_) => {
-            return End::Fail {
-                error,
-                strike: false,
-            };
-        }
-        // Not a failure of this delivery: the key's other delivery decides what is there;
-        // this one runs again once the key is free (and may then be superseded).
-        PipelineError::Stopped => {
-            return End::Reschedule {
-                at: facts.now + BUSY_DELAY,
-                busy: Busy::KeyLost,
-            };
-        }
-        PipelineError::Io(failure) => failure,
-    };
-    if failure.class() == ErrorClass::Permanent {
+    // Not a failure of this delivery: the key's other delivery decides what is there;
+    // this one runs again once the key is free (and may then be superseded).
+    if let PipelineError::Stopped = e {
+        return End::Reschedule {
+            at: facts.now + BUSY_DELAY,
+            busy: Busy::KeyLost,
+        };
+    }
+    if e.class() == ErrorClass::Permanent {
         return End::Fail {
             error,
-            strike: true,
+            strike: charged_to(e) == ChargedTo::Destination,
         };
     }
     let retry = &facts.task.retry;
@@ -323,8 +333,8 @@ fn attempted(facts: &Facts<'_>, outcome: Result<(), &PipelineError>, rng: &mut i
                     "gave up after {} attempts over {}s; the last error was {}: {}",
                     retry.attempts,
                     elapsed.as_secs(),
-                    failure.code,
-                    failure.message
+                    error.code,
+                    error.message
                 ),
             ),
             strike: false,
@@ -634,39 +644,172 @@ mod tests {
         );
     }
 
-    #[test]
-    fn attempt_outcomes() {
-        let render = PipelineError::Render("row 3 is not an object".into());
-        let denied = io("AccessDenied", Some(403));
-        let unknown_4xx = io("SomethingNew", Some(400));
-        let missing_rows = io("RowsUnavailable", Some(404));
-        let slow = io("SlowDown", Some(503));
-        let refused = io("ConnectionFailed", None);
-        let fail = |code: &str, strike| {
-            let Transition::End(End::Fail { error, strike: s }) = run(
-                DeliveryStatus::InProgress,
-                after(1),
-                0,
-                Stage::Attempted(Err(match code {
-                    "RenderFailed" => &render,
-                    "AccessDenied" => &denied,
-                    "SomethingNew" => &unknown_4xx,
-                    _ => &missing_rows,
-                })),
-            ) else {
-                panic!("{code} did not fail")
-            };
-            assert_eq!((error.code.as_str(), s), (code, strike));
-            error
-        };
-        assert_eq!(
-            fail("RenderFailed", false).message,
-            "row 3 is not an object"
-        );
-        assert_eq!(fail("AccessDenied", true).message, "AccessDenied happened");
-        fail("SomethingNew", true);
-        fail("RowsUnavailable", true);
+    /// A failure of the rows' source.
+    fn source(code: &str, status: Option<u16>) -> PipelineError {
+        PipelineError::Source(S3Failure {
+            status,
+            ..S3Failure::new(code.into(), format!("{code} happened"))
+        })
+    }
 
+    /// What an attempt that failed comes to: it fails with a code, striking the
+    /// destination or not, or it is tried again.
+    #[derive(Debug, PartialEq)]
+    enum Then<'a> {
+        Fail(&'a str, bool),
+        Retry(&'a str),
+    }
+
+    /// Whether the attempt that failed with `e` comes to `expected`.
+    fn comes_to(e: &PipelineError, expected: &Then<'_>) -> bool {
+        let got = run(
+            DeliveryStatus::InProgress,
+            after(1),
+            0,
+            Stage::Attempted(Err(e)),
+        );
+        let got = match &got {
+            Transition::End(End::Fail { error, strike }) => Then::Fail(&error.code, *strike),
+            Transition::End(End::Retry { error, .. }) => Then::Retry(&error.code),
+            other => panic!("{e:?}: {other:?}"),
+        };
+        &got == expected
+    }
+
+    /// Every kind of failed attempt: whether it fails or retries, and whether it counts
+    /// against the destination's health (only a permanent failure of its own store does).
+    #[test]
+    fn attempt_outcomes_are_charged_to_who_caused_them() {
+        use Then::{Fail, Retry};
+        let table: Vec<(PipelineError, Then<'_>, ChargedTo)> = vec![
+            // The destination's store: permanent answers strike, the rest retry.
+            (
+                io("AccessDenied", Some(403)),
+                Fail("AccessDenied", true),
+                ChargedTo::Destination,
+            ),
+            (
+                io("NoSuchBucket", Some(404)),
+                Fail("NoSuchBucket", true),
+                ChargedTo::Destination,
+            ),
+            (
+                io("SomethingNew", Some(400)),
+                Fail("SomethingNew", true),
+                ChargedTo::Destination,
+            ),
+            (
+                io("EgressRefused", None),
+                Fail("EgressRefused", true),
+                ChargedTo::Destination,
+            ),
+            (
+                io("DefaultChainNotAllowed", None),
+                Fail("DefaultChainNotAllowed", true),
+                ChargedTo::Destination,
+            ),
+            (
+                io("SlowDown", Some(503)),
+                Retry("SlowDown"),
+                ChargedTo::Destination,
+            ),
+            (
+                io("ConnectionFailed", None),
+                Retry("ConnectionFailed"),
+                ChargedTo::Destination,
+            ),
+            (
+                io("UploadStopped", None),
+                Retry("UploadStopped"),
+                ChargedTo::Destination,
+            ),
+            // The rows' source: never a strike, whatever it answered.
+            (
+                source("RowsUnavailable", Some(404)),
+                Fail("RowsUnavailable", false),
+                ChargedTo::Rows,
+            ),
+            (
+                source("RowsUnavailable", Some(302)),
+                Fail("RowsUnavailable", false),
+                ChargedTo::Rows,
+            ),
+            (
+                source("InvalidRowsUrl", None),
+                Fail("InvalidRowsUrl", false),
+                ChargedTo::Rows,
+            ),
+            (
+                source("RowsUrlOutsideStaging", None),
+                Fail("RowsUrlOutsideStaging", false),
+                ChargedTo::Rows,
+            ),
+            // A missing or forbidden staged object: the staging store's code, the rows' fault.
+            (
+                source("NoSuchKey", Some(404)),
+                Fail("NoSuchKey", false),
+                ChargedTo::Rows,
+            ),
+            (
+                source("AccessDenied", Some(403)),
+                Fail("AccessDenied", false),
+                ChargedTo::Rows,
+            ),
+            // The rows' host refused by the egress policy is not the destination's endpoint.
+            (
+                source("EgressRefused", None),
+                Fail("EgressRefused", false),
+                ChargedTo::Rows,
+            ),
+            (
+                source("RowsUnavailable", Some(503)),
+                Retry("RowsUnavailable"),
+                ChargedTo::Rows,
+            ),
+            (
+                source("SourceReadFailed", None),
+                Retry("SourceReadFailed"),
+                ChargedTo::Rows,
+            ),
+            (
+                source("ConnectionFailed", None),
+                Retry("ConnectionFailed"),
+                ChargedTo::Rows,
+            ),
+            // A worker without a staging store: Courier's configuration.
+            (
+                source("StagingNotConfigured", None),
+                Fail("StagingNotConfigured", false),
+                ChargedTo::Courier,
+            ),
+            // Rows that cannot be rendered (bad JSON rows, a value that does not fit).
+            (
+                PipelineError::Render("rows line 3 is not a JSON object".into()),
+                Fail("RenderFailed", false),
+                ChargedTo::Rows,
+            ),
+            // The worker's own disk: transient, Courier's.
+            (
+                PipelineError::Local("No space left on device".into()),
+                Retry("LocalIoFailed"),
+                ChargedTo::Courier,
+            ),
+        ];
+        for (e, expected, charged) in &table {
+            assert!(comes_to(e, expected), "{e:?} should come to {expected:?}");
+            assert_eq!(charged_to(e), *charged, "{e:?}");
+        }
+
+        let render = PipelineError::Render("row 3 is not an object".into());
+        let Transition::End(End::Fail { error, .. }) = run(
+            DeliveryStatus::InProgress,
+            after(1),
+            0,
+            Stage::Attempted(Err(&render)),
+        ) else {
+            panic!()
+        };
+        assert_eq!(error.message, "row 3 is not an object");
         let ok = run(
             DeliveryStatus::InProgress,
             after(1),
@@ -674,6 +817,7 @@ mod tests {
             Stage::Attempted(Ok(())),
         );
         assert_eq!(ok, Transition::End(End::Delivered));
+    }
 
         // A lost key lock is no failure: the task goes back untried, a second later,
         // however many attempts it made (the retry policy is not consulted).
@@ -703,6 +847,29 @@ mod tests {
             );
             assert!(matches!(got, Transition::End(End::Retry { .. })), "{got:?}");
         }
+    /// A local disk that stays full is retried like any transient failure, and gives up
+    /// without a strike.
+    #[test]
+    fn a_full_disk_retries_then_gives_up_without_a_strike() {
+        let full = PipelineError::Local(
+            "the worker could not write the rendered file locally: No space left on device".into(),
+        );
+        let got = run(
+            DeliveryStatus::InProgress,
+            after(3),
+            12,
+            Stage::Attempted(Err(&full)),
+        );
+        let Transition::End(End::Fail { error, strike }) = got else {
+            panic!("{got:?}")
+        };
+        assert!(!strike);
+        assert_eq!(error.code, "RetriesExhausted");
+        assert_eq!(
+            error.message,
+            "gave up after 3 attempts over 12s; the last error was LocalIoFailed: the worker \
+             could not write the rendered file locally: No space left on device"
+        );
     }
 
     /// The retry delays are exact: the policy's jitter from the injected RNG.

@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::bounded::RowLimits;
-use crate::decide::{Bounds, Busy, DestinationState, End, Facts, Stage, Transition, decide};
+use crate::decide::{
+    Bounds, Busy, DestinationState, End, Facts, Stage, Transition, charged_to, decide,
+};
 use crate::pipeline::{PipelineError, Uploader};
 use crate::renew::{self, Renewal};
 use crate::retry::RetryPolicy;
@@ -262,8 +264,14 @@ impl Deliverer {
                 telemetry::rendered(spec.format, up.render);
                 telemetry::uploaded(spec.format, up.bytes, took);
             }
-            Err(PipelineError::Io(f)) => telemetry::attempt(Err(f.class())),
-            Err(PipelineError::Render(_) | PipelineError::Stopped) => {}
+            Err(PipelineError::Stopped) => {}
+            Err(e) => {
+                if !matches!(e, PipelineError::Render(_)) {
+                    telemetry::attempt(Err(e.class()));
+                }
+                let charged_to = charged_to(e).label();
+                tracing::info!(code = %e.error().code, charged_to, "attempt failed");
+            }
         }
         if let Err(PipelineError::Stopped) = &result {
             // Not an attempt: nothing of it reached the key, and nothing failed. The

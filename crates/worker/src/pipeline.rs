@@ -11,7 +11,8 @@ use courier_core::TenantId;
 use courier_core::cells::ColumnIndex;
 use courier_core::delivery::{DeliveryError, DeliveryTask, Row};
 use courier_core::destination::Destination;
-use courier_core::render::{RenderSpec, row_writer};
+use courier_core::failure::ErrorClass;
+use courier_core::render::{RenderError, RenderSpec, row_writer};
 use courier_core::rows::{ForEachError, InlineRows};
 use courier_s3::stream::{self, ObjectTarget, PartWriter, UploadError, Written};
 use courier_s3::{ClientCache, S3Failure};
@@ -55,12 +56,21 @@ pub struct Uploaded {
     pub render: Duration,
 }
 
-/// Why the pipeline failed.
+/// Why the pipeline failed, by where it failed: [`crate::decide`] charges each to who
+/// caused it.
 #[derive(Debug)]
 pub enum PipelineError {
-    /// The rows could not be read or rendered: permanent.
+    /// The rows could not be rendered (not JSON objects, a value that does not fit, a cell
+    /// too long for Excel, …): permanent, the rows' doing.
     Render(String),
-    /// The store or the source failed; classified.
+    /// The rows' source failed while being opened or read (`rowsUrl`: its server or the
+    /// staging store answered an error, the reference is not allowed, the stream broke):
+    /// classified by its code, the rows' doing whatever the code.
+    Source(S3Failure),
+    /// The worker's own disk or temporary files failed while rendering (disk full, an XLSX
+    /// sheet's spool file): transient, Courier's doing.
+    Local(String),
+    /// The destination's store failed; classified and charged by its code.
     Io(S3Failure),
     /// The caller's `stop` token fired (the delivery lost its object key's lock): the
     /// upload was aborted, or never sent, so this attempt left nothing at the key.
@@ -80,6 +90,20 @@ impl PipelineError {
                 "another delivery took the object key's lock during the upload; the upload \
                  was aborted",
             ),
+            PipelineError::Local(message) => {
+                DeliveryError::new(ErrorCode::LocalIoFailed, message.clone())
+            }
+            PipelineError::Source(f) => DeliveryError::new(f.code.clone(), f.message.clone()),
+        }
+    }
+
+    /// Transient (worth another try) or permanent.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            PipelineError::Render(_) => ErrorClass::Permanent,
+            PipelineError::Local(_) => ErrorClass::Transient,
+            PipelineError::Source(f) | PipelineError::Io(f) => f.class(),
+            PipelineError::Stopped => ErrorClass::Transient,
         }
     }
 }
@@ -115,6 +139,7 @@ impl Uploader<'_> {
             format: dest.spec.format,
             compression: dest.spec.compression,
             columns: task.columns.clone(),
+            csv: dest.spec.csv,
             parquet: dest
                 .spec
                 .parquet
@@ -150,7 +175,7 @@ impl Uploader<'_> {
                         secs: limit.as_secs(),
                     }))
                 })
-                .map_err(PipelineError::Io)?;
+                .map_err(PipelineError::Source)?;
                 Rows::Stream {
                     source: Box::new(Deadline::new(opened, deadline, limit)),
                     gzip: url.is_gzip(),
@@ -201,9 +226,16 @@ pub async fn deliver(
             return Err(PipelineError::Stopped);
         }
     };
-    let (rendered, render_took) = render
-        .await
-        .map_err(|e| PipelineError::Render(format!("rendering panicked: {e}")))?;
+    let (rendered, render_took) = match render.await {
+        Ok(done) => done,
+        Err(e) => {
+            // The renderer is gone without finishing: whatever was uploaded is not a file.
+            if let Ok(pending) | Err((_, Some(pending))) = upload {
+                stream::abort(client, target, pending).await;
+            }
+            return Err(render_panicked(e));
+        }
+    };
     match (rendered, upload) {
         (Ok(_), Ok(pending)) if stop.is_cancelled() => {
             stream::abort(client, target, pending).await;
@@ -241,19 +273,18 @@ fn render_rows(
     rows: Rows,
     mut out: PartWriter,
 ) -> Result<(Written, u64), PipelineError> {
-    let render_err = |e: courier_core::render::RenderError| PipelineError::Render(e.to_string());
     let count = match rows {
         Rows::Inline(rows) => {
             let columns = ColumnIndex::new(&spec.columns);
-            let mut w = row_writer(&spec, &mut out).map_err(render_err)?;
+            let mut w = row_writer(&spec, &mut out).map_err(render_failed)?;
             let read = rows.for_each_cells(&columns, |cells| w.write_cells(cells));
             read.map_err(|e| match e {
-                ForEachError::Stopped(e) => render_err(e),
+                ForEachError::Stopped(e) => render_failed(e),
                 ForEachError::Json(e) => {
                     PipelineError::Render(format!("the rows are not JSON objects: {e}"))
                 }
             })?;
-            w.finish().map_err(render_err)?.rows
+            w.finish().map_err(render_failed)?.rows
         }
         Rows::Stream {
             source,
@@ -285,9 +316,9 @@ fn render_rows(
                 spec.columns = row.keys().cloned().collect();
             }
             let columns = ColumnIndex::new(&spec.columns);
-            let mut w = row_writer(&spec, &mut out).map_err(render_err)?;
+            let mut w = row_writer(&spec, &mut out).map_err(render_failed)?;
             if let Some(row) = first {
-                w.write_row(&row).map_err(render_err)?;
+                w.write_row(&row).map_err(render_failed)?;
             }
             let mut cells = Vec::with_capacity(columns.len());
             while let Some((i, line)) = lines.next_line().map_err(source_err)? {
@@ -297,15 +328,55 @@ fn render_rows(
                 columns
                     .parse(line, &mut cells)
                     .map_err(|e| not_an_object(i, &e))?;
-                w.write_cells(&cells).map_err(render_err)?;
+                w.write_cells(&cells).map_err(render_failed)?;
             }
-            w.finish().map_err(render_err)?.rows
+            w.finish().map_err(render_failed)?.rows
         }
     };
     let written = out
         .finish()
         .map_err(|e| PipelineError::Io(S3Failure::new(ErrorCode::UploadStopped, e.to_string())))?;
     Ok((written, count))
+}
+
+/// A renderer's error: the worker's own I/O (the sink's or a temporary file's) is local and
+/// transient, everything else is about the rows. (A sink that failed because the upload
+/// stopped is never reported as such: the store's failure wins, see [`deliver`].)
+fn render_failed(e: RenderError) -> PipelineError {
+    match e {
+        RenderError::Io(io) => PipelineError::Local(format!(
+            "the worker could not write the rendered file locally: {io}"
+        )),
+        other => PipelineError::Render(other.to_string()),
+    }
+}
+
+/// What `rust_xlsxwriter` panics with when it cannot write a sheet's temporary file: it
+/// `expect`s those writes instead of returning their error.
+const XLSX_SPOOL_PANIC: &str = "Couldn't write to xml file";
+
+/// The renderer's thread panicked. `rust_xlsxwriter` panics when a constant-memory sheet's
+/// temporary file cannot be written (a full disk): that is local I/O, worth another try.
+/// Any other panic is a bug met while rendering these rows.
+fn render_panicked(e: tokio::task::JoinError) -> PipelineError {
+    let message = match e.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_else(|| "a panic without a message".to_owned()),
+        Err(e) => e.to_string(),
+    };
+    classify_panic(&message)
+}
+
+fn classify_panic(message: &str) -> PipelineError {
+    match message.strip_prefix(XLSX_SPOOL_PANIC) {
+        Some(detail) => PipelineError::Local(format!(
+            "the worker could not write an XLSX sheet's temporary file{detail}"
+        )),
+        None => PipelineError::Render(format!("rendering panicked: {message}")),
+    }
 }
 
 fn parse_line(i: u64, line: &str) -> Result<Row, PipelineError> {
@@ -326,13 +397,13 @@ fn exceeded(limit: &Exceeded) -> S3Failure {
 /// data (a corrupt gzip).
 fn source_err(e: std::io::Error) -> PipelineError {
     if let Some(limit) = Exceeded::of(&e) {
-        return PipelineError::Io(exceeded(limit));
+        return PipelineError::Source(exceeded(limit));
     }
     match e.kind() {
         std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput => {
             PipelineError::Render(format!("the rows could not be read: {e}"))
         }
-        _ => PipelineError::Io(S3Failure::new(
+        _ => PipelineError::Source(S3Failure::new(
             ErrorCode::SourceReadFailed,
             format!("reading the rows failed: {e}"),
         )),
@@ -341,4 +412,104 @@ fn source_err(e: std::io::Error) -> PipelineError {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+
+    use courier_core::failure::ErrorClass;
+
+    use super::*;
+
+    /// What the render thread's panic would carry: `rust_xlsxwriter` `expect`s its
+    /// temporary-file writes, so a full disk reaches us as this message.
+    fn xlsx_spool_panic() -> String {
+        let full = io::Error::from(io::ErrorKind::StorageFull);
+        format!("{XLSX_SPOOL_PANIC}: {full:?}")
+    }
+
+    #[test]
+    fn a_full_disk_while_spooling_xlsx_is_local_and_transient() {
+        let e = classify_panic(&xlsx_spool_panic());
+        let PipelineError::Local(message) = &e else {
+            panic!("{e:?}")
+        };
+        assert!(
+            message.starts_with("the worker could not write an XLSX sheet's temporary file: "),
+            "{message}"
+        );
+        assert!(message.contains("StorageFull"), "{message}");
+        assert_eq!(e.class(), ErrorClass::Transient);
+        assert_eq!(e.error().code, "LocalIoFailed");
+
+        // Any other panic is a bug met while rendering: permanent, not retried forever.
+        let e = classify_panic("index out of bounds");
+        assert!(
+            matches!(&e, PipelineError::Render(m) if m == "rendering panicked: index out of bounds")
+        );
+        assert_eq!(e.class(), ErrorClass::Permanent);
+    }
+
+    fn explode(message: String) {
+        panic!("{message}")
+    }
+
+    #[tokio::test]
+    async fn a_real_panic_of_the_render_thread_is_classified_by_its_message() {
+        let spool = xlsx_spool_panic();
+        let join = tokio::task::spawn_blocking(move || explode(spool))
+            .await
+            .unwrap_err();
+        assert!(matches!(render_panicked(join), PipelineError::Local(_)));
+        let join = tokio::task::spawn_blocking(|| explode("a bug".into()))
+            .await
+            .unwrap_err();
+        assert!(matches!(render_panicked(join), PipelineError::Render(m) if m.ends_with("a bug")));
+    }
+
+    /// A writer whose disk is full, as a temporary file on a full disk would be.
+    struct FullDisk;
+
+    impl io::Write for FullDisk {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "No space left on device",
+            ))
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Every format's writer on a failing local writer: the error is local I/O (transient,
+    /// `LocalIoFailed`), never `RenderFailed`, which would give up at once.
+    #[test]
+    fn a_failing_local_writer_is_local_io_in_every_format() {
+        let rows = vec![serde_json::from_str::<Row>(r#"{"a": "x"}"#).unwrap()];
+        for format in courier_core::Format::ALL {
+            let spec = RenderSpec {
+                format,
+                columns: vec!["a".into()],
+                ..Default::default()
+            };
+            let err = courier_core::render::render_all(&spec, &rows, FullDisk)
+                .expect_err("the disk is full");
+            let e = render_failed(err);
+            assert!(matches!(e, PipelineError::Local(_)), "{format:?}: {e:?}");
+            assert_eq!(e.class(), ErrorClass::Transient, "{format:?}");
+            let error = e.error();
+            assert_eq!(error.code, "LocalIoFailed", "{format:?}");
+            assert!(
+                error.message.contains("No space left on device"),
+                "{format:?}: {}",
+                error.message
+            );
+        }
+        // What the rows cause stays the rows' and permanent.
+        let e = render_failed(RenderError::TooManyRows { limit: 4 });
+        assert!(matches!(e, PipelineError::Render(_)));
+        assert_eq!(e.class(), ErrorClass::Permanent);
+    }
 }

@@ -6,6 +6,11 @@
 //! Excel and the `csv` crate itself, accept both). CR and LF *inside* a value are kept
 //! verbatim inside the quotes. Cell text follows [`super::cell::cell_text`].
 //!
+//! With [`CsvOptions::neutralize_formulas`] a text cell (a header cell or a JSON string)
+//! that starts with one of [`FORMULA_TRIGGERS`] is written with a `'` in front, OWASP's
+//! advice against CSV injection; numbers, booleans, objects and arrays are left alone (see
+//! [`CsvOptions`] for why).
+//!
 //! With no columns the file is empty whatever the row count: a CSV record cannot have zero
 //! fields (the `csv` crate would write `""`, a record with one empty field).
 
@@ -13,32 +18,65 @@ use std::io::Write;
 
 use ::csv::{ByteRecord, Writer, WriterBuilder};
 
+use serde_json::Value;
+
 use super::cell::cell_text;
 use super::sink::Sink;
 use super::{RenderError, RenderSummary, RowWriter};
 use crate::cells::Cells;
+use crate::format::{CsvOptions, FORMULA_TRIGGERS};
 
 pub(super) struct CsvWriter<W: Write> {
     out: Writer<Sink<W>>,
     columns: Vec<String>,
     /// Reused for every row, so a row costs no allocation beyond non-string cells' text.
     record: ByteRecord,
+    /// [`CsvOptions::neutralize_formulas`].
+    neutralize: bool,
     rows: u64,
 }
 
 impl<W: Write> CsvWriter<W> {
     /// Writes the header row now (into the writer's buffer).
-    pub(super) fn new(columns: Vec<String>, sink: Sink<W>) -> Result<Self, RenderError> {
+    pub(super) fn new(
+        columns: Vec<String>,
+        options: CsvOptions,
+        sink: Sink<W>,
+    ) -> Result<Self, RenderError> {
         let mut out = WriterBuilder::new().from_writer(sink);
+        let neutralize = options.neutralize_formulas;
         if !columns.is_empty() {
-            out.write_record(&columns)?;
+            let mut header = ByteRecord::new();
+            for name in &columns {
+                push_text(&mut header, name, neutralize);
+            }
+            out.write_byte_record(&header)?;
         }
         Ok(Self {
             out,
             columns,
             record: ByteRecord::new(),
+            neutralize,
             rows: 0,
         })
+    }
+}
+
+/// Whether a spreadsheet would read `text` as a formula.
+fn is_formula_like(text: &str) -> bool {
+    text.starts_with(FORMULA_TRIGGERS)
+}
+
+/// Appends the text cell `text`, with a `'` in front when `neutralize` and it looks like
+/// a formula.
+fn push_text(record: &mut ByteRecord, text: &str, neutralize: bool) {
+    if neutralize && is_formula_like(text) {
+        let mut field = Vec::with_capacity(text.len() + 1);
+        field.push(b'\'');
+        field.extend_from_slice(text.as_bytes());
+        record.push_field(&field);
+    } else {
+        record.push_field(text.as_bytes());
     }
 }
 
@@ -52,7 +90,12 @@ impl<W: Write + Send> RowWriter for CsvWriter<W> {
         if !self.columns.is_empty() {
             self.record.clear();
             for cell in cells {
-                self.record.push_field(cell_text(cell.as_ref()).as_bytes());
+                match cell {
+                    // Only text can be a formula: a JSON number, boolean, object or array
+                    // cannot (see `CsvOptions`).
+                    Some(Value::String(s)) => push_text(&mut self.record, s, self.neutralize),
+                    other => self.record.push_field(cell_text(other.as_ref()).as_bytes()),
+                }
             }
             self.out.write_byte_record(&self.record)?;
         }
@@ -79,6 +122,7 @@ mod tests {
     };
     use super::super::{RenderSpec, render_all};
     use crate::delivery::Row;
+    use crate::format::CsvOptions;
     use crate::{Compression, Format};
 
     fn render(columns: &[String], rows: &[Row], compression: Compression) -> Vec<u8> {
@@ -227,5 +271,76 @@ mod tests {
         assert_eq!(gunzip(&gz), plain);
         // Without the 8-byte footer (CRC32 + length) the stream does not decode.
         assert!(try_gunzip(&gz[..gz.len() - 8]).is_err());
+    }
+
+    fn render_neutralized(columns: &[String], rows: &[Row], compression: Compression) -> Vec<u8> {
+        let spec = RenderSpec {
+            format: Format::Csv,
+            compression,
+            columns: columns.to_vec(),
+            csv: CsvOptions {
+                neutralize_formulas: true,
+            },
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        render_all(&spec, rows, &mut out).unwrap();
+        match compression {
+            Compression::None => out,
+            Compression::Gzip => gunzip(&out),
+        }
+    }
+
+    #[test]
+    fn neutralized_formulas_read_back_with_a_leading_quote() {
+        let columns = strings(&["=cmd", "text", "n", "other"]);
+        let rows = [
+            row(
+                json!({"=cmd": "=HYPERLINK(\"http://evil\",\"x\")", "text": "+1+2", "n": -3, "other": "@SUM(A1)"}),
+            ),
+            row(
+                json!({"=cmd": "-2+3+cmd|' /C calc'!A0", "text": "\tTAB", "n": -1.5e-7, "other": "\rCR"}),
+            ),
+            row(json!({"=cmd": "safe = text", "text": "'quoted", "n": 42, "other": "-3"})),
+            row(json!({"=cmd": true, "text": {"=k": "=v"}, "n": ["=x"], "other": null})),
+            row(json!({"=cmd": "", "text": " =leading space", "n": "", "other": "a,=b"})),
+        ];
+        for compression in [Compression::None, Compression::Gzip] {
+            let bytes = render_neutralized(&columns, &rows, compression);
+            assert_eq!(
+                parse(&bytes),
+                vec![
+                    strings(&["'=cmd", "text", "n", "other"]),
+                    strings(&[
+                        "'=HYPERLINK(\"http://evil\",\"x\")",
+                        "'+1+2",
+                        "-3",
+                        "'@SUM(A1)"
+                    ]),
+                    strings(&["'-2+3+cmd|' /C calc'!A0", "'\tTAB", "-1.5e-7", "'\rCR"]),
+                    strings(&["safe = text", "'quoted", "42", "'-3"]),
+                    strings(&["true", r#"{"=k":"=v"}"#, r#"["=x"]"#, ""]),
+                    strings(&["", " =leading space", "", "a,=b"]),
+                ],
+                "{compression:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn formulas_are_kept_verbatim_by_default() {
+        let columns = strings(&["=a", "b"]);
+        let rows = [row(json!({"=a": "=1+1", "b": "-3"}))];
+        let bytes = render(&columns, &rows, Compression::None);
+        assert_eq!(
+            parse(&bytes),
+            vec![columns.clone(), strings(&["=1+1", "-3"])]
+        );
+        assert_eq!(
+            CsvOptions::default(),
+            CsvOptions {
+                neutralize_formulas: false
+            }
+        );
     }
 }

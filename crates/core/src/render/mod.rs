@@ -46,7 +46,7 @@ use std::io::Write;
 
 use crate::cells::Cells;
 use crate::delivery::Row;
-use crate::format::ParquetOptions;
+use crate::format::{CsvOptions, ParquetOptions};
 use crate::{Compression, Format};
 
 pub use self::cell::MAX_EXACT_INTEGER;
@@ -62,6 +62,8 @@ pub struct RenderSpec {
     pub compression: Compression,
     /// The columns of every row, in order; also the CSV/XLSX header.
     pub columns: Vec<String>,
+    /// Formula neutralising; other formats ignore it.
+    pub csv: CsvOptions,
     /// Parquet's codec and declared column types; other formats ignore them.
     pub parquet: ParquetOptions,
 }
@@ -71,8 +73,9 @@ pub struct RenderSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
     /// The sink (or a temporary file) failed. I/O failures reported through the `csv`,
-    /// `serde_json` and `rust_xlsxwriter` crates are unwrapped into this variant, so a
-    /// failing sink reads the same whatever the format.
+    /// `serde_json` and `rust_xlsxwriter` crates (its temporary files and its zip writer
+    /// included) are unwrapped into this variant, so a failing sink or disk reads the same
+    /// whatever the format.
     #[error("I/O error while writing the rendered file: {0}")]
     Io(#[from] std::io::Error),
     #[error("CSV error: {0}")]
@@ -156,8 +159,16 @@ impl From<serde_json::Error> for RenderError {
 
 impl From<rust_xlsxwriter::XlsxError> for RenderError {
     fn from(e: rust_xlsxwriter::XlsxError) -> Self {
+        use rust_xlsxwriter::XlsxError;
         match e {
-            rust_xlsxwriter::XlsxError::IoError(io) => RenderError::Io(io),
+            XlsxError::IoError(io) => RenderError::Io(io),
+            // Zipping the workbook reads the sheets' temporary files and writes the sink.
+            XlsxError::ZipError(zip) => RenderError::Io(zip.into()),
+            // A sheet's temporary file could not be made (no space, no temp directory).
+            XlsxError::TempFileError(dir, io) => RenderError::Io(std::io::Error::new(
+                io.kind(),
+                format!("temporary file in {}: {io}", dir.display()),
+            )),
             other => RenderError::Xlsx(other),
         }
     }
@@ -204,7 +215,7 @@ pub fn row_writer<'a, W: Write + Send + 'a>(
     let sink = Sink::new(out, spec.compression);
     let columns = spec.columns.clone();
     Ok(match spec.format {
-        Format::Csv => Box::new(csv::CsvWriter::new(columns, sink)?),
+        Format::Csv => Box::new(csv::CsvWriter::new(columns, spec.csv, sink)?),
         Format::Json => Box::new(json::JsonWriter::new(json::Layout::Array, columns, sink)?),
         Format::Ndjson => Box::new(json::JsonWriter::new(json::Layout::Lines, columns, sink)?),
         Format::Xlsx => Box::new(xlsx::XlsxWriter::new(columns, sink)?),
@@ -445,6 +456,22 @@ mod tests {
         assert!(matches!(RenderError::from(json_err), RenderError::Json(_)));
         let xlsx_err = rust_xlsxwriter::XlsxError::MaxStringLengthExceeded;
         assert!(matches!(RenderError::from(xlsx_err), RenderError::Xlsx(_)));
+    }
+
+    #[test]
+    fn xlsx_temp_file_and_zip_failures_are_io_errors() {
+        use rust_xlsxwriter::XlsxError;
+        let full = || std::io::Error::new(std::io::ErrorKind::StorageFull, "no space");
+        let temp = RenderError::from(XlsxError::TempFileError("/tmp".into(), full()));
+        match &temp {
+            RenderError::Io(io) => {
+                assert_eq!(io.kind(), std::io::ErrorKind::StorageFull);
+                assert!(io.to_string().contains("temporary file in /tmp"), "{io}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let io = RenderError::from(XlsxError::IoError(full()));
+        assert!(matches!(&io, RenderError::Io(e) if e.kind() == std::io::ErrorKind::StorageFull));
     }
 
     #[test]

@@ -463,6 +463,7 @@ mod tests {
             compression: Compression::None,
             columns: names(columns),
             parquet: options.clone(),
+            ..Default::default()
         };
         let mut out = Vec::new();
         render_all(&spec, rows, &mut out)?;
@@ -819,7 +820,7 @@ mod tests {
             format: crate::Format::Parquet,
             compression: Compression::Gzip,
             columns: names(&["a"]),
-            parquet: ParquetOptions::default(),
+            ..Default::default()
         };
         let err = row_writer(&spec, Vec::new()).err().expect("refused");
         assert!(matches!(err, RenderError::Unsupported(_)), "{err:?}");

@@ -1,6 +1,6 @@
 //! A destination on the wire: the request body of create, update and the unsaved connection
-//! test ([`DestinationRequest`], validated into core's [`DestinationSpec`]; its `parquet`
-//! settings only with format `PARQUET`), and the destination as the API shows it
+//! test ([`DestinationRequest`], validated into core's [`DestinationSpec`]; its `csv`
+//! settings only with format `CSV`, its `parquet` settings only with `PARQUET`), and the destination as the API shows it
 //! ([`DestinationView`]: no secret, the key id masked).
 
 use std::collections::BTreeMap;
@@ -11,7 +11,7 @@ use courier_core::destination::{
     EndpointUrl, ExternalId, PathPrefix, Region, RoleArn, RoleCredentials, S3Settings, Secret,
     StaticCredentials, WriteOptions, mask_access_key_id,
 };
-use courier_core::format::{ParquetOptions, check_column_types};
+use courier_core::format::{CsvOptions, ParquetOptions, check_column_types};
 use courier_core::write_options::{
     AccountId, CannedAcl, KmsKeyId, ObjectTags, ServerSideEncryption, StorageClass,
 };
@@ -107,11 +107,44 @@ pub struct DestinationRequest {
     /// (see `parquet.compression`).
     #[serde(default)]
     pub compression: Compression,
+    /// Only with `format: CSV`: spreadsheet safety (`neutralizeFormulas`).
+    #[serde(default)]
+    pub csv: Option<CsvRequest>,
     /// Only with `format: PARQUET`: the codec inside the file and declared column types.
     #[serde(default)]
     pub parquet: Option<ParquetRequest>,
     #[serde(default)]
     pub status: DestinationStatus,
+}
+
+/// The `csv` object of a destination request.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CsvRequest {
+    /// Spreadsheet safety against CSV injection (OWASP): a text cell (or column name)
+    /// starting with `=`, `+`, `-`, `@`, a tab or a carriage return gets a `'` in front, so
+    /// a spreadsheet shows it as text instead of running it as a formula. Numbers are never
+    /// changed (`-3` stays a number), but the text `"-3"` becomes `'-3`. Default `false`:
+    /// every cell is exactly the value sent.
+    #[serde(default)]
+    pub neutralize_formulas: bool,
+}
+
+/// Checks the CSV settings against the format: `csv` is refused for the other formats.
+fn validate_csv(
+    format: CoreFormat,
+    csv: Option<CsvRequest>,
+    errors: &mut ValidationErrors,
+) -> CsvOptions {
+    let Some(csv) = csv else {
+        return CsvOptions::default();
+    };
+    if format != CoreFormat::Csv {
+        errors.push("csv", "is only for destinations with format CSV");
+    }
+    CsvOptions {
+        neutralize_formulas: csv.neutralize_formulas,
+    }
 }
 
 /// The `parquet` object of a destination request.
@@ -356,6 +389,7 @@ impl DestinationRequest {
         let write = validate_write_options(&mut self.s3, &mut errors);
         let format = self.format.into();
         let compression = self.compression.into();
+        let csv = validate_csv(format, self.csv, &mut errors);
         let parquet = validate_parquet(format, compression, self.parquet, &mut errors);
         match (bucket, region, endpoint_url, path_prefix, credentials) {
             (
@@ -376,6 +410,7 @@ impl DestinationRequest {
                 },
                 format,
                 compression,
+                csv,
                 parquet,
                 status: self.status.into(),
             }),
@@ -398,6 +433,9 @@ pub struct DestinationView {
     s3: S3View,
     format: Format,
     compression: Compression,
+    /// With format `CSV` only: spreadsheet safety.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    csv: Option<CsvView>,
     /// With format `PARQUET` only: the codec inside the file and declared column types.
     #[serde(skip_serializing_if = "Option::is_none")]
     parquet: Option<ParquetView>,
@@ -406,6 +444,23 @@ pub struct DestinationView {
     health: HealthView,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+}
+
+/// A CSV destination's settings.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CsvView {
+    /// Whether text cells starting with `=`, `+`, `-`, `@`, a tab or a carriage return get
+    /// a `'` in front (see the request's `csv.neutralizeFormulas`).
+    neutralize_formulas: bool,
+}
+
+impl From<CsvOptions> for CsvView {
+    fn from(c: CsvOptions) -> Self {
+        Self {
+            neutralize_formulas: c.neutralize_formulas,
+        }
+    }
 }
 
 /// A Parquet destination's settings.
@@ -431,11 +486,12 @@ impl From<&ParquetOptions> for ParquetView {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthView {
-    /// `HEALTHY`, or `FAILING` after several permanent failures in a row: its deliveries are
-    /// held (not failed) until the destination is updated or its connection test passes.
+    /// `HEALTHY`, or `FAILING` after several permanent failures of its store in a row
+    /// (failures of a delivery's rows never count): its deliveries are held (not failed)
+    /// until the destination is updated or its connection test passes.
     #[schema(example = "HEALTHY")]
     state: &'static str,
-    /// Permanent failures in a row since the last successful delivery.
+    /// Permanent failures of its store in a row since the last successful delivery.
     consecutive_failures: u32,
     /// Since when it is failing.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -535,6 +591,7 @@ impl DestinationView {
             },
             format: d.spec.format.into(),
             compression: d.spec.compression.into(),
+            csv: (d.spec.format == CoreFormat::Csv).then(|| d.spec.csv.into()),
             parquet: (d.spec.format == CoreFormat::Parquet).then(|| (&d.spec.parquet).into()),
             status: d.spec.status.into(),
             health: health.into(),
@@ -811,6 +868,49 @@ mod tests {
         body["parquet"] = serde_json::json!({"columnTypes": {"a": "DECIMAL"}});
         assert!(serde_json::from_value::<DestinationRequest>(body.clone()).is_err());
         body["parquet"] = serde_json::json!({"codec": "ZSTD"});
+        assert!(serde_json::from_value::<DestinationRequest>(body).is_err());
+    }
+
+    #[test]
+    fn csv_settings_go_with_format_csv_only() {
+        let spec = request(valid()).validate().unwrap();
+        assert_eq!(spec.csv, CsvOptions::default(), "off unless asked for");
+        assert!(!spec.csv.neutralize_formulas);
+
+        let mut body = valid();
+        body["csv"] = serde_json::json!({"neutralizeFormulas": true});
+        let spec = request(body.clone()).validate().unwrap();
+        assert!(spec.csv.neutralize_formulas);
+        body["csv"] = serde_json::json!({});
+        assert!(
+            !request(body.clone())
+                .validate()
+                .unwrap()
+                .csv
+                .neutralize_formulas
+        );
+
+        // On another format it would mean nothing: refused, naming the field.
+        body["csv"] = serde_json::json!({"neutralizeFormulas": true});
+        body["format"] = "XLSX".into();
+        let errs = request(body.clone()).validate().unwrap_err();
+        assert_eq!(errs.0.len(), 1);
+        assert_eq!(errs.0[0].field, "csv");
+        assert!(
+            errs.0[0]
+                .message
+                .contains("only for destinations with format CSV")
+        );
+
+        body["format"] = "CSV".into();
+        body["csv"] = serde_json::json!({"neutraliseFormulas": true});
+        let err = serde_json::from_value::<DestinationRequest>(body.clone()).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("unknown field `neutraliseFormulas`"),
+            "{err}"
+        );
+        body["csv"] = serde_json::json!({"neutralizeFormulas": "yes"});
         assert!(serde_json::from_value::<DestinationRequest>(body).is_err());
     }
 

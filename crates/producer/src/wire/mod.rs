@@ -23,7 +23,8 @@ pub mod record;
 pub mod tenant;
 
 pub use destination::{
-    DestinationPage, DestinationRequest, DestinationView, ParquetRequest, ParquetView, S3Request,
+    CsvRequest, CsvView, DestinationPage, DestinationRequest, DestinationView, ParquetRequest,
+    ParquetView, S3Request,
 };
 pub use enums::{
     ColumnType, Compression, CredentialsMode, DeliveryStatus, DestinationStatus, DestinationType,

@@ -33,9 +33,44 @@ pub(crate) fn spec(name: &str, status: DestinationStatus) -> DestinationSpec {
         },
         format: Format::Csv,
         compression: Compression::Gzip,
+        csv: Default::default(),
         parquet: Default::default(),
         status,
     }
+}
+
+#[tokio::test]
+async fn csv_settings_round_trip_and_default_to_off_when_absent() {
+    use courier_core::format::CsvOptions;
+    let ns = ns().await;
+    let mut c = ns.conn.clone();
+    let store = DestinationStore::new(ns.conn.clone(), ns.keys.clone(), Some(cipher()));
+    let acme = tenant("acme");
+    let mut safe = spec("safe", DestinationStatus::Active);
+    safe.csv = CsvOptions {
+        neutralize_formulas: true,
+    };
+    let d = store.create(&acme, safe.clone()).await.unwrap();
+    let raw: String = c.get(ns.keys.destination(&d.id)).await.unwrap();
+    let stored: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert_eq!(
+        stored["csv"],
+        serde_json::json!({"neutralizeFormulas": true})
+    );
+    assert_eq!(store.get(&acme, &d.id).await.unwrap().unwrap().spec, safe);
+
+    // Off is not written at all, so a destination saved before CSV had settings (no `csv`
+    // field) is the same thing, and reads back with the option off.
+    let old = store
+        .create(&acme, spec("old", DestinationStatus::Active))
+        .await
+        .unwrap();
+    let raw: String = c.get(ns.keys.destination(&old.id)).await.unwrap();
+    let stored: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    assert!(stored.get("csv").is_none(), "{raw}");
+    let read = store.get(&acme, &old.id).await.unwrap().unwrap();
+    assert_eq!(read.spec.csv, CsvOptions::default());
+    assert!(!read.spec.csv.neutralize_formulas);
 }
 
 #[tokio::test]
