@@ -416,3 +416,103 @@ async fn another_tenants_staged_rows_are_refused_by_the_api_and_by_the_worker() 
         "the delivered object holds acme's rows only"
     );
 }
+
+/// A `POST` with the tenant's token, its status, `Retry-After` and JSON body.
+async fn post_raw(
+    stack: &Stack,
+    token: &str,
+    path: &str,
+    body: &Value,
+) -> (u16, Option<u64>, Value) {
+    let resp = stack
+        .http
+        .post(format!("{}{path}", stack.api_url))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .expect("the api answers");
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    (
+        status,
+        retry_after,
+        resp.json().await.unwrap_or(Value::Null),
+    )
+}
+
+/// One tenant cannot crowd out the others: past its quotas (destinations, deliveries
+/// waiting) and its rate of connection tests, the real API process answers 429 with
+/// `Retry-After` and the limit's name, and saves nothing; another tenant is not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_and_rate_limits_answer_429_and_save_nothing() {
+    let stack = Stack::start_with(
+        0,
+        courier_test_support::RedisServer::start().expect("redis starts"),
+        vec![
+            ("COURIER_MAX_DESTINATIONS_PER_TENANT".into(), "1".into()),
+            ("COURIER_MAX_WAITING_PER_TENANT".into(), "2".into()),
+            ("COURIER_CONNECTION_TESTS_PER_MINUTE".into(), "1".into()),
+        ],
+    )
+    .await;
+    let body = stack.destination_body("CSV", "NONE", "quota/");
+    let dest = stack.create_destination(&body).await;
+
+    // A second destination is refused, and not saved.
+    let (status, retry_after, err) = post_raw(
+        &stack,
+        common::TOKEN,
+        "/api/v1/delivery-destinations",
+        &body,
+    )
+    .await;
+    assert_eq!(status, 429, "{err}");
+    assert!(retry_after.is_some_and(|s| s >= 1), "{retry_after:?}");
+    assert_eq!(err["error"]["code"], "QUOTA_EXCEEDED", "{err}");
+    assert_eq!(err["error"]["limit"], "destinationsPerTenant", "{err}");
+    let (_, list) = stack.get("/api/v1/delivery-destinations").await;
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+
+    // No worker runs, so deliveries wait: two are taken, the third is refused and not saved.
+    stack.enqueue(&dest, "job-q-1", "INV-Q-1").await;
+    stack.enqueue(&dest, "job-q-2", "INV-Q-2").await;
+    let job = json!({
+        "destinationId": dest, "jobId": "job-q-3", "partnerInventoryId": "INV-Q-3",
+        "completedAt": "2026-06-07T10:00:00Z", "rows": [{"hotel": "A"}]
+    });
+    let (status, retry_after, err) =
+        post_raw(&stack, common::TOKEN, "/api/v1/deliveries", &job).await;
+    assert_eq!(status, 429, "{err}");
+    assert!(retry_after.is_some_and(|s| s >= 1), "{retry_after:?}");
+    assert_eq!(err["error"]["limit"], "waitingDeliveriesPerTenant", "{err}");
+    let (_, page) = stack.get("/api/v1/deliveries?jobId=job-q-3").await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(0), "{page}");
+
+    // One connection test a minute: the second is rate-limited.
+    let test = format!("/api/v1/delivery-destinations/{dest}/test");
+    let (status, _, report) = post_raw(&stack, common::TOKEN, &test, &json!({})).await;
+    assert_eq!(status, 200, "{report}");
+    let (status, retry_after, err) = post_raw(&stack, common::TOKEN, &test, &json!({})).await;
+    assert_eq!(status, 429, "{err}");
+    assert!(
+        retry_after.is_some_and(|s| (1..=60).contains(&s)),
+        "{retry_after:?}"
+    );
+    assert_eq!(err["error"]["code"], "RATE_LIMITED", "{err}");
+    assert_eq!(err["error"]["limit"], "connectionTestsPerMinute", "{err}");
+
+    // Another tenant has its own quotas.
+    let (status, _, created) = post_raw(
+        &stack,
+        common::OTHER_TOKEN,
+        "/api/v1/delivery-destinations",
+        &body,
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+}

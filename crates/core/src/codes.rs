@@ -274,11 +274,17 @@ impl ErrorCode {
             | Self::RequestConstructionFailed
             | Self::Unknown
             | Self::UploadStopped
+            | Self::AssumeRoleFailed
+            | Self::RoleAssumableWithoutExternalId
             | Self::Other(_) => Destination,
             Self::InvalidRowsUrl
             | Self::RowsUrlOutsideStaging
             | Self::RowsUnavailable
             | Self::SourceReadFailed
+            | Self::RowsOutsideTenant
+            | Self::RowTooLong
+            | Self::RowsTooLarge
+            | Self::RowsFetchTimeout
             | Self::RenderFailed => Rows,
             Self::StagingNotConfigured
             | Self::SpoolReadFailed
@@ -287,6 +293,11 @@ impl ErrorCode {
             | Self::RetriesExhausted
             | Self::DestinationNotFound
             | Self::UndecodableTask
+            | Self::StorageFailed
+            | Self::StorageRetriesExhausted
+            | Self::KeyLockLost
+            | Self::HeldTooLong
+            | Self::DeliveryExpired
             | Self::Superseded => Courier,
         }
     }

@@ -543,7 +543,7 @@ fn a_csv_destination_shows_its_csv_settings_as_documented() {
         }
         let spec = serde_json::from_value::<DestinationRequest>(body)
             .unwrap()
-            .validate()
+            .validate(&external_id())
             .unwrap();
         let dest = Destination {
             id: DestinationId::generate(),
@@ -552,7 +552,12 @@ fn a_csv_destination_shows_its_csv_settings_as_documented() {
             created_at: Utc::now(),
             updated_at: Utc::now(),
         };
-        let view = serde_json::to_value(DestinationView::new(&dest, Default::default())).unwrap();
+        let view = serde_json::to_value(DestinationView::new(
+            &dest,
+            Default::default(),
+            &external_id(),
+        ))
+        .unwrap();
         assert_eq!(view["csv"], shown);
         assert_eq!(keys(&view["csv"]), properties(&doc, "CsvView"));
         assert!(view.get("parquet").is_none(), "{view}");
@@ -764,7 +769,7 @@ async fn the_document_is_served_and_real_responses_match_it() {
             }
         }
     }
-    assert_eq!(operations, 11, "the API has 11 operations");
+    assert_eq!(operations, 12, "the API has 12 operations");
 
     // Real responses match their documented schemas.
     let body = stack.destination_body("CSV", "NONE", "x/");

@@ -67,6 +67,15 @@ pub struct Deliverer {
     pub bounds: Bounds,
 }
 
+/// What a delivery's attempt shares with the code that holds its claims: the token that
+/// stops the upload when the object key's lock is lost, and what the attempt said about its
+/// destination's load (given back with the upload slot).
+#[derive(Debug)]
+struct AttemptWatch {
+    lost: CancellationToken,
+    signal: std::sync::Mutex<Signal>,
+}
+
 /// What became of one task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handled {
@@ -189,11 +198,14 @@ impl Deliverer {
         let lost = CancellationToken::new();
         let (keys, slots, dest_id, key_ref, id_ref) =
             (&self.keys, &self.slots, &dest.id, key.as_str(), &id);
-        let mut signal = Signal::Neutral;
+        let watch = AttemptWatch {
+            lost,
+            signal: std::sync::Mutex::new(Signal::Neutral),
+        };
         let result = renew::while_running(
-            self.deliver_locked(&dest, &key, task, payload, &mut record, &mut signal, &lost),
+            self.deliver_locked(&dest, &key, task, payload, &mut record, &watch),
             every,
-            &lost,
+            &watch.lost,
             move || async move {
                 if !keys.lock(dest_id, key_ref, id_ref, KEY_LOCK_TTL).await? {
                     tracing::warn!(
@@ -207,13 +219,14 @@ impl Deliverer {
             },
         )
         .await;
+        let signal = *watch.signal.lock().unwrap_or_else(|e| e.into_inner());
         self.slots.give_back(&dest.id, &id, signal).await?;
         self.keys.unlock(&dest.id, &key, &record.id).await?;
         result
     }
 
     /// The part of a delivery that runs while it holds its object key and upload slot;
-    /// `lost` fires if it stops holding the key.
+    /// `watch.lost` fires if it stops holding the key.
     async fn deliver_locked(
         &self,
         dest: &Destination,
@@ -221,8 +234,7 @@ impl Deliverer {
         mut task: DeliveryTask,
         payload: &[u8],
         record: &mut DeliveryRecord,
-        signal: &mut Signal,
-        lost: &CancellationToken,
+        watch: &AttemptWatch,
     ) -> Result<Handled, StoreError> {
         let spec = &dest.spec;
         let marker = self.keys.marker(&dest.id, key).await?;
@@ -255,9 +267,10 @@ impl Deliverer {
             default_chain_tenants: &self.default_chain_tenants,
             limits: self.row_limits,
         };
-        let result = uploader.upload(dest, key, &task, lost).await;
+        let result = uploader.upload(dest, key, &task, &watch.lost).await;
         let took = t0.elapsed();
-        *signal = slot_gate::signal_of(&result, took, self.part_size);
+        *watch.signal.lock().unwrap_or_else(|e| e.into_inner()) =
+            slot_gate::signal_of(&result, took, self.part_size);
         match &result {
             Ok(up) => {
                 telemetry::attempt(Ok(()));

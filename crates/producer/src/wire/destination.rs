@@ -873,18 +873,18 @@ mod tests {
 
     #[test]
     fn csv_settings_go_with_format_csv_only() {
-        let spec = request(valid()).validate().unwrap();
+        let spec = request(valid()).validate(&eid()).unwrap();
         assert_eq!(spec.csv, CsvOptions::default(), "off unless asked for");
         assert!(!spec.csv.neutralize_formulas);
 
         let mut body = valid();
         body["csv"] = serde_json::json!({"neutralizeFormulas": true});
-        let spec = request(body.clone()).validate().unwrap();
+        let spec = request(body.clone()).validate(&eid()).unwrap();
         assert!(spec.csv.neutralize_formulas);
         body["csv"] = serde_json::json!({});
         assert!(
             !request(body.clone())
-                .validate()
+                .validate(&eid())
                 .unwrap()
                 .csv
                 .neutralize_formulas
@@ -893,7 +893,7 @@ mod tests {
         // On another format it would mean nothing: refused, naming the field.
         body["csv"] = serde_json::json!({"neutralizeFormulas": true});
         body["format"] = "XLSX".into();
-        let errs = request(body.clone()).validate().unwrap_err();
+        let errs = request(body.clone()).validate(&eid()).unwrap_err();
         assert_eq!(errs.0.len(), 1);
         assert_eq!(errs.0[0].field, "csv");
         assert!(
