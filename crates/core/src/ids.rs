@@ -91,17 +91,20 @@ prefixed_id!(
 pub struct TenantId(String);
 
 impl TenantId {
-    /// Tenant names appear in Redis keys, so they are limited to a safe alphabet.
+    /// Tenant names appear in Redis keys and as the first segment of staged rows' keys
+    /// (`{tenant}/…`), so they are limited to a safe alphabet and start with a letter or a
+    /// digit: never `.`, `..` or anything else a path could read as special.
     pub fn parse(s: &str) -> Result<Self, String> {
-        let ok = !s.is_empty()
-            && s.len() <= 64
+        let ok = s.len() <= 64
+            && s.as_bytes().first().is_some_and(u8::is_ascii_alphanumeric)
             && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
         if ok {
             Ok(Self(s.to_owned()))
         } else {
             Err(format!(
-                "tenant `{s}` must be 1 to 64 characters of letters, digits, `-`, `_` or `.`"
+                "tenant `{s}` must be 1 to 64 characters of letters, digits, `-`, `_` or `.`, \
+                 starting with a letter or a digit"
             ))
         }
     }
@@ -142,5 +145,9 @@ mod tests {
         assert!(TenantId::parse("").is_err());
         assert!(TenantId::parse("a:b").is_err());
         assert!(TenantId::parse(&"x".repeat(65)).is_err());
+        assert!(TenantId::parse("acme.eu").is_ok());
+        for special in [".", "..", ".acme", "-acme", "_acme"] {
+            assert!(TenantId::parse(special).is_err(), "{special}");
+        }
     }
 }

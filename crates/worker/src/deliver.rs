@@ -1,8 +1,9 @@
 //! One delivery, start to finish: the shell around [`crate::decide`]. It decodes the
 //! task, reads what each stage of the decision needs (the record, the destination and its
 //! health, the claims on the key and an upload slot, the key's marker, the attempt's
-//! outcome) and carries out the transition: records, queue, held and dead letters,
-//! destination health, key guard, and the [`Uploader`] that renders and uploads.
+//! outcome) and carries out the transition through the small interfaces of
+//! [`crate::ports`]: records, destinations and health, queue, held and dead letters, key
+//! guard, upload slots, and the uploader that renders and uploads.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,55 +15,32 @@ use courier_core::delivery::{
 use courier_core::destination::Destination;
 use courier_core::key::object_key;
 use courier_core::{DestinationId, ErrorCode};
-use courier_s3::ClientCache;
-use courier_store::{
-    DeadLetter, DeadLetters, DeliveryQueue, DestinationStore, HealthStore, HeldDeliveries,
-    KeyGuard, RecordStore, Signal, StoreError,
-};
+use courier_store::{DeadLetter, Signal, StoreError};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::bounded::RowLimits;
 use crate::decide::{
     Bounds, Busy, DestinationState, End, Facts, Stage, Transition, charged_to, decide,
 };
-use crate::pipeline::{PipelineError, Uploader};
+use crate::pipeline::PipelineError;
+use crate::ports::{RedisStores, S3Upload, Stores, Upload};
 use crate::renew::{self, Renewal};
 use crate::retry::RetryPolicy;
-use crate::slot_gate::{self, SlotGate};
-use crate::source::{HttpRows, Staging};
+use crate::slot_gate;
 use crate::telemetry::{self, InFlight, Outcome};
 
-/// Everything a worker needs to deliver; shared by all of its tasks.
+/// Everything a worker needs to deliver; shared by all of its tasks. `S` and `U` are the
+/// store side and the uploader ([`crate::ports`]): Redis and S3 in a worker, in memory in
+/// the shell's unit tests.
 #[derive(Debug, Clone)]
-pub struct Deliverer {
-    pub destinations: DestinationStore,
-    pub records: RecordStore,
-    pub queue: DeliveryQueue,
-    pub held: HeldDeliveries,
-    pub dead: DeadLetters,
-    pub health: HealthStore,
-    pub keys: KeyGuard,
+pub struct Deliverer<S = RedisStores, U = S3Upload> {
+    pub stores: S,
+    pub uploader: U,
     pub worker_name: String,
-    /// S3 clients per destination, kept between deliveries.
-    pub clients: Arc<ClientCache>,
     pub retry: RetryPolicy,
     /// Permanent failures in a row after which a destination is marked failing.
     pub failing_threshold: u32,
-    /// The fleet-wide, adaptive limit on concurrent uploads per destination.
-    pub slots: Arc<SlotGate>,
-    /// Where `s3://` row references are read from.
-    pub staging: Staging,
-    /// For `http(s)://` row references.
-    pub http: HttpRows,
-    /// `COURIER_DEFAULT_CHAIN_TENANTS`: the tenants whose destinations may use the fleet's
-    /// own AWS identity (`DEFAULT_CHAIN`); empty: none.
-    pub default_chain_tenants: Vec<courier_core::TenantId>,
-    /// Bytes per multipart part (at least 5 MiB); smaller results go as one PutObject.
-    pub part_size: usize,
-    /// Bounds on rows by reference: line length, total size, fetch time.
-    pub row_limits: RowLimits,
     /// How long a delivery may be held, and after how long it is too old to upload.
     pub bounds: Bounds,
 }
@@ -97,7 +75,7 @@ pub enum Handled {
 /// renews it (see [`renew`]), so this only bounds how long a dead worker's lock blocks.
 const KEY_LOCK_TTL: Duration = Duration::from_secs(15 * 60);
 
-impl Deliverer {
+impl<S: Stores, U: Upload> Deliverer<S, U> {
     /// Handles one task payload, decoded here and only here. A failure of Courier's own
     /// storage is retried by Courier's policy ([`crate::storage`]); an `Err` means not even
     /// that could be written and the task should be handed back to the queue. Every other
@@ -128,8 +106,8 @@ impl Deliverer {
         telemetry::poison();
         let id = format!("poison_{}", ulid::Ulid::new());
         tracing::error!(dead_letter = %id, error, "task payload is not a delivery task; dead-lettered");
-        self.dead
-            .add(&DeadLetter {
+        self.stores
+            .dead_letter(&DeadLetter {
                 id,
                 destination_id: None,
                 code: ErrorCode::UndecodableTask.to_string(),
@@ -143,21 +121,23 @@ impl Deliverer {
 
     /// Runs the task through the stages of [`decide`], carrying out each transition.
     async fn deliver(&self, task: DeliveryTask, payload: &[u8]) -> Result<Handled, StoreError> {
-        let mut record = match self.records.get_any(&task.delivery_id).await? {
+        let mut record = match self.stores.record(&task.delivery_id).await? {
             Some(r) => r,
             // The record is missing (e.g. written by an older producer): start one.
             None => {
                 DeliveryRecord::queued(&task, Default::default(), Default::default(), 0, Utc::now())
             }
         };
-        let dest = self.destinations.get_any(&task.destination_id).await?;
-        let destination = match &dest {
-            Some(d) => Some(DestinationState {
-                status: d.spec.status,
-                failing: self.health.get(&d.id).await?.is_failing(),
-            }),
-            None => None,
-        };
+        // Only the task's tenant's destination: another tenant's is absent, as a missing one.
+        let dest = self
+            .stores
+            .destination(&task.tenant, &task.destination_id)
+            .await?;
+        let destination = dest.as_ref().map(|(d, failing)| DestinationState {
+            status: d.spec.status,
+            failing: *failing,
+        });
+        let dest = dest.map(|(d, _)| d);
         let dest = match (
             self.decide(&record, &task, Stage::Taken { destination }),
             dest,
@@ -176,17 +156,20 @@ impl Deliverer {
             dest.spec.compression,
         );
         let key_claimed = self
-            .keys
-            .lock(&dest.id, &key, &task.delivery_id, KEY_LOCK_TTL)
+            .stores
+            .lock_key(&dest.id, &key, &task.delivery_id, KEY_LOCK_TTL)
             .await?;
-        let slot_claimed = key_claimed && self.slots.take(&dest.id, &task.delivery_id).await?;
+        let slot_claimed =
+            key_claimed && self.stores.take_slot(&dest.id, &task.delivery_id).await?;
         let claimed = Stage::Claimed {
             key: key_claimed,
             slot: slot_claimed,
         };
         if let Transition::End(end) = self.decide(&record, &task, claimed) {
             if key_claimed {
-                self.keys.unlock(&dest.id, &key, &task.delivery_id).await?;
+                self.stores
+                    .unlock_key(&dest.id, &key, &task.delivery_id)
+                    .await?;
             }
             return self.end(end, &mut record, &task, payload).await;
         }
@@ -194,10 +177,9 @@ impl Deliverer {
         // Both claims expire by themselves (so a dead worker's do); a long delivery renews
         // them, a third of the shorter lifetime at a time, until it ends. A renewal that
         // finds the key taken by another delivery stops the upload (`lost`).
-        let every = KEY_LOCK_TTL.min(self.slots.claim_ttl()) / 3;
+        let every = KEY_LOCK_TTL.min(self.stores.slot_claim_ttl()) / 3;
         let lost = CancellationToken::new();
-        let (keys, slots, dest_id, key_ref, id_ref) =
-            (&self.keys, &self.slots, &dest.id, key.as_str(), &id);
+        let (stores, dest_id, key_ref, id_ref) = (&self.stores, &dest.id, key.as_str(), &id);
         let watch = AttemptWatch {
             lost,
             signal: std::sync::Mutex::new(Signal::Neutral),
@@ -207,21 +189,24 @@ impl Deliverer {
             every,
             &watch.lost,
             move || async move {
-                if !keys.lock(dest_id, key_ref, id_ref, KEY_LOCK_TTL).await? {
+                if !stores
+                    .lock_key(dest_id, key_ref, id_ref, KEY_LOCK_TTL)
+                    .await?
+                {
                     tracing::warn!(
                         "another delivery of the object key took its lock during the upload; \
                          aborting the upload"
                     );
                     return Ok(Renewal::Lost);
                 }
-                slots.renew(dest_id, id_ref).await?;
+                stores.renew_slot(dest_id, id_ref).await?;
                 Ok::<_, StoreError>(Renewal::Held)
             },
         )
         .await;
         let signal = *watch.signal.lock().unwrap_or_else(|e| e.into_inner());
-        self.slots.give_back(&dest.id, &id, signal).await?;
-        self.keys.unlock(&dest.id, &key, &record.id).await?;
+        self.stores.give_back_slot(&dest.id, &id, signal).await?;
+        self.stores.unlock_key(&dest.id, &key, &record.id).await?;
         result
     }
 
@@ -237,7 +222,7 @@ impl Deliverer {
         watch: &AttemptWatch,
     ) -> Result<Handled, StoreError> {
         let spec = &dest.spec;
-        let marker = self.keys.marker(&dest.id, key).await?;
+        let marker = self.stores.marker(&dest.id, key).await?;
         let locked = Stage::Locked {
             key,
             marker: marker.as_ref(),
@@ -253,24 +238,16 @@ impl Deliverer {
             key,
             started_at,
         );
-        self.records.put(record).await?;
+        self.stores.put_record(record).await?;
         let retry_before = task.retry.clone();
         task.retry.begin(started_at);
         let number = record.next_attempt_number();
 
         let t0 = Instant::now();
-        let uploader = Uploader {
-            clients: &self.clients,
-            staging: &self.staging,
-            http: &self.http,
-            part_size: self.part_size,
-            default_chain_tenants: &self.default_chain_tenants,
-            limits: self.row_limits,
-        };
-        let result = uploader.upload(dest, key, &task, &watch.lost).await;
+        let result = self.uploader.upload(dest, key, &task, &watch.lost).await;
         let took = t0.elapsed();
         *watch.signal.lock().unwrap_or_else(|e| e.into_inner()) =
-            slot_gate::signal_of(&result, took, self.part_size);
+            slot_gate::signal_of(&result, took, self.uploader.part_size());
         match &result {
             Ok(up) => {
                 telemetry::attempt(Ok(()));
@@ -312,10 +289,10 @@ impl Deliverer {
             unreachable!("an attempt always ends the run");
         };
         if let (End::Delivered, Ok(up)) = (&end, result) {
-            self.keys
+            self.stores
                 .mark(&dest.id, key, task.completed_at, &record.id)
                 .await?;
-            self.health.record_success(&dest.id).await?;
+            self.stores.record_success(&dest.id).await?;
             let now = Utc::now();
             record.delivered(
                 Delivered {
@@ -328,7 +305,7 @@ impl Deliverer {
                 },
                 now,
             );
-            self.records.put(record).await?;
+            self.stores.put_record(record).await?;
             telemetry::delivery_finished(Outcome::Delivered, spec.format, record.age(now));
             tracing::info!(key, bytes = up.bytes, attempts = number, "delivered");
             return Ok(Handled::Delivered);
@@ -365,7 +342,7 @@ impl Deliverer {
             End::Supersede { key, newer, error } => {
                 let now = Utc::now();
                 record.superseded(&key, error, now);
-                self.records.put(record).await?;
+                self.stores.put_record(record).await?;
                 telemetry::delivery_finished(Outcome::Superseded, record.format, record.age(now));
                 tracing::info!(key, newer, "superseded by a newer result; not uploaded");
                 Ok(Handled::Superseded)
@@ -382,8 +359,8 @@ impl Deliverer {
                 tracing::info!(code = %error.code, ?delay, attempt = task.retry.attempts, "transient failure; retry scheduled");
                 telemetry::delivery_retried(record.format);
                 record.retrying(error, Utc::now());
-                self.records.put(record).await?;
-                self.queue.schedule(task.clone(), at).await?;
+                self.stores.put_record(record).await?;
+                self.stores.schedule(task.clone(), at).await?;
                 Ok(Handled::Retrying)
             }
             End::Reschedule { at, busy } => {
@@ -398,7 +375,7 @@ impl Deliverer {
                          rescheduled"
                     ),
                 }
-                self.queue.schedule(task.clone(), at).await?;
+                self.stores.schedule(task.clone(), at).await?;
                 Ok(Handled::Retrying)
             }
             End::Delivered => unreachable!("a delivery is recorded with its upload"),
@@ -409,8 +386,8 @@ impl Deliverer {
     async fn strike(&self, dest: &DestinationId, error: &DeliveryError) -> Result<(), StoreError> {
         tracing::warn!(code = %error.code, "permanent failure");
         let health = self
-            .health
-            .record_permanent_failure(dest, &error.code, &error.message, self.failing_threshold)
+            .stores
+            .record_permanent_failure(dest, error, self.failing_threshold)
             .await?;
         if health.is_failing() {
             tracing::warn!(
@@ -429,18 +406,13 @@ impl Deliverer {
         task: &DeliveryTask,
         why: &str,
     ) -> Result<Handled, StoreError> {
-        self.held.hold(task).await?;
+        self.stores.hold(task).await?;
         record.held(Utc::now());
-        self.records.put(record).await?;
+        self.stores.put_record(record).await?;
         tracing::info!(why, "delivery held");
         telemetry::delivery_parked(record.format);
-        self.held
-            .release_if_active(
-                &self.destinations,
-                &self.health,
-                &task.tenant,
-                &task.destination_id,
-            )
+        self.stores
+            .release_if_active(&task.tenant, &task.destination_id)
             .await?;
         Ok(Handled::Held)
     }
@@ -455,8 +427,8 @@ impl Deliverer {
     ) -> Result<Handled, StoreError> {
         let now = Utc::now();
         let code = err.code.clone();
-        self.dead
-            .add(&DeadLetter {
+        self.stores
+            .dead_letter(&DeadLetter {
                 id: record.id.to_string(),
                 destination_id: Some(record.destination_id.clone()),
                 code: err.code.clone(),
@@ -466,7 +438,7 @@ impl Deliverer {
             })
             .await?;
         record.failed(err, now);
-        self.records.put(record).await?;
+        self.stores.put_record(record).await?;
         telemetry::delivery_finished(Outcome::Dead, record.format, record.age(now));
         Ok(Handled::Failed { code })
     }
@@ -482,3 +454,6 @@ fn payload_value(payload: &[u8]) -> Value {
 fn millis(d: Duration) -> u64 {
     d.as_millis().try_into().unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests;

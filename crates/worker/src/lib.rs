@@ -6,6 +6,8 @@
 //! - [`decide`]: every decision about a delivery, as one pure function.
 //! - [`deliver`]: one delivery from task to record: gathers the facts [`decide`] needs
 //!   and carries out its transitions.
+//! - [`ports`]: the small interfaces the delivery shell acts through (records, queue,
+//!   health, key guard, slots, uploader), on Redis and S3 in a worker.
 //! - [`slot_gate`]: upload slots per destination, waited for briefly while they move.
 //! - [`retry`]: the retry policy (exponential, full jitter, capped in count and time).
 //! - [`janitor`]: the periodic sweep that keeps Redis memory bounded and dead-letters
@@ -23,6 +25,7 @@ pub mod decide;
 pub mod deliver;
 pub mod janitor;
 pub mod pipeline;
+pub mod ports;
 pub mod renew;
 pub mod retry;
 pub mod run;

@@ -158,7 +158,7 @@ pub async fn run(
 /// then move when the name's heartbeat expires).
 async fn hand_back(conn: &RedisConn, deliverer: &Deliverer, name: &str) -> u64 {
     let mut conn = conn.clone();
-    match deliverer.queue.hand_back(&mut conn, name).await {
+    match deliverer.stores.queue.hand_back(&mut conn, name).await {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!(worker = %name, error = %e, "could not hand back in-flight tasks");
@@ -173,7 +173,7 @@ async fn keep_alive(conn: RedisConn, deliverer: Arc<Deliverer>, name: String, ev
     loop {
         tick.tick().await;
         let mut conn = conn.clone();
-        if let Err(e) = deliverer.queue.keep_alive(&mut conn, &name).await {
+        if let Err(e) = deliverer.stores.queue.keep_alive(&mut conn, &name).await {
             tracing::debug!(worker = %name, error = %e, "heartbeat failed");
         }
     }

@@ -21,9 +21,10 @@ use courier_core::delivery::{Attempt, DeliveryError, DeliveryStatus, DeliveryTas
 use courier_store::{DeadLetter, StoreError};
 
 use crate::deliver::{Deliverer, Handled};
+use crate::ports::{Stores, Upload};
 use crate::telemetry::{self, Outcome, StorageOutcome};
 
-impl Deliverer {
+impl<S: Stores, U: Upload> Deliverer<S, U> {
     /// Carries out Courier's retry policy for a task whose handling failed with `error`
     /// in Courier's own storage. `Ok` when the retry (or the dead letter) was written and
     /// the task apalis ran may be acknowledged; `Err` when nothing could be written, so
@@ -42,8 +43,8 @@ impl Deliverer {
         task.retry.begin(now);
         // An unreadable record is left as it is; the task still follows the policy.
         let mut record = self
-            .records
-            .get_any(&task.delivery_id)
+            .stores
+            .record(&task.delivery_id)
             .await
             .unwrap_or_default();
         if let Some(r) = &record
@@ -76,7 +77,7 @@ impl Deliverer {
             }
             let at = now + delay;
             return match self
-                .queue
+                .stores
                 .retry_after_storage_failure(record.as_ref(), &task, at)
                 .await
             {
@@ -114,10 +115,10 @@ impl Deliverer {
             payload: serde_json::from_slice(payload).unwrap_or_default(),
         };
         let written = async {
-            self.dead.add(&letter).await?;
+            self.stores.dead_letter(&letter).await?;
             if let Some(r) = record.as_mut() {
                 r.failed(failure.clone(), now);
-                self.records.put(r).await?;
+                self.stores.put_record(r).await?;
             }
             Ok::<_, StoreError>(())
         }
@@ -140,7 +141,7 @@ impl Deliverer {
                 tracing::warn!(error = %e, "the dead letter could not be written; the task stays in the queue");
                 let at = now + self.retry.max_delay;
                 match self
-                    .queue
+                    .stores
                     .retry_after_storage_failure(None, &task, at)
                     .await
                 {

@@ -14,6 +14,7 @@ use courier_store::{
 use courier_worker::bounded::RowLimits;
 use courier_worker::decide::Bounds;
 use courier_worker::janitor::HeldExpiry;
+use courier_worker::ports::{RedisStores, S3Upload};
 use courier_worker::slot_gate::{self, SlotGate};
 use courier_worker::source::{HttpRows, Staging};
 use courier_worker::{Deliverer, RetryPolicy, WorkerSettings};
@@ -180,55 +181,59 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         max_age: bounds.held_max_age,
     };
     let deliverer = Arc::new(Deliverer {
-        destinations: DestinationStore::new(conn.clone(), keys.clone(), Some(cipher)),
-        records,
-        held,
-        dead,
-        health: HealthStore::new(conn.clone(), keys.clone()),
-        keys: KeyGuard::new(conn.clone(), keys.clone(), bounds.marker_ttl()),
-        queue,
+        stores: RedisStores {
+            destinations: DestinationStore::new(conn.clone(), keys.clone(), Some(cipher)),
+            records,
+            held,
+            dead,
+            health: HealthStore::new(conn.clone(), keys.clone()),
+            keys: KeyGuard::new(conn.clone(), keys.clone(), bounds.marker_ttl()),
+            queue,
+            slots: Arc::new(SlotGate::new(
+                UploadSlots::new(
+                    conn.clone(),
+                    keys.clone(),
+                    Concurrency {
+                        initial: args.initial_uploads_per_destination,
+                        min: args.min_uploads_per_destination.max(1),
+                        max: args
+                            .max_uploads_per_destination
+                            .max(args.min_uploads_per_destination)
+                            .max(1),
+                    },
+                    timeouts.operation * 2,
+                ),
+                slot_gate::DEFAULT_MAX_WAIT,
+            )),
+        },
+        uploader: S3Upload {
+            clients: Arc::new(ClientCache::new(
+                CLIENT_CACHE_SIZE,
+                timeouts,
+                egress.clone(),
+            )),
+            staging: match &args.staging.staging_bucket {
+                Some(bucket) => Staging {
+                    client: Some(args.staging.client(timeouts).await),
+                    bucket: Some(bucket.clone()),
+                },
+                None => Staging::default(),
+            },
+            default_chain_tenants: args.egress.default_chain_tenants()?,
+            http: HttpRows {
+                egress: egress.clone(),
+                connect_timeout: timeouts.connect,
+                read_timeout: timeouts.operation,
+            },
+            part_size: (args.part_size_mb.max(5)) * 1024 * 1024,
+            row_limits: RowLimits {
+                max_row_bytes: args.max_row_bytes.max(1),
+                max_rows_bytes: args.max_rows_bytes.max(1),
+                fetch_timeout: Duration::from_secs(args.rows_fetch_timeout_secs.max(1)),
+            },
+        },
         failing_threshold: args.failing_threshold.max(1),
         worker_name: settings.name.clone(),
-        clients: Arc::new(ClientCache::new(
-            CLIENT_CACHE_SIZE,
-            timeouts,
-            egress.clone(),
-        )),
-        slots: Arc::new(SlotGate::new(
-            UploadSlots::new(
-                conn.clone(),
-                keys.clone(),
-                Concurrency {
-                    initial: args.initial_uploads_per_destination,
-                    min: args.min_uploads_per_destination.max(1),
-                    max: args
-                        .max_uploads_per_destination
-                        .max(args.min_uploads_per_destination)
-                        .max(1),
-                },
-                timeouts.operation * 2,
-            ),
-            slot_gate::DEFAULT_MAX_WAIT,
-        )),
-        staging: match &args.staging.staging_bucket {
-            Some(bucket) => Staging {
-                client: Some(args.staging.client(timeouts).await),
-                bucket: Some(bucket.clone()),
-            },
-            None => Staging::default(),
-        },
-        default_chain_tenants: args.egress.default_chain_tenants()?,
-        http: HttpRows {
-            egress: egress.clone(),
-            connect_timeout: timeouts.connect,
-            read_timeout: timeouts.operation,
-        },
-        part_size: (args.part_size_mb.max(5)) * 1024 * 1024,
-        row_limits: RowLimits {
-            max_row_bytes: args.max_row_bytes.max(1),
-            max_rows_bytes: args.max_rows_bytes.max(1),
-            fetch_timeout: Duration::from_secs(args.rows_fetch_timeout_secs.max(1)),
-        },
         retry,
         bounds,
     });
