@@ -10,11 +10,16 @@
 //! No Garage here: the processes are started by [`Fleet`], a small harness of this file
 //! (Redis, the API and workers), so the tests need only Redis and moto.
 //!
-//! moto 5.2 evaluates a trust policy's `StringEquals` on a key the request lacks as true;
-//! the server runs under a small patch that makes it false as on AWS (see
-//! `crates/test-support/src/moto/serve.py`), so the probe's "assumable without the
-//! ExternalId" check is tested both ways: a role requiring it passes, a role without the
-//! condition fails with the confused-deputy hint.
+//! moto 5.2 evaluates a trust policy's `StringEquals` on a key the request lacks as true,
+//! ignores the other condition operators and S3's condition keys, and ignores
+//! `x-amz-expected-bucket-owner`; the server runs under a small patch that does all of these
+//! as AWS does (see `crates/test-support/src/moto/serve.py`). So the probe's "assumable
+//! without the ExternalId" check is tested both ways (a role requiring it passes, a role
+//! without the condition fails with the confused-deputy hint), a bucket policy that requires
+//! a KMS key and `bucket-owner-full-control` refuses the probe's PutObject until the
+//! destination sets them, and a destination expecting another bucket owner is refused on
+//! every request (which the patched server logs, so the test checks that each kind of
+//! request Courier makes named the owner).
 
 use std::fs::File;
 use std::process::{Child, Command, Stdio};
@@ -23,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use courier_test_support::{
-    MOTO_REGION, MotoCustomer, MotoFleet, MotoServer, RedisServer, free_port,
+    MOTO_ACCOUNT, MOTO_REGION, MotoCustomer, MotoFleet, MotoServer, RedisServer, free_port,
 };
 use serde_json::{Value, json};
 
@@ -255,9 +260,19 @@ impl World {
     /// that identity, reads tenant `acme`'s ExternalId and sets the customer's account up
     /// with it; IAM enforcement is on from then on.
     async fn start(workers: usize) -> World {
+        World::start_with(workers, &[], &[]).await
+    }
+
+    /// [`World::start`] with more environment for Courier's processes, and more loopback
+    /// ports tenant traffic may reach (a `rowsUrl` server).
+    async fn start_with(workers: usize, extra: &[(&str, &str)], ports: &[u16]) -> World {
         let moto = MotoServer::start().expect("moto starts");
         let fleet = moto.setup_fleet().expect("fleet user");
-        let env = vec![
+        let allowed: Vec<String> = std::iter::once(moto.port())
+            .chain(ports.iter().copied())
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
+        let mut env = vec![
             (
                 "AWS_ACCESS_KEY_ID".to_owned(),
                 fleet.fleet.access_key_id.clone(),
@@ -272,16 +287,19 @@ impl World {
                 "COURIER_FLEET_PRINCIPAL".to_owned(),
                 fleet.fleet.arn.clone(),
             ),
-            // Tenant traffic may reach moto's port on loopback, and nothing else private.
+            // Tenant traffic may reach moto's port (and `ports`) on loopback, and nothing
+            // else private.
             (
                 "COURIER_ALLOW_PRIVATE_ENDPOINTS".to_owned(),
                 "false".to_owned(),
             ),
-            (
-                "COURIER_EGRESS_ALLOW".to_owned(),
-                format!("127.0.0.1:{}", moto.port()),
-            ),
+            ("COURIER_EGRESS_ALLOW".to_owned(), allowed.join(",")),
         ];
+        env.extend(
+            extra
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         let stack = Fleet::start(workers, &env).await;
         let (status, tenant) = stack.get("/api/v1/tenant").await;
         assert_eq!(status, 200, "{tenant}");
@@ -314,6 +332,29 @@ impl World {
             .unwrap()
             .extend(extra.as_object().cloned().unwrap_or_default());
         json!({"type": "S3", "name": "Customer role", "s3": s3, "format": "CSV"})
+    }
+
+    /// Enqueues a delivery to `destination` whose rows are at `url`; job id and partner
+    /// inventory id are both `job`.
+    async fn enqueue_rows_url(&self, destination: &str, job: &str, url: String) -> String {
+        let body = json!({
+            "destinationId": destination, "jobId": job, "partnerInventoryId": job,
+            "completedAt": "2026-06-07T10:00:00Z", "rowsUrl": url,
+        });
+        let (status, resp) = self.stack.post("/api/v1/deliveries", &body).await;
+        assert_eq!(status, 202, "{resp}");
+        resp["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The connection test of the customer's role with `extra` settings, before saving.
+    async fn test_role(&self, extra: Value) -> Value {
+        let body = self.role_body(&self.customer.role_arn, extra);
+        let (status, report) = self
+            .stack
+            .post("/api/v1/delivery-destinations/test", &body)
+            .await;
+        assert_eq!(status, 200, "{report}");
+        report
     }
 
     fn as_owner(&self, script: &str, last: &str) -> Value {
@@ -579,5 +620,335 @@ async fn another_tenant_naming_the_role_is_refused_at_assume_role_and_its_delive
     };
     assert!(rec.to_string().contains("AssumeRoleFailed"), "{rec}");
     assert_eq!(w.as_owner(LIST, PREFIX), json!([]));
+    w.assert_no_fleet_secret();
+}
+
+/// Sets the bucket's policy as its owner. argv: endpoint, id, secret, bucket, policy JSON.
+const PUT_POLICY: &str = r#"
+import json, sys
+import boto3
+url, key_id, secret, bucket, policy = sys.argv[1:6]
+s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+                  aws_access_key_id=key_id, aws_secret_access_key=secret)
+s3.put_bucket_policy(Bucket=bucket, Policy=policy)
+print(json.dumps(True))
+"#;
+
+/// The customer's bucket policy, as AWS's documentation writes it: every PutObject under the
+/// prefix must ask for encryption with KMS and give the bucket owner full control.
+fn policy_requiring_kms_and_owner_full_control() -> String {
+    let deny_unless = |key: &str, value: &str| {
+        json!({
+            "Effect": "Deny",
+            "Principal": "*",
+            "Action": "s3:PutObject",
+            "Resource": format!("arn:aws:s3:::{BUCKET}/{PREFIX}*"),
+            "Condition": {"StringNotEquals": {key: value}},
+        })
+    };
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [
+            deny_unless("s3:x-amz-server-side-encryption", "aws:kms"),
+            deny_unless("s3:x-amz-acl", "bucket-owner-full-control"),
+        ],
+    })
+    .to_string()
+}
+
+fn s(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bucket_policy_requiring_write_options_fails_the_put_probe_with_a_hint_until_they_are_set()
+ {
+    let w = World::start(1).await;
+    let policy = policy_requiring_kms_and_owner_full_control();
+    assert_eq!(w.as_owner(PUT_POLICY, &policy), json!(true));
+    let refused_at_put = s(&[
+        ("ASSUME_ROLE", "PASSED"),
+        ("ASSUME_ROLE_WITHOUT_EXTERNAL_ID", "PASSED"),
+        ("HEAD_BUCKET", "WARNING"),
+        ("PUT_OBJECT", "FAILED"),
+        ("DELETE_OBJECT", "SKIPPED"),
+    ]);
+
+    // No write options: the policy refuses the probe's PutObject, and the hint names the
+    // options a policy may require, none of which the destination sets.
+    let report = w.test_role(json!({})).await;
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(steps(&report), refused_at_put, "{report}");
+    let error = &report["steps"][3]["error"];
+    assert_eq!(error["code"], "AccessDenied", "{report}");
+    assert_eq!(error["httpStatus"], 403, "{report}");
+    let hint = error["hint"].as_str().unwrap();
+    for field in [
+        "serverSideEncryption",
+        "kmsKeyId",
+        "storageClass",
+        "tags",
+        "cannedAcl",
+        "s3:x-amz-server-side-encryption",
+        "s3:x-amz-acl",
+    ] {
+        assert!(hint.contains(field), "{field}: {hint}");
+    }
+    assert!(!hint.contains("The request carried"), "{hint}");
+
+    // The KMS key alone: the ACL the policy also requires is missing. The hint names what was
+    // sent and what was not.
+    let kms = json!({
+        "serverSideEncryption": "aws:kms",
+        "kmsKeyId": w.customer.kms_key_arn,
+    });
+    let report = w.test_role(kms.clone()).await;
+    assert_eq!(steps(&report), refused_at_put, "{report}");
+    let hint = report["steps"][3]["error"]["hint"].as_str().unwrap();
+    assert!(
+        hint.contains(&format!(
+            "The request carried serverSideEncryption `aws:kms`, kmsKeyId `{}`",
+            w.customer.kms_key_arn
+        )),
+        "{hint}"
+    );
+    assert!(
+        hint.contains(
+            "does not set storageClass, tags, cannedAcl (e.g. `bucket-owner-full-control`)"
+        ),
+        "{hint}"
+    );
+
+    // Both: the probe passes, and so does a delivery, written with the customer's key.
+    let mut both = kms;
+    both["cannedAcl"] = "bucket-owner-full-control".into();
+    let report = w.test_role(both.clone()).await;
+    assert_eq!(report["ok"], true, "{report}");
+    assert_eq!(
+        steps(&report)[3],
+        s(&[("PUT_OBJECT", "PASSED")])[0],
+        "{report}"
+    );
+    let body = w.role_body(&w.customer.role_arn, both);
+    let (status, created) = w.stack.post("/api/v1/delivery-destinations", &body).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap();
+    let d = w.stack.enqueue(id, "job-kms", "inv-kms").await;
+    let rec = w.stack.wait_final(&d, WAIT).await;
+    assert_eq!(rec["status"], "DELIVERED", "{rec}");
+    let key = rec["key"].as_str().unwrap();
+    assert_eq!(
+        w.as_owner(LIST, PREFIX),
+        json!([key]),
+        "no probe object left"
+    );
+    let obj = w.as_owner(READ_BACK, key);
+    assert_eq!(obj["sse"], "aws:kms", "{obj}");
+    assert_eq!(obj["kmsKeyId"], w.customer.kms_key_arn.as_str(), "{obj}");
+    w.assert_no_fleet_secret();
+}
+
+/// Rows of about a kilobyte each, as NDJSON: `count` good ones, then a line that is not
+/// JSON when `corrupt`.
+fn ndjson_rows(count: usize, corrupt: bool) -> Vec<u8> {
+    let pad = "x".repeat(1000);
+    let mut out = Vec::with_capacity(count * 1024 + 32);
+    for i in 0..count {
+        out.extend_from_slice(format!("{{\"hotel\":\"H{i:06}\",\"pad\":\"{pad}\"}}\n").as_bytes());
+    }
+    if corrupt {
+        out.extend_from_slice(b"this line is not JSON\n");
+    }
+    out
+}
+
+/// A local HTTP server for `rowsUrl`s: `/big.ndjson` is 12,000 rows (about 12 MB, three
+/// parts of 5 MiB), `/corrupt.ndjson` the same followed by a line that is not JSON, so its
+/// render fails after parts were uploaded.
+async fn rows_server() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let big = std::sync::Arc::new(ndjson_rows(12_000, false));
+    let corrupt = std::sync::Arc::new(ndjson_rows(12_000, true));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let (big, corrupt) = (big.clone(), corrupt.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = 0;
+                while !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf[got..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got += n,
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf[..got]);
+                let body = if head.starts_with("GET /big.ndjson") {
+                    big
+                } else if head.starts_with("GET /corrupt.ndjson") {
+                    corrupt
+                } else {
+                    let _ = sock
+                        .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                };
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/x-ndjson\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(&body).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    port
+}
+
+/// What Courier's processes asked of the bucket: the S3 operations it makes, each with the
+/// expected bucket owner it named.
+const COURIER_OPERATIONS: [&str; 7] = [
+    "HeadBucket",
+    "PutObject",
+    "CreateMultipartUpload",
+    "UploadPart",
+    "CompleteMultipartUpload",
+    "AbortMultipartUpload",
+    "DeleteObject",
+];
+
+fn operations_naming(w: &World, owner: Option<&str>) -> std::collections::BTreeSet<&'static str> {
+    w.moto
+        .s3_requests()
+        .unwrap()
+        .iter()
+        .filter(|r| r.expected_bucket_owner.as_deref() == owner)
+        .map(|r| r.operation())
+        .filter(|op| COURIER_OPERATIONS.contains(op))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_expected_bucket_owner_is_named_on_every_request_and_another_owner_is_refused() {
+    let rows_port = rows_server().await;
+    let w = World::start_with(1, &[("COURIER_PART_SIZE_MB", "5")], &[rows_port]).await;
+    let rows_url = |path: &str| format!("http://127.0.0.1:{rows_port}/{path}");
+    let right = json!({"expectedBucketOwner": MOTO_ACCOUNT});
+    let wrong = json!({"expectedBucketOwner": "210987654321"});
+
+    // The right owner: the test passes, a small and a multipart delivery land, and a
+    // multipart upload whose rows fail mid-way is aborted.
+    let report = w.test_role(right.clone()).await;
+    assert_eq!(report["ok"], true, "{report}");
+    let (status, created) = w
+        .stack
+        .post(
+            "/api/v1/delivery-destinations",
+            &w.role_body(&w.customer.role_arn, right),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["s3"]["expectedBucketOwner"], MOTO_ACCOUNT);
+    let id = created["id"].as_str().unwrap().to_owned();
+    let small = w.stack.enqueue(&id, "job-small", "inv-small").await;
+    let rec = w.stack.wait_final(&small, WAIT).await;
+    assert_eq!(rec["status"], "DELIVERED", "{rec}");
+    let big = w
+        .enqueue_rows_url(&id, "inv-big", rows_url("big.ndjson"))
+        .await;
+    let rec = w.stack.wait_final(&big, WAIT).await;
+    assert_eq!(rec["status"], "DELIVERED", "{rec}");
+    assert_eq!(rec["rows"], 12_000, "{rec}");
+    assert!(
+        rec["etag"].as_str().unwrap().ends_with("-3"),
+        "a multipart upload of three parts: {rec}"
+    );
+    let corrupt = w
+        .enqueue_rows_url(&id, "inv-corrupt", rows_url("corrupt.ndjson"))
+        .await;
+    let rec = w.stack.wait_final(&corrupt, WAIT).await;
+    assert_eq!(rec["status"], "FAILED", "{rec}");
+    assert_eq!(rec["error"]["code"], "RenderFailed", "{rec}");
+    // Every request of every kind named the owner; none went without it.
+    assert_eq!(
+        operations_naming(&w, Some(MOTO_ACCOUNT)),
+        COURIER_OPERATIONS.into_iter().collect(),
+        "{:#?}",
+        w.moto.s3_requests().unwrap()
+    );
+    assert_eq!(
+        operations_naming(&w, None),
+        Default::default(),
+        "requests without the expected owner: {:#?}",
+        w.moto.s3_requests().unwrap()
+    );
+
+    // Another owner: the test fails at PutObject with a hint about the bucket's owner, and
+    // every delivery fails at once (AccessDenied is permanent), single or multipart, with
+    // nothing written.
+    let report = w.test_role(wrong.clone()).await;
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(
+        steps(&report),
+        s(&[
+            ("ASSUME_ROLE", "PASSED"),
+            ("ASSUME_ROLE_WITHOUT_EXTERNAL_ID", "PASSED"),
+            ("HEAD_BUCKET", "WARNING"),
+            ("PUT_OBJECT", "FAILED"),
+            ("DELETE_OBJECT", "SKIPPED"),
+        ]),
+        "{report}"
+    );
+    let error = &report["steps"][3]["error"];
+    assert_eq!(error["code"], "AccessDenied", "{report}");
+    let hint = error["hint"].as_str().unwrap();
+    assert!(
+        hint.contains("expected bucket owner `210987654321`") && hint.contains("another account"),
+        "{hint}"
+    );
+    let head_hint = report["steps"][2]["error"]["hint"].as_str().unwrap();
+    assert!(head_hint.contains("another account"), "{head_hint}");
+    let (status, created) = w
+        .stack
+        .post(
+            "/api/v1/delivery-destinations",
+            &w.role_body(&w.customer.role_arn, wrong),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let other = created["id"].as_str().unwrap().to_owned();
+    let before = w.as_owner(LIST, PREFIX);
+    let small = w.stack.enqueue(&other, "job-small-2", "inv-small-2").await;
+    let big = w
+        .enqueue_rows_url(&other, "inv-big-2", rows_url("big.ndjson"))
+        .await;
+    for d in [small, big] {
+        let rec = w.stack.wait_final(&d, WAIT).await;
+        assert_eq!(rec["status"], "FAILED", "{rec}");
+        assert_eq!(rec["error"]["code"], "AccessDenied", "{rec}");
+        assert!(
+            rec["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("expected bucket owner 210987654321"),
+            "{rec}"
+        );
+        assert_eq!(
+            rec["attempts"].as_array().unwrap().len(),
+            1,
+            "not retried: {rec}"
+        );
+    }
+    assert_eq!(w.as_owner(LIST, PREFIX), before, "nothing written");
+    let refused = operations_naming(&w, Some("210987654321"));
+    for op in ["HeadBucket", "PutObject", "CreateMultipartUpload"] {
+        assert!(refused.contains(op), "{op} not seen: {refused:?}");
+    }
     w.assert_no_fleet_secret();
 }

@@ -315,6 +315,21 @@ impl S3Failure {
     pub fn class(&self) -> ErrorClass {
         self.code.class(self.status)
     }
+
+    /// The failure of a request that named `write`'s expected bucket owner, with that said
+    /// in its message when the store answered `AccessDenied`: S3 refuses a bucket of another
+    /// account with exactly that code and a plain "Access Denied", so the record says which
+    /// owner the request expected (the code stays the store's: a policy denies alike).
+    pub fn naming_expected_owner(mut self, write: &WriteOptions) -> Self {
+        if let (ErrorCode::AccessDenied, Some(owner)) = (&self.code, &write.expected_bucket_owner) {
+            self.message = format!(
+                "{} (the request named the expected bucket owner {owner}: S3 answers \
+                 AccessDenied when the bucket belongs to another account)",
+                self.message
+            );
+        }
+        self
+    }
 }
 
 /// Uploads the file at `path` with one PutObject; returns the ETag.
@@ -466,4 +481,39 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         src = inner.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use courier_core::write_options::AccountId;
+
+    use super::*;
+
+    #[test]
+    fn access_denied_names_the_expected_owner_only_when_one_was_sent() {
+        let denied = || S3Failure {
+            code: ErrorCode::AccessDenied,
+            message: "Access Denied".into(),
+            status: Some(403),
+        };
+        let owner = WriteOptions {
+            expected_bucket_owner: Some(AccountId::parse("210987654321").unwrap()),
+            ..WriteOptions::default()
+        };
+        let f = denied().naming_expected_owner(&owner);
+        assert_eq!(f.code, ErrorCode::AccessDenied);
+        assert!(
+            f.message.starts_with(
+                "Access Denied (the request named the expected bucket owner 210987654321"
+            ),
+            "{}",
+            f.message
+        );
+        assert_eq!(
+            denied().naming_expected_owner(&WriteOptions::default()),
+            denied()
+        );
+        let slow = S3Failure::new(ErrorCode::SlowDown, "slow");
+        assert_eq!(slow.clone().naming_expected_owner(&owner), slow);
+    }
 }

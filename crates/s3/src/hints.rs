@@ -192,23 +192,30 @@ fn wrong_secret(s3: &S3Settings) -> String {
 fn access_denied(step: ProbeStepName, s3: &S3Settings) -> String {
     match step {
         ProbeStepName::HeadBucket => head_not_permitted(s3),
-        ProbeStepName::PutObject => permission_missing("write to", s3),
-        ProbeStepName::DeleteObject => permission_missing("delete in", s3),
+        ProbeStepName::PutObject => permission_missing(step, "write to", s3),
+        ProbeStepName::DeleteObject => permission_missing(step, "delete in", s3),
         ProbeStepName::AssumeRole | ProbeStepName::AssumeRoleWithoutExternalId => role_refused(s3),
     }
 }
 
 fn head_not_permitted(s3: &S3Settings) -> String {
+    let owner = match &s3.write.expected_bucket_owner {
+        Some(owner) => format!(
+            " With expectedBucketOwner `{owner}` it can also mean that the bucket belongs to \
+             another account; the PutObject step then fails with AccessDenied too."
+        ),
+        None => String::new(),
+    };
     format!(
         "HeadBucket was not permitted. On AWS it needs s3:ListBucket on arn:aws:s3:::{}, \
          which the minimal delivery policy does not grant, so this alone is fine: PutObject \
          and DeleteObject show whether Courier can deliver. (A 403 here can also mean wrong \
-         credentials; the PutObject step then shows the exact code.)",
+         credentials; the PutObject step then shows the exact code.){owner}",
         s3.bucket
     )
 }
 
-fn permission_missing(action: &str, s3: &S3Settings) -> String {
+fn permission_missing(step: ProbeStepName, action: &str, s3: &S3Settings) -> String {
     let arn = resource_arn(s3);
     let prefix = if s3.path_prefix.as_str().is_empty() {
         String::new()
@@ -234,38 +241,69 @@ fn permission_missing(action: &str, s3: &S3Settings) -> String {
         capitalize(&signer(s3)),
         location(s3),
         s3.bucket,
-        write_options_note(s3),
+        write_options_note(step, s3),
     )
 }
 
-/// What the destination's write options add to an AccessDenied: a bucket policy may
-/// require or deny them, and a bucket that changed hands refuses the expected owner.
-fn write_options_note(s3: &S3Settings) -> String {
+/// What the destination's write options add to an AccessDenied of `step`. A PutObject
+/// carries the per-object options, which a bucket policy may require or deny: the options
+/// it carried are named, and so are the ones the destination does not set (a policy that
+/// requires one refuses every PutObject without it). Every request names the expected
+/// bucket owner, which a bucket that changed hands refuses.
+fn write_options_note(step: ProbeStepName, s3: &S3Settings) -> String {
+    use courier_core::write_options::ServerSideEncryption as Sse;
     let w = &s3.write;
-    let mut sent = Vec::new();
-    if let Some(e) = w.server_side_encryption {
-        sent.push(format!("serverSideEncryption `{}`", e.as_str()));
-    }
-    if let Some(k) = &w.kms_key_id {
-        sent.push(format!("kmsKeyId `{k}`"));
-    }
-    if let Some(c) = w.storage_class {
-        sent.push(format!("storageClass `{}`", c.as_str()));
-    }
-    if !w.tags.is_empty() {
-        sent.push("tags".to_owned());
-    }
-    if let Some(a) = w.canned_acl {
-        sent.push(format!("cannedAcl `{}`", a.as_str()));
-    }
     let mut note = String::new();
-    if !sent.is_empty() {
-        note.push_str(&format!(
-            " The request carried {}: a bucket policy may require other values or deny \
-             these (tags need s3:PutObjectTagging, an ACL s3:PutObjectAcl, a KMS key \
-             kms:GenerateDataKey).",
-            sent.join(", ")
-        ));
+    if step == ProbeStepName::PutObject {
+        let mut sent = Vec::new();
+        let mut unset = Vec::new();
+        match w.server_side_encryption {
+            Some(e) => sent.push(format!("serverSideEncryption `{}`", e.as_str())),
+            None => unset.push("serverSideEncryption (`aws:kms` with kmsKeyId for a KMS key)"),
+        }
+        match &w.kms_key_id {
+            Some(k) => sent.push(format!("kmsKeyId `{k}`")),
+            None if matches!(
+                w.server_side_encryption,
+                Some(Sse::AwsKms | Sse::AwsKmsDsse)
+            ) =>
+            {
+                unset.push("kmsKeyId (without it S3 uses the bucket's default key)")
+            }
+            None => {}
+        }
+        match w.storage_class {
+            Some(c) => sent.push(format!("storageClass `{}`", c.as_str())),
+            None => unset.push("storageClass"),
+        }
+        if w.tags.is_empty() {
+            unset.push("tags");
+        } else {
+            sent.push("tags".to_owned());
+        }
+        match w.canned_acl {
+            Some(a) => sent.push(format!("cannedAcl `{}`", a.as_str())),
+            None => unset.push("cannedAcl (e.g. `bucket-owner-full-control`)"),
+        }
+        if !sent.is_empty() {
+            note.push_str(&format!(
+                " The request carried {}: a bucket policy may require other values or deny \
+                 these (tags need s3:PutObjectTagging, an ACL s3:PutObjectAcl, a KMS key \
+                 kms:GenerateDataKey).",
+                sent.join(", ")
+            ));
+        }
+        if !unset.is_empty() {
+            note.push_str(&format!(
+                " A bucket or IAM policy that requires a write option refuses every PutObject \
+                 without it; this destination does not set {}. If the policy has such a \
+                 condition (s3:x-amz-server-side-encryption, \
+                 s3:x-amz-server-side-encryption-aws-kms-key-id, s3:x-amz-storage-class, \
+                 s3:RequestObjectTag/…, s3:x-amz-acl), set the option on the destination with \
+                 PUT /api/v1/delivery-destinations/{{id}}.",
+                unset.join(", ")
+            ));
+        }
     }
     if let Some(owner) = &w.expected_bucket_owner {
         note.push_str(&format!(
@@ -619,6 +657,59 @@ mod tests {
         assert!(h.contains("expected bucket owner `210987654321`"), "{h}");
         let h = hint(PutObject, "KMS.NotFoundException", &s3);
         assert!(h.contains("the KMS key `alias/courier`"), "{h}");
+    }
+
+    #[test]
+    fn access_denied_on_put_names_the_write_options_not_set() {
+        use courier_core::write_options::{CannedAcl, ServerSideEncryption};
+        let h = hint(PutObject, "AccessDenied", &role());
+        for field in [
+            "serverSideEncryption",
+            "kmsKeyId",
+            "storageClass",
+            "tags",
+            "cannedAcl",
+            "s3:x-amz-server-side-encryption",
+        ] {
+            assert!(h.contains(field), "{field}: {h}");
+        }
+        assert!(!h.contains("The request carried"), "{h}");
+        let mut s3 = role();
+        s3.write.server_side_encryption = Some(ServerSideEncryption::AwsKms);
+        s3.write.canned_acl = Some(CannedAcl::BucketOwnerFullControl);
+        let h = hint(PutObject, "AccessDenied", &s3);
+        assert!(
+            h.contains(
+                "carried serverSideEncryption `aws:kms`, cannedAcl `bucket-owner-full-control`"
+            ),
+            "{h}"
+        );
+        assert!(
+            h.contains("does not set kmsKeyId (without it S3 uses the bucket's default key), storageClass, tags."),
+            "{h}"
+        );
+        // DeleteObject carries no write options.
+        let h = hint(DeleteObject, "AccessDenied", &s3);
+        assert!(
+            !h.contains("serverSideEncryption") && !h.contains("storageClass"),
+            "{h}"
+        );
+    }
+
+    #[test]
+    fn a_refused_expected_owner_is_named_on_every_step() {
+        use courier_core::write_options::AccountId;
+        let mut s3 = role();
+        s3.write.expected_bucket_owner = Some(AccountId::parse("210987654321").unwrap());
+        for step in [HeadBucket, PutObject, DeleteObject] {
+            let h = hint(step, "AccessDenied", &s3);
+            assert!(
+                h.contains("`210987654321`") && h.contains("another account"),
+                "{h}"
+            );
+        }
+        let h = hint(HeadBucket, "AccessDenied", &role());
+        assert!(!h.contains("another account"), "{h}");
     }
 
     #[test]

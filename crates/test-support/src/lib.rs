@@ -38,7 +38,9 @@ pub mod sentinel;
 mod tools;
 
 pub use garage::{GARAGE_REGION, GARAGE_VERSION, GarageServer, S3Key};
-pub use moto::{MOTO_ACCOUNT, MOTO_REGION, MotoCustomer, MotoFleet, MotoServer, MotoUser};
+pub use moto::{
+    MOTO_ACCOUNT, MOTO_REGION, MotoCustomer, MotoFleet, MotoServer, MotoUser, S3Request,
+};
 pub use ports::free_port;
 pub use redis::{RedisServer, test_namespace};
 pub use sentinel::{SENTINEL_SERVICE, SentinelCluster, SentinelServer};

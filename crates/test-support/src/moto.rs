@@ -4,8 +4,14 @@
 //! Garage has no STS, KMS or object tags; moto's server does, and with IAM enforcement it
 //! refuses an unauthorised call with AWS's own codes. It runs from the tools venv
 //! (`$COURIER_TOOLS/venv`, `moto[server]` from `scripts/python-tools.txt`) under a small
-//! wrapper (`moto/serve.py`) that makes trust-policy conditions on a missing key evaluate
-//! as AWS does (false), where moto 5.2 evaluates them as true.
+//! wrapper (`moto/serve.py`) that closes the gaps between moto 5.2 and AWS these tests
+//! depend on: policy conditions evaluate as on AWS (a `StringEquals` on a key the request
+//! lacks is false, where moto says true; `StringNotEquals`, `Null` and the like are
+//! evaluated, where moto ignores them), S3 requests carry their condition keys
+//! (`s3:x-amz-server-side-encryption`, `s3:x-amz-storage-class`, `s3:x-amz-acl`, …) into
+//! bucket and identity policies, and `x-amz-expected-bucket-owner` is enforced (moto
+//! ignores it; AWS answers 403 AccessDenied when it names another account). The wrapper
+//! also logs every S3 request it handled ([`MotoServer::s3_requests`]).
 //!
 //! How the enforcement switch works (moto's `core/authorization.py`): every request counts
 //! against `INITIAL_NO_AUTH_ACTION_COUNT` (infinite by default) and is authorised only once
@@ -72,6 +78,40 @@ pub struct AssumedRole {
     pub session_name: String,
     pub role_arn: String,
     pub external_id: Option<String>,
+}
+
+/// One S3 request the server handled, from its log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Request {
+    pub method: String,
+    pub bucket: Option<String>,
+    /// `None` for a bucket request (HeadBucket, ListObjects, …).
+    pub key: Option<String>,
+    /// The names of its query parameters, sorted (`uploads`, `partNumber`, `uploadId`, …).
+    pub query: Vec<String>,
+    /// The `x-amz-expected-bucket-owner` it named.
+    pub expected_bucket_owner: Option<String>,
+}
+
+impl S3Request {
+    /// The S3 operation, named as AWS names it, for the requests Courier makes.
+    pub fn operation(&self) -> &'static str {
+        let has = |q: &str| self.query.iter().any(|p| p == q);
+        match (self.method.as_str(), self.key.is_some()) {
+            ("HEAD", false) => "HeadBucket",
+            ("GET", false) => "ListObjects",
+            ("HEAD", true) => "HeadObject",
+            ("GET", true) => "GetObject",
+            ("POST", true) if has("uploads") => "CreateMultipartUpload",
+            ("POST", true) if has("uploadId") => "CompleteMultipartUpload",
+            ("PUT", true) if has("uploadId") => "UploadPart",
+            ("PUT", true) if has("tagging") || has("acl") => "PutObjectSubresource",
+            ("PUT", true) => "PutObject",
+            ("DELETE", true) if has("uploadId") => "AbortMultipartUpload",
+            ("DELETE", true) => "DeleteObject",
+            _ => "Other",
+        }
+    }
 }
 
 /// A private moto server on a free port of 127.0.0.1, with its log in a temporary
@@ -267,6 +307,30 @@ impl MotoServer {
                 external_id: r["external_id"].as_str().map(str::to_owned),
             })
             .collect())
+    }
+
+    /// Every S3 request the server handled so far, in order (the wrapper logs each one).
+    pub fn s3_requests(&self) -> anyhow::Result<Vec<S3Request>> {
+        const MARK: &str = "COURIER-S3 ";
+        let log = std::fs::read_to_string(self.log()).context("cannot read moto's log")?;
+        let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+        log.lines()
+            .filter_map(|line| line.find(MARK).map(|at| &line[at + MARK.len()..]))
+            .map(|entry| {
+                let v: serde_json::Value = serde_json::from_str(entry)
+                    .with_context(|| format!("unreadable request log line: {entry}"))?;
+                Ok(S3Request {
+                    method: text(&v["method"]).unwrap_or_default(),
+                    bucket: text(&v["bucket"]),
+                    key: text(&v["key"]),
+                    query: v["query"]
+                        .as_array()
+                        .map(|q| q.iter().filter_map(text).collect())
+                        .unwrap_or_default(),
+                    expected_bucket_owner: text(&v["expectedBucketOwner"]),
+                })
+            })
+            .collect()
     }
 
     /// One HTTP/1.1 request to the server; its status and body.

@@ -192,7 +192,12 @@ impl Uploader<'_> {
             content_encoding: dest.spec.compression.content_encoding(),
             write: &dest.spec.s3.write,
         };
-        deliver(&client, &target, spec, rows, self.part_size, stop).await
+        deliver(&client, &target, spec, rows, self.part_size, stop)
+            .await
+            .map_err(|e| match e {
+                PipelineError::Io(f) => PipelineError::Io(f.naming_expected_owner(target.write)),
+                other => other,
+            })
     }
 }
 
