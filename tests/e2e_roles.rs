@@ -246,6 +246,18 @@ out = s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
 print(json.dumps(sorted(o["Key"] for o in out.get("Contents", []))))
 "#;
 
+/// Lists the multipart uploads still open under a prefix (parts a failed delivery would
+/// leave behind, billed to the customer) as the bucket's owner. argv as `LIST`.
+const OPEN_UPLOADS: &str = r#"
+import json, sys
+import boto3
+url, key_id, secret, bucket, prefix = sys.argv[1:6]
+s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+                  aws_access_key_id=key_id, aws_secret_access_key=secret)
+out = s3.list_multipart_uploads(Bucket=bucket, Prefix=prefix)
+print(json.dumps(sorted(u["Key"] for u in out.get("Uploads", []))))
+"#;
+
 /// moto with the fleet's user, and Courier's processes running as that user.
 struct World {
     moto: MotoServer,
@@ -875,6 +887,8 @@ async fn the_expected_bucket_owner_is_named_on_every_request_and_another_owner_i
     let rec = w.stack.wait_final(&corrupt, WAIT).await;
     assert_eq!(rec["status"], "FAILED", "{rec}");
     assert_eq!(rec["error"]["code"], "RenderFailed", "{rec}");
+    // The role may abort (the README's permissions policy grants it): no parts are left.
+    assert_eq!(w.as_owner(OPEN_UPLOADS, PREFIX), json!([]));
     // Every request of every kind named the owner; none went without it.
     assert_eq!(
         operations_naming(&w, Some(MOTO_ACCOUNT)),

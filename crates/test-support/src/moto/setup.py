@@ -5,8 +5,9 @@
 #   `admin` user (allowed everything) stands for the customer reading objects back.
 # `customer EXTERNAL_ID BUCKET PREFIX FLEET_ARN`: the customer, having read their ExternalId
 #   from Courier, makes their bucket, a KMS key and two roles trusting the fleet: `role`
-#   requires the ExternalId, `openRole` does not. Both may s3:PutObject, s3:GetObject and
-#   s3:DeleteObject on `BUCKET/PREFIX*` and use the key; neither may s3:ListBucket.
+#   requires the ExternalId, `openRole` does not. Both may s3:PutObject, s3:GetObject,
+#   s3:DeleteObject and s3:AbortMultipartUpload on `BUCKET/PREFIX*` (the README's permissions
+#   policy) and use the key; neither may s3:ListBucket.
 import json
 import sys
 
@@ -58,7 +59,12 @@ def role(name, require_external_id):
         [
             {
                 "Effect": "Allow",
-                "Action": ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"],
+                "Action": [
+                    "s3:PutObject",
+                    "s3:GetObject",
+                    "s3:DeleteObject",
+                    "s3:AbortMultipartUpload",
+                ],
                 "Resource": f"arn:aws:s3:::{bucket}/{prefix}*",
             },
             {"Effect": "Allow", "Action": ["kms:GenerateDataKey", "kms:Decrypt"], "Resource": key_arn},
