@@ -4,12 +4,14 @@
 
 SHELL := /bin/bash
 export COURIER_TOOLS ?= $(HOME)/.cache/courier/tools
+# cargo-nextest, when ensure-tools had to install it, lives here.
+export PATH := $(COURIER_TOOLS)/bin:$(PATH)
 CARGO ?= cargo
 
 .PHONY: demo test lint fmt tools build bench soak image
 
 tools:
-	scripts/ensure-tools.sh --prometheus --python
+	scripts/ensure-tools.sh --nextest --prometheus --python
 
 build:
 	$(CARGO) build --workspace --all-targets
@@ -17,9 +19,11 @@ build:
 demo:
 	scripts/demo.sh
 
+# Every test in its own process, binaries side by side (.config/nextest.toml says how many
+# at once and which take turns).
 test: tools
 	scripts/check-deploy.sh
-	$(CARGO) test --workspace --all-targets --no-fail-fast
+	$(CARGO) nextest run --workspace --all-targets --no-fail-fast
 	@echo "make test: all tests passed"
 
 lint:

@@ -2,23 +2,27 @@
 # Installs the real services Courier's tests, `make demo` and `make bench` run against:
 #   - redis-server (Debian package), from PATH
 #   - garage 2.5.0 (cargo install) in $COURIER_TOOLS/bin (default ~/.cache/courier/tools)
+#   - cargo-nextest (the runner of `make test`), from PATH or else cargo install into
+#     $COURIER_TOOLS/bin, only with --nextest
 #   - promtool (Debian package `prometheus`), only with --prometheus
 #   - a Python venv at $COURIER_TOOLS/venv with the packages in scripts/python-tools.txt
 #     (kubernetes-validate, jsonschema, pyarrow, ...), only with --python
 #   - curl, jq and openssl, which `make demo` uses
 # Idempotent: does nothing (quickly) when everything is already there.
 #
-# Usage: scripts/ensure-tools.sh [--prometheus] [--python]
+# Usage: scripts/ensure-tools.sh [--nextest] [--prometheus] [--python]
 set -euo pipefail
 
 GARAGE_VERSION=2.5.0
 COURIER_TOOLS="${COURIER_TOOLS:-$HOME/.cache/courier/tools}"
 GARAGE_BIN="$COURIER_TOOLS/bin/garage"
 
+want_nextest=0
 want_prometheus=0
 want_python=0
 for arg in "$@"; do
     case "$arg" in
+        --nextest) want_nextest=1 ;;
         --prometheus) want_prometheus=1 ;;
         --python) want_python=1 ;;
         -h | --help)
@@ -26,7 +30,7 @@ for arg in "$@"; do
             exit 0
             ;;
         *)
-            echo "ensure-tools: unknown argument: $arg (usage: $0 [--prometheus] [--python])" >&2
+            echo "ensure-tools: unknown argument: $arg (usage: $0 [--nextest] [--prometheus] [--python])" >&2
             exit 2
             ;;
     esac
@@ -104,6 +108,18 @@ else
     if [ "$(garage_version)" != "$GARAGE_VERSION" ]; then
         echo "ensure-tools: $GARAGE_BIN still reports version '$(garage_version)'" >&2
         exit 1
+    fi
+fi
+
+# --- cargo-nextest (optional) ---------------------------------------------------------------
+NEXTEST_VERSION=0.9.143
+if [ "$want_nextest" -eq 1 ]; then
+    if PATH="$COURIER_TOOLS/bin:$PATH" cargo nextest --version >/dev/null 2>&1; then
+        log "cargo-nextest present"
+    else
+        log "cargo install cargo-nextest --version $NEXTEST_VERSION --locked --root $COURIER_TOOLS"
+        mkdir -p "$COURIER_TOOLS"
+        cargo install cargo-nextest --version "$NEXTEST_VERSION" --locked --root "$COURIER_TOOLS"
     fi
 fi
 
