@@ -261,3 +261,40 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    /// What a failed apalis worker does to its handlers, dropping them mid-await, leaves
+    /// the delivery running to its end; the supervisor can wait for it.
+    #[tokio::test]
+    async fn a_dropped_handler_leaves_its_delivery_running_to_its_end() {
+        let under_way = UnderWay::new();
+        let (go, gate) = oneshot::channel::<()>();
+        let (done, finished) = oneshot::channel::<&str>();
+        let handler = {
+            let under_way = under_way.clone();
+            tokio::spawn(async move {
+                under_way
+                    .spawn(async move {
+                        let _ = gate.await;
+                        let _ = done.send("outcome written");
+                    })
+                    .await
+            })
+        };
+        // The handler is awaiting its delivery: then apalis drops it.
+        let mut count = under_way.0.subscribe();
+        count.wait_for(|n| *n == 1).await.unwrap();
+        handler.abort();
+        assert!(handler.await.unwrap_err().is_cancelled());
+        assert_eq!(under_way.count(), 1, "still under way");
+        go.send(()).unwrap();
+        under_way.ended().await;
+        assert_eq!(finished.await, Ok("outcome written"));
+        assert_eq!(under_way.count(), 0);
+    }
+}
