@@ -2,7 +2,8 @@
 //! worker` processes, and faults done to them for real (SIGKILL, SIGTERM, a Redis crash, a
 //! store outage, a revoked permission, a corrupt task, an out-of-order job, a key lock
 //! stolen in the middle of an upload, a destination paused for longer than deliveries are
-//! held). A worker started with the wrong `COURIER_SECRET_KEY` is `tests/e2e_secrets.rs`.
+//! held, Redis at `maxmemory` while uploads are under way and jobs arrive). A worker
+//! started with the wrong `COURIER_SECRET_KEY` is `tests/e2e_secrets.rs`.
 //!
 //! Every scenario enqueues a known set of deliveries, runs [`RUNS`] times with fresh data,
 //! and ends with [`Tally`]: it reads every record back, checks the dead letters, the held
@@ -2270,5 +2271,430 @@ async fn a_delivery_held_past_the_bound_becomes_a_replayable_dead_letter() {
         t.print(SCENARIO, run, "phase=replayed");
         t.assert_none_lost(SCENARIO, run);
         assert_eq!((t.delivered, t.dead, t.dup), (JOBS, 0, 0));
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 10. Redis at maxmemory while deliveries are in flight and arriving
+// ---------------------------------------------------------------------------------------
+
+/// Keys the test writes to fill Redis (test data, not Courier's).
+const FILLER: &str = "e2e-filler";
+
+/// Fills the stack's Redis past its `maxmemory`, as a Redis in production fills: 8 MiB of
+/// data, then a limit 4 MiB below what it holds, with `noeviction` (as `deploy/redis.conf`),
+/// so that it refuses every write that may grow memory, with `OOM`, whatever a client's
+/// buffers add or free meanwhile. Returns how many filler keys it wrote.
+async fn fill_redis(stack: &Stack) -> usize {
+    const KEYS: usize = 32;
+    let mut conn = stack.redis().await;
+    let chunk = vec![b'x'; 256 * 1024];
+    for i in 0..KEYS {
+        let _: () = redis::cmd("SET")
+            .arg(format!("{FILLER}:{i}"))
+            .arg(&chunk)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("INFO memory has used_memory");
+    for (k, v) in [
+        ("maxmemory-policy", "noeviction".to_owned()),
+        ("maxmemory", (used - 4 * 1024 * 1024).to_string()),
+    ] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(k)
+            .arg(v)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    let probe: redis::RedisResult<()> = redis::cmd("SET")
+        .arg(format!("{FILLER}:probe"))
+        .arg("x")
+        .query_async(&mut conn)
+        .await;
+    let refused = probe.as_ref().is_err_and(|e| e.to_string().contains("OOM"));
+    assert!(refused, "Redis at maxmemory refuses writes: {probe:?}");
+    KEYS
+}
+
+/// Gives Redis room again: the operator raises the limit (none) and drops the filler.
+async fn restore_redis(stack: &Stack, filler: usize) {
+    let mut conn = stack.redis().await;
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(0)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for i in 0..filler {
+        let _: () = redis::cmd("DEL")
+            .arg(format!("{FILLER}:{i}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// `POST /deliveries` with `body`: the status, the `Retry-After` header and the JSON body.
+async fn post_raw(stack: &Stack, body: &Value) -> (u16, Option<String>, Value) {
+    let resp = stack
+        .http
+        .post(format!("{}/api/v1/deliveries", stack.api_url))
+        .bearer_auth(TOKEN)
+        .json(body)
+        .send()
+        .await
+        .expect("the API answers");
+    let status = resp.status().as_u16();
+    let retry_after = resp
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (
+        status,
+        retry_after,
+        resp.json().await.unwrap_or(Value::Null),
+    )
+}
+
+/// Seconds since the most recent heartbeat of any worker registered in Redis (`None`
+/// when none is).
+async fn silent_for(stack: &Stack) -> Option<i64> {
+    let mut conn = stack.redis().await;
+    let beats: Vec<(String, i64)> = redis::cmd("ZRANGE")
+        .arg(queue(stack).workers())
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let last = beats.iter().map(|(_, at)| *at).max()?;
+    Some(chrono::Utc::now().timestamp() - last)
+}
+
+/// How many times the stack's workers restarted their queue consumer after it failed.
+fn worker_restarts(stack: &Stack) -> usize {
+    strip_ansi(&stack.worker_logs())
+        .lines()
+        .filter(|l| l.contains("worker failed; restarting"))
+        .count()
+}
+
+/// How many of a record's attempts failed with `code`.
+fn attempts_with(rec: &Value, code: &str) -> usize {
+    rec["attempts"]
+        .as_array()
+        .map_or(0, |a| a.iter().filter(|a| a["errorCode"] == code).count())
+}
+
+/// The sum of `courier_storage_failures_total{outcome}` over the stack's workers.
+async fn storage_failures(stack: &Stack, outcome: &str) -> f64 {
+    let mut total = 0.0;
+    for i in 0..stack.workers.len() {
+        total += metric_sum(
+            &stack.worker_metrics(i).await,
+            "courier_storage_failures_total",
+            &[("outcome", outcome)],
+        );
+    }
+    total
+}
+
+/// Redis reaches `maxmemory` (`noeviction`) while deliveries are in the middle of their
+/// uploads and jobs keep arriving; it stays full, then gets room again.
+///
+/// The store is behind a gated proxy ([`courier_test_support::LatencyProxy`], started
+/// closed): the workers' uploads of the first jobs are held, unanswered, so that they are
+/// in flight (`IN_PROGRESS`, holding their keys) when Redis fills. While it is full the API
+/// answers every enqueue 503 `UNAVAILABLE` with `Retry-After: 5` and saves nothing (no
+/// record, no task). The uploads stay held until every worker's heartbeat has been refused
+/// for longer than the liveness timeout: apalis stops a consumer whose heartbeat fails, and
+/// that must not cut off the deliveries it was running (it did: they ended with nothing
+/// written, `IN_PROGRESS` until their tasks were re-queued after Redis had room; see
+/// `crates/worker/src/run.rs`). Then the gate opens, the uploads end, and the workers'
+/// writes of their outcomes are refused: each in-flight delivery takes Courier's
+/// storage-retry path (an attempt `StorageFailed` in its record, its retry written by the
+/// one `allow-oom` script), which is what this scenario exists to prove. Once Redis has
+/// room again every accepted delivery, and every job sent after, ends `DELIVERED` (a
+/// `FAILED` `StorageRetriesExhausted` one would be replayed and must then be delivered).
+///
+/// How long Redis stays full. Issue 12 asks for longer than apalis-redis's own retry span
+/// (25 runs at +1 s, +2 s, … ≈ 325 s, hard-coded in its `handle_results.lua`; no setting
+/// shortens it). That span cannot run at `maxmemory`: apalis's fetch begins with a write
+/// (`RPUSH` of due tasks, `SADD` to the worker's in-flight set), and so do its heartbeat
+/// and its registration, so Redis refuses them and no task is fetched, run, retried or
+/// given up on while it is full; and a worker whose storage fails hands the task to
+/// Courier's policy, not to apalis, as long as the `allow-oom` retry is written
+/// (`handed_back` stays 0, asserted). The test asserts that premise (no record gains an
+/// attempt while Redis is full, apalis's dead set stays empty), so what Redis must outlast
+/// is Courier's own: its retry policy (`COURIER_RETRY_MAX_ELAPSED_SECS`, 10 s here) and the
+/// workers' liveness (1 s × 3). Redis stays full for the policy's whole span after the last
+/// in-flight delivery met the refusal, plus 5 s, so each retried delivery is past its
+/// policy's time when it runs again; it must still end delivered, or as a replayable dead
+/// letter. A longer stay adds nothing the test could observe.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_at_maxmemory_loses_nothing_in_flight_or_arriving() {
+    const SCENARIO: &str = "redis-maxmemory";
+    /// A new destination's fleet-wide upload limit (`COURIER_INITIAL_UPLOADS_PER_DESTINATION`).
+    const IN_FLIGHT: usize = 4;
+    const REFUSED: usize = 10;
+    const AFTER: usize = 4;
+    const ROWS: usize = 200;
+    const MAX_ELAPSED_SECS: u64 = 10;
+    let mut stack = Stack::start(0).await;
+    let _evidence = Evidence::new(SCENARIO, &stack);
+    let env = with(
+        fast_liveness(),
+        &[
+            ("COURIER_RETRY_MAX_ATTEMPTS", "5"),
+            ("COURIER_RETRY_MIN_DELAY_MS", "500"),
+            ("COURIER_RETRY_MAX_DELAY_MS", "2000"),
+        ],
+    );
+    let env = with(
+        env,
+        &[(
+            "COURIER_RETRY_MAX_ELAPSED_SECS",
+            &MAX_ELAPSED_SECS.to_string(),
+        )],
+    );
+    for _ in 0..2 {
+        let w = stack.add_worker_with_env(&env);
+        stack.wait_worker(w).await;
+    }
+    let upstream = stack
+        .garage
+        .endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .expect("Garage's endpoint is http://<ip>:<port>");
+    let gate = courier_test_support::LatencyProxy::start_closed(upstream)
+        .await
+        .unwrap();
+    let within = Duration::from_secs(60);
+
+    for run in 1..=RUNS {
+        gate.close();
+        let prefix = format!("oom/run{run}/");
+        let mut body = stack.destination_body("CSV", "NONE", &prefix);
+        body["s3"]["endpointUrl"] = gate.endpoint().into();
+        let dest = stack.create_destination(&body).await;
+        let puts_before = garage_puts(&stack).await;
+        let retried_before = storage_failures(&stack, "retried").await;
+        let restarts_before = worker_restarts(&stack);
+        let mut ids = Vec::new();
+        let mut sent_rows = HashMap::new();
+        for i in 0..IN_FLIGHT {
+            let inv = format!("INV-{run}-{i}");
+            let r = rows(&format!("run{run}-{inv}"), ROWS);
+            let id = enqueue(&stack, &job(&dest, &inv, &inv, COMPLETED_AT, &r)).await;
+            sent_rows.insert(id.clone(), (inv, r));
+            ids.push(id);
+        }
+        // The event: every one of them is in the middle of its upload, held at the gate.
+        wait_until(
+            "every delivery in the middle of its upload",
+            within,
+            || async {
+                let recs = records_of(&stack, &dest).await;
+                let mut busy = 0;
+                for rec in ids.iter().filter_map(|id| recs.get(id)) {
+                    if rec["status"] == "IN_PROGRESS" && holds_key(&stack, rec).await {
+                        busy += 1;
+                    }
+                }
+                busy == IN_FLIGHT
+            },
+        )
+        .await;
+
+        let filler = fill_redis(&stack).await;
+        let full_at = Instant::now();
+
+        // Jobs keep arriving: each is refused with 503, Retry-After and a JSON error.
+        let mut refused = Vec::new();
+        for i in 0..REFUSED {
+            let inv = format!("REFUSED-{run}-{i}");
+            let (status, retry_after, resp) = post_raw(
+                &stack,
+                &job(&dest, &inv, &inv, COMPLETED_AT, &rows(&inv, 5)),
+            )
+            .await;
+            assert_eq!(status, 503, "an enqueue while Redis is full: {resp}");
+            assert_eq!(retry_after.as_deref(), Some("5"), "{resp}");
+            assert_eq!(resp["error"]["code"], "UNAVAILABLE", "{resp}");
+            refused.push(inv);
+        }
+
+        // The uploads go on while the workers' heartbeats are refused, for longer than a
+        // worker may go silent before it counts as dead.
+        wait_until(
+            "every worker's heartbeat older than the liveness timeout",
+            within,
+            || async { silent_for(&stack).await >= Some(4) },
+        )
+        .await;
+        // The uploads end while Redis still refuses writes: each in-flight delivery's
+        // outcome cannot be written, and Courier's retry is.
+        gate.open();
+        let met = wait_until(
+            "every in-flight delivery recorded a StorageFailed attempt",
+            within,
+            || async {
+                let recs = records_of(&stack, &dest).await;
+                ids.iter().all(|id| {
+                    recs.get(id)
+                        .is_some_and(|r| attempts_with(r, "StorageFailed") > 0)
+                })
+            },
+        )
+        .await;
+        let during = records_of(&stack, &dest).await;
+
+        // Redis stays full for the whole span of Courier's policy after that, and more.
+        tokio::time::sleep_until((met + Duration::from_secs(MAX_ELAPSED_SECS + 5)).into()).await;
+        let still = records_of(&stack, &dest).await;
+        for id in &ids {
+            let (before, now) = (&during[id], &still[id]);
+            assert_eq!(
+                before["attempts"], now["attempts"],
+                "a task ran while Redis was full (the premise that lets this scenario be \
+                 shorter than apalis's retry span):\nthen: {before}\nnow: {now}"
+            );
+        }
+        assert_eq!(apalis_dead(&stack).await, 0, "nothing in apalis's dead set");
+        restore_redis(&stack, filler).await;
+        let restored_at = Instant::now();
+        let full_for = restored_at - full_at;
+
+        for i in 0..AFTER {
+            let inv = format!("AFTER-{run}-{i}");
+            let r = rows(&format!("run{run}-{inv}"), ROWS);
+            let id = enqueue(&stack, &job(&dest, &inv, &inv, COMPLETED_AT, &r)).await;
+            sent_rows.insert(id.clone(), (inv, r));
+            ids.push(id);
+        }
+        let waited = wait_all(
+            &stack,
+            &dest,
+            &ids,
+            &["DELIVERED", "FAILED"],
+            restored_at + within,
+        )
+        .await;
+        let settled = took(&waited, restored_at);
+        expect_waited(waited, SCENARIO, run);
+        // A delivery whose policy ran out is a replayable dead letter that says why.
+        let letters = dead_letter_ids(&stack).await;
+        let mut replayed = Vec::new();
+        for (id, rec) in records_of(&stack, &dest).await {
+            if rec["status"] == "FAILED" {
+                assert_eq!(rec["error"]["code"], "StorageRetriesExhausted", "{rec}");
+                assert!(letters.contains(&id), "a dead letter for {rec}");
+                let (code, resp) = stack
+                    .post(&format!("/api/v1/deliveries/{id}/retry"), &json!({}))
+                    .await;
+                assert_eq!(code, 202, "{resp}");
+                replayed.push(id);
+            }
+        }
+        let waited = wait_all(&stack, &dest, &ids, &["DELIVERED"], Instant::now() + within).await;
+        let recovered = took(&waited, restored_at);
+
+        let puts = match (puts_before, garage_puts(&stack).await) {
+            (Some(a), Some(b)) => Some(b - a),
+            _ => None,
+        };
+        let t = Tally::read(&stack, &ids, puts).await;
+        let storage_failed: usize = t
+            .records
+            .values()
+            .map(|r| attempts_with(r, "StorageFailed"))
+            .sum();
+        let retried = storage_failures(&stack, "retried").await - retried_before;
+        let restarts = worker_restarts(&stack) - restarts_before;
+        let handed_back = storage_failures(&stack, "handed_back").await;
+        t.print(
+            SCENARIO,
+            run,
+            &format!(
+                "in_flight_at_full={IN_FLIGHT} refused={} \
+                 storage_failed_attempts={storage_failed} storage_failures_retried={retried} \
+                 handed_back={handed_back} worker_restarts={restarts} replayed={} puts={} \
+                 full_for={} settled_after_room={settled} delivered_after_room={recovered}",
+                refused.len(),
+                replayed.len(),
+                puts.map_or("?".into(), |p| p.to_string()),
+                secs(full_for),
+            ),
+        );
+        expect_waited(waited, SCENARIO, run);
+        t.assert_none_lost(SCENARIO, run);
+        assert_eq!(t.delivered, ids.len(), "every accepted delivery DELIVERED");
+        assert!(
+            storage_failed >= IN_FLIGHT,
+            "each in-flight delivery took the storage-retry path"
+        );
+        assert!(
+            retried >= IN_FLIGHT as f64,
+            "courier_storage_failures_total{{outcome=\"retried\"}} = {retried}"
+        );
+        assert_eq!(handed_back, 0.0, "no task was handed to apalis's retry");
+        assert_eq!(apalis_dead(&stack).await, 0, "nothing in apalis's dead set");
+        let letters = dead_letter_ids(&stack).await;
+        assert!(
+            ids.iter().all(|id| !letters.contains(id)),
+            "no dead letter left"
+        );
+
+        // Nothing of the refused requests was saved: no record, no task (so no object).
+        let recs = records_of(&stack, &dest).await;
+        assert_eq!(
+            recs.len(),
+            ids.len(),
+            "records of exactly the accepted deliveries"
+        );
+        let mut keys = stack.objects(&prefix).await;
+        keys.sort();
+        let mut want: Vec<String> = sent_rows
+            .values()
+            .map(|(inv, _)| key_of(&prefix, inv))
+            .collect();
+        want.sort();
+        assert_eq!(
+            keys, want,
+            "one object per accepted delivery, none of a refused one"
+        );
+        let mut conn = stack.redis().await;
+        let tasks: HashMap<String, String> = redis::cmd("HGETALL")
+            .arg(queue(&stack).data())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        for inv in &refused {
+            assert!(!keys.contains(&key_of(&prefix, inv)));
+            let queued = tasks.values().find(|p| p.contains(&format!("\"{inv}\"")));
+            assert!(queued.is_none(), "a task of a refused request: {queued:?}");
+        }
+        for id in &ids {
+            let (inv, r) = &sent_rows[id];
+            assert_eq!(t.records[id]["key"], key_of(&prefix, inv).as_str());
+            assert_csv_object(&stack, &key_of(&prefix, inv), r).await;
+        }
     }
 }

@@ -1,5 +1,5 @@
 //! Row 6: small deliveries to a store 50 ms away. One worker drains a pre-filled queue into
-//! the bench's Garage through a [`LatencyProxy`](crate::proxy::LatencyProxy) that adds the
+//! the bench's Garage through a [`LatencyProxy`] that adds the
 //! round-trip time, first with the worker's default settings, then with
 //! `COURIER_WORKER_CONCURRENCY` raised (and the upload cap per destination raised with it,
 //! which would bound the run otherwise). Each line says whether the rate is bounded by the
@@ -11,9 +11,9 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::cluster::Services;
-use crate::proxy::LatencyProxy;
 use crate::small;
 use crate::table::{Line, int, rate};
+use courier_test_support::LatencyProxy;
 
 /// With the worker's default settings, one worker must deliver this many per second.
 const TARGET_PER_SEC: f64 = 500.0;

@@ -7,7 +7,8 @@
 //! 3. the renderers alone ([`renderer`]),
 //! 4. one big result per format passed by reference, with the worker's peak RSS ([`big`]),
 //! 5. the enqueue rate and Redis memory per waiting delivery ([`enqueue`]),
-//! 6. small deliveries to a store 50 ms away, behind a latency proxy ([`latency`], [`proxy`]),
+//! 6. small deliveries to a store 50 ms away, behind a latency proxy ([`latency`],
+//!    `courier_test_support::proxy`),
 //! 7. the Celery + boto3 peer against Courier on the same Garage ([`peer`]), and Python's
 //!    xlsxwriter against Courier's XLSX renderer ([`xlsx_peer`]).
 //!
@@ -25,7 +26,6 @@ mod enqueue;
 mod latency;
 mod machine;
 mod peer;
-mod proxy;
 mod renderer;
 mod rows;
 mod small;

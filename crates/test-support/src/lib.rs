@@ -15,6 +15,8 @@
 //! * [`MotoServer`]: moto's AWS-semantics server (IAM, STS, KMS, S3) from the tools venv,
 //!   with IAM enforcement switched on after the test's accounts are set up.
 //! * [`SentinelCluster`]: a primary, replicas and three Sentinels, for failover tests.
+//! * [`LatencyProxy`]: a TCP proxy on loopback in front of one of them, adding latency (the
+//!   bench's store far away) or holding connections until opened (uploads stopped midway).
 //! * the `courier-devstack` binary, which starts one of each, writes a shell env file and
 //!   waits for SIGINT/SIGTERM.
 //!
@@ -33,6 +35,7 @@ pub mod garage;
 pub mod moto;
 pub mod ports;
 mod process;
+pub mod proxy;
 pub mod redis;
 pub mod sentinel;
 mod tools;
@@ -42,6 +45,7 @@ pub use moto::{
     MOTO_ACCOUNT, MOTO_REGION, MotoCustomer, MotoFleet, MotoServer, MotoUser, S3Request,
 };
 pub use ports::free_port;
+pub use proxy::LatencyProxy;
 pub use redis::{RedisServer, test_namespace};
 pub use sentinel::{SENTINEL_SERVICE, SentinelCluster, SentinelServer};
 pub use tools::{garage_bin, tools_dir, try_garage_bin};

@@ -1,6 +1,15 @@
 //! Running a worker process: apalis pulls tasks from Redis and calls [`Deliverer`];
 //! a supervisor restarts the apalis worker if Redis goes away, and shutdown drains.
+//!
+//! An apalis worker stops at the first heartbeat or fetch Redis refuses (at `maxmemory`
+//! both are refused writes, and a blip of the connection fails them too), and stopping
+//! drops the handlers it was running. So each delivery runs on a task of its own
+//! ([`UnderWay`]): when the apalis worker fails, its deliveries go on to their end (their
+//! outcome written, or Courier's retry after a storage failure) instead of being cut off
+//! in the middle of an upload, and the supervisor waits for them before it hands back
+//! what is left and starts taking tasks again.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +18,8 @@ use apalis_redis::RedisStorage;
 use courier_store::Keys;
 use courier_store::RedisConn;
 use courier_store::queue::{Liveness, queue_config};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{RawTask, Verbatim};
@@ -56,12 +67,60 @@ pub fn default_worker_name() -> String {
     )
 }
 
+/// The deliveries a worker process has under way, each on a task of its own, counted until
+/// it ends: an apalis worker that fails drops its handlers, not the deliveries they await.
+#[derive(Debug, Clone)]
+struct UnderWay(Arc<watch::Sender<usize>>);
+
+impl UnderWay {
+    fn new() -> Self {
+        Self(Arc::new(watch::channel(0).0))
+    }
+
+    /// Runs `work` on a task of its own, counted while it runs.
+    fn spawn<F>(&self, work: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.0.send_modify(|n| *n += 1);
+        let ended = Ended(Arc::clone(&self.0));
+        tokio::spawn(async move {
+            let _ended = ended;
+            work.await
+        })
+    }
+
+    fn count(&self) -> usize {
+        *self.0.borrow()
+    }
+
+    /// Returns once nothing is under way.
+    async fn ended(&self) {
+        let mut count = self.0.subscribe();
+        let _ = count.wait_for(|n| *n == 0).await;
+    }
+}
+
+/// Uncounts one delivery when its task ends, however it ends.
+struct Ended(Arc<watch::Sender<usize>>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
 async fn handle(
     task: RawTask,
     deliverer: Data<Arc<Deliverer>>,
+    under_way: Data<UnderWay>,
     attempt: Attempt,
 ) -> Result<(), BoxDynError> {
-    match Arc::clone(&deliverer).handle(&task.0).await {
+    let delivering = Arc::clone(&deliverer);
+    let run = under_way.spawn(async move { delivering.handle(&task.0).await });
+    // A panic is the task's error: apalis runs it again.
+    match run.await? {
         Ok(_) => Ok(()),
         // Courier's own storage failed and not even its retry could be written (Redis
         // read-only or gone): hand the task back to the queue, after the policy's delay for
@@ -87,6 +146,7 @@ pub async fn run(
     deliverer: Arc<Deliverer>,
     shutdown: CancellationToken,
 ) {
+    let under_way = UnderWay::new();
     let mut generation = 0u32;
     let mut backoff = Duration::from_millis(250);
     loop {
@@ -105,6 +165,7 @@ pub async fn run(
         let worker = WorkerBuilder::new(name.clone())
             .backend(storage)
             .data(Arc::clone(&deliverer))
+            .data(under_way.clone())
             .concurrency(settings.concurrency)
             .build(handle);
         let stop = shutdown.clone();
@@ -143,6 +204,19 @@ pub async fn run(
         match result {
             Ok(()) => tracing::warn!(worker = %name, "worker ended unexpectedly; restarting"),
             Err(e) => tracing::error!(worker = %name, error = %e, "worker failed; restarting"),
+        }
+        // Its deliveries go on: wait until each has written its outcome (or Courier's
+        // retry), within the drain timeout once shutdown is asked for.
+        let left = under_way.count();
+        if left > 0 {
+            tracing::warn!(worker = %name, deliveries = left, "waiting for the deliveries under way before restarting");
+            tokio::select! {
+                () = under_way.ended() => {}
+                () = async {
+                    shutdown.cancelled().await;
+                    tokio::time::sleep(settings.drain_timeout).await;
+                } => {}
+            }
         }
         // Best effort: if Redis is back, the old name's tasks need not wait for expiry.
         hand_back(&conn, &deliverer, &name).await;
@@ -185,5 +259,42 @@ struct AbortOnDrop(tokio::task::JoinHandle<()>);
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    /// What a failed apalis worker does to its handlers, dropping them mid-await, leaves
+    /// the delivery running to its end; the supervisor can wait for it.
+    #[tokio::test]
+    async fn a_dropped_handler_leaves_its_delivery_running_to_its_end() {
+        let under_way = UnderWay::new();
+        let (go, gate) = oneshot::channel::<()>();
+        let (done, finished) = oneshot::channel::<&str>();
+        let handler = {
+            let under_way = under_way.clone();
+            tokio::spawn(async move {
+                under_way
+                    .spawn(async move {
+                        let _ = gate.await;
+                        let _ = done.send("outcome written");
+                    })
+                    .await
+            })
+        };
+        // The handler is awaiting its delivery: then apalis drops it.
+        let mut count = under_way.0.subscribe();
+        count.wait_for(|n| *n == 1).await.unwrap();
+        handler.abort();
+        assert!(handler.await.unwrap_err().is_cancelled());
+        assert_eq!(under_way.count(), 1, "still under way");
+        go.send(()).unwrap();
+        under_way.ended().await;
+        assert_eq!(finished.await, Ok("outcome written"));
+        assert_eq!(under_way.count(), 0);
     }
 }
