@@ -138,6 +138,14 @@ async fn handle(
     }
 }
 
+/// How long the supervisor waits before the first restart of a failed apalis worker; each
+/// failure in a row doubles it, up to [`MAX_RESTART_DELAY`].
+const FIRST_RESTART_DELAY: Duration = Duration::from_millis(250);
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(10);
+/// An apalis worker that ran this long before failing ends the run of failures: the next
+/// restart waits [`FIRST_RESTART_DELAY`] again.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
 /// Runs until `shutdown` is cancelled, then drains in-flight deliveries.
 pub async fn run(
     conn: RedisConn,
@@ -148,7 +156,7 @@ pub async fn run(
 ) {
     let under_way = UnderWay::new();
     let mut generation = 0u32;
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = FIRST_RESTART_DELAY;
     loop {
         generation += 1;
         // apalis refuses a name that was alive moments ago, so each restart gets its own.
@@ -182,6 +190,7 @@ pub async fn run(
         ));
         let _stop_beating = AbortOnDrop(beat);
         let run = worker.run_until(signal);
+        let started = std::time::Instant::now();
         let result = tokio::select! {
             r = run => r,
             () = async {
@@ -205,6 +214,11 @@ pub async fn run(
             Ok(()) => tracing::warn!(worker = %name, "worker ended unexpectedly; restarting"),
             Err(e) => tracing::error!(worker = %name, error = %e, "worker failed; restarting"),
         }
+        // A worker that ran well for a while failed for a new reason: restart it soon again,
+        // not after the longest wait an earlier outage reached.
+        if started.elapsed() >= HEALTHY_RUN {
+            backoff = FIRST_RESTART_DELAY;
+        }
         // Its deliveries go on: wait until each has written its outcome (or Courier's
         // retry), within the drain timeout once shutdown is asked for.
         let left = under_way.count();
@@ -224,7 +238,7 @@ pub async fn run(
             () = tokio::time::sleep(backoff) => {}
             () = shutdown.cancelled() => return,
         }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
+        backoff = (backoff * 2).min(MAX_RESTART_DELAY);
     }
 }
 
