@@ -277,13 +277,17 @@ impl Api {
     }
 
     /// Keys of this test's namespace matching `pattern` (after the namespace's `:`).
+    /// The keys matching `pattern` in this test's namespace, sorted (`KEYS` answers in
+    /// no particular order).
     pub async fn redis_keys(&self, pattern: &str) -> Vec<String> {
         let mut conn = self.conn.clone();
-        redis::cmd("KEYS")
+        let mut keys: Vec<String> = redis::cmd("KEYS")
             .arg(format!("{}:{pattern}", self.keys.namespace()))
             .query_async(&mut conn)
             .await
-            .unwrap()
+            .unwrap();
+        keys.sort();
+        keys
     }
 
     /// Tasks waiting in the queue (apalis-redis's active list and scheduled set).
