@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 /// Every operation of the API. A route removed from, or added to, the router without
 /// changing this list fails `operations_are_exactly_the_served_routes`.
-const OPERATIONS: [(&str, &str); 12] = [
+const OPERATIONS: [(&str, &str); 13] = [
     ("get", "/api/v1/tenant"),
     ("post", "/api/v1/delivery-destinations"),
     ("get", "/api/v1/delivery-destinations"),
@@ -34,6 +34,7 @@ const OPERATIONS: [(&str, &str); 12] = [
     ("get", "/api/v1/deliveries"),
     ("get", "/api/v1/deliveries/{id}"),
     ("post", "/api/v1/deliveries/{id}/retry"),
+    ("get", "/api/v1/batches"),
 ];
 
 const METHODS: [&str; 8] = [
@@ -185,10 +186,21 @@ fn schemas_use_the_wire_names_and_keep_the_docs() {
             "compression",
             "csv",
             "parquet",
-            "status"
+            "status",
+            "batch"
         ]
     );
     assert_eq!(request["additionalProperties"], false);
+    let batch = &schemas["BatchRequest"]["properties"];
+    assert_eq!(batch["windowSeconds"]["minimum"], 5);
+    assert_eq!(batch["windowSeconds"]["maximum"], 3600);
+    assert_eq!(batch["maxObjectBytes"]["minimum"], 5 * 1024 * 1024);
+    assert!(
+        schemas["DeliveryStatus"]["enum"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("BATCHED"))
+    );
     let s3 = &schemas["S3Request"];
     let secret = &s3["properties"]["secretAccessKey"];
     assert_eq!(secret["writeOnly"], true);

@@ -11,6 +11,7 @@ use courier_store::RedisConn;
 use courier_store::queue::{Liveness, queue_config};
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::{Closer, CloserSettings};
 use crate::codec::{RawTask, Verbatim};
 use crate::deliver::Deliverer;
 
@@ -26,6 +27,8 @@ pub struct WorkerSettings {
     pub liveness: Liveness,
     /// How long shutdown waits for in-flight deliveries before leaving them to the fleet.
     pub drain_timeout: Duration,
+    /// How the batch windows' closer works.
+    pub closer: CloserSettings,
 }
 
 impl Default for WorkerSettings {
@@ -36,6 +39,7 @@ impl Default for WorkerSettings {
             poll_interval: Duration::from_millis(100),
             liveness: Liveness::default(),
             drain_timeout: Duration::from_secs(25),
+            closer: CloserSettings::default(),
         }
     }
 }
@@ -79,8 +83,33 @@ async fn handle(
     }
 }
 
-/// Runs until `shutdown` is cancelled, then drains in-flight deliveries.
+/// Runs until `shutdown` is cancelled, then drains in-flight deliveries. Beside the
+/// queue, the batch windows' [`Closer`] runs; at shutdown it finishes the window it is
+/// closing (if any) and stops.
 pub async fn run(
+    conn: RedisConn,
+    keys: &Keys,
+    settings: WorkerSettings,
+    deliverer: Arc<Deliverer>,
+    shutdown: CancellationToken,
+) {
+    let closer = Arc::new(Closer {
+        batches: deliverer.records.batches(),
+        deliverer: Arc::clone(&deliverer),
+        settings: settings.closer,
+    });
+    let closing = tokio::spawn(closer.run(shutdown.clone()));
+    run_queue(conn, keys, settings, deliverer, shutdown.clone()).await;
+    // The queue stopped: with shutdown asked for, the closer ends after its window; else
+    // (never in practice) it is stopped here.
+    if !shutdown.is_cancelled() {
+        closing.abort();
+    }
+    let _ = closing.await;
+}
+
+/// The apalis worker and its supervisor.
+async fn run_queue(
     conn: RedisConn,
     keys: &Keys,
     settings: WorkerSettings,

@@ -1,0 +1,100 @@
+//! Closing the windows of batched destinations. Every worker runs a [`Closer`] beside its
+//! apalis worker: it looks for open windows that are due (their end plus a short grace, or
+//! their next retry), and for each one whose destination is active and healthy, claims it
+//! (one worker of the fleet wins), streams its entries from Redis in pages, gzips them into
+//! one object or more and uploads them through the multipart path, then records the
+//! batches and the deliveries and deletes the window.
+//!
+//! - [`close`]: one window, from claim to records.
+//! - [`stream`]: a window's entries read, cut into objects and gzipped on a blocking
+//!   thread, each object's parts uploaded as they come.
+//!
+//! A worker that dies mid-window leaves its claim to expire; the next worker redoes the
+//! window: the same entries in the same order make the same objects with the same ids,
+//! keys and bytes, so nothing is lost and nothing is delivered twice.
+
+pub mod close;
+pub mod stream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use courier_store::BatchStore;
+use tokio_util::sync::CancellationToken;
+
+use crate::Deliverer;
+use crate::telemetry;
+
+/// How a closer works.
+#[derive(Debug, Clone, Copy)]
+pub struct CloserSettings {
+    /// How often it looks for due windows.
+    pub tick: Duration,
+    /// How long a claim lasts unless renewed; renewed every third of it.
+    pub claim_ttl: Duration,
+    /// Entries read from Redis per page.
+    pub page: u64,
+    /// A window still open this long after it was due counts as overdue (the gauge).
+    pub overdue_after: Duration,
+}
+
+impl Default for CloserSettings {
+    fn default() -> Self {
+        Self {
+            tick: Duration::from_secs(1),
+            claim_ttl: Duration::from_secs(30),
+            page: 64,
+            overdue_after: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Closes due windows for the fleet.
+#[derive(Debug)]
+pub struct Closer {
+    pub batches: BatchStore,
+    pub deliverer: Arc<Deliverer>,
+    pub settings: CloserSettings,
+}
+
+impl Closer {
+    /// Looks for due windows every tick until `shutdown`; a window being closed is
+    /// finished first (or left to its claim's expiry if the process dies).
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(self.settings.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            if let Err(e) = self.sweep(&shutdown).await {
+                tracing::warn!(error = %e, "could not look for due batch windows");
+            }
+        }
+    }
+
+    /// One look: every due window, most overdue first.
+    pub async fn sweep(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<(), courier_store::StoreError> {
+        let now = Utc::now().timestamp();
+        let overdue_before = now - self.settings.overdue_after.as_secs() as i64;
+        telemetry::batch_windows_overdue(self.batches.overdue_count(overdue_before).await?);
+        for (window, _) in self.batches.due(now, 32).await? {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            match self.close(&window).await {
+                Ok(close::Closed::Held) => telemetry::batch_window_closed("held", 0.0),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(destination_id = %window.destination_id, window_start = window.start, error = %e, "closing a batch window failed on Courier's storage; it is tried again")
+                }
+            }
+        }
+        Ok(())
+    }
+}
