@@ -214,6 +214,53 @@ async fn concurrent_clients_fill_three_windows_and_every_row_lands_exactly_once(
         json!({"windowSeconds": 5, "maxObjectBytes": 100 * 1024 * 1024})
     );
 
+    // Batched objects are gzip NDJSON: anything else is refused, naming the field.
+    let (status, resp) = stack
+        .post(
+            "/api/v1/delivery-destinations",
+            &batched(&stack, prefix, json!({"windowSeconds": 5}), "ACTIVE")
+                .as_object()
+                .map(|o| {
+                    let mut o = o.clone();
+                    o.insert("format".into(), "CSV".into());
+                    o.insert("compression".into(), "NONE".into());
+                    Value::Object(o)
+                })
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, 422, "{resp}");
+    let fields: Vec<&str> = resp["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["format", "compression"], "{resp}");
+    let (status, resp) = stack
+        .post(
+            "/api/v1/delivery-destinations",
+            &batched(&stack, prefix, json!({"windowSeconds": 3601}), "ACTIVE"),
+        )
+        .await;
+    assert_eq!(status, 422, "{resp}");
+    assert_eq!(resp["error"]["fields"][0]["field"], "batch.windowSeconds");
+    // Rows by reference are refused for a batched destination.
+    let (status, resp) = stack
+        .post(
+            "/api/v1/deliveries",
+            &json!({
+                "destinationId": dest,
+                "jobId": "by-reference",
+                "partnerInventoryId": "INV-1",
+                "completedAt": "2026-06-07T10:00:00Z",
+                "rowsUrl": format!("s3://{}/acme/rows.ndjson", common::STAGING_BUCKET),
+            }),
+        )
+        .await;
+    assert_eq!(status, 422, "{resp}");
+    assert_eq!(resp["error"]["fields"][0]["field"], "rowsUrl", "{resp}");
+
     // Four clients append until the deliveries span three windows.
     let windows = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
     let mut clients = Vec::new();

@@ -251,8 +251,12 @@ pub struct DeliveryAccepted {
     /// The delivery's id; `GET /api/v1/deliveries/{id}` follows it.
     #[schema(value_type = String, example = "dlv_01JXQ5W7ZB3C4D5E6F7G8H9JKM")]
     pub id: DeliveryId,
-    /// `QUEUED`: the task is in the queue.
+    /// `QUEUED`: the task is in the queue; `BATCHED`: the rows are in the batched
+    /// destination's open window.
     pub status: DeliveryStatus,
+    /// To a batched destination: the window the rows were appended to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchRefBody>,
 }
 
 impl From<&DeliveryRecord> for DeliveryAccepted {
@@ -260,6 +264,7 @@ impl From<&DeliveryRecord> for DeliveryAccepted {
         Self {
             id: r.id.clone(),
             status: r.status.into(),
+            batch: r.batch.clone().map(Into::into),
         }
     }
 }
