@@ -238,12 +238,6 @@ impl BatchStore {
             .collect())
     }
 
-    /// How many open windows were due before `before` (unix s) and are still open.
-    pub async fn overdue_count(&self, before: i64) -> Result<u64, StoreError> {
-        let mut conn = self.conn.clone();
-        Ok(conn.zcount(self.keys.batch_due(), "-inf", before).await?)
-    }
-
     /// Claims window `w` for `token` for `ttl` (renew with [`renew`](Self::renew)), if it is
     /// due by Redis's clock and nobody else holds it; seals it, so that later appends go to
     /// later windows.

@@ -106,6 +106,15 @@ impl DestinationStore {
         }))
     }
 
+    /// The status of destination `id` whatever its tenant, without opening its secret;
+    /// `None` if it does not exist.
+    pub async fn status_any(
+        &self,
+        id: &DestinationId,
+    ) -> Result<Option<DestinationStatus>, StoreError> {
+        Ok(self.get_stored(id).await?.map(|s| s.status))
+    }
+
     async fn get_stored(&self, id: &DestinationId) -> Result<Option<Stored>, StoreError> {
         let mut conn = self.conn.clone();
         let json: Option<String> = conn.get(self.keys.destination(id)).await?;

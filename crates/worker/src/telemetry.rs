@@ -18,9 +18,10 @@ pub const POISON_TOTAL: &str = "courier_poison_tasks_total";
 pub const UPLOAD_LIMIT_CUTS_TOTAL: &str = "courier_upload_limit_cuts_total";
 pub const STORAGE_FAILURES_TOTAL: &str = "courier_storage_failures_total";
 pub const BATCH_WINDOWS_TOTAL: &str = "courier_batch_windows_total";
-pub const BATCH_OBJECT_ROWS: &str = "courier_batch_object_rows";
+pub const BATCH_OBJECTS_TOTAL: &str = "courier_batch_objects_total";
+pub const BATCH_ROWS_TOTAL: &str = "courier_batch_rows_total";
 pub const BATCH_OBJECT_BYTES_TOTAL: &str = "courier_batch_object_bytes_total";
-pub const BATCH_LAG_SECONDS: &str = "courier_batch_lag_seconds";
+pub const BATCH_LAG_SECONDS: &str = "courier_batch_lag_duration_seconds";
 pub const BATCH_WINDOWS_OVERDUE: &str = "courier_batch_windows_overdue";
 
 /// A look at a batch window ended: `delivered` (its objects landed; `lag` is the seconds
@@ -35,7 +36,8 @@ pub fn batch_window_closed(outcome: &'static str, lag: f64) {
 
 /// One batch object landed with `rows` rows in `bytes` bytes (gzip).
 pub fn batch_object_landed(rows: u64, bytes: u64) {
-    metrics::histogram!(BATCH_OBJECT_ROWS).record(rows as f64);
+    metrics::counter!(BATCH_OBJECTS_TOTAL).increment(1);
+    metrics::counter!(BATCH_ROWS_TOTAL).increment(rows);
     metrics::counter!(BATCH_OBJECT_BYTES_TOTAL).increment(bytes);
 }
 
@@ -201,9 +203,14 @@ pub fn describe() {
          the window is due again later), failed (given up; its deliveries are FAILED and \
          dead-lettered) or held (its destination is paused or failing; left open)."
     );
-    metrics::describe_histogram!(
-        BATCH_OBJECT_ROWS,
-        "Rows (NDJSON lines) per batch object landed."
+    metrics::describe_counter!(
+        BATCH_OBJECTS_TOTAL,
+        "Batch objects landed; rows per object is the rate of courier_batch_rows_total over \
+         this one's."
+    );
+    metrics::describe_counter!(
+        BATCH_ROWS_TOTAL,
+        "Rows (NDJSON lines) in the batch objects landed."
     );
     metrics::describe_counter!(
         BATCH_OBJECT_BYTES_TOTAL,
@@ -217,8 +224,9 @@ pub fn describe() {
     );
     metrics::describe_gauge!(
         BATCH_WINDOWS_OVERDUE,
-        "Open batch windows, fleet-wide, that were due more than two minutes ago and have not \
-         landed (held for a paused or failing destination, retrying, or no closer running)."
+        "Open batch windows, fleet-wide (at most 1000 counted), that were due more than two \
+         minutes ago and have not landed, paused destinations' windows left out: retrying, \
+         held for a failing destination, or no closer running."
     );
     metrics::describe_counter!(
         POISON_TOTAL,
@@ -250,6 +258,8 @@ pub fn register() {
         metrics::counter!(BATCH_WINDOWS_TOTAL, "outcome" => outcome).absolute(0);
     }
     metrics::counter!(BATCH_OBJECT_BYTES_TOTAL).absolute(0);
+    metrics::counter!(BATCH_OBJECTS_TOTAL).absolute(0);
+    metrics::counter!(BATCH_ROWS_TOTAL).absolute(0);
     metrics::gauge!(BATCH_WINDOWS_OVERDUE).set(0.0);
     metrics::gauge!(IN_FLIGHT).set(0.0);
 }
@@ -279,7 +289,6 @@ pub fn buckets() -> Vec<(&'static str, Vec<f64>)> {
         1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
     ];
     vec![
-        (BATCH_OBJECT_ROWS, rows),
         (BATCH_LAG_SECONDS, lag),
         (RENDER_SECONDS, fine.clone()),
         (UPLOAD_SECONDS, fine),

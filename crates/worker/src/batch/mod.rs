@@ -26,6 +26,9 @@ use tokio_util::sync::CancellationToken;
 use crate::Deliverer;
 use crate::telemetry;
 
+/// The most overdue windows the overdue gauge looks at.
+const OVERDUE_SCAN: usize = 1000;
+
 /// How a closer works.
 #[derive(Debug, Clone, Copy)]
 pub struct CloserSettings {
@@ -75,6 +78,33 @@ impl Closer {
         }
     }
 
+    /// How many open windows were due before `before` and are not held by their
+    /// customer (a paused destination's windows wait by the customer's choice); at most
+    /// [`OVERDUE_SCAN`] are looked at.
+    async fn overdue(&self, before: i64) -> Result<u64, courier_store::StoreError> {
+        let mut paused = std::collections::HashMap::new();
+        let mut count = 0;
+        for (w, _) in self.batches.due(before, OVERDUE_SCAN).await? {
+            let is_paused = match paused.get(&w.destination_id) {
+                Some(p) => *p,
+                None => {
+                    let status = self
+                        .deliverer
+                        .destinations
+                        .status_any(&w.destination_id)
+                        .await?;
+                    let p = status == Some(courier_core::destination::DestinationStatus::Paused);
+                    paused.insert(w.destination_id.clone(), p);
+                    p
+                }
+            };
+            if !is_paused {
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
     /// One look: every due window, most overdue first.
     pub async fn sweep(
         &self,
@@ -82,7 +112,7 @@ impl Closer {
     ) -> Result<(), courier_store::StoreError> {
         let now = Utc::now().timestamp();
         let overdue_before = now - self.settings.overdue_after.as_secs() as i64;
-        telemetry::batch_windows_overdue(self.batches.overdue_count(overdue_before).await?);
+        telemetry::batch_windows_overdue(self.overdue(overdue_before).await?);
         for (window, _) in self.batches.due(now, 32).await? {
             if shutdown.is_cancelled() {
                 return Ok(());
