@@ -563,3 +563,64 @@ async fn a_worker_killed_mid_upload_leaves_its_window_to_another_delivered_once(
     }
     wait_released(&stack, &dest).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_permanently_failed_window_is_dead_lettered_and_its_replay_delivers_it() {
+    let stack = Stack::start(1).await;
+    let prefix = "refused/";
+    let body = batched(&stack, prefix, json!({"windowSeconds": 5}), "ACTIVE");
+    let dest = stack.create_destination(&body).await;
+    // The key may no longer write: PutObject gets a real AccessDenied (permanent).
+    stack
+        .garage
+        .deny(common::BUCKET, &stack.key, false, true)
+        .unwrap();
+    let mut sent = HashMap::new();
+    for i in 0..3 {
+        let rows = rows(&format!("f{i}"), 2, 10);
+        let rec = append(&stack, &dest, &format!("job-{i}"), &rows).await;
+        sent.insert(
+            rec["id"].as_str().unwrap().to_owned(),
+            (window_of(&rec), rows),
+        );
+    }
+    for id in sent.keys() {
+        let rec = stack.wait_status(id, "FAILED", WAIT).await;
+        assert_eq!(rec["error"]["code"], "AccessDenied", "{rec}");
+        assert_eq!(rec["status"], "FAILED");
+    }
+    let windows: BTreeSet<i64> = sent.values().map(|(w, _)| *w).collect();
+    let letters: BTreeSet<String> = stack
+        .dlq_list()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: BTreeSet<String> = windows
+        .iter()
+        .map(|w| format!("batch_{dest}_{w}"))
+        .collect();
+    assert_eq!(letters, expected, "one dead letter per failed window");
+    assert!(stack.objects(prefix).await.is_empty());
+
+    // Fixed: the key may write again; updating the destination clears its failing state.
+    stack
+        .garage
+        .allow(common::BUCKET, &stack.key, true, true)
+        .unwrap();
+    let (status, resp) = stack
+        .put(&format!("/api/v1/delivery-destinations/{dest}"), &body)
+        .await;
+    assert_eq!(status, 200, "{resp}");
+    let out = stack.dlq(&["replay", "--all"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids: Vec<String> = sent.keys().cloned().collect();
+    let records = wait_delivered(&stack, &ids).await;
+    let sent: HashMap<String, Vec<Value>> = sent.into_iter().map(|(id, (_, r))| (id, r)).collect();
+    assert_exactly_once(&stack, prefix, &sent, &records).await;
+    assert!(stack.dlq_list().is_empty(), "the letters are gone");
+    wait_released(&stack, &dest).await;
+}
