@@ -439,7 +439,11 @@ async fn a_paused_destinations_windows_are_held_then_delivered_once_active() {
         ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cli_id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert_eq!(stack.record(&cli_id).await["status"], "BATCHED");
     sent.insert(cli_id, cli_rows);

@@ -226,11 +226,22 @@ impl BatchStore {
     }
 
     /// Open windows due by `now` (unix s, the caller's clock; the claim checks Redis's),
-    /// most overdue first, at most `limit`.
-    pub async fn due(&self, now: i64, limit: usize) -> Result<Vec<(WindowId, i64)>, StoreError> {
+    /// most overdue first, skipping the first `offset`, at most `limit`.
+    pub async fn due(
+        &self,
+        now: i64,
+        offset: usize,
+        limit: usize,
+    ) -> Result<Vec<(WindowId, i64)>, StoreError> {
         let mut conn = self.conn.clone();
         let found: Vec<(String, i64)> = conn
-            .zrangebyscore_limit_withscores(self.keys.batch_due(), "-inf", now, 0, limit as isize)
+            .zrangebyscore_limit_withscores(
+                self.keys.batch_due(),
+                "-inf",
+                now,
+                offset as isize,
+                limit as isize,
+            )
             .await?;
         Ok(found
             .into_iter()

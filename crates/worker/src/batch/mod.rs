@@ -84,7 +84,7 @@ impl Closer {
     async fn overdue(&self, before: i64) -> Result<u64, courier_store::StoreError> {
         let mut paused = std::collections::HashMap::new();
         let mut count = 0;
-        for (w, _) in self.batches.due(before, OVERDUE_SCAN).await? {
+        for (w, _) in self.batches.due(before, 0, OVERDUE_SCAN).await? {
             let is_paused = match paused.get(&w.destination_id) {
                 Some(p) => *p,
                 None => {
@@ -105,7 +105,10 @@ impl Closer {
         Ok(count)
     }
 
-    /// One look: every due window, most overdue first.
+    /// One look: every due window, most overdue first, page by page. Windows that stay
+    /// open (held, another worker's, failed on Courier's storage) are stepped over, so that
+    /// however many are held the others are reached; a held destination's windows are
+    /// skipped without another look at it in the same sweep.
     pub async fn sweep(
         &self,
         shutdown: &CancellationToken,
@@ -113,18 +116,40 @@ impl Closer {
         let now = Utc::now().timestamp();
         let overdue_before = now - self.settings.overdue_after.as_secs() as i64;
         telemetry::batch_windows_overdue(self.overdue(overdue_before).await?);
-        for (window, _) in self.batches.due(now, 32).await? {
-            if shutdown.is_cancelled() {
+        let mut held = std::collections::HashSet::new();
+        let mut skipped = 0;
+        loop {
+            let page = self.batches.due(now, skipped, 32).await?;
+            if page.is_empty() {
                 return Ok(());
             }
-            match self.close(&window).await {
-                Ok(close::Closed::Held) => telemetry::batch_window_closed("held", 0.0),
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(destination_id = %window.destination_id, window_start = window.start, error = %e, "closing a batch window failed on Courier's storage; it is tried again")
+            for (window, _) in page {
+                if shutdown.is_cancelled() {
+                    return Ok(());
+                }
+                if held.contains(&window.destination_id) {
+                    skipped += 1;
+                    continue;
+                }
+                match self.close(&window).await {
+                    Ok(close::Closed::Held) => {
+                        telemetry::batch_window_closed("held", 0.0);
+                        held.insert(window.destination_id.clone());
+                        skipped += 1;
+                    }
+                    // Closed, given up or rescheduled later: out of this sweep's range.
+                    Ok(
+                        close::Closed::Delivered { .. }
+                        | close::Closed::Failed { .. }
+                        | close::Closed::Retrying { .. },
+                    ) => {}
+                    Ok(_) => skipped += 1,
+                    Err(e) => {
+                        skipped += 1;
+                        tracing::warn!(destination_id = %window.destination_id, window_start = window.start, error = %e, "closing a batch window failed on Courier's storage; it is tried again");
+                    }
                 }
             }
         }
-        Ok(())
     }
 }
