@@ -643,6 +643,13 @@ async fn a_permanently_failed_window_is_dead_lettered_and_its_replay_delivers_it
         .put(&format!("/api/v1/delivery-destinations/{dest}"), &body)
         .await;
     assert_eq!(status, 200, "{resp}");
+    // One delivery retried through the API replays its whole window; the CLI replays the rest.
+    let first = sent.keys().next().unwrap().clone();
+    let (status, resp) = stack
+        .post(&format!("/api/v1/deliveries/{first}/retry"), &json!(null))
+        .await;
+    assert_eq!(status, 202, "{resp}");
+    assert_eq!(resp["status"], "BATCHED", "{resp}");
     let out = stack.dlq(&["replay", "--all"]);
     assert!(
         out.status.success(),
@@ -654,5 +661,66 @@ async fn a_permanently_failed_window_is_dead_lettered_and_its_replay_delivers_it
     let sent: HashMap<String, Vec<Value>> = sent.into_iter().map(|(id, (_, r))| (id, r)).collect();
     assert_exactly_once(&stack, prefix, &sent, &records).await;
     assert!(stack.dlq_list().is_empty(), "the letters are gone");
+    wait_released(&stack, &dest).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_window_whose_store_is_down_is_retried_until_it_lands_once() {
+    let mut stack = Stack::start(1).await;
+    let prefix = "retried/";
+    let dest = stack
+        .create_destination(&batched(
+            &stack,
+            prefix,
+            json!({"windowSeconds": 5}),
+            "ACTIVE",
+        ))
+        .await;
+    stack.garage.stop();
+    let mut sent = HashMap::new();
+    for i in 0..3 {
+        let rows = rows(&format!("r{i}"), 2, 10);
+        let rec = append(&stack, &dest, &format!("job-{i}"), &rows).await;
+        sent.insert(rec["id"].as_str().unwrap().to_owned(), rows);
+    }
+    // The store refuses connections: a transient failure, tried again by the policy.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let retried = metric_sum(
+            &stack.worker_metrics(0).await,
+            "courier_batch_windows_total",
+            &[("outcome", "retried")],
+        );
+        if retried >= 2.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never retried:\n{}",
+            stack.worker_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for id in sent.keys() {
+        assert_eq!(stack.record(id).await["status"], "BATCHED");
+    }
+    stack.garage.start_again().unwrap();
+    let ids: Vec<String> = sent.keys().cloned().collect();
+    let records = wait_delivered(&stack, &ids).await;
+    assert_exactly_once(&stack, prefix, &sent, &records).await;
+    let (_, page) = stack
+        .get(&format!("/api/v1/batches?destinationId={dest}"))
+        .await;
+    let attempts: u64 = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["attempts"].as_u64().unwrap())
+        .max()
+        .unwrap();
+    assert!(
+        attempts >= 2,
+        "the landing try counts the failed ones: {page}"
+    );
     wait_released(&stack, &dest).await;
 }

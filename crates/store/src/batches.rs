@@ -33,6 +33,11 @@ impl WindowId {
         format!("{} {}", self.destination_id, self.start)
     }
 
+    /// The id of the dead letter of this window, once it failed for good.
+    pub fn letter_id(&self) -> String {
+        format!("batch_{}_{}", self.destination_id, self.start)
+    }
+
     pub fn parse_member(member: &str) -> Option<Self> {
         let (d, s) = member.split_once(' ')?;
         Some(Self {

@@ -341,7 +341,7 @@ impl Closer {
         }
         d.dead
             .add(&DeadLetter {
-                id: window_letter_id(w),
+                id: w.letter_id(),
                 destination_id: Some(w.destination_id.clone()),
                 code: error.code.clone(),
                 reason: format!(
@@ -364,11 +364,6 @@ impl Closer {
         tracing::warn!(code = %error.code, "batch window failed; its deliveries are dead-lettered");
         Ok(Closed::Failed { code: error.code })
     }
-}
-
-/// The dead letter of a failed window.
-pub fn window_letter_id(w: &WindowId) -> String {
-    format!("batch_{}_{}", w.destination_id, w.start)
 }
 
 fn push_attempt(
