@@ -724,3 +724,33 @@ async fn a_window_whose_store_is_down_is_retried_until_it_lands_once() {
     );
     wait_released(&stack, &dest).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_window_held_longer_than_the_held_max_age_fails_as_held_too_long() {
+    let stack = Stack::start_with(
+        1,
+        courier_test_support::RedisServer::start().expect("redis starts"),
+        vec![("COURIER_HELD_MAX_AGE_SECS".into(), "8".into())],
+    )
+    .await;
+    let prefix = "held-long/";
+    let dest = stack
+        .create_destination(&batched(
+            &stack,
+            prefix,
+            json!({"windowSeconds": 5}),
+            "PAUSED",
+        ))
+        .await;
+    let rec = append(&stack, &dest, "job-held", &rows("h", 2, 10)).await;
+    let id = rec["id"].as_str().unwrap();
+    let failed = stack.wait_status(id, "FAILED", WAIT).await;
+    assert_eq!(failed["error"]["code"], "HeldTooLong", "{failed}");
+    let letters: Vec<String> = stack
+        .dlq_list()
+        .iter()
+        .map(|l| l["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(letters, [format!("batch_{dest}_{}", window_of(&rec))]);
+    assert!(stack.objects(prefix).await.is_empty());
+}

@@ -45,10 +45,17 @@ impl Closer {
     pub async fn close(&self, w: &WindowId) -> Result<Closed, StoreError> {
         let d = &self.deliverer;
         let dest = d.destinations.get_any(&w.destination_id).await?;
+        let mut held_too_long = false;
         if let Some(dest) = &dest {
             let failing = d.health.get(&dest.id).await?.is_failing();
             if dest.spec.status == DestinationStatus::Paused || failing {
-                return Ok(Closed::Held);
+                // Held as long as a single delivery may be (`COURIER_HELD_MAX_AGE_SECS`,
+                // counted from the window's start), then given up.
+                let age = Utc::now().timestamp() - w.start;
+                if age <= i64::try_from(d.bounds.held_max_age.as_secs()).unwrap_or(i64::MAX) {
+                    return Ok(Closed::Held);
+                }
+                held_too_long = true;
             }
         }
         let token = format!("{}:{}", d.worker_name, ulid::Ulid::new());
@@ -57,6 +64,17 @@ impl Closer {
             WindowClaim::Claimed(c) => c,
             _ => return Ok(Closed::NotMine),
         };
+        if held_too_long {
+            let error = DeliveryError::new(
+                ErrorCode::HeldTooLong,
+                format!(
+                    "the window was held longer than {} s while its destination was paused or \
+                     failing",
+                    d.bounds.held_max_age.as_secs()
+                ),
+            );
+            return self.give_up(&claimed, &token, error).await;
+        }
         let Some(dest) = dest else {
             let error = DeliveryError::new(
                 ErrorCode::DestinationNotFound,
