@@ -8,7 +8,8 @@
 //! a window's upload is in flight (held at a gated proxy) leaves the window to another
 //! worker, which delivers it exactly once; a store that is down is retried by the policy; a
 //! permanent failure dead-letters the window, and its replay delivers it; a window held past
-//! `COURIER_HELD_MAX_AGE_SECS` fails as `HeldTooLong`.
+//! `COURIER_HELD_MAX_AGE_SECS` fails as `HeldTooLong`; a window bigger than a part goes
+//! through the multipart upload.
 
 mod common;
 
@@ -763,4 +764,71 @@ async fn a_window_held_longer_than_the_held_max_age_fails_as_held_too_long() {
         .collect();
     assert_eq!(letters, [format!("batch_{dest}_{}", window_of(&rec))]);
     assert!(stack.objects(prefix).await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_big_window_goes_through_the_multipart_upload() {
+    let stack = Stack::start_with(
+        1,
+        courier_test_support::RedisServer::start().expect("redis starts"),
+        vec![("COURIER_PART_SIZE_MB".into(), "5".into())],
+    )
+    .await;
+    let prefix = "multipart/";
+    let dest = stack
+        .create_destination(&batched(
+            &stack,
+            prefix,
+            json!({"windowSeconds": 30, "maxObjectBytes": 64 * 1024 * 1024}),
+            "ACTIVE",
+        ))
+        .await;
+    // Random hex compresses to about half: ~15 MiB of NDJSON in a window is ~8 MiB of gzip,
+    // more than one 5 MiB part.
+    let mut sent = HashMap::new();
+    let mut windows = BTreeMap::<i64, usize>::new();
+    let mut i = 0;
+    while windows.values().all(|n| *n < 10) {
+        let rows: Vec<Value> = (0..1500)
+            .map(|r| {
+                let pad: String = (0..500)
+                    .map(|_| format!("{:02x}", rand::random::<u8>()))
+                    .collect();
+                json!({"tag": format!("m{i}/{r}"), "n": r, "pad": pad})
+            })
+            .collect();
+        let rec = append(&stack, &dest, &format!("job-{i}"), &rows).await;
+        *windows.entry(window_of(&rec)).or_default() += 1;
+        sent.insert(rec["id"].as_str().unwrap().to_owned(), rows);
+        i += 1;
+    }
+    let ids: Vec<String> = sent.keys().cloned().collect();
+    let records = wait_delivered(&stack, &ids).await;
+    let by_window = assert_exactly_once(&stack, prefix, &sent, &records).await;
+    let (start, _) = windows.iter().find(|(_, n)| **n >= 10).unwrap();
+    let key = by_window[start].iter().next().unwrap();
+    let head = stack
+        .s3()
+        .await
+        .head_object()
+        .bucket(common::BUCKET)
+        .key(key)
+        .send()
+        .await
+        .unwrap();
+    let etag = head
+        .e_tag()
+        .unwrap_or_default()
+        .trim_matches('"')
+        .to_owned();
+    assert!(
+        etag.rsplit_once('-')
+            .is_some_and(|(_, parts)| parts.parse::<u32>().unwrap() >= 2),
+        "a multipart object's ETag ends with its part count: {etag} ({} bytes)",
+        head.content_length().unwrap_or_default()
+    );
+    assert_eq!(head.content_encoding(), Some("gzip"));
+    let rec = records.values().find(|r| r["key"] == json!(key)).unwrap();
+    assert_eq!(rec["etag"], json!(etag), "{rec}");
+    wait_released(&stack, &dest).await;
 }
