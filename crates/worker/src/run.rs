@@ -98,14 +98,25 @@ pub async fn run(
         deliverer: Arc::clone(&deliverer),
         settings: settings.closer,
     });
-    let closing = tokio::spawn(closer.run(shutdown.clone()));
-    run_queue(conn, keys, settings, deliverer, shutdown.clone()).await;
-    // The queue stopped: with shutdown asked for, the closer ends after its window; else
-    // (never in practice) it is stopped here.
-    if !shutdown.is_cancelled() {
-        closing.abort();
-    }
-    let _ = closing.await;
+    let mut closing = tokio::spawn(closer.run(shutdown.clone()));
+    let drain = settings.drain_timeout;
+    // At shutdown the closer finishes the window it is closing, within the same drain
+    // timeout as the queue's in-flight deliveries (both drain at once); past it the closer
+    // is stopped, and the window's claim lapses for another worker to redo it.
+    let stop = shutdown.clone();
+    let drain_closer = async move {
+        stop.cancelled().await;
+        if tokio::time::timeout(drain, &mut closing).await.is_err() {
+            closing.abort();
+            tracing::warn!(
+                "the batch closer was stopped midway; its window's claim lapses and another worker redoes it"
+            );
+        }
+    };
+    tokio::join!(
+        run_queue(conn, keys, settings, deliverer, shutdown),
+        drain_closer
+    );
 }
 
 /// The apalis worker and its supervisor.
