@@ -410,11 +410,13 @@ impl BatchStore {
                 None => pipe.set(self.keys.batch_record(&r.id), json),
             };
             let score = r.window_start.timestamp() * 10_000 + i64::from(r.sequence);
-            pipe.zadd(
-                self.keys.destination_batches(&r.destination_id),
-                &r.id,
-                score,
-            );
+            let index = self.keys.destination_batches(&r.destination_id);
+            pipe.zadd(&index, &r.id, score);
+            // Entries of records past their retention leave the index as new ones come.
+            if let Some(keep) = self.retention {
+                let oldest = (Utc::now().timestamp() - keep.as_secs() as i64) * 10_000;
+                pipe.zrembyscore(&index, "-inf", format!("({oldest}"));
+            }
         }
         let mut conn = self.conn.clone();
         pipe.exec_async(&mut conn).await?;

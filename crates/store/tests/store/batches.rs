@@ -295,3 +295,99 @@ async fn a_retried_window_waits_and_a_failed_one_reopens() {
     };
     assert_eq!(c.attempts, 0, "a replay counts from zero");
 }
+
+fn batch_record(
+    dest: &DestinationId,
+    tenant_name: &str,
+    start: i64,
+    sequence: u32,
+) -> courier_core::batch::BatchRecord {
+    use courier_store::batches::at;
+    courier_core::batch::BatchRecord {
+        id: format!("bat_{start}_{sequence}"),
+        tenant: tenant(tenant_name),
+        destination_id: dest.clone(),
+        bucket: "b".into(),
+        key: format!("k/{start}-{sequence}.gz"),
+        window_start: at(start),
+        window_end: at(start + 60),
+        sequence,
+        status: courier_core::batch::BatchStatus::Delivered,
+        rows: 1,
+        deliveries: 1,
+        bytes: 10,
+        etag: None,
+        md5: None,
+        attempts: 1,
+        error_code: None,
+        error_message: None,
+        updated_at: Utc::now(),
+    }
+}
+
+#[tokio::test]
+async fn batch_records_list_newest_first_for_their_tenant_and_old_ones_leave_the_index() {
+    let ns = ns().await;
+    let batches =
+        BatchStore::new(ns.conn.clone(), ns.keys.clone()).with_retention(Duration::from_secs(3600));
+    let dest = DestinationId::generate();
+    let now = Utc::now().timestamp();
+    let recent = now - now % 60;
+    batches
+        .put_records(&[
+            batch_record(&dest, "acme", recent - 120, 0),
+            batch_record(&dest, "acme", recent - 60, 0),
+            batch_record(&dest, "acme", recent - 60, 1),
+        ])
+        .await
+        .unwrap();
+    let page = batches.list(&tenant("acme"), &dest, 2, None).await.unwrap();
+    let ids: Vec<&str> = page.items.iter().map(|b| b.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            format!("bat_{}_1", recent - 60),
+            format!("bat_{}_0", recent - 60)
+        ]
+    );
+    let next = page.next_cursor.unwrap().parse().unwrap();
+    let page = batches
+        .list(&tenant("acme"), &dest, 2, Some(next))
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    assert_eq!(page.next_cursor, None);
+    assert!(
+        batches
+            .list(&tenant("globex"), &dest, 10, None)
+            .await
+            .unwrap()
+            .items
+            .is_empty(),
+        "another tenant sees none"
+    );
+    // A record written past the retention window takes the old entries out of the index.
+    batches
+        .put_records(&[batch_record(&dest, "acme", recent, 0)])
+        .await
+        .unwrap();
+    let mut c = ns.conn.clone();
+    let _: () = c
+        .zadd(
+            ns.keys.destination_batches(&dest),
+            "bat_ancient",
+            (now - 7200) * 10_000,
+        )
+        .await
+        .unwrap();
+    batches
+        .put_records(&[batch_record(&dest, "acme", recent, 1)])
+        .await
+        .unwrap();
+    let left: Vec<String> = c
+        .zrange(ns.keys.destination_batches(&dest), 0, -1)
+        .await
+        .unwrap();
+    assert!(!left.contains(&"bat_ancient".to_owned()), "{left:?}");
+    assert_eq!(left.len(), 5);
+}
