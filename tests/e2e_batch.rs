@@ -9,7 +9,8 @@
 //! worker, which delivers it exactly once; a store that is down is retried by the policy; a
 //! permanent failure dead-letters the window, and its replay delivers it; a window held past
 //! `COURIER_HELD_MAX_AGE_SECS` fails as `HeldTooLong`; a window bigger than a part goes
-//! through the multipart upload.
+//! through the multipart upload; windows still open when batching is turned off are
+//! delivered.
 
 mod common;
 
@@ -830,5 +831,36 @@ async fn a_big_window_goes_through_the_multipart_upload() {
     assert_eq!(head.content_encoding(), Some("gzip"));
     let rec = records.values().find(|r| r["key"] == json!(key)).unwrap();
     assert_eq!(rec["etag"], json!(etag), "{rec}");
+    wait_released(&stack, &dest).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn windows_open_when_batching_is_turned_off_are_still_delivered() {
+    let stack = Stack::start(1).await;
+    let prefix = "turned-off/";
+    let dest = stack
+        .create_destination(&batched(
+            &stack,
+            prefix,
+            json!({"windowSeconds": 5}),
+            "PAUSED",
+        ))
+        .await;
+    let mut sent = HashMap::new();
+    for i in 0..2 {
+        let rows = rows(&format!("o{i}"), 3, 10);
+        let rec = append(&stack, &dest, &format!("job-{i}"), &rows).await;
+        sent.insert(rec["id"].as_str().unwrap().to_owned(), rows);
+    }
+    // Back to one CSV object per delivery, and active.
+    let plain = stack.destination_body("CSV", "NONE", prefix);
+    let (status, resp) = stack
+        .put(&format!("/api/v1/delivery-destinations/{dest}"), &plain)
+        .await;
+    assert_eq!(status, 200, "{resp}");
+    assert!(resp.get("batch").is_none(), "{resp}");
+    let ids: Vec<String> = sent.keys().cloned().collect();
+    let records = wait_delivered(&stack, &ids).await;
+    assert_exactly_once(&stack, prefix, &sent, &records).await;
     wait_released(&stack, &dest).await;
 }

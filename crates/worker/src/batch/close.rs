@@ -133,13 +133,14 @@ impl Closer {
         stop: &CancellationToken,
     ) -> Result<(Vec<Landed>, Vec<Placement>), WindowError> {
         let d = &self.deliverer;
-        let Some(batch) = dest.spec.batch else {
-            return Err(WindowError::S3(S3Failure::new(
-                ErrorCode::RenderFailed,
-                "the destination is no longer batched; update it to batched again to deliver \
-                 this window",
-            )));
-        };
+        // A destination whose batching was turned off still gets its open windows, cut at
+        // the default object size.
+        let max_object_bytes = dest
+            .spec
+            .batch
+            .map_or(courier_core::batch::DEFAULT_OBJECT_BYTES, |b| {
+                b.max_object_bytes
+            });
         // The fleet's identity only for the tenants it is lent to, and the client from the
         // cache every delivery uses (the egress policy applies in its connector).
         dest.spec
@@ -157,7 +158,7 @@ impl Closer {
             &client,
             dest,
             &claimed.id,
-            batch.max_object_bytes,
+            max_object_bytes,
             d.part_size,
             self.settings.page,
             stop,
