@@ -64,24 +64,6 @@ impl Closer {
             WindowClaim::Claimed(c) => c,
             _ => return Ok(Closed::NotMine),
         };
-        if held_too_long {
-            let error = DeliveryError::new(
-                ErrorCode::HeldTooLong,
-                format!(
-                    "the window was held longer than {} s while its destination was paused or \
-                     failing",
-                    d.bounds.held_max_age.as_secs()
-                ),
-            );
-            return self.give_up(&claimed, &token, error).await;
-        }
-        let Some(dest) = dest else {
-            let error = DeliveryError::new(
-                ErrorCode::DestinationNotFound,
-                "the destination was deleted before its window closed",
-            );
-            return self.give_up(&claimed, &token, error).await;
-        };
         // Keep the claim while working; `lost` stops the upload if it goes.
         let lost = CancellationToken::new();
         let renewal = {
@@ -107,13 +89,47 @@ impl Closer {
                 }
             })
         };
+        let outcome = self
+            .work(dest, &claimed, &token, &lost, held_too_long)
+            .await;
+        renewal.abort();
+        outcome
+    }
+
+    /// What [`close`](Self::close) does with a claimed window, while the claim is renewed.
+    async fn work(
+        &self,
+        dest: Option<Destination>,
+        claimed: &ClaimedWindow,
+        token: &str,
+        lost: &CancellationToken,
+        held_too_long: bool,
+    ) -> Result<Closed, StoreError> {
+        let d = &self.deliverer;
+        if held_too_long {
+            let error = DeliveryError::new(
+                ErrorCode::HeldTooLong,
+                format!(
+                    "the window was held longer than {} s while its destination was paused or \
+                     failing",
+                    d.bounds.held_max_age.as_secs()
+                ),
+            );
+            return self.give_up(claimed, token, error).await;
+        }
+        let Some(dest) = dest else {
+            let error = DeliveryError::new(
+                ErrorCode::DestinationNotFound,
+                "the destination was deleted before its window closed",
+            );
+            return self.give_up(claimed, token, error).await;
+        };
         let started_at = Utc::now();
         let t0 = Instant::now();
-        let result = self.upload(&dest, &claimed, &lost).await;
-        renewal.abort();
+        let result = self.upload(&dest, claimed, lost).await;
         match result {
             Ok((landed, placements)) => {
-                self.delivered(&dest, &claimed, &token, landed, placements, started_at, t0)
+                self.delivered(&dest, claimed, token, landed, placements, started_at, t0)
                     .await
             }
             Err(WindowError::Stopped) => {
@@ -122,7 +138,7 @@ impl Closer {
                 );
                 Ok(Closed::Lost)
             }
-            Err(e) => self.failed(&dest, &claimed, &token, &e).await,
+            Err(e) => self.failed(&dest, claimed, token, &e).await,
         }
     }
 
