@@ -45,6 +45,12 @@ async fn prometheus_scrapes_the_delivered_count_and_every_documented_metric() {
             .await;
         assert_eq!(stack.wait_final(&id, WAIT).await["status"], "DELIVERED");
     }
+    // One batched delivery, so that its window's metrics (the lag histogram) are exported.
+    let mut batched = stack.destination_body("NDJSON", "GZIP", "obs-batch/");
+    batched["batch"] = serde_json::json!({"windowSeconds": 5});
+    let batched = stack.create_destination(&batched).await;
+    let id = stack.enqueue(&batched, "job-batched", "INV-B").await;
+    assert_eq!(stack.wait_final(&id, WAIT).await["status"], "DELIVERED");
 
     // A real Prometheus scrapes the worker and the API every second.
     let dir = stack.dir.path().join("prometheus");
@@ -98,7 +104,9 @@ async fn prometheus_scrapes_the_delivered_count_and_every_documented_metric() {
     };
     assert_eq!(delivered, N as f64, "Prometheus counts the deliveries made");
     for (q, want) in [
-        ("sum(courier_enqueued_total)", N as f64),
+        // The batched delivery was enqueued too (it is counted by the batch metrics, not
+        // by courier_deliveries_total).
+        ("sum(courier_enqueued_total)", N as f64 + 1.0),
         ("max(courier_workers_live)", 1.0),
         ("max(courier_queue_depth{state=\"waiting\"})", 0.0),
     ] {

@@ -45,6 +45,13 @@ pub struct Settings {
     pub enqueue_rows: usize,
     /// Concurrent `POST /deliveries` of the enqueue-rate run (`BENCH_ENQUEUE_CONCURRENCY`, 16).
     pub enqueue_concurrency: usize,
+    /// Deliveries appended to the batched destination of row 8 (`BENCH_BATCH_DELIVERIES`,
+    /// 10,000).
+    pub batch_deliveries: usize,
+    /// Rows of each of them (`BENCH_BATCH_ROWS`, 100): 1,000,000 rows in the window.
+    pub batch_rows: usize,
+    /// Concurrent appends (`BENCH_BATCH_CONCURRENCY`, 16).
+    pub batch_concurrency: usize,
     /// Extra environment of every worker, `K=V` pairs separated by spaces
     /// (`BENCH_WORKER_ENV`, none), e.g. `COURIER_MAX_UPLOADS_PER_DESTINATION=64`.
     pub worker_env: Vec<(String, String)>,
@@ -73,7 +80,7 @@ pub struct Settings {
     /// `$COURIER_TOOLS/venv/bin/python`, made by `scripts/ensure-tools.sh --python`).
     pub python: PathBuf,
     /// Sections to run (`BENCH_ONLY`, comma-separated from
-    /// `ceiling,e2e,render,big,enqueue,remote,peer`; all by default). The end-to-end
+    /// `ceiling,e2e,render,big,enqueue,remote,peer,batch`; all by default). The end-to-end
     /// percentages need the ceiling.
     pub sections: BTreeSet<Section>,
 }
@@ -88,10 +95,11 @@ pub enum Section {
     Enqueue,
     Remote,
     Peer,
+    Batch,
 }
 
 impl Section {
-    const ALL: [(Section, &'static str); 7] = [
+    const ALL: [(Section, &'static str); 8] = [
         (Section::Ceiling, "ceiling"),
         (Section::EndToEnd, "e2e"),
         (Section::Render, "render"),
@@ -99,6 +107,7 @@ impl Section {
         (Section::Enqueue, "enqueue"),
         (Section::Remote, "remote"),
         (Section::Peer, "peer"),
+        (Section::Batch, "batch"),
     ];
 }
 
@@ -142,6 +151,9 @@ impl Settings {
             enqueue_deliveries: number("BENCH_ENQUEUE_DELIVERIES", 5_000)?,
             enqueue_rows: number("BENCH_ENQUEUE_ROWS", 10)?,
             enqueue_concurrency: number("BENCH_ENQUEUE_CONCURRENCY", 16)?,
+            batch_deliveries: number("BENCH_BATCH_DELIVERIES", 10_000)?,
+            batch_rows: number("BENCH_BATCH_ROWS", 100)?,
+            batch_concurrency: number("BENCH_BATCH_CONCURRENCY", 16)?,
             worker_env: var("BENCH_WORKER_ENV")
                 .unwrap_or_default()
                 .split_whitespace()
@@ -179,7 +191,7 @@ impl Settings {
                     .map(|(section, _)| section)
                     .with_context(|| {
                         format!(
-                            "`{s}` is not one of ceiling, e2e, render, big, enqueue, remote, peer"
+                            "`{s}` is not one of ceiling, e2e, render, big, enqueue, remote, peer, batch"
                         )
                     })
                 },

@@ -10,13 +10,16 @@
 //! 6. small deliveries to a store 50 ms away, behind a latency proxy ([`latency`],
 //!    `courier_test_support::proxy`),
 //! 7. the Celery + boto3 peer against Courier on the same Garage ([`peer`]), and Python's
-//!    xlsxwriter against Courier's XLSX renderer ([`xlsx_peer`]).
+//!    xlsxwriter against Courier's XLSX renderer ([`xlsx_peer`]),
+//! 8. a batched destination: appends per second, and one window of 1,000,000 rows delivered
+//!    by one worker with its peak RSS ([`batch`]).
 //!
 //! Progress goes to stderr; stdout gets only the machine description and the table. Sizes
 //! come from `BENCH_*` variables ([`config`]). A measurement that fails is a table line
 //! saying why, and the others still run.
 
 mod api;
+mod batch;
 mod big;
 mod ceiling;
 mod cluster;
@@ -120,6 +123,21 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    if settings.runs(Section::Batch) {
+        eprintln!("bench: batched destination");
+        lines.extend(
+            batch::run(
+                &services,
+                &batch::Params {
+                    deliveries: settings.batch_deliveries,
+                    rows: settings.batch_rows,
+                    concurrency: settings.batch_concurrency,
+                    timeout: settings.big_timeout,
+                },
+            )
+            .await,
+        );
+    }
     if settings.runs(Section::Remote) {
         lines.extend(
             latency::run(

@@ -285,12 +285,16 @@ pub enum DeliveryStatus {
     Superseded,
     /// Gave up: a permanent error, or retries exhausted. The record says why.
     Failed,
+    /// Appended to its batched destination's open window; delivered when the window
+    /// closes.
+    Batched,
 }
 
 impl DeliveryStatus {
     /// Every status, in the order a delivery usually goes through them.
-    pub const ALL: [DeliveryStatus; 7] = [
+    pub const ALL: [DeliveryStatus; 8] = [
         DeliveryStatus::Queued,
+        DeliveryStatus::Batched,
         DeliveryStatus::InProgress,
         DeliveryStatus::Retrying,
         DeliveryStatus::Held,
@@ -309,13 +313,14 @@ impl DeliveryStatus {
             DeliveryStatus::Delivered => "DELIVERED",
             DeliveryStatus::Superseded => "SUPERSEDED",
             DeliveryStatus::Failed => "FAILED",
+            DeliveryStatus::Batched => "BATCHED",
         }
     }
 
     pub fn parse(s: &str) -> Result<Self, String> {
         serde_json::from_value(Value::String(s.to_owned())).map_err(|_| {
             format!(
-                "`{s}` is not a status (QUEUED, IN_PROGRESS, RETRYING, HELD, DELIVERED, SUPERSEDED, FAILED)"
+                "`{s}` is not a status (QUEUED, BATCHED, IN_PROGRESS, RETRYING, HELD, DELIVERED, SUPERSEDED, FAILED)"
             )
         })
     }
@@ -409,6 +414,9 @@ pub struct DeliveryRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivered_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// To a batched destination: its window, and once delivered its object and lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<crate::batch::BatchRef>,
 }
 
 /// What an upload left behind, for [`DeliveryRecord::delivered`].
@@ -467,6 +475,7 @@ impl DeliveryRecord {
             enqueued_at: task.enqueued_at,
             delivered_at: None,
             updated_at: now,
+            batch: None,
         }
     }
 
@@ -543,6 +552,37 @@ impl DeliveryRecord {
         self.status = DeliveryStatus::Superseded;
         self.key = Some(key.to_owned());
         self.error = Some(error);
+        self.updated_at = now;
+    }
+
+    /// Appended to a batched destination's open window (`window` names it).
+    pub fn batched(&mut self, window: crate::batch::BatchRef, now: DateTime<Utc>) {
+        self.status = DeliveryStatus::Batched;
+        self.batch = Some(window);
+        self.updated_at = now;
+    }
+
+    /// Its window's object is in the bucket: `batch` names the object and the lines that
+    /// hold this delivery's rows; `etag` and `md5` are the object's.
+    pub fn delivered_in_batch(
+        &mut self,
+        bucket: &str,
+        batch: crate::batch::BatchRef,
+        etag: Option<String>,
+        md5: String,
+        now: DateTime<Utc>,
+    ) {
+        self.status = DeliveryStatus::Delivered;
+        self.bucket = Some(bucket.to_owned());
+        self.key = batch.key.clone();
+        self.etag = etag;
+        self.checksum = Some(Checksum {
+            algorithm: "MD5".into(),
+            value: md5,
+        });
+        self.batch = Some(batch);
+        self.error = None;
+        self.delivered_at = Some(now);
         self.updated_at = now;
     }
 

@@ -333,6 +333,9 @@ pub struct DestinationSpec {
     /// Used only with [`Format::Parquet`]; the defaults otherwise.
     pub parquet: ParquetOptions,
     pub status: DestinationStatus,
+    /// Batched delivery: rows appended to windows, one gzip NDJSON object (or more) per
+    /// window; `None` for one object per delivery. Always with NDJSON and gzip.
+    pub batch: Option<crate::batch::BatchSettings>,
 }
 
 /// A saved destination: its spec plus who owns it and when it changed.

@@ -42,6 +42,7 @@ macro_rules! string_newtype_conversions {
     )*};
 }
 
+pub mod batch;
 pub mod cells;
 pub mod codes;
 pub mod delivery;

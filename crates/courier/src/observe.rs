@@ -168,6 +168,7 @@ mod tests {
                         Format::Csv,
                         Duration::from_secs(1),
                     );
+                    telemetry::batch_window_closed("delivered", 3.0);
                 }
                 _ => courier_producer::telemetry::register(),
             }

@@ -3,11 +3,12 @@
 use std::time::Duration;
 
 use chrono::Utc;
+use courier_core::batch::{BatchSettings, ndjson_lines};
 use courier_core::delivery::{DeliveryRecord, DeliveryTask, JobCompleted, RowsSource};
-use courier_core::{DeliveryId, DestinationId, TenantId, ValidationErrors};
+use courier_core::{Compression, DeliveryId, DestinationId, Format, TenantId, ValidationErrors};
 use courier_store::{
-    DeliveryQueue, DestinationStore, Idempotency, KeyClaim, RecordStore, RedisConn, StoreError,
-    wait_for_replicas,
+    AppendRefused, DeliveryQueue, DestinationStore, Idempotency, KeyClaim, RecordStore, RedisConn,
+    StoreError, wait_for_replicas,
 };
 use sha2::{Digest, Sha256};
 
@@ -219,6 +220,9 @@ impl Producer {
             .summary(tenant, &job.destination_id)
             .await?
             .ok_or_else(|| EnqueueError::DestinationNotFound(job.destination_id.clone()))?;
+        if let Some(batch) = destination.batch {
+            return self.append(tenant, job, batch).await;
+        }
         let now = Utc::now();
         let id = DeliveryId::generate();
         let row_count = job.rows.count();
@@ -262,6 +266,79 @@ impl Producer {
         }
         crate::telemetry::enqueued();
         Ok(record)
+    }
+}
+
+impl Producer {
+    /// A delivery to a batched destination: its rows, rendered as NDJSON lines, are
+    /// appended to the destination's open window, and its `BATCHED` record written, in one
+    /// script ([`courier_store::BatchStore::append`]); no task is queued (the window's
+    /// closer delivers it). Rows by reference are refused (`rowsUrl`): a window holds its
+    /// rows in Redis until it closes. So are rows whose NDJSON alone exceeds the
+    /// destination's `maxObjectBytes`.
+    async fn append(
+        &self,
+        tenant: &TenantId,
+        job: JobCompleted,
+        batch: BatchSettings,
+    ) -> Result<DeliveryRecord, EnqueueError> {
+        let invalid =
+            |field: &str, m: String| EnqueueError::Invalid(ValidationErrors::single(field, m));
+        let rows = match &job.rows {
+            RowsSource::Inline { rows, .. } => rows,
+            RowsSource::Url(_) => {
+                return Err(invalid(
+                    "rowsUrl",
+                    "a batched destination takes inline rows only (`rows`): its windows \
+                     hold their rows until they close"
+                        .into(),
+                ));
+            }
+        };
+        let (lines, count) = ndjson_lines(&job.columns, rows).map_err(|m| invalid("rows", m))?;
+        if lines.len() as u64 > batch.max_object_bytes {
+            return Err(invalid(
+                "rows",
+                format!(
+                    "the rows take {} bytes as NDJSON, more than the destination's \
+                     batch.maxObjectBytes ({})",
+                    lines.len(),
+                    batch.max_object_bytes
+                ),
+            ));
+        }
+        let now = Utc::now();
+        let task = DeliveryTask {
+            delivery_id: DeliveryId::generate(),
+            tenant: tenant.clone(),
+            destination_id: job.destination_id,
+            job_id: job.job_id,
+            partner_inventory_id: job.partner_inventory_id,
+            completed_at: job.completed_at,
+            columns: Vec::new(),
+            rows: Default::default(),
+            rows_url: None,
+            column_types: Default::default(),
+            enqueued_at: now,
+            retry: Default::default(),
+        };
+        let record = DeliveryRecord::queued(&task, Format::Ndjson, Compression::Gzip, count, now);
+        let limit = self.rules.quotas.max_waiting_per_tenant;
+        match self
+            .records
+            .batches()
+            .append(record, batch.window_seconds, &lines, count, limit)
+            .await?
+        {
+            Ok(record) => {
+                crate::telemetry::enqueued();
+                Ok(record)
+            }
+            Err(AppendRefused::Full(full)) => Err(EnqueueError::TooManyWaiting {
+                waiting: full.used,
+                limit,
+            }),
+        }
     }
 }
 

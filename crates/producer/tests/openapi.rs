@@ -21,7 +21,7 @@ use serde_json::{Value, json};
 
 /// Every operation of the API. A route removed from, or added to, the router without
 /// changing this list fails `operations_are_exactly_the_served_routes`.
-const OPERATIONS: [(&str, &str); 12] = [
+const OPERATIONS: [(&str, &str); 13] = [
     ("get", "/api/v1/tenant"),
     ("post", "/api/v1/delivery-destinations"),
     ("get", "/api/v1/delivery-destinations"),
@@ -34,6 +34,7 @@ const OPERATIONS: [(&str, &str); 12] = [
     ("get", "/api/v1/deliveries"),
     ("get", "/api/v1/deliveries/{id}"),
     ("post", "/api/v1/deliveries/{id}/retry"),
+    ("get", "/api/v1/batches"),
 ];
 
 const METHODS: [&str; 8] = [
@@ -185,10 +186,21 @@ fn schemas_use_the_wire_names_and_keep_the_docs() {
             "compression",
             "csv",
             "parquet",
-            "status"
+            "status",
+            "batch"
         ]
     );
     assert_eq!(request["additionalProperties"], false);
+    let batch = &schemas["BatchRequest"]["properties"];
+    assert_eq!(batch["windowSeconds"]["minimum"], 5);
+    assert_eq!(batch["windowSeconds"]["maximum"], 3600);
+    assert_eq!(batch["maxObjectBytes"]["minimum"], 5 * 1024 * 1024);
+    assert!(
+        schemas["DeliveryStatus"]["enum"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("BATCHED"))
+    );
     let s3 = &schemas["S3Request"];
     let secret = &s3["properties"]["secretAccessKey"];
     assert_eq!(secret["writeOnly"], true);
@@ -508,10 +520,11 @@ fn a_parquet_destination_conforms_to_its_schema() {
     assert_eq!(keys(&view["parquet"]), properties(&doc, "ParquetView"));
     let mut shown = keys(&view);
     shown.insert("csv".into());
+    shown.insert("batch".into());
     assert_eq!(
         shown,
         properties(&doc, "DestinationView"),
-        "a Parquet destination shows every property but CSV's settings"
+        "a Parquet destination shows every property but CSV's and batching's settings"
     );
     for (method, path, status) in [
         ("post", "/api/v1/delivery-destinations", "201"),
@@ -769,7 +782,7 @@ async fn the_document_is_served_and_real_responses_match_it() {
             }
         }
     }
-    assert_eq!(operations, 12, "the API has 12 operations");
+    assert_eq!(operations, 13, "the API has 13 operations");
 
     // Real responses match their documented schemas.
     let body = stack.destination_body("CSV", "NONE", "x/");
@@ -834,6 +847,50 @@ async fn the_document_is_served_and_real_responses_match_it() {
         "201",
         &created_pq,
     );
+
+    // A batched destination, a delivery appended to its window, and its (still empty)
+    // list of objects, as documented.
+    let mut batched = stack.destination_body("NDJSON", "GZIP", "b/");
+    batched["batch"] = json!({"windowSeconds": 3600});
+    let (status, created_b) = stack.post("/api/v1/delivery-destinations", &batched).await;
+    assert_eq!(status, 201, "{created_b}");
+    assert_eq!(
+        created_b["batch"],
+        json!({"windowSeconds": 3600, "maxObjectBytes": 104857600})
+    );
+    check(
+        &doc,
+        "post",
+        "/api/v1/delivery-destinations",
+        "201",
+        &created_b,
+    );
+    let batched_id = created_b["id"].as_str().unwrap().to_owned();
+    let job = json!({
+        "destinationId": batched_id,
+        "jobId": "job-b",
+        "partnerInventoryId": "INV-B",
+        "completedAt": "2026-06-07T10:00:00Z",
+        "rows": [{"a": 1}]
+    });
+    let (status, accepted) = stack.post("/api/v1/deliveries", &job).await;
+    assert_eq!(status, 202, "{accepted}");
+    assert_eq!(accepted["status"], "BATCHED");
+    check(&doc, "post", "/api/v1/deliveries", "202", &accepted);
+    let (status, record) = stack
+        .get(&format!(
+            "/api/v1/deliveries/{}",
+            accepted["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(status, 200, "{record}");
+    assert!(record["batch"]["windowStart"].is_string(), "{record}");
+    check(&doc, "get", "/api/v1/deliveries/{id}", "200", &record);
+    let query = query_with_every_parameter(&doc, "/api/v1/batches", &batched_id, "0");
+    let (status, page) = stack.get(&query).await;
+    assert_eq!(status, 200, "{query}: {page}");
+    assert_eq!(page, json!({"items": [], "nextCursor": null}));
+    check(&doc, "get", "/api/v1/batches", "200", &page);
 
     // The connection test's report, against Garage, saved and unsaved.
     let (status, report) = stack

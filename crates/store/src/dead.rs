@@ -28,6 +28,16 @@ pub struct DeadLetter {
     pub payload: Value,
 }
 
+/// The window a batch window's dead letter names (`{"batchWindow": {"destinationId",
+/// "windowStart"}}`).
+fn batch_window_of(payload: &Value) -> Option<crate::WindowId> {
+    let w = payload.get("batchWindow")?;
+    Some(crate::WindowId {
+        destination_id: DestinationId::parse(w.get("destinationId")?.as_str()?).ok()?,
+        start: w.get("windowStart")?.as_i64()?,
+    })
+}
+
 /// The dead-letter set.
 #[derive(Debug, Clone)]
 pub struct DeadLetters {
@@ -144,6 +154,9 @@ impl DeadLetters {
     /// `QUEUED`, never overwritten after it started. A payload that is not a delivery task
     /// cannot be replayed and stays (false).
     pub async fn replay(&self, letter: &DeadLetter) -> Result<bool, StoreError> {
+        if let Some(w) = batch_window_of(&letter.payload) {
+            return self.replay_window(letter, &w).await;
+        }
         let Ok(mut task) = serde_json::from_value::<DeliveryTask>(letter.payload.clone()) else {
             return Ok(false);
         };
@@ -162,6 +175,44 @@ impl DeadLetters {
         let mut conn = self.conn.clone();
         pipe.exec_async(&mut conn).await?;
         Ok(true)
+    }
+
+    /// A failed batch window's letter: its deliveries go back to `BATCHED`, the window is
+    /// open again and due now, and the letter is removed. False if the window is gone.
+    async fn replay_window(
+        &self,
+        letter: &DeadLetter,
+        w: &crate::WindowId,
+    ) -> Result<bool, StoreError> {
+        let records = RecordStore::new(self.conn.clone(), self.keys.clone());
+        let batches = crate::BatchStore::new(self.conn.clone(), self.keys.clone());
+        if batches.entry_count(w).await? == 0 {
+            return Ok(false);
+        }
+        let now = Utc::now();
+        let mut from = 0;
+        loop {
+            let entries = batches.entries(w, from, 256).await?;
+            if entries.is_empty() {
+                break;
+            }
+            from += entries.len() as u64;
+            let ids: Vec<String> = entries.into_iter().map(|e| e.delivery_id).collect();
+            let mut again = Vec::with_capacity(ids.len());
+            for mut r in records.get_many_any(&ids).await?.into_iter().flatten() {
+                if let Some(window) = r.batch.clone() {
+                    r.error = None;
+                    r.batched(window, now);
+                    again.push(r);
+                }
+            }
+            records.put_many(&again).await?;
+        }
+        let reopened = batches.reopen(w).await?;
+        if reopened {
+            self.remove(&letter.id).await?;
+        }
+        Ok(reopened)
     }
 
     pub async fn remove(&self, id: &str) -> Result<(), StoreError> {

@@ -3,6 +3,7 @@
 
 use crate::RedisConn;
 use chrono::{DateTime, Utc};
+use courier_core::batch::BatchSettings;
 use courier_core::destination::{
     BucketName, Credentials, CredentialsMode, Destination, DestinationSpec, DestinationStatus,
     EndpointUrl, ExternalId, PathPrefix, Region, RoleArn, RoleCredentials, S3Settings,
@@ -47,6 +48,9 @@ struct Stored {
     #[serde(default)]
     parquet: ParquetOptions,
     status: DestinationStatus,
+    /// Absent for destinations that deliver one object per delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    batch: Option<BatchSettings>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
 }
@@ -71,6 +75,8 @@ pub struct DestinationSummary {
     pub format: Format,
     pub compression: Compression,
     pub status: DestinationStatus,
+    /// Set for a batched destination: deliveries are appended to its windows.
+    pub batch: Option<BatchSettings>,
 }
 
 impl DestinationStore {
@@ -96,7 +102,17 @@ impl DestinationStore {
             format: s.format,
             compression: s.compression,
             status: s.status,
+            batch: s.batch,
         }))
+    }
+
+    /// The status of destination `id` whatever its tenant, without opening its secret;
+    /// `None` if it does not exist.
+    pub async fn status_any(
+        &self,
+        id: &DestinationId,
+    ) -> Result<Option<DestinationStatus>, StoreError> {
+        Ok(self.get_stored(id).await?.map(|s| s.status))
     }
 
     async fn get_stored(&self, id: &DestinationId) -> Result<Option<Stored>, StoreError> {
@@ -305,6 +321,7 @@ impl DestinationStore {
             csv: d.spec.csv,
             parquet: d.spec.parquet.clone(),
             status: d.spec.status,
+            batch: d.spec.batch,
             created_at: d.created_at,
             updated_at: d.updated_at,
         };
@@ -361,6 +378,7 @@ impl DestinationStore {
                 csv: s.csv,
                 parquet: s.parquet,
                 status: s.status,
+                batch: s.batch,
             },
             created_at: s.created_at,
             updated_at: s.updated_at,

@@ -213,6 +213,47 @@ impl Keys {
         format!("{}:destination:{id}:object:{key}", self.ns)
     }
 
+    /// String: the start (unix s) of the last window of a batched destination claimed for
+    /// closing; an append never goes into that window or an earlier one.
+    pub fn batch_sealed(&self, id: &DestinationId) -> String {
+        format!("{}:destination:{id}:batch-sealed", self.ns)
+    }
+
+    /// List of one window's entries (a delivery id line, then its NDJSON lines), in the
+    /// order they were appended; deleted once the window's objects landed.
+    pub fn batch_entries(&self, id: &DestinationId, window_start: i64) -> String {
+        format!("{}:destination:{id}:batch:{window_start}:entries", self.ns)
+    }
+
+    /// Hash of one open window: `end`, `rows`, `bytes`, `entries`, `attempts`,
+    /// `firstAttemptAt`, and `status` (`FAILED` once given up).
+    pub fn batch_window(&self, id: &DestinationId, window_start: i64) -> String {
+        format!("{}:destination:{id}:batch:{window_start}", self.ns)
+    }
+
+    /// String: the claim of the worker closing one window (its token), with a TTL that
+    /// the worker renews while it works.
+    pub fn batch_claim(&self, id: &DestinationId, window_start: i64) -> String {
+        format!("{}:destination:{id}:batch:{window_start}:claim", self.ns)
+    }
+
+    /// Sorted set of every open window of every batched destination (members
+    /// `{destination id} {window start}`), scored by when it may be closed (unix s): its
+    /// end plus the grace, or its next retry.
+    pub fn batch_due(&self) -> String {
+        format!("{}:batch-due", self.ns)
+    }
+
+    /// String: the JSON of one batch object's record.
+    pub fn batch_record(&self, batch_id: &str) -> String {
+        format!("{}:batch:{batch_id}", self.ns)
+    }
+
+    /// Sorted set of a destination's batch ids, scored by window start × 10⁴ + sequence.
+    pub fn destination_batches(&self, id: &DestinationId) -> String {
+        format!("{}:destination:{id}:batches", self.ns)
+    }
+
     /// Sorted set of dead-lettered delivery ids, scored by when they died (ms).
     pub fn dead_letters(&self) -> String {
         format!("{}:dead", self.ns)

@@ -4,6 +4,7 @@
 //! - [`crypto`]: destination secrets are sealed with AES-256-GCM before they reach Redis.
 //! - [`destinations`]: customers' destinations, per tenant.
 //! - [`records`]: delivery records, the customer-visible history of each delivery.
+//! - [`batches`]: batched destinations' open windows, their claims and batch records.
 //! - [`queue`]: the apalis-redis queue that carries delivery tasks to the fleet.
 //! - [`held`]: deliveries parked while their destination is paused, and their release.
 //! - [`dead`]: dead letters, kept with their reason until replayed.
@@ -19,6 +20,7 @@
 //! All access goes through a [`RedisConn`] ([`conn`]), which reconnects by
 //! itself after Redis restarts, so neither the API nor a worker needs restarting.
 
+pub mod batches;
 pub mod conn;
 pub mod crypto;
 pub mod dead;
@@ -37,6 +39,7 @@ pub mod slots;
 pub mod stats;
 pub mod tenants;
 
+pub use batches::{AppendRefused, BatchStore, ClaimedWindow, Entry, WindowClaim, WindowId};
 pub use conn::{RedisConn, RedisTarget, wait_for_replicas};
 pub use crypto::SecretCipher;
 pub use dead::{DeadLetter, DeadLetters};

@@ -59,6 +59,16 @@ impl RecordStore {
         self
     }
 
+    /// The batched destinations' windows and batch records, over the same Redis (batch
+    /// records kept as long as final delivery records).
+    pub fn batches(&self) -> crate::BatchStore {
+        let store = crate::BatchStore::new(self.conn.clone(), self.keys.clone());
+        match self.retention {
+            Some(keep) => store.with_retention(keep),
+            None => store,
+        }
+    }
+
     /// Writes (or overwrites) a record and keeps its indexes in step.
     pub async fn put(&self, record: &DeliveryRecord) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
@@ -121,9 +131,12 @@ impl RecordStore {
             pipe.srem(pending, id).srem(waiting, id);
         } else {
             pipe.sadd(pending, id);
-            // Only a (re-)queued delivery enters the waiting count; a worker's progress
+            // Only a (re-)queued (or re-batched) delivery enters the waiting count; a worker's progress
             // writes leave it alone, so a late one after the final write cannot re-add it.
-            if record.status == DeliveryStatus::Queued {
+            if matches!(
+                record.status,
+                DeliveryStatus::Queued | DeliveryStatus::Batched
+            ) {
                 pipe.sadd(waiting, id);
             }
         }
@@ -235,6 +248,40 @@ impl RecordStore {
         let mut conn = self.conn.clone();
         let json: Option<String> = conn.get(self.keys.delivery(id)).await?;
         json.map(|j| decode(&j)).transpose()
+    }
+
+    /// The records of `ids` whatever their tenant, in order (`None` for a missing one); one
+    /// round trip.
+    pub async fn get_many_any(
+        &self,
+        ids: &[String],
+    ) -> Result<Vec<Option<DeliveryRecord>>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys: Vec<String> = ids.iter().map(|id| self.keys.delivery_of(id)).collect();
+        let mut conn = self.conn.clone();
+        let jsons: Vec<Option<String>> =
+            redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+        jsons
+            .into_iter()
+            .map(|j| j.map(|j| decode(&j)).transpose())
+            .collect()
+    }
+
+    /// [`put`](Self::put) of several records in one transaction.
+    pub async fn put_many(&self, records: &[DeliveryRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for r in records {
+            self.put_into(&mut pipe, r)?;
+        }
+        pipe.exec_async(&mut conn).await?;
+        Ok(())
     }
 
     /// How many deliveries of a destination are not final yet.

@@ -56,6 +56,20 @@ scripts! {
     RATE_WINDOW = "rate_window.lua";
     /// [`crate::HeldDeliveries::expire`].
     DEAD_LETTER_FROM_HELD = "dead_letter_from_held.lua";
+    /// [`crate::BatchStore::append`].
+    BATCH_APPEND = "batch_append.lua";
+    /// [`crate::BatchStore::claim`].
+    BATCH_CLAIM = "batch_claim.lua";
+    /// [`crate::BatchStore::renew`].
+    BATCH_RENEW = "batch_renew.lua";
+    /// [`crate::BatchStore::done`].
+    BATCH_DONE = "batch_done.lua";
+    /// [`crate::BatchStore::retry_later`].
+    BATCH_RETRY = "batch_retry.lua";
+    /// [`crate::BatchStore::fail`].
+    BATCH_FAIL = "batch_fail.lua";
+    /// [`crate::BatchStore::reopen`].
+    BATCH_REOPEN = "batch_reopen.lua";
 }
 
 #[cfg(test)]
@@ -76,7 +90,7 @@ mod tests {
 
     #[test]
     fn every_script_documents_each_key_and_argument_it_uses() {
-        assert_eq!(SOURCES.len(), 16);
+        assert_eq!(SOURCES.len(), 23);
         for (file, source) in SOURCES {
             // A script may open with Redis's flags line (`#!lua flags=allow-oom`).
             let source = match source.strip_prefix("#!") {

@@ -18,7 +18,9 @@
 //! - [`bounded`]: the limits on a streamed reference: line length, total size, fetch time.
 //! - [`storage`]: Courier's retry policy for failures of its own storage (Redis).
 //! - [`telemetry`]: the metrics the worker exports.
+//! - [`batch`]: the closer of batched destinations' windows, which every worker runs.
 
+pub mod batch;
 pub mod bounded;
 pub mod codec;
 pub mod decide;

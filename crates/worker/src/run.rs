@@ -22,6 +22,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::batch::{Closer, CloserSettings};
 use crate::codec::{RawTask, Verbatim};
 use crate::deliver::Deliverer;
 
@@ -37,6 +38,8 @@ pub struct WorkerSettings {
     pub liveness: Liveness,
     /// How long shutdown waits for in-flight deliveries before leaving them to the fleet.
     pub drain_timeout: Duration,
+    /// How the batch windows' closer works.
+    pub closer: CloserSettings,
 }
 
 impl Default for WorkerSettings {
@@ -47,6 +50,7 @@ impl Default for WorkerSettings {
             poll_interval: Duration::from_millis(100),
             liveness: Liveness::default(),
             drain_timeout: Duration::from_secs(25),
+            closer: CloserSettings::default(),
         }
     }
 }
@@ -146,8 +150,44 @@ const MAX_RESTART_DELAY: Duration = Duration::from_secs(10);
 /// restart waits [`FIRST_RESTART_DELAY`] again.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 
-/// Runs until `shutdown` is cancelled, then drains in-flight deliveries.
+/// Runs until `shutdown` is cancelled, then drains in-flight deliveries. Beside the
+/// queue, the batch windows' [`Closer`] runs; at shutdown it finishes the window it is
+/// closing (if any) and stops.
 pub async fn run(
+    conn: RedisConn,
+    keys: &Keys,
+    settings: WorkerSettings,
+    deliverer: Arc<Deliverer>,
+    shutdown: CancellationToken,
+) {
+    let closer = Arc::new(Closer {
+        batches: deliverer.stores.records.batches(),
+        deliverer: Arc::clone(&deliverer),
+        settings: settings.closer,
+    });
+    let mut closing = tokio::spawn(closer.run(shutdown.clone()));
+    let drain = settings.drain_timeout;
+    // At shutdown the closer finishes the window it is closing, within the same drain
+    // timeout as the queue's in-flight deliveries (both drain at once); past it the closer
+    // is stopped, and the window's claim lapses for another worker to redo it.
+    let stop = shutdown.clone();
+    let drain_closer = async move {
+        stop.cancelled().await;
+        if tokio::time::timeout(drain, &mut closing).await.is_err() {
+            closing.abort();
+            tracing::warn!(
+                "the batch closer was stopped midway; its window's claim lapses and another worker redoes it"
+            );
+        }
+    };
+    tokio::join!(
+        run_queue(conn, keys, settings, deliverer, shutdown),
+        drain_closer
+    );
+}
+
+/// The apalis worker and its supervisor.
+async fn run_queue(
     conn: RedisConn,
     keys: &Keys,
     settings: WorkerSettings,

@@ -17,6 +17,34 @@ pub const IN_FLIGHT: &str = "courier_tasks_in_flight";
 pub const POISON_TOTAL: &str = "courier_poison_tasks_total";
 pub const UPLOAD_LIMIT_CUTS_TOTAL: &str = "courier_upload_limit_cuts_total";
 pub const STORAGE_FAILURES_TOTAL: &str = "courier_storage_failures_total";
+pub const BATCH_WINDOWS_TOTAL: &str = "courier_batch_windows_total";
+pub const BATCH_OBJECTS_TOTAL: &str = "courier_batch_objects_total";
+pub const BATCH_ROWS_TOTAL: &str = "courier_batch_rows_total";
+pub const BATCH_OBJECT_BYTES_TOTAL: &str = "courier_batch_object_bytes_total";
+pub const BATCH_LAG_SECONDS: &str = "courier_batch_lag_duration_seconds";
+pub const BATCH_WINDOWS_OVERDUE: &str = "courier_batch_windows_overdue";
+
+/// A look at a batch window ended: `delivered` (its objects landed; `lag` is the seconds
+/// from the window's end to the last object landing), `retried`, `failed` or `held` (its
+/// destination is paused or failing: left open).
+pub fn batch_window_closed(outcome: &'static str, lag: f64) {
+    metrics::counter!(BATCH_WINDOWS_TOTAL, "outcome" => outcome).increment(1);
+    if outcome == "delivered" {
+        metrics::histogram!(BATCH_LAG_SECONDS).record(lag);
+    }
+}
+
+/// One batch object landed with `rows` rows in `bytes` bytes (gzip).
+pub fn batch_object_landed(rows: u64, bytes: u64) {
+    metrics::counter!(BATCH_OBJECTS_TOTAL).increment(1);
+    metrics::counter!(BATCH_ROWS_TOTAL).increment(rows);
+    metrics::counter!(BATCH_OBJECT_BYTES_TOTAL).increment(bytes);
+}
+
+/// Open batch windows (fleet-wide) due longer ago than the closer's overdue bound.
+pub fn batch_windows_overdue(count: u64) {
+    metrics::gauge!(BATCH_WINDOWS_OVERDUE).set(count as f64);
+}
 
 /// What became of a task whose handling failed in Courier's own storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +197,38 @@ pub fn describe() {
          time: a tenth off)."
     );
     metrics::describe_counter!(
+        BATCH_WINDOWS_TOTAL,
+        "Batch windows looked at by this worker's closer, by outcome: delivered (every object \
+         of the window landed and its deliveries are DELIVERED), retried (a transient failure; \
+         the window is due again later), failed (given up; its deliveries are FAILED and \
+         dead-lettered) or held (its destination is paused or failing; left open)."
+    );
+    metrics::describe_counter!(
+        BATCH_OBJECTS_TOTAL,
+        "Batch objects landed; rows per object is the rate of courier_batch_rows_total over \
+         this one's."
+    );
+    metrics::describe_counter!(
+        BATCH_ROWS_TOTAL,
+        "Rows (NDJSON lines) in the batch objects landed."
+    );
+    metrics::describe_counter!(
+        BATCH_OBJECT_BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes (gzip) of the batch objects landed."
+    );
+    metrics::describe_histogram!(
+        BATCH_LAG_SECONDS,
+        Unit::Seconds,
+        "Time from a batch window's end to its objects landing."
+    );
+    metrics::describe_gauge!(
+        BATCH_WINDOWS_OVERDUE,
+        "Open batch windows, fleet-wide (at most 1000 counted), that were due more than two \
+         minutes ago and have not landed, paused destinations' windows left out: retrying, \
+         held for a failing destination, or no closer running."
+    );
+    metrics::describe_counter!(
         POISON_TOTAL,
         "Task payloads that could not be read as a delivery task; they are dead-lettered."
     );
@@ -194,6 +254,13 @@ pub fn register() {
         metrics::counter!(ATTEMPTS_TOTAL, "outcome" => outcome, "class" => class).absolute(0);
     }
     metrics::counter!(POISON_TOTAL).absolute(0);
+    for outcome in ["delivered", "retried", "failed", "held"] {
+        metrics::counter!(BATCH_WINDOWS_TOTAL, "outcome" => outcome).absolute(0);
+    }
+    metrics::counter!(BATCH_OBJECT_BYTES_TOTAL).absolute(0);
+    metrics::counter!(BATCH_OBJECTS_TOTAL).absolute(0);
+    metrics::counter!(BATCH_ROWS_TOTAL).absolute(0);
+    metrics::gauge!(BATCH_WINDOWS_OVERDUE).set(0.0);
     metrics::gauge!(IN_FLIGHT).set(0.0);
 }
 
@@ -208,7 +275,11 @@ pub fn buckets() -> Vec<(&'static str, Vec<f64>)> {
         0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
         1800.0, 3600.0,
     ];
+    let lag = vec![
+        1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+    ];
     vec![
+        (BATCH_LAG_SECONDS, lag),
         (RENDER_SECONDS, fine.clone()),
         (UPLOAD_SECONDS, fine),
         (END_TO_END_SECONDS, end_to_end),

@@ -114,6 +114,11 @@ pub struct Args {
     /// than all but that day is not uploaded (`DeliveryExpired`).
     #[arg(long, env = "COURIER_HELD_MAX_AGE_SECS", default_value_t = 30 * 24 * 3600)]
     held_max_age_secs: u64,
+    /// Seconds a worker's claim on a batch window lasts unless renewed (every third of it,
+    /// while the window is uploaded): how long a window of a worker that died waits before
+    /// another worker redoes it.
+    #[arg(long, env = "COURIER_BATCH_CLAIM_TTL_SECS", default_value_t = 30)]
+    batch_claim_ttl_secs: u64,
     /// Seconds between sweeps that drop finished task data and expired history.
     #[arg(long, env = "COURIER_JANITOR_INTERVAL_SECS", default_value_t = 30)]
     janitor_interval_secs: u64,
@@ -147,6 +152,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             missed_heartbeats: args.missed_heartbeats.max(1),
         },
         drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+        closer: courier_worker::batch::CloserSettings {
+            claim_ttl: Duration::from_secs(args.batch_claim_ttl_secs.max(3)),
+            ..Default::default()
+        },
         ..WorkerSettings::default()
     };
     if let Some(name) = args.name.clone() {

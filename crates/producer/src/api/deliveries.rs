@@ -52,6 +52,10 @@ struct DeliveryIdParam(
 /// Validates the job and queues its delivery; answers only once Redis holds the task.
 /// Columns come from `columns`, else from the first row's keys in order.
 ///
+/// To a batched destination, the rows (inline only) are appended as NDJSON lines to its
+/// open window instead, and the answer (once Redis holds them) is `BATCHED` with the
+/// window; the window's object is delivered once it closes.
+///
 /// With an `Idempotency-Key` header, the same key from the same tenant within 24 hours
 /// answers with the first delivery (header `Idempotent-Replayed: true`) and queues nothing;
 /// the same key with a different body is refused with a 422 naming `Idempotency-Key`.

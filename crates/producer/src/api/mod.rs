@@ -5,6 +5,7 @@
 //! | `/api/v1/delivery-destinations[/{id}]` | [`destinations`] |
 //! | `/api/v1/deliveries[/{id}]` | [`deliveries`] |
 //! | `/api/v1/tenant` | [`tenant`] |
+//! | `/api/v1/batches` | [`batches`] |
 //! | `/api/v1/openapi.json` (no token) | [`openapi`] |
 //!
 //! Every refusal is a 4xx whose JSON body names the field ([`error::ApiError`]).
@@ -13,6 +14,7 @@
 //! call the [`Service`], which holds every rule, and show its answer as a wire type.
 
 pub mod auth;
+pub mod batches;
 pub mod deliveries;
 pub mod destinations;
 pub mod error;
@@ -49,6 +51,7 @@ fn routes() -> OpenApiRouter<AppState> {
         "/api/v1",
         destinations::routes()
             .merge(deliveries::routes())
+            .merge(batches::routes())
             .merge(tenant::routes()),
     )
 }

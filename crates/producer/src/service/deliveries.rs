@@ -88,7 +88,8 @@ impl Service {
 
     /// Delivers `tenant`'s failed delivery `id` again from its dead letter. Only a `FAILED`
     /// delivery can be retried (`NOT_FAILED`), and only while its task is kept
-    /// (`TASK_EXPIRED`).
+    /// (`TASK_EXPIRED`). A batched delivery is retried with its whole window (the window's
+    /// dead letter), and is `BATCHED` again.
     pub async fn retry(&self, tenant: &TenantId, id: &str) -> Result<DeliveryRecord, ServiceError> {
         let mut record = self.delivery(tenant, id).await?;
         if record.status != DeliveryStatus::Failed {
@@ -103,7 +104,17 @@ impl Service {
                 ),
             });
         }
-        let Some(letter) = self.dead.get(record.id.as_str()).await? else {
+        // A batched delivery failed with its window: the window's letter replays it (and
+        // the rest of the window's deliveries with it).
+        let letter_id = match &record.batch {
+            Some(b) => courier_store::WindowId {
+                destination_id: record.destination_id.clone(),
+                start: b.window_start.timestamp(),
+            }
+            .letter_id(),
+            None => record.id.to_string(),
+        };
+        let Some(letter) = self.dead.get(&letter_id).await? else {
             return Err(ServiceError::Conflict {
                 code: "TASK_EXPIRED",
                 message: "the task of this delivery is no longer kept; enqueue the job again"
@@ -111,6 +122,9 @@ impl Service {
             });
         };
         self.replay_dead_letter(&letter).await?;
+        if record.batch.is_some() {
+            return self.delivery(tenant, id).await;
+        }
         // What the replay wrote (the record is not read again: a worker may have taken the
         // task already).
         record.requeued(chrono::Utc::now());

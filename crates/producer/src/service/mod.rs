@@ -9,8 +9,10 @@
 //! | [`tenants`] | what a tenant reads before creating a destination: its ExternalId, the fleet's principal |
 //! | [`held`] | when held deliveries flow again: a destination updated, recovered, or deleted |
 //! | [`deliveries`] | enqueueing a completed job (within the waiting quota), reading and listing records (one index of the tenant; another tenant's destination is 404), retrying a failed delivery |
+//! | [`batches`] | the inspector of batched destinations: a destination's objects (another tenant's destination is 404) |
 //! | [`dead_letters`] | replaying a dead letter: its record queued again, its task back in the queue |
 
+pub mod batches;
 pub mod dead_letters;
 pub mod deliveries;
 pub mod destinations;
@@ -63,7 +65,7 @@ pub enum ServiceError {
 }
 
 impl ServiceError {
-    fn not_found(what: &'static str, id: &str) -> Self {
+    pub(crate) fn not_found(what: &'static str, id: &str) -> Self {
         Self::NotFound {
             what,
             id: id.to_owned(),

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
+use courier_core::batch::BatchSettings;
 use courier_core::destination::{
     BucketName, Credentials, CredentialsMode as CoreCredentialsMode, Destination, DestinationSpec,
     EndpointUrl, ExternalId, PathPrefix, Region, RoleArn, RoleCredentials, S3Settings, Secret,
@@ -115,6 +116,58 @@ pub struct DestinationRequest {
     pub parquet: Option<ParquetRequest>,
     #[serde(default)]
     pub status: DestinationStatus,
+    /// Batched delivery: every window's deliveries in one gzip NDJSON object (more when
+    /// over `maxObjectBytes`) at `{pathPrefix}YYYY/MM/DD/HH/YYYY-MM-DD-HH-MM-SS-{id}.gz`.
+    /// A batched destination must have `format: NDJSON` and `compression: GZIP`; other
+    /// formats and compressions are refused.
+    #[serde(default)]
+    pub batch: Option<BatchRequest>,
+}
+
+/// The `batch` object of a destination request.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BatchRequest {
+    /// Length of a window in seconds, 5 to 3600; default 60.
+    #[serde(default)]
+    #[schema(example = 60, minimum = 5, maximum = 3600)]
+    pub window_seconds: Option<u32>,
+    /// Most NDJSON bytes (before gzip) in one object, at least 5 MiB (5242880) and at
+    /// most 5 GiB; default 100 MiB. A window with more continues in further objects.
+    #[serde(default)]
+    #[schema(example = 104857600, minimum = 5242880)]
+    pub max_object_bytes: Option<u64>,
+}
+
+/// Checks the batch settings against the format: batched objects are gzip NDJSON.
+fn validate_batch(
+    format: CoreFormat,
+    compression: CoreCompression,
+    batch: Option<BatchRequest>,
+    errors: &mut ValidationErrors,
+) -> Option<BatchSettings> {
+    let batch = batch?;
+    if format != CoreFormat::Ndjson {
+        errors.push(
+            "format",
+            "must be NDJSON for a batched destination (its objects are gzip NDJSON)",
+        );
+    }
+    if compression != CoreCompression::Gzip {
+        errors.push(
+            "compression",
+            "must be GZIP for a batched destination (its objects are gzip NDJSON)",
+        );
+    }
+    match BatchSettings::parse(batch.window_seconds, batch.max_object_bytes) {
+        Ok(b) => Some(b),
+        Err(problems) => {
+            for (field, message) in problems {
+                errors.push(field, message);
+            }
+            None
+        }
+    }
 }
 
 /// The `csv` object of a destination request.
@@ -391,6 +444,7 @@ impl DestinationRequest {
         let compression = self.compression.into();
         let csv = validate_csv(format, self.csv, &mut errors);
         let parquet = validate_parquet(format, compression, self.parquet, &mut errors);
+        let batch = validate_batch(format, compression, self.batch, &mut errors);
         match (bucket, region, endpoint_url, path_prefix, credentials) {
             (
                 Some(bucket),
@@ -413,6 +467,7 @@ impl DestinationRequest {
                 csv,
                 parquet,
                 status: self.status.into(),
+                batch,
             }),
             _ => Err(errors),
         }
@@ -440,10 +495,21 @@ pub struct DestinationView {
     #[serde(skip_serializing_if = "Option::is_none")]
     parquet: Option<ParquetView>,
     status: DestinationStatus,
+    /// Present for a batched destination.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch: Option<BatchView>,
     /// Whether deliveries to it succeed; `FAILING` holds its deliveries.
     health: HealthView,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+}
+
+/// A batched destination's settings.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchView {
+    window_seconds: u32,
+    max_object_bytes: u64,
 }
 
 /// A CSV destination's settings.
@@ -594,6 +660,10 @@ impl DestinationView {
             csv: (d.spec.format == CoreFormat::Csv).then(|| d.spec.csv.into()),
             parquet: (d.spec.format == CoreFormat::Parquet).then(|| (&d.spec.parquet).into()),
             status: d.spec.status.into(),
+            batch: d.spec.batch.map(|b| BatchView {
+                window_seconds: b.window_seconds,
+                max_object_bytes: b.max_object_bytes,
+            }),
             health: health.into(),
             created_at: d.created_at,
             updated_at: d.updated_at,
@@ -649,6 +719,35 @@ mod tests {
         assert_eq!(spec.format, CoreFormat::Csv, "CSV is the default format");
         assert_eq!(spec.compression, CoreCompression::None);
         assert_eq!(spec.status, CoreDestinationStatus::Active);
+    }
+
+    #[test]
+    fn a_batched_destination_is_gzip_ndjson_within_the_limits() {
+        let mut body = valid();
+        body["batch"] = serde_json::json!({});
+        let errs = request(body.clone()).validate(&eid()).unwrap_err();
+        let fields: Vec<&str> = errs.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["format", "compression"], "CSV is refused");
+
+        body["format"] = "NDJSON".into();
+        body["compression"] = "GZIP".into();
+        let spec = request(body.clone()).validate(&eid()).unwrap();
+        assert_eq!(
+            spec.batch,
+            Some(courier_core::batch::BatchSettings {
+                window_seconds: 60,
+                max_object_bytes: 100 * 1024 * 1024
+            }),
+            "the defaults"
+        );
+
+        body["batch"] = serde_json::json!({"windowSeconds": 4, "maxObjectBytes": 1024});
+        let errs = request(body.clone()).validate(&eid()).unwrap_err();
+        let fields: Vec<&str> = errs.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["batch.windowSeconds", "batch.maxObjectBytes"]);
+
+        body["batch"] = serde_json::json!({"windowSeconds": 5, "unknown": 1});
+        assert!(serde_json::from_value::<DestinationRequest>(body).is_err());
     }
 
     #[test]

@@ -175,6 +175,9 @@ wire_enum! {
         Superseded,
         /// Gave up: a permanent error, or retries exhausted. The record says why.
         Failed,
+        /// Appended to its batched destination's open window (`batch` names it);
+        /// delivered when the window closes.
+        Batched,
     }
 }
 

@@ -36,6 +36,7 @@ pub struct JobCompletedRequest {
     pub rows: Option<InlineRows>,
     /// Or a reference to the rows, for big results: NDJSON (gzip if the name ends in
     /// `.gz`) at `s3://bucket/key` in the fleet's staging store, or at an http(s) URL.
+    /// Refused (422) for a batched destination, whose windows hold inline rows only.
     #[serde(default)]
     #[schema(example = "s3://courier-staging/jobs/job-42.ndjson.gz")]
     pub rows_url: Option<String>,

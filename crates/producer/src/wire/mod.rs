@@ -14,7 +14,9 @@
 //! | [`job`] | the "job completed" request and its validation |
 //! | [`record`] | a delivery record as shown, and the answer to an accepted delivery |
 //! | [`probe`] | the connection test's report |
+//! | [`batch`] | a batched destination's object as the inspector shows it |
 
+pub mod batch;
 pub mod destination;
 pub mod enums;
 pub mod job;
@@ -22,9 +24,10 @@ pub mod probe;
 pub mod record;
 pub mod tenant;
 
+pub use batch::{BatchBody, BatchPage, BatchStatus};
 pub use destination::{
-    CsvRequest, CsvView, DestinationPage, DestinationRequest, DestinationView, ParquetRequest,
-    ParquetView, S3Request,
+    BatchRequest, BatchView, CsvRequest, CsvView, DestinationPage, DestinationRequest,
+    DestinationView, ParquetRequest, ParquetView, S3Request,
 };
 pub use enums::{
     ColumnType, Compression, CredentialsMode, DeliveryStatus, DestinationStatus, DestinationType,

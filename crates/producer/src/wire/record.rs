@@ -3,6 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use courier_core::DeliveryId;
+use courier_core::batch::BatchRef;
 use courier_core::delivery::{Attempt, Checksum, DeliveryError, DeliveryRecord, Timings};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -47,6 +48,42 @@ pub struct DeliveryBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub delivered_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// To a batched destination: its window, and once delivered the batch object (`id`,
+    /// `key`) and the lines holding its rows (`firstLine`..=`lastLine`, from 1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchRefBody>,
+}
+
+/// Where a batched delivery's rows are.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = BatchRef)]
+pub struct BatchRefBody {
+    pub window_start: DateTime<Utc>,
+    pub window_end: DateTime<Utc>,
+    /// The batch (see `GET /api/v1/batches`), once delivered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "bat_8f25b54462bf6eeac3ee8bde512b6c59")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_line: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_line: Option<u64>,
+}
+
+impl From<BatchRef> for BatchRefBody {
+    fn from(b: BatchRef) -> Self {
+        Self {
+            window_start: b.window_start,
+            window_end: b.window_end,
+            id: b.id,
+            key: b.key,
+            first_line: b.first_line,
+            last_line: b.last_line,
+        }
+    }
 }
 
 impl From<DeliveryRecord> for DeliveryBody {
@@ -75,6 +112,7 @@ impl From<DeliveryRecord> for DeliveryBody {
             enqueued_at,
             delivered_at,
             updated_at,
+            batch,
         } = r;
         Self {
             id: id.to_string(),
@@ -97,6 +135,7 @@ impl From<DeliveryRecord> for DeliveryBody {
             enqueued_at,
             delivered_at,
             updated_at,
+            batch: batch.map(Into::into),
         }
     }
 }
@@ -212,8 +251,12 @@ pub struct DeliveryAccepted {
     /// The delivery's id; `GET /api/v1/deliveries/{id}` follows it.
     #[schema(value_type = String, example = "dlv_01JXQ5W7ZB3C4D5E6F7G8H9JKM")]
     pub id: DeliveryId,
-    /// `QUEUED`: the task is in the queue.
+    /// `QUEUED`: the task is in the queue; `BATCHED`: the rows are in the batched
+    /// destination's open window.
     pub status: DeliveryStatus,
+    /// To a batched destination: the window the rows were appended to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch: Option<BatchRefBody>,
 }
 
 impl From<&DeliveryRecord> for DeliveryAccepted {
@@ -221,6 +264,7 @@ impl From<&DeliveryRecord> for DeliveryAccepted {
         Self {
             id: r.id.clone(),
             status: r.status.into(),
+            batch: r.batch.clone().map(Into::into),
         }
     }
 }

@@ -36,6 +36,7 @@ pub(crate) fn spec(name: &str, status: DestinationStatus) -> DestinationSpec {
         csv: Default::default(),
         parquet: Default::default(),
         status,
+        batch: None,
     }
 }
 
@@ -208,6 +209,7 @@ async fn a_destination_is_stored_sealed_and_read_back_by_its_tenant_only() {
             format: Format::Csv,
             compression: Compression::Gzip,
             status: DestinationStatus::Active,
+            batch: None,
         })
     );
     assert_eq!(store.summary(&globex, &d.id).await.unwrap(), None);

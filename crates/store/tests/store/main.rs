@@ -2,6 +2,7 @@
 //! whole test binary ([`RedisServer::shared`]), each test under a namespace of its own, so
 //! the tests run in parallel without seeing each other's keys. Each asserts exact results.
 
+mod batches;
 mod dead;
 mod destinations;
 mod health;

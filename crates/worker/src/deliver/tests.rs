@@ -301,6 +301,7 @@ fn destination(status: DestinationStatus) -> Destination {
             csv: Default::default(),
             parquet: Default::default(),
             status,
+            batch: None,
         },
         created_at: at(0),
         updated_at: at(0),
