@@ -111,6 +111,35 @@ for id in "${IDS[@]}"; do
   [ "$status" = DELIVERED ] || { echo "delivery $id did not succeed" >&2; exit 1; }
 done
 
+say "A batched destination: every 5 s window's deliveries in one gzip NDJSON object"
+body=$(jq -n --arg b "$S3_BUCKET" --arg r "$S3_REGION" --arg k "$S3_ACCESS_KEY_ID" \
+  --arg s "$S3_SECRET_ACCESS_KEY" --arg e "$S3_ENDPOINT" \
+  '{type:"S3", name:"demo batched", format:"NDJSON", compression:"GZIP", status:"ACTIVE",
+    batch:{windowSeconds:5},
+    s3:{bucket:$b, region:$r, accessKeyId:$k, secretAccessKey:$s, endpointUrl:$e,
+        pathPrefix:"incoming/batched/"}}')
+BATCHED=$(api POST /api/v1/delivery-destinations "$body" | jq -r .id)
+echo "batched destination $BATCHED"
+BIDS=()
+for n in 1 2 3; do
+  body=$(jq -n --arg d "$BATCHED" --argjson rows "$ROWS" --arg inv "INV-B$n" \
+    '{destinationId:$d, jobId:("job-" + $inv), partnerInventoryId:$inv, completedAt:"2026-06-07T10:00:00Z", rows:$rows}')
+  resp=$(api POST /api/v1/deliveries "$body")
+  echo "API  → $(jq -r .id <<<"$resp") $(jq -r .status <<<"$resp") $(jq -c '.batch // {} | {windowStart, windowEnd}' <<<"$resp")"
+  BIDS+=("$(jq -r .id <<<"$resp")")
+done
+for id in "${BIDS[@]}"; do
+  for _ in $(seq 1 300); do
+    rec=$(api GET "/api/v1/deliveries/$id")
+    status=$(jq -r .status <<<"$rec")
+    [ "$status" = DELIVERED ] || [ "$status" = FAILED ] && break
+    sleep 0.1
+  done
+  jq -r '"\(.status)  s3://\(.bucket)/\(.key)  lines \(.batch.firstLine)-\(.batch.lastLine)  \(.error.code // "")"' <<<"$rec"
+  [ "$status" = DELIVERED ] || { echo "batched delivery $id did not succeed" >&2; exit 1; }
+done
+api GET "/api/v1/batches?destinationId=$BATCHED" | jq -c '.items[] | {key, rows, bytes, status}'
+
 say "Metrics"
 echo "Worker metrics: http://127.0.0.1:${METRICS_PORTS[0]}/metrics and http://127.0.0.1:${METRICS_PORTS[1]}/metrics; API: $API/metrics"
 for port in "${METRICS_PORTS[@]}"; do
