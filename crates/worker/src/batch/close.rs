@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Closer;
 use super::stream::{Landed, Placement, WindowError, error_of, upload_window};
-use crate::telemetry;
+use crate::telemetry::{self, Outcome};
 
 /// What became of one look at a due window.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,6 +229,8 @@ impl Closer {
             .collect();
         self.batches.put_records(&batches).await?;
         let took = t0.elapsed();
+        // Each delivery's time from enqueue to its object, counted once the window is done.
+        let mut ages = Vec::with_capacity(placements.len());
         for chunk in placements.chunks(256) {
             let ids: Vec<String> = chunk.iter().map(|p| p.delivery_id.clone()).collect();
             let records = d.stores.records.get_many_any(&ids).await?;
@@ -254,12 +256,19 @@ impl Closer {
                     object.md5.clone(),
                     now,
                 );
+                ages.push(record.age(now));
                 updated.push(record);
             }
             d.stores.records.put_many(&updated).await?;
         }
         d.stores.health.record_success(&dest.id).await?;
-        if !self.batches.done(&claimed.id, token).await? {
+        if self.batches.done(&claimed.id, token).await? {
+            // Batched deliveries count among all deliveries (`courier_deliveries_total`),
+            // once: a window redone by another worker is counted by the one that finishes it.
+            for age in ages {
+                telemetry::delivery_finished(Outcome::Delivered, dest.spec.format, age);
+            }
+        } else {
             tracing::warn!(
                 "the batch window's claim expired before it was deleted; its next holder redoes it with the same keys"
             );
@@ -372,6 +381,7 @@ impl Closer {
                     Some(&error),
                 );
                 record.failed(error.clone(), now);
+                telemetry::delivery_finished(Outcome::Dead, record.format, record.age(now));
                 updated.push(record);
             }
             d.stores.records.put_many(&updated).await?;
