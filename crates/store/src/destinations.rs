@@ -232,6 +232,7 @@ impl DestinationStore {
             .srem(self.keys.paused_destinations(), id.as_str())
             .del(self.keys.health(id))
             .srem(self.keys.failing_destinations(), id.as_str())
+            .del(self.keys.batch_sealed(id))
             .exec_async(&mut conn)
             .await?;
         Ok(true)

@@ -282,8 +282,12 @@ async fn pausing_deleting_and_paging_keep_the_sets_in_step() {
     assert_eq!(next, None);
     assert!(store.list(&globex, 2, None).await.unwrap().0.is_empty());
 
-    // Deleting forgets its health and failing state too.
+    // Deleting forgets its health, failing state and batch seal too.
     let _: () = c.set(ns.keys.health(&ids[0]), "{}").await.unwrap();
+    let _: () = c
+        .set(ns.keys.batch_sealed(&ids[0]), 1_767_225_600)
+        .await
+        .unwrap();
     let _: () = c
         .sadd(ns.keys.failing_destinations(), ids[0].as_str())
         .await
@@ -297,6 +301,11 @@ async fn pausing_deleting_and_paging_keep_the_sets_in_step() {
             .unwrap()
     );
     assert!(!c.exists::<_, bool>(ns.keys.health(&ids[0])).await.unwrap());
+    assert!(
+        !c.exists::<_, bool>(ns.keys.batch_sealed(&ids[0]))
+            .await
+            .unwrap()
+    );
     assert_eq!(
         c.scard::<_, u64>(ns.keys.failing_destinations())
             .await
