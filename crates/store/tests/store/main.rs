@@ -4,6 +4,7 @@
 
 mod dead;
 mod destinations;
+mod finish;
 mod health;
 mod held;
 mod keyguard;
