@@ -28,6 +28,7 @@ mod cpu;
 mod enqueue;
 mod latency;
 mod machine;
+mod monitor;
 mod peer;
 mod renderer;
 mod rows;
@@ -52,6 +53,8 @@ const E2E_TARGET: f64 = 0.80;
 /// With default settings, a burst to one destination runs at least this share of its rate
 /// with the limit on uploads per destination lifted (issue 17).
 const ADAPTIVE_TARGET: f64 = 0.90;
+/// Issue 17: at most this many Redis commands sent per small delivery on the worker side.
+const COMMANDS_TARGET: f64 = 12.0;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -440,6 +443,69 @@ async fn end_to_end(
             Err(e) => lines.push(Line::failed("2", line.measurement, &format!("{e:#}"))),
         }
     }
+    lines.push(commands_per_delivery(services, settings).await);
+}
+
+/// The Redis commands one small delivery costs, from a drained run with the worker's
+/// defaults watched through `MONITOR`: those clients sent (round trips, one per command
+/// but a pipeline's) apart from those Lua scripts ran inside Redis.
+async fn commands_per_delivery(services: &Services, settings: &Settings) -> Line {
+    let name = "Redis commands per small delivery, 1 worker, queue pre-filled";
+    eprintln!("bench: {name}");
+    let params = small::Params {
+        monitor: true,
+        label: "-monitor".into(),
+        ..small::Params::new(
+            settings.small_rows,
+            settings.small_deliveries,
+            1,
+            settings.small_enqueuers,
+        )
+    };
+    let line = Line::new("2", name).setup(format!(
+        "{} × {}-row CSV drained by one worker with default settings, Redis's MONITOR stream \
+         counted from workers ready to last delivered (not timed: MONITOR slows Redis)",
+        int(settings.small_deliveries as u64),
+        int(settings.small_rows as u64)
+    ));
+    let run = match small::run(services, small::Feed::Drain, &params).await {
+        Ok(run) => run,
+        Err(e) => return Line::failed("2", line.measurement, &format!("{e:#}")),
+    };
+    let Some(counts) = run.commands else {
+        return Line::failed("2", line.measurement, "the run was not watched");
+    };
+    let n = run.deliveries.max(1);
+    let sent = counts.sent_total() as f64 / n as f64;
+    // The table's cell is cut short; the whole breakdown goes to the log.
+    eprintln!(
+        "bench: Redis commands sent per delivery: {}",
+        counts.sent_breakdown(n)
+    );
+    eprintln!(
+        "bench: run inside scripts per delivery: {}",
+        counts.in_scripts_breakdown(n)
+    );
+    line.result(format!(
+        "**{sent:.1} commands sent per delivery**; {:.1} with the commands scripts ran \
+         inside Redis ({:.1} by `total_commands_processed`)",
+        (counts.sent_total() + counts.in_scripts_total()) as f64 / n as f64,
+        run.redis_commands
+    ))
+    .detail(format!(
+        "sent per delivery: {}; run inside scripts per delivery: {}",
+        counts.sent_breakdown(n),
+        counts.in_scripts_breakdown(n)
+    ))
+    .target(format!(
+        "≤ 12 commands sent per delivery (worker side, apalis-redis's fetch and \
+         acknowledgement included): {}",
+        if sent <= COMMANDS_TARGET {
+            "met"
+        } else {
+            "**NOT met**"
+        }
+    ))
 }
 
 fn cores() -> usize {

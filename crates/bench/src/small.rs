@@ -20,6 +20,7 @@ use futures::{StreamExt, TryStreamExt};
 use crate::api::{Outcomes, outcomes};
 use crate::cluster::{BUCKET, Cluster, Services};
 use crate::cpu;
+use crate::monitor;
 use crate::rows::JobBodies;
 
 /// How the queue was fed.
@@ -50,8 +51,13 @@ pub struct Run {
     pub cpu_per_delivery: String,
     /// Cores busy on average in the timed window (all processes of the run).
     pub cores_busy: f64,
-    /// Commands Redis processed per delivery in the timed window.
+    /// Commands Redis processed per delivery in the timed window
+    /// (`total_commands_processed`: a script's own `redis.call`s and each command of a
+    /// `MULTI` block count).
     pub redis_commands: f64,
+    /// The window's commands by command, clients' apart from scripts', when watched
+    /// ([`Params::monitor`]).
+    pub commands: Option<monitor::Counts>,
     /// CPU seconds of the workers and Redis together per delivery (what the peer is
     /// compared on).
     pub workers_redis_cpu: f64,
@@ -87,6 +93,9 @@ pub struct Params {
     pub endpoint: Option<String>,
     /// Added to the run's name, which names its Redis, logs and object prefix.
     pub label: String,
+    /// Watch Redis's `MONITOR` stream in the timed window (drain only) to count the
+    /// commands clients sent apart from those scripts ran; slows Redis down.
+    pub monitor: bool,
 }
 
 impl Params {
@@ -101,6 +110,7 @@ impl Params {
             worker_env: Vec::new(),
             endpoint: None,
             label: String::new(),
+            monitor: false,
         }
     }
 }
@@ -181,6 +191,7 @@ pub async fn run(services: &Services, feed: Feed, p: &Params) -> anyhow::Result<
             let deliveries = p.deliveries as u64;
             Run {
                 redis_commands: (cmds1 - cmds0) as f64 / deliveries as f64,
+                commands: None,
                 deliveries,
                 elapsed: end - start,
                 enqueue_elapsed,
@@ -201,6 +212,11 @@ pub async fn run(services: &Services, feed: Feed, p: &Params) -> anyhow::Result<
             let own = own_groups(&groups);
             let own0 = cpu::Sample::take(&own);
             let machine0 = cpu::machine_busy_seconds();
+            let watch = if p.monitor {
+                Some(monitor::Monitor::start(cluster.redis.port())?)
+            } else {
+                None
+            };
             let cpu0 = cpu::Sample::take(&groups);
             let cmds0 = cluster
                 .redis_info("stats", "total_commands_processed")
@@ -222,6 +238,7 @@ pub async fn run(services: &Services, feed: Feed, p: &Params) -> anyhow::Result<
             let deliveries = p.deliveries as u64 - before;
             Run {
                 redis_commands: (cmds1 - cmds0) as f64 / deliveries.max(1) as f64,
+                commands: watch.map(monitor::Monitor::stop),
                 deliveries,
                 elapsed: end - start,
                 enqueue_elapsed,

@@ -17,6 +17,13 @@ use serde::{Deserialize, Serialize};
 use crate::scripts::DESTINATION_CREATE;
 use crate::{Full, Keys, SecretCipher, StoreError};
 
+fn parse_stored(json: &str) -> Result<Stored, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+        what: "destination",
+        message: e.to_string(),
+    })
+}
+
 /// A destination as stored: the spec with its secret sealed.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -118,13 +125,12 @@ impl DestinationStore {
     async fn get_stored(&self, id: &DestinationId) -> Result<Option<Stored>, StoreError> {
         let mut conn = self.conn.clone();
         let json: Option<String> = conn.get(self.keys.destination(id)).await?;
-        json.map(|j| {
-            serde_json::from_str(&j).map_err(|e| StoreError::Corrupt {
-                what: "destination",
-                message: e.to_string(),
-            })
-        })
-        .transpose()
+        json.map(|j| parse_stored(&j)).transpose()
+    }
+
+    /// A destination from its stored JSON (read with other keys, [`crate::read_taken`]).
+    pub(crate) fn decode_json(&self, json: &str) -> Result<Destination, StoreError> {
+        self.decode(parse_stored(json)?)
     }
 
     /// Saves a new destination for `tenant` and returns it with its id; no quota.

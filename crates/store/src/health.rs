@@ -28,6 +28,12 @@ impl DestinationHealth {
     pub fn is_failing(&self) -> bool {
         self.failing_since.is_some()
     }
+
+    /// From its stored JSON; none (or unreadable) is a healthy destination.
+    pub(crate) fn from_json(json: Option<&str>) -> Self {
+        json.and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default()
+    }
 }
 
 /// Reads and updates destination health.
@@ -45,9 +51,7 @@ impl HealthStore {
     pub async fn get(&self, id: &DestinationId) -> Result<DestinationHealth, StoreError> {
         let mut conn = self.conn.clone();
         let json: Option<String> = conn.get(self.keys.health(id)).await?;
-        Ok(json
-            .and_then(|j| serde_json::from_str(&j).ok())
-            .unwrap_or_default())
+        Ok(DestinationHealth::from_json(json.as_deref()))
     }
 
     /// A delivery succeeded: the streak ends.

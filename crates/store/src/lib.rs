@@ -25,6 +25,7 @@ pub mod conn;
 pub mod crypto;
 pub mod dead;
 pub mod destinations;
+pub mod finish;
 pub mod health;
 pub mod held;
 pub mod idempotency;
@@ -37,6 +38,7 @@ pub mod retention;
 mod scripts;
 pub mod slots;
 pub mod stats;
+pub mod taken;
 pub mod tenants;
 
 pub use batches::{AppendRefused, BatchStore, ClaimedWindow, Entry, WindowClaim, WindowId};
@@ -44,6 +46,7 @@ pub use conn::{RedisConn, RedisTarget, wait_for_replicas};
 pub use crypto::SecretCipher;
 pub use dead::{DeadLetter, DeadLetters};
 pub use destinations::{DestinationStore, DestinationSummary, Resealed, SealingKeys};
+pub use finish::finish_delivered;
 pub use health::{DestinationHealth, HealthStore};
 pub use held::HeldDeliveries;
 pub use idempotency::{Idempotency, KeyClaim};
@@ -53,8 +56,10 @@ pub use queue::DeliveryQueue;
 pub use quotas::{Full, RateDecision, RateLimiter};
 pub use records::{Page, RecordFilter, RecordStore};
 pub use retention::{Janitor, Swept};
+pub use scripts::script_hashes;
 pub use slots::{Claim, Concurrency, LimitChange, Released, Signal, UploadSlots};
 pub use stats::{QueueStats, StatsReader};
+pub use taken::read_taken;
 pub use tenants::TenantStore;
 
 /// Errors talking to Redis or decoding what it holds.

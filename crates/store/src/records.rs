@@ -13,8 +13,12 @@ use courier_core::delivery::{DeliveryRecord, DeliveryStatus};
 use courier_core::{DeliveryId, DestinationId, TenantId};
 use redis::AsyncCommands;
 
-use crate::scripts::RECORD_QUEUED;
+use crate::scripts::{RECORD_PUT, RECORD_PUT_SOURCE, RECORD_QUEUED};
 use crate::{Full, Keys, StoreError};
+
+/// How many keys `lib/record_write.lua` takes: eight, and the indexes of every status but
+/// the record's.
+pub(crate) const RECORD_KEYS: usize = 8 + DeliveryStatus::ALL.len() - 1;
 
 /// Reads and writes delivery records.
 #[derive(Debug, Clone)]
@@ -53,6 +57,16 @@ impl RecordStore {
         }
     }
 
+    /// The key names this store writes under.
+    pub(crate) fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// A handle on the connection.
+    pub(crate) fn conn(&self) -> RedisConn {
+        self.conn.clone()
+    }
+
     /// Final records (and job indexes) expire this long after their last write.
     pub fn with_retention(mut self, retention: std::time::Duration) -> Self {
         self.retention = Some(retention);
@@ -69,78 +83,93 @@ impl RecordStore {
         }
     }
 
-    /// Writes (or overwrites) a record and keeps its indexes in step.
+    /// Writes (or overwrites) a record and keeps its indexes in step: one script
+    /// (`record_put.lua`), one command sent.
     pub async fn put(&self, record: &DeliveryRecord) -> Result<(), StoreError> {
+        let (keys, args) = self.write_parts(record)?;
+        let mut invocation = RECORD_PUT.prepare_invoke();
+        for k in &keys {
+            invocation.key(k);
+        }
+        for a in &args {
+            invocation.arg(a);
+        }
         let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        self.put_into(&mut pipe, record)?;
-        pipe.exec_async(&mut conn).await?;
+        invocation.invoke_async::<()>(&mut conn).await?;
         Ok(())
     }
 
-    /// Adds the commands of [`put`](Self::put) to `pipe`, so that a record can be written in
-    /// one transaction with something else (its task: [`crate::DeliveryQueue::push_with_record`]).
+    /// Adds [`put`](Self::put)'s script to `pipe` (as `EVAL`, its source in full: in a
+    /// `MULTI` block a script Redis does not know could not be loaded first), so that a
+    /// record can be written in one transaction with something else (its task:
+    /// [`crate::DeliveryQueue::push_with_record`]).
     pub(crate) fn put_into(
         &self,
         pipe: &mut redis::Pipeline,
         record: &DeliveryRecord,
     ) -> Result<(), StoreError> {
-        let json = encode(record)?;
-        let id = record.id.as_str();
-        let pending = self.keys.destination_pending(&record.destination_id);
-        let job_index = self.keys.job_deliveries(&record.tenant, &record.job_id);
-        match self.retention.filter(|_| record.status.is_final()) {
-            // Final records expire after the retention; so does a job's index once its
-            // last record was written.
-            Some(keep) => {
-                let secs = keep.as_secs().max(1);
-                pipe.set_ex(self.keys.delivery(&record.id), json, secs)
-                    .zadd(&job_index, id, 0)
-                    .expire(&job_index, i64::try_from(secs).unwrap_or(i64::MAX));
-            }
-            None => {
-                pipe.set(self.keys.delivery(&record.id), json)
-                    .zadd(&job_index, id, 0);
-            }
-        }
-        let tenant_index = self.keys.tenant_deliveries(&record.tenant);
-        let destination_index = self.keys.destination_deliveries(&record.destination_id);
-        let status_index = self
-            .keys
-            .tenant_status_deliveries(&record.tenant, record.status);
-        pipe.zadd(&tenant_index, id, 0)
-            .zadd(&destination_index, id, 0)
-            .zadd(&status_index, id, 0)
-            .sadd(
-                self.keys.delivery_indexes(),
-                &[&tenant_index, &destination_index, &status_index],
-            );
-        // The id leaves the index of the status it had (which one is not known here).
-        for other in DeliveryStatus::ALL
-            .into_iter()
-            .filter(|s| *s != record.status)
-        {
-            pipe.zrem(
-                self.keys.tenant_status_deliveries(&record.tenant, other),
-                id,
-            );
-        }
-        let waiting = self.keys.tenant_waiting(&record.tenant);
-        if record.status.is_final() {
-            pipe.srem(pending, id).srem(waiting, id);
-        } else {
-            pipe.sadd(pending, id);
-            // Only a (re-)queued (or re-batched) delivery enters the waiting count; a worker's progress
-            // writes leave it alone, so a late one after the final write cannot re-add it.
-            if matches!(
-                record.status,
-                DeliveryStatus::Queued | DeliveryStatus::Batched
-            ) {
-                pipe.sadd(waiting, id);
-            }
-        }
+        let (keys, args) = self.write_parts(record)?;
+        pipe.cmd("EVAL")
+            .arg(RECORD_PUT_SOURCE)
+            .arg(keys.len())
+            .arg(&keys)
+            .arg(&args)
+            .ignore();
         Ok(())
+    }
+
+    /// The keys and arguments of `lib/record_write.lua` for `record` (what `record_put.lua`
+    /// and `finish.lua` take first): [`RECORD_KEYS`] keys and 4 arguments.
+    pub(crate) fn write_parts(
+        &self,
+        record: &DeliveryRecord,
+    ) -> Result<(Vec<String>, [String; 4]), StoreError> {
+        let json = encode(record)?;
+        let tenant = &record.tenant;
+        let mut keys = vec![
+            self.keys.delivery(&record.id),
+            self.keys.job_deliveries(tenant, &record.job_id),
+            self.keys.tenant_deliveries(tenant),
+            self.keys.destination_deliveries(&record.destination_id),
+            self.keys.tenant_status_deliveries(tenant, record.status),
+            self.keys.delivery_indexes(),
+            self.keys.destination_pending(&record.destination_id),
+            self.keys.tenant_waiting(tenant),
+        ];
+        // The id leaves the index of the status it had (which one is not known here).
+        keys.extend(
+            DeliveryStatus::ALL
+                .into_iter()
+                .filter(|s| *s != record.status)
+                .map(|s| self.keys.tenant_status_deliveries(tenant, s)),
+        );
+        debug_assert_eq!(keys.len(), RECORD_KEYS);
+        // Final records expire after the retention; so does a job's index once its last
+        // record was written.
+        let keep = self
+            .retention
+            .filter(|_| record.status.is_final())
+            .map_or(0, |keep| keep.as_secs().max(1));
+        let kind = if record.status.is_final() {
+            "final"
+        } else if matches!(
+            record.status,
+            DeliveryStatus::Queued | DeliveryStatus::Batched
+        ) {
+            // Only a (re-)queued (or re-batched) delivery enters the waiting count.
+            "queued"
+        } else {
+            "open"
+        };
+        Ok((
+            keys,
+            [
+                record.id.as_str().to_owned(),
+                json,
+                keep.to_string(),
+                kind.to_owned(),
+            ],
+        ))
     }
 
     /// Writes a new delivery's `QUEUED` record and its index entries, unless `tenant` has

@@ -9,12 +9,18 @@ use std::sync::LazyLock;
 use redis::Script;
 
 macro_rules! scripts {
-    ($($(#[$doc:meta])* $name:ident = $file:literal;)*) => {
+    ($($(#[$doc:meta])* $name:ident = $file:literal $(with [$($lib:literal),*])?;)*) => {
         $(
             $(#[$doc])*
             pub(crate) static $name: LazyLock<Script> =
-                LazyLock::new(|| Script::new(include_str!(concat!("lua/", $file))));
+                LazyLock::new(|| Script::new(source!($file $(, $($lib),*)?)));
         )*
+        /// Every script's file name and SHA-1 (what `EVALSHA` names it by), for tools that
+        /// read Redis's command stream.
+        pub fn script_hashes() -> Vec<(&'static str, String)> {
+            vec![$(($file, $name.get_hash().to_owned()),)*]
+        }
+
         /// Every script's file name and source, for the header checks.
         #[cfg(test)]
         pub(crate) const SOURCES: &[(&str, &str)] = &[
@@ -23,17 +29,38 @@ macro_rules! scripts {
     };
 }
 
+/// A script's source: the functions of its `lib/` files, then its own file.
+macro_rules! source {
+    ($file:literal $(, $lib:literal)*) => {
+        concat!($(include_str!(concat!("lua/lib/", $lib)),)* include_str!(concat!("lua/", $file)))
+    };
+}
+
+/// The functions scripts share (`lib/NAME.lua` defines `local function NAME(K, A)`), each
+/// with a header of its `K[n]` and `A[n]`, for the header checks.
+#[cfg(test)]
+pub(crate) const LIBS: &[(&str, &str)] = &[
+    ("record_write.lua", include_str!("lua/lib/record_write.lua")),
+    ("key_mark.lua", include_str!("lua/lib/key_mark.lua")),
+    ("key_unlock.lua", include_str!("lua/lib/key_unlock.lua")),
+    ("slot_release.lua", include_str!("lua/lib/slot_release.lua")),
+];
+
+/// [`RECORD_PUT`]'s source, for `EVAL` in a `MULTI` block ([`crate::RecordStore::put_into`]),
+/// where a script Redis does not know yet could not be loaded first.
+pub(crate) const RECORD_PUT_SOURCE: &str = source!("record_put.lua", "record_write.lua");
+
 scripts! {
     /// [`crate::KeyGuard::lock`].
     KEY_LOCK = "key_lock.lua";
     /// [`crate::KeyGuard::unlock`].
-    KEY_UNLOCK = "key_unlock.lua";
+    KEY_UNLOCK = "key_unlock.lua" with ["key_unlock.lua"];
     /// [`crate::KeyGuard::mark`].
-    KEY_MARK = "key_mark.lua";
+    KEY_MARK = "key_mark.lua" with ["key_mark.lua"];
     /// [`crate::UploadSlots::acquire`].
     SLOT_ACQUIRE = "slot_acquire.lua";
     /// [`crate::UploadSlots::release`].
-    SLOT_RELEASE = "slot_release.lua";
+    SLOT_RELEASE = "slot_release.lua" with ["slot_release.lua"];
     /// [`crate::DeliveryQueue::hand_back`].
     HAND_BACK = "hand_back.lua";
     /// [`crate::Janitor::sweep`]: finished apalis tasks.
@@ -52,6 +79,10 @@ scripts! {
     DESTINATION_CREATE = "destination_create.lua";
     /// [`crate::RecordStore::put_queued`].
     RECORD_QUEUED = "record_queued.lua";
+    /// [`crate::RecordStore::put`].
+    RECORD_PUT = "record_put.lua" with ["record_write.lua"];
+    /// [`crate::finish_delivered`]: the end of a delivered upload in one step.
+    FINISH = "finish.lua" with ["key_mark.lua", "record_write.lua", "slot_release.lua", "key_unlock.lua"];
     /// [`crate::RateLimiter::take_connection_test`].
     RATE_WINDOW = "rate_window.lua";
     /// [`crate::HeldDeliveries::expire`].
@@ -74,7 +105,7 @@ scripts! {
 
 #[cfg(test)]
 mod tests {
-    use super::SOURCES;
+    use super::{LIBS, SOURCES};
 
     /// The `n`s of every `NAME[n]` (a literal number) in `text`.
     fn indexes(text: &str, name: &str) -> Vec<u32> {
@@ -90,7 +121,7 @@ mod tests {
 
     #[test]
     fn every_script_documents_each_key_and_argument_it_uses() {
-        assert_eq!(SOURCES.len(), 23);
+        assert_eq!(SOURCES.len(), 25);
         for (file, source) in SOURCES {
             // A script may open with Redis's flags line (`#!lua flags=allow-oom`).
             let source = match source.strip_prefix("#!") {
@@ -130,8 +161,49 @@ mod tests {
     }
 
     #[test]
+    fn every_library_function_documents_each_key_and_argument_it_uses() {
+        assert_eq!(LIBS.len(), 4);
+        for (file, source) in LIBS {
+            let header: String = source
+                .lines()
+                .take_while(|l| l.starts_with("--"))
+                .collect::<Vec<_>>()
+                .join("\n");
+            let body = &source[header.len()..];
+            let name = file.trim_end_matches(".lua");
+            assert!(
+                header.starts_with(&format!("-- {name}(K, A): ")),
+                "{file}: the header does not open with the function's name"
+            );
+            assert!(
+                body.contains(&format!("local function {name}(K, A)")),
+                "{file}: does not define `{name}(K, A)`"
+            );
+            assert!(
+                !body.contains("KEYS[") && !body.contains("ARGV["),
+                "{file}: a library function takes its keys and arguments as K and A"
+            );
+            assert!(header.contains("-- K[1]: "), "{file}: no K header");
+            for n in indexes(body, "K") {
+                assert!(
+                    header.contains(&format!("-- K[{n}]"))
+                        || header.contains(&format!("-- K[{n} ..")),
+                    "{file}: K[{n}] is used but not in the header"
+                );
+            }
+            for n in indexes(body, "A") {
+                assert!(
+                    header.contains(&format!("-- A[{n}]")),
+                    "{file}: A[{n}] is used but not in the header"
+                );
+            }
+            assert!(header.contains("-- Returns: "), "{file}: no Returns line");
+        }
+    }
+
+    #[test]
     fn no_script_builds_a_key_name() {
-        for (file, source) in SOURCES {
+        for (file, source) in SOURCES.iter().chain(LIBS) {
             for line in source.lines().filter(|l| !l.trim_start().starts_with("--")) {
                 assert!(
                     !builds_a_key(line),

@@ -102,6 +102,22 @@ pub struct Released {
     pub change: LimitChange,
 }
 
+impl Released {
+    /// From `slot_release.lua`'s reply: the limit in thousandths and the change.
+    #[allow(clippy::cast_precision_loss)]
+    pub(crate) fn from_reply((thousandths, change): (i64, i64)) -> Self {
+        Released {
+            limit: thousandths as f64 / 1000.0,
+            change: match change {
+                1 => LimitChange::Grown,
+                -1 => LimitChange::Halved,
+                -2 => LimitChange::Trimmed,
+                _ => LimitChange::Unchanged,
+            },
+        }
+    }
+}
+
 /// Takes and gives back upload slots.
 #[derive(Debug, Clone)]
 pub struct UploadSlots {
@@ -166,37 +182,50 @@ impl UploadSlots {
         holder: &DeliveryId,
         signal: Signal,
     ) -> Result<Released, StoreError> {
+        let (keys, args) = self.release_parts(dest, holder, signal);
+        let mut invocation = SLOT_RELEASE.prepare_invoke();
+        for k in &keys {
+            invocation.key(k);
+        }
+        for a in &args {
+            invocation.arg(a);
+        }
+        let mut conn = self.conn.clone();
+        let reply: (i64, i64) = invocation.invoke_async(&mut conn).await?;
+        Ok(Released::from_reply(reply))
+    }
+
+    /// The keys and arguments of `lib/slot_release.lua` (what `slot_release.lua` takes,
+    /// and `finish.lua` after the record's): 3 keys, 9 arguments, the holder first.
+    pub(crate) fn release_parts(
+        &self,
+        dest: &DestinationId,
+        holder: &DeliveryId,
+        signal: Signal,
+    ) -> ([String; 3], [String; 9]) {
         let (name, latency) = match signal {
             Signal::Done { latency } => ("done", latency.map_or(-1, millis)),
             Signal::Overloaded => ("overloaded", -1),
             Signal::Neutral => ("neutral", -1),
         };
-        let mut conn = self.conn.clone();
-        let (thousandths, change): (i64, i64) = SLOT_RELEASE
-            .key(self.keys.upload_slots(dest))
-            .key(self.keys.upload_slots_moved(dest))
-            .key(self.keys.upload_limit(dest))
-            .arg(holder.as_str())
-            .arg(moving_for_ms())
-            .arg(Utc::now().timestamp_millis())
-            .arg(name)
-            .arg(latency)
-            .arg(self.concurrency.start())
-            .arg(self.concurrency.min)
-            .arg(self.concurrency.max)
-            .arg(millis(LIMIT_KEPT_FOR))
-            .invoke_async(&mut conn)
-            .await?;
-        #[allow(clippy::cast_precision_loss)]
-        Ok(Released {
-            limit: thousandths as f64 / 1000.0,
-            change: match change {
-                1 => LimitChange::Grown,
-                -1 => LimitChange::Halved,
-                -2 => LimitChange::Trimmed,
-                _ => LimitChange::Unchanged,
-            },
-        })
+        (
+            [
+                self.keys.upload_slots(dest),
+                self.keys.upload_slots_moved(dest),
+                self.keys.upload_limit(dest),
+            ],
+            [
+                holder.as_str().to_owned(),
+                moving_for_ms().to_string(),
+                Utc::now().timestamp_millis().to_string(),
+                name.to_owned(),
+                latency.to_string(),
+                self.concurrency.start().to_string(),
+                self.concurrency.min.to_string(),
+                self.concurrency.max.to_string(),
+                millis(LIMIT_KEPT_FOR).to_string(),
+            ],
+        )
     }
 
     /// The limit `dest` has now: learned, or where it starts.

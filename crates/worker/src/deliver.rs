@@ -54,6 +54,16 @@ struct AttemptWatch {
     signal: std::sync::Mutex<Signal>,
 }
 
+/// How the part of a delivery that holds its claims ended.
+#[derive(Debug)]
+enum Ran {
+    /// Carried out already; the claims are to be given back.
+    Ended(Handled),
+    /// Uploaded, and the record says delivered; it is written with the claims' release
+    /// ([`crate::ports::Finish::finish_delivered`]). `completed_at` is the result's.
+    Delivered { completed_at: chrono::DateTime<Utc> },
+}
+
 /// What became of one task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handled {
@@ -121,18 +131,15 @@ impl<S: Stores, U: Upload> Deliverer<S, U> {
 
     /// Runs the task through the stages of [`decide`], carrying out each transition.
     async fn deliver(&self, task: DeliveryTask, payload: &[u8]) -> Result<Handled, StoreError> {
-        let mut record = match self.stores.record(&task.delivery_id).await? {
+        // Only the task's tenant's destination: another tenant's is absent, as a missing one.
+        let (record, dest) = self.stores.taken(&task).await?;
+        let mut record = match record {
             Some(r) => r,
             // The record is missing (e.g. written by an older producer): start one.
             None => {
                 DeliveryRecord::queued(&task, Default::default(), Default::default(), 0, Utc::now())
             }
         };
-        // Only the task's tenant's destination: another tenant's is absent, as a missing one.
-        let dest = self
-            .stores
-            .destination(&task.tenant, &task.destination_id)
-            .await?;
         let destination = dest.as_ref().map(|(d, failing)| DestinationState {
             status: d.spec.status,
             failing: *failing,
@@ -205,9 +212,40 @@ impl<S: Stores, U: Upload> Deliverer<S, U> {
         )
         .await;
         let signal = *watch.signal.lock().unwrap_or_else(|e| e.into_inner());
+        if let Ok(Ran::Delivered { completed_at }) = result {
+            // The record, the marker, the destination's health, the slot and the lock in
+            // one step. Refused (Redis at `maxmemory`), none of it was written: the
+            // claims are given back on their own, as after any other end, and the
+            // storage failure takes its course.
+            match self
+                .stores
+                .finish_delivered(&record, &key, completed_at, signal)
+                .await
+            {
+                Ok(()) => {
+                    let now = Utc::now();
+                    telemetry::delivery_finished(
+                        Outcome::Delivered,
+                        dest.spec.format,
+                        record.age(now),
+                    );
+                    let attempts = record.attempts.len();
+                    tracing::info!(key = %key, bytes = record.bytes, attempts, "delivered");
+                    return Ok(Handled::Delivered);
+                }
+                Err(e) => {
+                    let _ = self.stores.give_back_slot(&dest.id, &id, signal).await;
+                    let _ = self.stores.unlock_key(&dest.id, &key, &record.id).await;
+                    return Err(e);
+                }
+            }
+        }
         self.stores.give_back_slot(&dest.id, &id, signal).await?;
         self.stores.unlock_key(&dest.id, &key, &record.id).await?;
-        result
+        result.map(|ran| match ran {
+            Ran::Ended(handled) => handled,
+            Ran::Delivered { .. } => unreachable!("finished above"),
+        })
     }
 
     /// The part of a delivery that runs while it holds its object key and upload slot;
@@ -220,7 +258,7 @@ impl<S: Stores, U: Upload> Deliverer<S, U> {
         payload: &[u8],
         record: &mut DeliveryRecord,
         watch: &AttemptWatch,
-    ) -> Result<Handled, StoreError> {
+    ) -> Result<Ran, StoreError> {
         let spec = &dest.spec;
         let marker = self.stores.marker(&dest.id, key).await?;
         let locked = Stage::Locked {
@@ -228,7 +266,7 @@ impl<S: Stores, U: Upload> Deliverer<S, U> {
             marker: marker.as_ref(),
         };
         if let Transition::End(end) = self.decide(record, &task, locked) {
-            return self.end(end, record, &task, payload).await;
+            return self.end(end, record, &task, payload).await.map(Ran::Ended);
         }
         let started_at = Utc::now();
         record.start(
@@ -289,10 +327,6 @@ impl<S: Stores, U: Upload> Deliverer<S, U> {
             unreachable!("an attempt always ends the run");
         };
         if let (End::Delivered, Ok(up)) = (&end, result) {
-            self.stores
-                .mark(&dest.id, key, task.completed_at, &record.id)
-                .await?;
-            self.stores.record_success(&dest.id).await?;
             let now = Utc::now();
             record.delivered(
                 Delivered {
@@ -305,12 +339,12 @@ impl<S: Stores, U: Upload> Deliverer<S, U> {
                 },
                 now,
             );
-            self.stores.put_record(record).await?;
-            telemetry::delivery_finished(Outcome::Delivered, spec.format, record.age(now));
-            tracing::info!(key, bytes = up.bytes, attempts = number, "delivered");
-            return Ok(Handled::Delivered);
+            // Written with the claims' release ([`Deliverer::deliver`]).
+            return Ok(Ran::Delivered {
+                completed_at: task.completed_at,
+            });
         }
-        self.end(end, record, &task, payload).await
+        self.end(end, record, &task, payload).await.map(Ran::Ended)
     }
 
     /// Asks [`decide`] about `stage`, now.

@@ -42,13 +42,16 @@ pub trait Records: Send + Sync {
 
 /// Destinations, as a worker acting for `tenant` may see them, and their health.
 pub trait Destinations: Send + Sync {
-    /// The destination `id` if it belongs to `tenant` (another tenant's is absent), with
-    /// whether its health says failing.
-    fn destination(
+    /// What taking `task` reads, at once (one round trip on Redis): the record of its
+    /// delivery, and its destination if it belongs to the task's tenant (another tenant's
+    /// is absent), with whether its health says failing.
+    #[allow(clippy::type_complexity)]
+    fn taken(
         &self,
-        tenant: &TenantId,
-        id: &DestinationId,
-    ) -> impl Future<Output = Result<Option<(Destination, bool)>, StoreError>> + Send;
+        task: &DeliveryTask,
+    ) -> impl Future<
+        Output = Result<(Option<DeliveryRecord>, Option<(Destination, bool)>), StoreError>,
+    > + Send;
     /// An upload succeeded: the destination's run of permanent failures ends.
     fn record_success(
         &self,
@@ -155,10 +158,29 @@ pub trait Slots: Send + Sync {
     fn slot_claim_ttl(&self) -> Duration;
 }
 
-/// Everything on the store side the shell needs.
-pub trait Stores: Records + Destinations + Queue + Parking + KeyLocks + Slots {}
+/// The end of a delivered upload, in one step (one round trip on Redis).
+pub trait Finish: Send + Sync {
+    /// A delivered upload ends: writes `record` (delivered), raises the marker of its
+    /// object `key` to it (unless a newer result's is there; `completed_at` is its
+    /// result's), ends its destination's run of permanent failures, gives back its upload
+    /// slot with `signal` and releases the key's lock. What [`KeyLocks::mark`],
+    /// [`Destinations::record_success`], [`Records::put_record`],
+    /// [`Slots::give_back_slot`] and [`KeyLocks::unlock_key`] would do one after another.
+    /// An error where the store refused to write (Redis at `maxmemory`) means none of it
+    /// was done.
+    fn finish_delivered(
+        &self,
+        record: &DeliveryRecord,
+        key: &str,
+        completed_at: DateTime<Utc>,
+        signal: Signal,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
 
-impl<T: Records + Destinations + Queue + Parking + KeyLocks + Slots> Stores for T {}
+/// Everything on the store side the shell needs.
+pub trait Stores: Records + Destinations + Queue + Parking + KeyLocks + Slots + Finish {}
+
+impl<T: Records + Destinations + Queue + Parking + KeyLocks + Slots + Finish> Stores for T {}
 
 /// Renders a task's rows for a destination and uploads the object.
 pub trait Upload: Send + Sync {
@@ -199,18 +221,21 @@ impl Records for RedisStores {
 }
 
 impl Destinations for RedisStores {
-    async fn destination(
+    async fn taken(
         &self,
-        tenant: &TenantId,
-        id: &DestinationId,
-    ) -> Result<Option<(Destination, bool)>, StoreError> {
-        match self.destinations.get(tenant, id).await? {
-            Some(d) => {
-                let failing = self.health.get(&d.id).await?.is_failing();
-                Ok(Some((d, failing)))
-            }
-            None => Ok(None),
-        }
+        task: &DeliveryTask,
+    ) -> Result<(Option<DeliveryRecord>, Option<(Destination, bool)>), StoreError> {
+        let (record, dest) = courier_store::read_taken(
+            &self.records,
+            &self.destinations,
+            &task.delivery_id,
+            &task.destination_id,
+        )
+        .await?;
+        let dest = dest
+            .filter(|(d, _)| d.tenant == task.tenant)
+            .map(|(d, health)| (d, health.is_failing()));
+        Ok((record, dest))
     }
 
     async fn record_success(&self, id: &DestinationId) -> Result<(), StoreError> {
@@ -298,6 +323,29 @@ impl KeyLocks for RedisStores {
         id: &DeliveryId,
     ) -> Result<(), StoreError> {
         self.keys.mark(dest, key, completed_at, id).await
+    }
+}
+
+impl Finish for RedisStores {
+    async fn finish_delivered(
+        &self,
+        record: &DeliveryRecord,
+        key: &str,
+        completed_at: DateTime<Utc>,
+        signal: Signal,
+    ) -> Result<(), StoreError> {
+        let released = courier_store::finish_delivered(
+            &self.records,
+            &self.keys,
+            self.slots.slots(),
+            record,
+            key,
+            completed_at,
+            signal,
+        )
+        .await?;
+        self.slots.given_back(&record.destination_id, released);
+        Ok(())
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use courier_core::failure::ErrorClass;
 use courier_core::{DeliveryId, DestinationId};
-use courier_store::{Claim, LimitChange, Signal, StoreError, UploadSlots};
+use courier_store::{Claim, LimitChange, Released, Signal, StoreError, UploadSlots};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -100,6 +100,19 @@ impl SlotGate {
         signal: Signal,
     ) -> Result<(), StoreError> {
         let released = self.slots.release(dest, holder, signal).await?;
+        self.given_back(dest, released);
+        Ok(())
+    }
+
+    /// The slot store this gate takes slots from.
+    pub fn slots(&self) -> &UploadSlots {
+        &self.slots
+    }
+
+    /// What follows a slot given back (here or in one step with the end of its delivery,
+    /// [`courier_store::finish_delivered`]): the limit's change is reported, and one of this
+    /// process's waiters for `dest` is woken.
+    pub fn given_back(&self, dest: &DestinationId, released: Released) {
         match released.change {
             LimitChange::Halved => {
                 telemetry::upload_limit_cut("overloaded");
@@ -120,7 +133,6 @@ impl SlotGate {
         if let Some(w) = self.lock().get(dest) {
             w.released.notify_one();
         }
-        Ok(())
     }
 
     /// Extends `holder`'s claim on its slot of `dest` (a long upload's).

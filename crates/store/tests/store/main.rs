@@ -5,6 +5,7 @@
 mod batches;
 mod dead;
 mod destinations;
+mod finish;
 mod health;
 mod held;
 mod keyguard;

@@ -18,7 +18,7 @@ use courier_store::{DestinationHealth, Marker};
 
 use super::*;
 use crate::pipeline::Uploaded;
-use crate::ports::{Destinations, KeyLocks, Parking, Queue, Records, Slots};
+use crate::ports::{Destinations, Finish, KeyLocks, Parking, Queue, Records, Slots};
 
 /// What the fakes hold and what the shell did to them.
 #[derive(Debug, Default)]
@@ -41,6 +41,8 @@ struct State {
     strikes: Vec<String>,
     /// Writing a record in this status fails, as Redis at `maxmemory` would.
     refuse_put_of: Option<DeliveryStatus>,
+    /// Delivered uploads ended in one step ([`Finish::finish_delivered`]).
+    finishes: u32,
     uploads: u32,
 }
 
@@ -69,17 +71,18 @@ impl Records for Fake {
 }
 
 impl Destinations for Fake {
-    async fn destination(
+    async fn taken(
         &self,
-        tenant: &TenantId,
-        id: &DestinationId,
-    ) -> Result<Option<(Destination, bool)>, StoreError> {
-        Ok(self
-            .state()
-            .destinations
-            .get(id.as_str())
-            .filter(|(d, _)| &d.tenant == tenant)
-            .cloned())
+        task: &DeliveryTask,
+    ) -> Result<(Option<DeliveryRecord>, Option<(Destination, bool)>), StoreError> {
+        let s = self.state();
+        Ok((
+            s.records.get(task.delivery_id.as_str()).cloned(),
+            s.destinations
+                .get(task.destination_id.as_str())
+                .filter(|(d, _)| d.tenant == task.tenant)
+                .cloned(),
+        ))
     }
 
     async fn record_success(&self, _: &DestinationId) -> Result<(), StoreError> {
@@ -192,6 +195,30 @@ impl KeyLocks for Fake {
                 delivery_id: id.to_string(),
             },
         );
+        Ok(())
+    }
+}
+
+impl Finish for Fake {
+    /// Does what `mark`, `record_success`, `put_record`, `give_back_slot` and `unlock_key`
+    /// do, all or (when the record's write is refused) nothing.
+    async fn finish_delivered(
+        &self,
+        record: &DeliveryRecord,
+        key: &str,
+        completed_at: DateTime<Utc>,
+        signal: Signal,
+    ) -> Result<(), StoreError> {
+        if self.state().refuse_put_of == Some(record.status) {
+            return Err(StoreError::Queue("OOM command not allowed".into()));
+        }
+        let dest = &record.destination_id;
+        self.mark(dest, key, completed_at, &record.id).await?;
+        self.record_success(dest).await?;
+        self.put_record(record).await?;
+        self.give_back_slot(dest, &record.id, signal).await?;
+        self.unlock_key(dest, key, &record.id).await?;
+        self.state().finishes += 1;
         Ok(())
     }
 }
@@ -427,7 +454,34 @@ async fn a_successful_upload_is_recorded_marked_and_releases_its_claims() {
     assert_eq!(marker.completed_at, run.task.completed_at);
     assert_eq!(s.successes, 1);
     assert!(matches!(s.given_back[..], [Signal::Done { .. }]));
+    assert_eq!(
+        s.finishes, 1,
+        "record, marker, health, slot and lock in one step"
+    );
     assert!(s.scheduled.is_empty() && s.dead.is_empty() && s.strikes.is_empty());
+    drop(s);
+    run.assert_released();
+}
+
+#[tokio::test]
+async fn a_refused_end_of_a_delivery_gives_its_claims_back_and_is_retried() {
+    let run = Run::new(DestinationStatus::Active, vec![Upshot::Ok]);
+    // Redis (at `maxmemory`) refuses the step that records the delivery.
+    run.fake.state().refuse_put_of = Some(DeliveryStatus::Delivered);
+    assert_eq!(run.handle().await, Handled::Retrying);
+    let s = run.fake.state();
+    assert_eq!(s.uploads, 1);
+    assert_eq!(s.finishes, 0);
+    assert!(
+        s.markers.is_empty(),
+        "nothing of the refused step is written"
+    );
+    assert_eq!(s.successes, 0);
+    let [(_, task)] = &s.storage_retries[..] else {
+        panic!("one storage retry: {:?}", s.storage_retries)
+    };
+    assert_eq!(task.delivery_id, run.task.delivery_id);
+    assert!(matches!(s.given_back[..], [Signal::Done { .. }]));
     drop(s);
     run.assert_released();
 }
