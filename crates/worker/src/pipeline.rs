@@ -58,6 +58,10 @@ pub struct Uploaded {
     pub etag: Option<String>,
     /// Time spent rendering (overlaps the upload).
     pub render: Duration,
+    /// Time spent waiting for a turn among the worker's deliveries of rows by reference
+    /// (`COURIER_MAX_STREAMED_DELIVERIES`) before the rows were opened: the worker's own
+    /// queueing, not the store's latency.
+    pub waited: Duration,
 }
 
 /// Why the pipeline failed, by where it failed: [`crate::decide`] charges each to who
@@ -169,14 +173,17 @@ impl Uploader<'_> {
         // Held until the upload ends: a streamed delivery's buffers count against the
         // worker's bound on them.
         let mut _streaming = None;
+        let mut waited = Duration::ZERO;
         let rows = match &task.rows_url {
             Some(url) => {
+                let t0 = Instant::now();
                 _streaming = Some(
                     self.streams
                         .enter(stop)
                         .await
                         .ok_or(PipelineError::Stopped)?,
                 );
+                waited = t0.elapsed();
                 // One deadline for the whole fetch: the request, and every read after it.
                 let limit = self.limits.fetch_timeout;
                 let deadline = tokio::time::Instant::now() + limit;
@@ -210,6 +217,7 @@ impl Uploader<'_> {
         };
         deliver(&client, &target, spec, rows, self.part_size, stop)
             .await
+            .map(|up| Uploaded { waited, ..up })
             .map_err(|e| match e {
                 PipelineError::Io(f) => PipelineError::Io(f.naming_expected_owner(target.write)),
                 other => other,
@@ -272,6 +280,7 @@ pub async fn deliver(
                 md5: hex(&written.md5),
                 etag,
                 render: render_took,
+                waited: Duration::ZERO,
             })
         }
         // The store failed: that is the cause, whatever the renderer saw after it.
