@@ -22,8 +22,9 @@ pub struct Settings {
     /// Worker processes of each end-to-end run (`BENCH_WORKERS`, `1,2,4`).
     pub worker_counts: Vec<usize>,
     /// Deliveries each worker handles at once, `COURIER_WORKER_CONCURRENCY`
-    /// (`BENCH_WORKER_CONCURRENCY`, 8, the worker's default). The PutObject ceiling is measured
-    /// with the same number of requests in flight as each end-to-end run has in total.
+    /// (`BENCH_WORKER_CONCURRENCY`, 8, the worker's default until issue 17, now 64). The
+    /// PutObject ceiling is measured with the same number of requests in flight as each
+    /// end-to-end run has in total.
     pub worker_concurrency: usize,
     /// Concurrent `POST /deliveries` while the end-to-end runs enqueue (`BENCH_SMALL_ENQUEUERS`, 8).
     pub small_enqueuers: usize,

@@ -16,6 +16,7 @@
 //! - [`pipeline`]: rows rendered straight into a streamed (multipart) upload.
 //! - [`source`]: inline rows, or rows streamed from a reference (`rowsUrl`).
 //! - [`bounded`]: the limits on a streamed reference: line length, total size, fetch time.
+//! - [`streams`]: the bound on deliveries of rows by reference running at once.
 //! - [`storage`]: Courier's retry policy for failures of its own storage (Redis).
 //! - [`telemetry`]: the metrics the worker exports.
 //! - [`batch`]: the closer of batched destinations' windows, which every worker runs.
@@ -34,6 +35,7 @@ pub mod run;
 pub mod slot_gate;
 pub mod source;
 pub mod storage;
+pub mod streams;
 pub mod telemetry;
 
 pub use deliver::{Deliverer, Handled};

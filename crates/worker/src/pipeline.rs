@@ -1,9 +1,12 @@
 //! Rendering a delivery straight into its upload: rows (inline or streamed from a
 //! reference) are rendered on a blocking thread into a [`PartWriter`], whose parts the
-//! async side uploads as they come. Memory stays at a few parts whatever the row count.
+//! async side uploads as they come. Rows by reference are decompressed and cut into lines
+//! on a second thread, a few line batches ahead of the renderer, so that both cores work on
+//! a big delivery. Memory stays at a few parts whatever the row count.
 //! [`Uploader`] is what a delivery calls: the task and its destination in, an object out.
 
 use std::io::{BufRead, BufReader};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
 use courier_core::ErrorCode;
@@ -22,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::bounded::{BoundedLines, Deadline, Exceeded, RowLimits};
 use crate::source::{self, ByteSource, HttpRows, Staging};
+use crate::streams::StreamedDeliveries;
 
 /// The rows of one delivery.
 pub enum Rows {
@@ -54,6 +58,10 @@ pub struct Uploaded {
     pub etag: Option<String>,
     /// Time spent rendering (overlaps the upload).
     pub render: Duration,
+    /// Time spent waiting for a turn among the worker's deliveries of rows by reference
+    /// (`COURIER_MAX_STREAMED_DELIVERIES`) before the rows were opened: the worker's own
+    /// queueing, not the store's latency.
+    pub waited: Duration,
 }
 
 /// Why the pipeline failed, by where it failed: [`crate::decide`] charges each to who
@@ -123,6 +131,9 @@ pub struct Uploader<'a> {
     pub default_chain_tenants: &'a [TenantId],
     /// Bounds on rows by reference (`COURIER_MAX_ROW_BYTES`, …).
     pub limits: RowLimits,
+    /// How many deliveries of rows by reference may run at once
+    /// (`COURIER_MAX_STREAMED_DELIVERIES`).
+    pub streams: &'a StreamedDeliveries,
 }
 
 impl Uploader<'_> {
@@ -159,8 +170,20 @@ impl Uploader<'_> {
             .get(&dest.id, &dest.spec.s3)
             .await
             .map_err(PipelineError::Io)?;
+        // Held until the upload ends: a streamed delivery's buffers count against the
+        // worker's bound on them.
+        let mut _streaming = None;
+        let mut waited = Duration::ZERO;
         let rows = match &task.rows_url {
             Some(url) => {
+                let t0 = Instant::now();
+                _streaming = Some(
+                    self.streams
+                        .enter(stop)
+                        .await
+                        .ok_or(PipelineError::Stopped)?,
+                );
+                waited = t0.elapsed();
                 // One deadline for the whole fetch: the request, and every read after it.
                 let limit = self.limits.fetch_timeout;
                 let deadline = tokio::time::Instant::now() + limit;
@@ -182,8 +205,22 @@ impl Uploader<'_> {
                     limits: self.limits,
                 }
             }
-            // The renderer runs on its own thread; the rows' JSON text is copied once.
-            None => Rows::Inline(task.rows.clone()),
+            // The renderer runs on its own thread; the rows' JSON text is copied once. Big
+            // inline rows (up to the API's body limit) hold as much memory as a streamed
+            // delivery's buffers, so they take a turn among those too.
+            None => {
+                if task.rows.as_json().len() > BIG_INLINE_ROWS {
+                    let t0 = Instant::now();
+                    _streaming = Some(
+                        self.streams
+                            .enter(stop)
+                            .await
+                            .ok_or(PipelineError::Stopped)?,
+                    );
+                    waited = t0.elapsed();
+                }
+                Rows::Inline(task.rows.clone())
+            }
         };
         let target = ObjectTarget {
             bucket: dest.spec.s3.bucket.as_str(),
@@ -194,12 +231,17 @@ impl Uploader<'_> {
         };
         deliver(&client, &target, spec, rows, self.part_size, stop)
             .await
+            .map(|up| Uploaded { waited, ..up })
             .map_err(|e| match e {
                 PipelineError::Io(f) => PipelineError::Io(f.naming_expected_owner(target.write)),
                 other => other,
             })
     }
 }
+
+/// Inline rows of more JSON than this count against `COURIER_MAX_STREAMED_DELIVERIES`, as
+/// rows by reference do: rendering them holds their text, a copy and a part in memory.
+pub const BIG_INLINE_ROWS: usize = 1024 * 1024;
 
 /// Renders `rows` as `spec` into the object at `target`, in parts of `part_size` bytes.
 /// A failed multipart upload is aborted, so no orphaned parts stay behind. When `stop`
@@ -256,6 +298,7 @@ pub async fn deliver(
                 md5: hex(&written.md5),
                 etag,
                 render: render_took,
+                waited: Duration::ZERO,
             })
         }
         // The store failed: that is the cause, whatever the renderer saw after it.
@@ -296,20 +339,13 @@ fn render_rows(
             gzip,
             limits,
         } => {
-            let bridge = BufReader::with_capacity(256 * 1024, SyncIoBridge::new(source));
-            let reader: Box<dyn BufRead> = if gzip {
-                Box::new(BufReader::with_capacity(
-                    256 * 1024,
-                    flate2::bufread::MultiGzDecoder::new(bridge),
-                ))
-            } else {
-                Box::new(bridge)
-            };
-            // Line by line within the limits: no line is buffered past its limit, and no
-            // byte is decompressed past the total one.
-            let mut lines = BoundedLines::new(reader, limits);
+            // Decompressing and cutting lines (within the limits) run on a thread of their
+            // own, a bounded number of line batches ahead of parsing and rendering here.
+            let (tx, rx) = std::sync::mpsc::sync_channel(BATCHES_AHEAD);
+            tokio::task::spawn_blocking(move || read_batches(source, gzip, limits, &tx));
+            let mut batches = Batches::new(rx);
             let mut first = None;
-            while let Some((i, line)) = lines.next_line().map_err(source_err)? {
+            while let Some((i, line)) = batches.next_line()? {
                 if !line.trim().is_empty() {
                     first = Some(parse_line(i, line)?);
                     break;
@@ -326,7 +362,7 @@ fn render_rows(
                 w.write_row(&row).map_err(render_failed)?;
             }
             let mut cells = Vec::with_capacity(columns.len());
-            while let Some((i, line)) = lines.next_line().map_err(source_err)? {
+            while let Some((i, line)) = batches.next_line()? {
                 if line.trim().is_empty() {
                     continue;
                 }
@@ -342,6 +378,147 @@ fn render_rows(
         .finish()
         .map_err(|e| PipelineError::Io(S3Failure::new(ErrorCode::UploadStopped, e.to_string())))?;
     Ok((written, count))
+}
+
+/// Line batches of about this many bytes go from the reader thread to the renderer.
+const BATCH_BYTES: usize = 256 * 1024;
+
+/// Batches the reader may be ahead of the renderer (besides the one each is working on):
+/// with [`BATCH_BYTES`], about a megabyte of rows in flight.
+const BATCHES_AHEAD: usize = 4;
+
+/// Consecutive NDJSON lines, their line breaks removed.
+#[derive(Debug)]
+struct LineBatch {
+    /// The 0-based index of the first line.
+    first: u64,
+    /// The lines, one after another.
+    text: String,
+    /// Where each line ends in `text`.
+    ends: Vec<usize>,
+}
+
+impl LineBatch {
+    fn new(first: u64) -> Self {
+        Self {
+            first,
+            text: String::with_capacity(BATCH_BYTES + BATCH_BYTES / 4),
+            ends: Vec::new(),
+        }
+    }
+
+    /// Line `k` of the batch, with its index among all lines.
+    fn line(&self, k: usize) -> Option<(u64, &str)> {
+        let end = *self.ends.get(k)?;
+        let start = if k == 0 { 0 } else { self.ends[k - 1] };
+        Some((self.first + k as u64, &self.text[start..end]))
+    }
+}
+
+/// What the reader thread sends: batches of lines, then either the end or why it stopped.
+/// A reader that is gone without saying either (it panicked) is an error, never the end.
+#[derive(Debug)]
+enum Batch {
+    Lines(LineBatch),
+    End,
+    Failed(PipelineError),
+}
+
+/// The reader thread: decompresses `source` and cuts it into lines within `limits` (no
+/// line is buffered past its limit, no byte decompressed past the total one), sending
+/// them in batches. Lines before a failure are sent before it, so that the renderer meets
+/// every problem in the order of the rows. Stops as soon as the renderer is gone.
+fn read_batches(source: ByteSource, gzip: bool, limits: RowLimits, tx: &SyncSender<Batch>) {
+    let bridge = BufReader::with_capacity(256 * 1024, SyncIoBridge::new(source));
+    let reader: Box<dyn BufRead> = if gzip {
+        Box::new(BufReader::with_capacity(
+            256 * 1024,
+            flate2::bufread::MultiGzDecoder::new(bridge),
+        ))
+    } else {
+        Box::new(bridge)
+    };
+    let mut lines = BoundedLines::new(reader, limits);
+    let mut batch = LineBatch::new(0);
+    let last = loop {
+        match lines.next_line() {
+            Ok(Some((i, line))) => {
+                if batch.ends.is_empty() {
+                    batch.first = i;
+                }
+                batch.text.push_str(line);
+                batch.ends.push(batch.text.len());
+                if batch.text.len() >= BATCH_BYTES {
+                    let full = std::mem::replace(&mut batch, LineBatch::new(i + 1));
+                    if tx.send(Batch::Lines(full)).is_err() {
+                        return;
+                    }
+                }
+            }
+            Ok(None) => break Batch::End,
+            Err(e) => break Batch::Failed(source_err(e)),
+        }
+    };
+    if !batch.ends.is_empty() && tx.send(Batch::Lines(batch)).is_err() {
+        return;
+    }
+    let _ = tx.send(last);
+}
+
+/// The renderer's end of the reader thread's batches.
+struct Batches {
+    rx: Receiver<Batch>,
+    batch: Option<LineBatch>,
+    /// The next line of `batch`.
+    at: usize,
+    /// The reader said it reached the end.
+    ended: bool,
+}
+
+impl Batches {
+    fn new(rx: Receiver<Batch>) -> Self {
+        Self {
+            rx,
+            batch: None,
+            at: 0,
+            ended: false,
+        }
+    }
+
+    /// The next line with its index, `None` at the end of the rows.
+    fn next_line(&mut self) -> Result<Option<(u64, &str)>, PipelineError> {
+        loop {
+            if let Some(batch) = &self.batch
+                && self.at < batch.ends.len()
+            {
+                break;
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            match self.rx.recv() {
+                Ok(Batch::Lines(batch)) => {
+                    self.batch = Some(batch);
+                    self.at = 0;
+                }
+                Ok(Batch::End) => {
+                    self.ended = true;
+                    self.batch = None;
+                    return Ok(None);
+                }
+                Ok(Batch::Failed(e)) => return Err(e),
+                Err(_) => {
+                    return Err(PipelineError::Render(
+                        "reading the rows stopped unexpectedly (the reader thread panicked)"
+                            .to_owned(),
+                    ));
+                }
+            }
+        }
+        let k = self.at;
+        self.at += 1;
+        Ok(self.batch.as_ref().and_then(|b| b.line(k)))
+    }
 }
 
 /// A renderer's error: the worker's own I/O (the sink's or a temporary file's) is local and
@@ -516,5 +693,111 @@ mod tests {
         let e = render_failed(RenderError::TooManyRows { limit: 4 });
         assert!(matches!(e, PipelineError::Render(_)));
         assert_eq!(e.class(), ErrorClass::Permanent);
+    }
+
+    /// Every line the reader thread reads from a gzip stream, in `Batches`' order.
+    async fn read_through_batches(
+        text: String,
+        limits: RowLimits,
+    ) -> (Vec<(u64, String)>, Option<PipelineError>) {
+        use std::io::Write as _;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(text.as_bytes()).unwrap();
+        let source: ByteSource = Box::new(io::Cursor::new(enc.finish().unwrap()));
+        tokio::task::spawn_blocking(move || {
+            let (tx, rx) = std::sync::mpsc::sync_channel(BATCHES_AHEAD);
+            tokio::task::spawn_blocking(move || read_batches(source, true, limits, &tx));
+            let mut batches = Batches::new(rx);
+            let mut seen = Vec::new();
+            let stopped = loop {
+                match batches.next_line() {
+                    Ok(Some((i, line))) => seen.push((i, line.to_owned())),
+                    Ok(None) => break None,
+                    Err(e) => break Some(e),
+                }
+            };
+            // The end stays the end.
+            if stopped.is_none() {
+                assert!(matches!(batches.next_line(), Ok(None)));
+            }
+            (seen, stopped)
+        })
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn batches_carry_every_line_in_order_with_its_index() {
+        let mut text = String::new();
+        for i in 0..30_000 {
+            text.push_str(&format!("{{\"n\":{i}}}\r\n"));
+            if i % 1_000 == 0 {
+                text.push('\n');
+            }
+        }
+        text.push_str("{\"last\":true}");
+        let (seen, stopped) = read_through_batches(text, RowLimits::default()).await;
+        assert!(stopped.is_none(), "{stopped:?}");
+        assert_eq!(seen.len(), 30_000 + 30 + 1);
+        for (k, (i, _)) in seen.iter().enumerate() {
+            assert_eq!(*i, k as u64);
+        }
+        assert_eq!(seen[0].1, r#"{"n":0}"#);
+        assert_eq!(seen[1].1, "", "blank lines keep their place");
+        assert_eq!(seen[2].1, r#"{"n":1}"#);
+        assert_eq!(seen.last().unwrap().1, r#"{"last":true}"#);
+    }
+
+    #[tokio::test]
+    async fn lines_before_a_limit_come_first_then_the_limit() {
+        let mut text = String::new();
+        for i in 0..20_000 {
+            text.push_str(&format!("{{\"n\":{i}}}\n"));
+        }
+        text.push_str(&format!(
+            "{{\"long\":\"{}\"}}\n{{\"n\":0}}\n",
+            "x".repeat(100)
+        ));
+        let limits = RowLimits {
+            max_row_bytes: 50,
+            ..RowLimits::default()
+        };
+        let (seen, stopped) = read_through_batches(text, limits).await;
+        assert_eq!(seen.len(), 20_000, "every line before the long one");
+        let Some(PipelineError::Source(f)) = stopped else {
+            panic!("{stopped:?}")
+        };
+        assert_eq!(f.code.as_str(), "RowTooLong");
+        assert!(f.message.contains("line 20001"), "{}", f.message);
+        assert_eq!(f.class(), ErrorClass::Permanent);
+
+        let limits = RowLimits {
+            max_rows_bytes: 1_000,
+            ..RowLimits::default()
+        };
+        let text = "{\"n\":1}\n".repeat(1_000);
+        let (seen, stopped) = read_through_batches(text, limits).await;
+        assert_eq!(seen.len(), 1_000 / 8, "the lines within the total");
+        assert!(
+            matches!(&stopped, Some(PipelineError::Source(f)) if f.code.as_str() == "RowsTooLarge"),
+            "{stopped:?}"
+        );
+    }
+
+    #[test]
+    fn a_reader_gone_without_an_end_is_an_error_not_the_end() {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        tx.send(Batch::Lines(LineBatch {
+            first: 0,
+            text: "{}".to_owned(),
+            ends: vec![2],
+        }))
+        .unwrap();
+        drop(tx);
+        let mut batches = Batches::new(rx);
+        assert!(matches!(batches.next_line(), Ok(Some((0, "{}")))));
+        assert!(
+            matches!(batches.next_line(), Err(PipelineError::Render(m)) if m.contains("panicked"))
+        );
     }
 }

@@ -26,6 +26,7 @@ use crate::bounded::RowLimits;
 use crate::pipeline::{PipelineError, Uploaded, Uploader};
 use crate::slot_gate::SlotGate;
 use crate::source::{HttpRows, Staging};
+use crate::streams::StreamedDeliveries;
 
 /// Delivery records.
 pub trait Records: Send + Sync {
@@ -396,6 +397,8 @@ pub struct S3Upload {
     pub default_chain_tenants: Vec<TenantId>,
     /// Bounds on rows by reference: line length, total size, fetch time.
     pub row_limits: RowLimits,
+    /// The bound on deliveries of rows by reference running at once.
+    pub streams: StreamedDeliveries,
 }
 
 impl Upload for S3Upload {
@@ -413,6 +416,7 @@ impl Upload for S3Upload {
             part_size: self.part_size,
             default_chain_tenants: &self.default_chain_tenants,
             limits: self.row_limits,
+            streams: &self.streams,
         };
         uploader.upload(dest, key, task, stop).await
     }

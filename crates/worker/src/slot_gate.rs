@@ -188,7 +188,8 @@ pub fn signal_of(
 ) -> Signal {
     match result {
         Ok(up) => Signal::Done {
-            latency: (up.bytes < part_size as u64).then_some(took),
+            // The wait for a streamed delivery's turn is the worker's, not the store's.
+            latency: (up.bytes < part_size as u64).then_some(took.saturating_sub(up.waited)),
         },
         Err(PipelineError::Io(f)) if f.class() == ErrorClass::Transient => Signal::Overloaded,
         Err(_) => Signal::Neutral,
@@ -230,7 +231,22 @@ mod tests {
             md5: String::new(),
             etag: None,
             render: Duration::ZERO,
+            waited: Duration::ZERO,
         })
+    }
+
+    #[test]
+    fn the_wait_for_a_streamed_turn_is_not_the_stores_latency() {
+        let waited = Ok(Uploaded {
+            waited: Duration::from_millis(900),
+            ..uploaded(1_000).unwrap()
+        });
+        assert_eq!(
+            signal_of(&waited, Duration::from_millis(1_000), PART),
+            Signal::Done {
+                latency: Some(Duration::from_millis(100))
+            }
+        );
     }
 
     fn failed(code: ErrorCode, status: Option<u16>) -> Result<Uploaded, PipelineError> {

@@ -17,6 +17,7 @@ use courier_worker::janitor::HeldExpiry;
 use courier_worker::ports::{RedisStores, S3Upload};
 use courier_worker::slot_gate::{self, SlotGate};
 use courier_worker::source::{HttpRows, Staging};
+use courier_worker::streams::StreamedDeliveries;
 use courier_worker::{Deliverer, RetryPolicy, WorkerSettings};
 
 use crate::common::{BoundaryArgs, RedisArgs, SecretArgs, StagingArgs, shutdown_token};
@@ -33,9 +34,21 @@ pub struct Args {
     /// Unique name of this worker in the fleet (default: host, pid and a random suffix).
     #[arg(long, env = "COURIER_WORKER_NAME")]
     name: Option<String>,
-    /// Deliveries handled at the same time.
-    #[arg(long, env = "COURIER_WORKER_CONCURRENCY", default_value_t = 8)]
+    /// Deliveries handled at the same time. Small deliveries mostly wait on the store's
+    /// round trip, so this is what bounds one worker's rate against a distant store
+    /// (deliveries in flight ÷ round trip); deliveries of rows by reference, which hold
+    /// far more memory, are bounded apart by COURIER_MAX_STREAMED_DELIVERIES.
+    #[arg(long, env = "COURIER_WORKER_CONCURRENCY", default_value_t = 64)]
     concurrency: usize,
+    /// Deliveries of rows by reference (`rowsUrl`) handled at the same time, within the
+    /// concurrency: each holds about three multipart parts and the row reader's buffers
+    /// (some 25–40 MiB) while it runs; the others wait for a turn.
+    #[arg(
+        long,
+        env = "COURIER_MAX_STREAMED_DELIVERIES",
+        default_value_t = courier_worker::streams::DEFAULT_MAX_STREAMED_DELIVERIES
+    )]
+    max_streamed_deliveries: usize,
     /// How often an idle worker polls for tasks, in milliseconds.
     #[arg(long, env = "COURIER_POLL_INTERVAL_MS", default_value_t = 100)]
     poll_interval_ms: u64,
@@ -240,6 +253,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 max_rows_bytes: args.max_rows_bytes.max(1),
                 fetch_timeout: Duration::from_secs(args.rows_fetch_timeout_secs.max(1)),
             },
+            streams: StreamedDeliveries::new(args.max_streamed_deliveries),
         },
         failing_threshold: args.failing_threshold.max(1),
         worker_name: settings.name.clone(),

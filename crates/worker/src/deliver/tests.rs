@@ -287,6 +287,7 @@ impl Upload for FakeUpload {
                 md5: "0123456789abcdef0123456789abcdef".into(),
                 etag: Some("\"etag\"".into()),
                 render: Duration::from_millis(1),
+                waited: Duration::ZERO,
             }),
             Upshot::Fail(e) => Err(e),
             Upshot::LoseTheKey => {
