@@ -184,7 +184,7 @@ impl Settings {
             },
             sections: list(
                 "BENCH_ONLY",
-                "ceiling,e2e,render,big,enqueue,remote,peer",
+                "ceiling,e2e,render,big,enqueue,remote,peer,batch",
                 |s| {
                     Section::ALL
                     .into_iter()
