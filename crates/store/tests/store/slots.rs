@@ -99,7 +99,7 @@ async fn fill(slots: &UploadSlots, dest: &DestinationId) -> Vec<DeliveryId> {
 }
 
 #[tokio::test]
-async fn a_destination_that_keeps_up_earns_one_more_slot_per_round_up_to_the_most() {
+async fn a_destination_that_keeps_up_doubles_its_limit_until_a_cut_then_earns_one_slot_per_round() {
     let ns = ns().await;
     let slots = UploadSlots::new(
         ns.conn.clone(),
@@ -112,24 +112,47 @@ async fn a_destination_that_keeps_up_earns_one_more_slot_per_round_up_to_the_mos
     assert_eq!(held.len(), 4, "it starts at the initial limit");
     assert!((slots.limit(&dest).await.unwrap() - 4.0).abs() < 1e-9);
 
-    // Every slot busy, every upload fast and fine: each release adds 1/limit, so a full
-    // round of releases adds one slot.
+    // Slow start: every slot busy, every upload fast and fine, and no cut yet: each release
+    // adds a slot (a round of releases doubles the limit), up to the most.
     let mut limits = vec![];
-    for _ in 0..40 {
+    for _ in 0..10 {
         let oldest = held.remove(0);
         limits.push(slots.release(&dest, &oldest, done(20)).await.unwrap().limit);
         held.extend(fill(&slots, &dest).await);
     }
-    assert!(limits.windows(2).all(|w| w[1] >= w[0]), "{limits:?}");
     assert!(
-        limits[3] < 5.0 && limits[4] > 5.0,
-        "about four releases at 4 make 5: {limits:?}"
+        (limits[0] - 5.0).abs() < 1e-9 && (limits[1] - 6.0).abs() < 1e-9,
+        "one more slot per release: {limits:?}"
     );
     assert!(
-        (limits[39] - 6.0).abs() < 1e-9,
+        (limits[9] - 6.0).abs() < 1e-9,
         "never above the most: {limits:?}"
     );
     assert_eq!(held.len(), 6);
+
+    // The first cut ends the slow start: 6 -> 3, and from then on every slot busy and a
+    // fast upload add 1/limit, so a full round of releases adds one slot.
+    let oldest = held.remove(0);
+    let cut = slots
+        .release(&dest, &oldest, Signal::Overloaded)
+        .await
+        .unwrap();
+    assert_eq!(cut.change, LimitChange::Halved);
+    assert!((cut.limit - 3.0).abs() < 1e-9, "{cut:?}");
+    let mut limits = vec![];
+    for _ in 0..4 {
+        let oldest = held.remove(0);
+        limits.push(slots.release(&dest, &oldest, done(20)).await.unwrap().limit);
+        held.extend(fill(&slots, &dest).await);
+    }
+    assert!(
+        (limits[0] - (3.0 + 1.0 / 3.0)).abs() < 1e-3,
+        "1/limit per release after a cut: {limits:?}"
+    );
+    assert!(
+        limits[2] < 4.0 && limits[3] > 4.0,
+        "about three releases at 3 make 4: {limits:?}"
+    );
 
     // A release while slots stand free earns nothing: the limit was not what held it back.
     let other = DestinationId::generate();
@@ -139,13 +162,13 @@ async fn a_destination_that_keeps_up_earns_one_more_slot_per_round_up_to_the_mos
         .await
         .unwrap()
         .limit;
-    assert!((first - 4.25).abs() < 1e-9, "{first}");
+    assert!((first - 5.0).abs() < 1e-9, "{first}");
     let second = slots
         .release(&other, &held[1], done(20))
         .await
         .unwrap()
         .limit;
-    assert!((second - 4.25).abs() < 1e-9, "{second}");
+    assert!((second - 5.0).abs() < 1e-9, "{second}");
 }
 
 #[tokio::test]

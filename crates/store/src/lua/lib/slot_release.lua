@@ -4,13 +4,15 @@
 --   overloaded (throttled, 5xx, timed out): the limit halves, at most once per window;
 --   done, slower than twice the usual time of a one-request upload: the limit drops by a
 --     tenth, at most once per window (latency rises before errors do);
---   done while every slot was in use: the limit grows by 1/limit (one per window);
+--   done while every slot was in use: the limit grows by one until its first cut (slow
+--     start: it doubles every round, as TCP's does), then by 1/limit (one per round);
 --   neutral (the customer's or the rows' fault): no change.
 -- A window is the usual one-request upload time, at least 100 ms. Only the holder's own
 -- release counts, so a stale or repeated release changes nothing.
 -- K[1]: the destination's slot holders
 -- K[2]: its "moving" marker
--- K[3]: its learned limit (hash: limit, rtt (ms, moving average), cutAt (ms))
+-- K[3]: its learned limit (hash: limit, rtt (ms, moving average), cutAt (ms), and
+-- avoiding: '1' once the limit was first cut, which ends its slow start)
 -- A[1]: the holder (a delivery id)
 -- A[2]: how long the destination counts as moving (ms)
 -- A[3]: now (ms)
@@ -31,6 +33,7 @@ local function slot_release(K, A)
     local before = limit
     local rtt = tonumber(redis.call('HGET', K[3], 'rtt'))
     local cut_at = tonumber(redis.call('HGET', K[3], 'cutAt')) or 0
+    local avoiding = redis.call('HGET', K[3], 'avoiding') == '1'
     local now = tonumber(A[3])
     local latency = tonumber(A[5])
     local window = math.max(rtt or 0, 100)
@@ -42,15 +45,21 @@ local function slot_release(K, A)
             if now - cut_at >= window then
                 limit = limit * 0.5
                 cut_at = now
+                avoiding = true
                 change = -1
             end
         elseif signal == 'done' then
             if latency >= 0 and rtt and latency > 2 * rtt and now - cut_at >= window then
                 limit = limit * 0.9
                 cut_at = now
+                avoiding = true
                 change = -2
             elseif held >= math.floor(limit) and limit < highest then
-                limit = limit + 1 / limit
+                if avoiding then
+                    limit = limit + 1 / limit
+                else
+                    limit = limit + 1
+                end
                 change = 1
             end
             if latency >= 0 then
@@ -61,7 +70,7 @@ local function slot_release(K, A)
         if limit == before then
             change = 0
         end
-        redis.call('HSET', K[3], 'limit', limit, 'cutAt', cut_at)
+        redis.call('HSET', K[3], 'limit', limit, 'cutAt', cut_at, 'avoiding', avoiding and '1' or '0')
         if rtt then
             redis.call('HSET', K[3], 'rtt', rtt)
         end
