@@ -52,20 +52,17 @@ async fn list(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<BatchPage>, ApiError> {
     let mut params = Params::new(query);
-    let destination = params.take("destinationId", DestinationId::parse);
+    let destination = params.require("destinationId", DestinationId::parse);
     let limit = params.limit();
     let cursor = params.take("cursor", |s| {
         s.parse::<u64>()
             .map_err(|_| "must be the nextCursor of the previous page".to_owned())
     });
-    let missing = destination.is_none();
     params.finish()?;
-    let Some(destination) = destination.filter(|_| !missing) else {
-        return Err(ApiError::invalid(ValidationErrors::single(
-            "destinationId",
-            "is required",
-        )));
-    };
+    // `finish` already refused a missing or unparsable `destinationId`.
+    let destination = destination.ok_or_else(|| {
+        ApiError::invalid(ValidationErrors::single("destinationId", "is required"))
+    })?;
     let page = state
         .service
         .batches(&tenant, &destination, limit, cursor)

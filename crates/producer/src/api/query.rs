@@ -35,6 +35,20 @@ impl Params {
         self.errors.check(name, parse(&raw))
     }
 
+    /// [`Self::take`] for a parameter the route cannot do without: a missing one is a named
+    /// error too (`is required`), reported with the others by [`Self::finish`].
+    pub fn require<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        if !self.map.contains_key(name) {
+            self.errors.push(name, "is required");
+            return None;
+        }
+        self.take(name, parse)
+    }
+
     pub fn limit(&mut self) -> usize {
         self.take("limit", |s| match s.parse::<usize>() {
             Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
