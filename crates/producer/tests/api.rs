@@ -57,6 +57,10 @@ async fn destinations_list_update_and_delete() {
         .await;
     assert_eq!(s, 422, "{bad}");
     assert_eq!(fields(&bad), ["limit", "colour"]);
+    // A required parameter left out is named with the other problems.
+    let (s, bad) = stack.get("/api/v1/batches?limit=0").await;
+    assert_eq!(s, 422, "{bad}");
+    assert_eq!(fields(&bad), ["destinationId", "limit"]);
 
     // Pause without resending the secret: the saved one is kept.
     let dest = &created[0];
