@@ -430,33 +430,13 @@ async fn a_paused_destinations_windows_are_held_then_delivered_once_active() {
     }
     // `courier enqueue` appends through the same service.
     let cli_rows = rows("cli", 2, 10);
-    let file = stack.dir.path().join("cli.ndjson");
-    let ndjson: String = cli_rows.iter().map(|r| format!("{r}\n")).collect();
-    std::fs::write(&file, ndjson).unwrap();
-    let out = stack
-        .courier(&[
-            "enqueue",
-            "--tenant",
-            "acme",
-            "--destination",
-            &dest,
-            "--job-id",
-            "job-cli",
-            "--partner-inventory-id",
-            "INV-CLI",
-            "--completed-at",
-            "2026-06-07T10:00:00Z",
-            "--rows",
-            file.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let cli_id = stack.enqueue_file(
+        &dest,
+        "job-cli",
+        "INV-CLI",
+        "2026-06-07T10:00:00Z",
+        &cli_rows,
     );
-    let cli_id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert_eq!(stack.record(&cli_id).await["status"], "BATCHED");
     sent.insert(cli_id, cli_rows);
 

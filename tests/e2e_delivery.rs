@@ -243,39 +243,15 @@ async fn the_cli_enqueues_rows_from_a_file_or_stdin() {
         .await;
 
     // NDJSON from a file.
-    let file = stack.dir.path().join("rows.ndjson");
-    let ndjson: String = rows()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| format!("{r}\n"))
-        .collect();
-    std::fs::write(&file, ndjson).unwrap();
-    let out = stack
-        .courier(&[
-            "enqueue",
-            "--tenant",
-            "acme",
-            "--destination",
-            &dest,
-            "--job-id",
-            "job-cli",
-            "--partner-inventory-id",
-            "INV-CLI",
-            "--completed-at",
-            "2026-06-07T23:30:00-02:00",
-            "--rows",
-            file.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let id = stack.enqueue_file(
+        &dest,
+        "job-cli",
+        "INV-CLI",
+        "2026-06-07T23:30:00-02:00",
+        rows().as_array().unwrap(),
     );
-    let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
     assert!(id.starts_with("dlv_"), "{id}");
+    let file = stack.dir.path().join("job-cli.ndjson");
     let record = stack.wait_final(&id, Duration::from_secs(60)).await;
     check_delivered(
         &stack,

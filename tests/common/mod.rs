@@ -213,6 +213,46 @@ impl Stack {
     }
 
     /// A `courier` command with this stack's environment.
+    /// `courier enqueue --rows FILE` for tenant `acme`, with `rows` written as NDJSON to
+    /// FILE, `{job_id}.ndjson` in the stack's directory; asserts the command succeeded and
+    /// returns the delivery id it printed.
+    pub fn enqueue_file(
+        &self,
+        dest: &str,
+        job_id: &str,
+        inventory: &str,
+        completed_at: &str,
+        rows: &[Value],
+    ) -> String {
+        let file = self.dir.path().join(format!("{job_id}.ndjson"));
+        let ndjson: String = rows.iter().map(|r| format!("{r}\n")).collect();
+        std::fs::write(&file, ndjson).unwrap();
+        let out = self
+            .courier(&[
+                "enqueue",
+                "--tenant",
+                "acme",
+                "--destination",
+                dest,
+                "--job-id",
+                job_id,
+                "--partner-inventory-id",
+                inventory,
+                "--completed-at",
+                completed_at,
+                "--rows",
+                file.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
     pub fn courier(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_courier"));
         cmd.args(args)
