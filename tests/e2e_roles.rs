@@ -32,8 +32,9 @@ use courier_test_support::{
 };
 use serde_json::{Value, json};
 
-const TOKEN: &str = "tok_acme_0123456789abcdef";
-const OTHER_TOKEN: &str = "tok_globex_0123456789abcdef";
+mod common;
+
+use common::{OTHER_TOKEN, TOKEN};
 
 /// Redis, `courier api` and `courier worker`s with the given environment; killed on drop.
 struct Fleet {
@@ -140,21 +141,16 @@ impl Fleet {
         token: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> (u16, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.api_url));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b);
-        }
-        let resp = req.send().await.expect("api answers");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        self.responses.lock().unwrap().push(text.clone());
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        common::call_api(
+            &self.http,
+            &self.api_url,
+            &self.responses,
+            method,
+            path,
+            token,
+            body,
         )
+        .await
     }
 
     async fn post(&self, path: &str, body: &Value) -> (u16, Value) {

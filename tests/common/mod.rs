@@ -21,6 +21,33 @@ pub const BUCKET: &str = "acme-results";
 /// staged rows get it with the rest of the staging settings).
 pub const STAGING_BUCKET: &str = "courier-staging";
 
+/// Sends a request to the API at `api_url` with `token` (none when `None`), keeps the
+/// response body in `responses` (for secret scans) and returns status and JSON body (or the
+/// text, when it is not JSON). Every harness's one way to call the API.
+pub async fn call_api(
+    http: &reqwest::Client,
+    api_url: &str,
+    responses: &std::sync::Mutex<Vec<String>>,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> (u16, Value) {
+    let mut req = http.request(method, format!("{api_url}{path}"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b);
+    }
+    let resp = req.send().await.expect("api answers");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    responses.lock().unwrap().push(text.clone());
+    let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, json)
+}
+
 /// A running process whose output goes to a log file; killed on drop.
 pub struct Proc {
     pub child: Child,
@@ -310,19 +337,16 @@ impl Stack {
         token: Option<&str>,
         body: Option<Vec<u8>>,
     ) -> (u16, Value) {
-        let mut req = self.http.request(method, format!("{}{path}", self.api_url));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.header("content-type", "application/json").body(b);
-        }
-        let resp = req.send().await.expect("api answers");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        self.responses.lock().unwrap().push(text.clone());
-        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, json)
+        call_api(
+            &self.http,
+            &self.api_url,
+            &self.responses,
+            method,
+            path,
+            token,
+            body,
+        )
+        .await
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
