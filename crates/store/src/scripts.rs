@@ -41,6 +41,7 @@ macro_rules! source {
 #[cfg(test)]
 pub(crate) const LIBS: &[(&str, &str)] = &[
     ("record_write.lua", include_str!("lua/lib/record_write.lua")),
+    ("record_admit.lua", include_str!("lua/lib/record_admit.lua")),
     ("key_mark.lua", include_str!("lua/lib/key_mark.lua")),
     ("key_unlock.lua", include_str!("lua/lib/key_unlock.lua")),
     ("slot_release.lua", include_str!("lua/lib/slot_release.lua")),
@@ -78,7 +79,7 @@ scripts! {
     /// [`crate::DestinationStore::create_within`].
     DESTINATION_CREATE = "destination_create.lua";
     /// [`crate::RecordStore::put_queued`].
-    RECORD_QUEUED = "record_queued.lua";
+    RECORD_QUEUED = "record_queued.lua" with ["record_admit.lua"];
     /// [`crate::RecordStore::put`].
     RECORD_PUT = "record_put.lua" with ["record_write.lua"];
     /// [`crate::finish_delivered`]: the end of a delivered upload in one step.
@@ -88,7 +89,7 @@ scripts! {
     /// [`crate::HeldDeliveries::expire`].
     DEAD_LETTER_FROM_HELD = "dead_letter_from_held.lua";
     /// [`crate::BatchStore::append`].
-    BATCH_APPEND = "batch_append.lua";
+    BATCH_APPEND = "batch_append.lua" with ["record_admit.lua"];
     /// [`crate::BatchStore::claim`].
     BATCH_CLAIM = "batch_claim.lua";
     /// [`crate::BatchStore::renew`].
@@ -162,7 +163,7 @@ mod tests {
 
     #[test]
     fn every_library_function_documents_each_key_and_argument_it_uses() {
-        assert_eq!(LIBS.len(), 4);
+        assert_eq!(LIBS.len(), 5);
         for (file, source) in LIBS {
             let header: String = source
                 .lines()

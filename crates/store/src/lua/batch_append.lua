@@ -1,8 +1,8 @@
 -- Appends one delivery's NDJSON lines to its batched destination's open window and writes
 -- its BATCHED record with its index entries, unless its tenant already has as many
--- deliveries waiting as it may (as record_queued.lua). The window is chosen here, from
--- Redis's clock (one clock for the fleet): floor(now / w) * w, or the first window after
--- the last one claimed for closing, so that no row can miss a window. The caller built the
+-- deliveries waiting as it may (lib/record_admit.lua, as record_queued.lua). The window
+-- is chosen here, from Redis's clock (one clock for the fleet): floor(now / w) * w, or the
+-- first window after the last one claimed for closing, so that no row can miss a window. The caller built the
 -- window's keys and the record for the window it expected (ARGV[5]); if another is due, it
 -- is told which, and nothing is written.
 -- KEYS[1]: the record's string
@@ -39,19 +39,12 @@ end
 if start ~= tonumber(ARGV[5]) then
     return {-1, start}
 end
-local limit = tonumber(ARGV[3])
-local waiting = redis.call('SCARD', KEYS[2])
-if limit > 0 and waiting >= limit and redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then
-    return {0, waiting}
+local admitted = record_admit(
+    {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]},
+    {ARGV[1], ARGV[2], ARGV[3]})
+if admitted[1] == 0 then
+    return admitted
 end
-redis.call('SET', KEYS[1], ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[1])
-redis.call('SADD', KEYS[3], ARGV[1])
-redis.call('ZADD', KEYS[4], 0, ARGV[1])
-redis.call('ZADD', KEYS[5], 0, ARGV[1])
-redis.call('ZADD', KEYS[6], 0, ARGV[1])
-redis.call('ZADD', KEYS[7], 0, ARGV[1])
-redis.call('SADD', KEYS[8], KEYS[4], KEYS[5], KEYS[7])
 redis.call('RPUSH', KEYS[10], ARGV[6])
 redis.call('HSETNX', KEYS[11], 'end', start + w)
 redis.call('HINCRBY', KEYS[11], 'rows', ARGV[7])
@@ -59,4 +52,4 @@ redis.call('HINCRBY', KEYS[11], 'bytes', ARGV[8])
 redis.call('HINCRBY', KEYS[11], 'entries', 1)
 local due = tonumber(redis.call('HGET', KEYS[11], 'end')) + tonumber(ARGV[10])
 redis.call('ZADD', KEYS[12], 'NX', due, ARGV[9])
-return {1, redis.call('SCARD', KEYS[2]), start}
+return {1, admitted[2], start}
