@@ -109,6 +109,13 @@ async fn check_delivered(stack: &Stack, record: &Value, key: &str, format: &str,
         "record counts the uploaded bytes"
     );
     assert_eq!(record["etag"], etag.as_str());
+    // One PutObject: the recorded checksum is the MD5 of the bytes that landed.
+    let md5: String = md5::Digest::finalize(<md5::Md5 as md5::Digest>::new_with_prefix(&raw))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(record["checksum"]["algorithm"], "MD5", "{record}");
+    assert_eq!(record["checksum"]["value"], md5.as_str(), "{record}");
     let expected_type = match format {
         "CSV" => "text/csv; charset=utf-8",
         "JSON" => "application/json",

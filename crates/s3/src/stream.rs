@@ -5,8 +5,9 @@
 //! side. A result smaller than one part becomes a single PutObject; a larger one a
 //! multipart upload. At most about three parts are in memory at once (one being filled,
 //! one in the channel, one uploading), whatever the size of the result. Every request
-//! carries `Content-MD5`, which the store verifies; the MD5 of the whole object is returned
-//! for the delivery record. A caller can stop an upload midway (a cancellation token):
+//! carries `Content-MD5`, which the store verifies; the MD5 of the whole object comes back
+//! with the [`Pending`] upload for the delivery record. Hashing is the async side's work,
+//! not the renderer's: a single PutObject's body is hashed once for both. A caller can stop an upload midway (a cancellation token):
 //! what was begun comes back to be aborted, never completed.
 
 use std::io::{self, Write};
@@ -69,7 +70,6 @@ pub struct PartWriter {
     tx: mpsc::Sender<Bytes>,
     buf: Vec<u8>,
     part_size: usize,
-    md5: Md5,
     total: u64,
     sent_any: bool,
 }
@@ -78,8 +78,6 @@ pub struct PartWriter {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Written {
     pub bytes: u64,
-    /// MD5 of the whole object.
-    pub md5: [u8; 16],
 }
 
 impl PartWriter {
@@ -88,7 +86,6 @@ impl PartWriter {
             tx,
             buf: Vec::with_capacity(part_size),
             part_size,
-            md5: Md5::new(),
             total: 0,
             sent_any: false,
         }
@@ -107,16 +104,12 @@ impl PartWriter {
             let last = std::mem::take(&mut self.buf);
             self.send(last)?;
         }
-        Ok(Written {
-            bytes: self.total,
-            md5: self.md5.finalize().into(),
-        })
+        Ok(Written { bytes: self.total })
     }
 }
 
 impl Write for PartWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.md5.update(data);
         self.total += data.len() as u64;
         self.buf.extend_from_slice(data);
         while self.buf.len() >= self.part_size {
@@ -138,12 +131,28 @@ impl Write for PartWriter {
 #[derive(Debug)]
 pub enum Pending {
     /// Small enough for one PutObject, not sent yet.
-    Single(Bytes),
+    Single { body: Bytes, md5: [u8; 16] },
     /// A multipart upload with its parts uploaded.
     Multipart {
         upload_id: String,
         parts: Vec<CompletedPart>,
+        md5: [u8; 16],
     },
+}
+
+impl Pending {
+    /// A single PutObject of `body`.
+    fn single(body: Bytes) -> Self {
+        let md5 = Md5::digest(&body).into();
+        Pending::Single { body, md5 }
+    }
+
+    /// MD5 of the whole object.
+    pub fn md5(&self) -> [u8; 16] {
+        match self {
+            Pending::Single { md5, .. } | Pending::Multipart { md5, .. } => *md5,
+        }
+    }
 }
 
 /// Why [`upload_parts`] did not get every part into the store. Either way the upload
@@ -198,12 +207,12 @@ pub async fn upload_parts(
 ) -> Result<Pending, UploadError> {
     let first = match next_part(&mut rx, stop).await {
         Err(()) => return Err(UploadError::Stopped(None)),
-        Ok(None) => return Ok(Pending::Single(Bytes::new())),
+        Ok(None) => return Ok(Pending::single(Bytes::new())),
         Ok(Some(part)) => part,
     };
     let second = match next_part(&mut rx, stop).await {
         Err(()) => return Err(UploadError::Stopped(None)),
-        Ok(None) => return Ok(Pending::Single(first)),
+        Ok(None) => return Ok(Pending::single(first)),
         Ok(Some(part)) => part,
     };
     let create = client
@@ -218,10 +227,13 @@ pub async fn upload_parts(
         .map_err(|e| UploadError::Failed(failure(e), None))?;
     let upload_id = created.upload_id().unwrap_or_default().to_owned();
     let mut parts = Vec::new();
+    let mut whole = Md5::new();
+    // An upload that does not end well is only ever aborted: its MD5 does not matter.
     let pending = |parts| {
         Some(Pending::Multipart {
             upload_id: upload_id.clone(),
             parts,
+            md5: [0; 16],
         })
     };
     let mut next = Some(first);
@@ -231,6 +243,7 @@ pub async fn upload_parts(
         if stop.is_cancelled() {
             return Err(UploadError::Stopped(pending(parts)));
         }
+        whole.update(&part);
         let send = client
             .upload_part()
             .bucket(target.bucket)
@@ -264,7 +277,11 @@ pub async fn upload_parts(
             },
         };
     }
-    Ok(Pending::Multipart { upload_id, parts })
+    Ok(Pending::Multipart {
+        upload_id,
+        parts,
+        md5: whole.finalize().into(),
+    })
 }
 
 /// Finishes an upload once the writer succeeded; returns the object's ETag.
@@ -274,12 +291,12 @@ pub async fn complete(
     pending: Pending,
 ) -> Result<Option<String>, S3Failure> {
     let etag = match pending {
-        Pending::Single(body) => with_write_options!(client.put_object(), target.write)
+        Pending::Single { body, md5 } => with_write_options!(client.put_object(), target.write)
             .bucket(target.bucket)
             .key(target.key)
             .content_type(target.content_type)
             .set_content_encoding(target.content_encoding.map(str::to_owned))
-            .content_md5(content_md5(&body))
+            .content_md5(B64.encode(md5))
             .content_length(body.len() as i64)
             .body(ByteStream::from(body))
             .send()
@@ -287,7 +304,9 @@ pub async fn complete(
             .map_err(failure)?
             .e_tag()
             .map(str::to_owned),
-        Pending::Multipart { upload_id, parts } => client
+        Pending::Multipart {
+            upload_id, parts, ..
+        } => client
             .complete_multipart_upload()
             .bucket(target.bucket)
             .key(target.key)
@@ -383,7 +402,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parts_are_cut_at_the_part_size_and_the_md5_covers_everything() {
+    fn parts_are_cut_at_the_part_size() {
         let (tx, mut rx) = mpsc::channel(16);
         let mut w = PartWriter::new(tx, 4);
         w.write_all(b"abcdefghij").unwrap();
@@ -394,7 +413,6 @@ mod tests {
         }
         assert_eq!(parts, [&b"abcd"[..], b"efgh", b"ij"]);
         assert_eq!(written.bytes, 10);
-        assert_eq!(written.md5, <[u8; 16]>::from(Md5::digest(b"abcdefghij")));
     }
 
     #[test]
@@ -414,6 +432,12 @@ mod tests {
             w.write_all(b"abc").unwrap_err().kind(),
             io::ErrorKind::BrokenPipe
         );
+    }
+
+    #[test]
+    fn a_single_put_carries_the_md5_of_its_body() {
+        let pending = Pending::single(Bytes::from_static(b"abcdefghij"));
+        assert_eq!(pending.md5(), <[u8; 16]>::from(Md5::digest(b"abcdefghij")));
     }
 
     #[test]

@@ -289,13 +289,14 @@ pub async fn deliver(
             Err(PipelineError::Stopped)
         }
         (Ok((written, rows)), Ok(pending)) => {
+            let md5 = pending.md5();
             let etag = stream::complete(client, target, pending)
                 .await
                 .map_err(PipelineError::Io)?;
             Ok(Uploaded {
                 bytes: written.bytes,
                 rows,
-                md5: hex(&written.md5),
+                md5: hex(&md5),
                 etag,
                 render: render_took,
                 waited: Duration::ZERO,

@@ -138,6 +138,7 @@ pub async fn upload_window(
             stream::abort(client, &target, pending).await;
             return Err(WindowError::Stopped);
         }
+        let md5 = pending.md5();
         let etag = stream::complete(client, &target, pending)
             .await
             .map_err(WindowError::S3)?;
@@ -146,12 +147,7 @@ pub async fn upload_window(
             id,
             key,
             bytes: done.written.bytes,
-            md5: done
-                .written
-                .md5
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            md5: md5.iter().map(|b| format!("{b:02x}")).collect(),
             etag,
         });
     }
