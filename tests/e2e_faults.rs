@@ -2698,3 +2698,80 @@ async fn redis_at_maxmemory_loses_nothing_in_flight_or_arriving() {
         }
     }
 }
+
+/// A backlog bigger than apalis-redis's fetch can take in one go, all due before any worker
+/// runs (workers down while jobs keep arriving): its `fetch_next.lua` moves every due task
+/// to the active list with one `RPUSH` through Lua's `unpack`, which refuses more than about
+/// 8,000 values, so every fetch (and every restart) failed and nothing moved again. A worker
+/// started after the backlog takes every task; here each is held, its destination paused,
+/// which makes the test about the queue and not about uploads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_past_luas_unpack_limit_is_taken_by_the_next_worker() {
+    const N: usize = 8_200;
+    let stack = Stack::start(0).await;
+    let dest = stack
+        .create_destination(&stack.destination_body("CSV", "NONE", "backlog/"))
+        .await;
+    let mut paused = stack.destination_body("CSV", "NONE", "backlog/");
+    paused["status"] = "PAUSED".into();
+    let (s, b) = stack
+        .put(&format!("/api/v1/delivery-destinations/{dest}"), &paused)
+        .await;
+    assert_eq!(s, 200, "{b}");
+
+    let stack = Arc::new(stack);
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in 0..8 {
+        let (stack, dest) = (Arc::clone(&stack), dest.clone());
+        tasks.spawn(async move {
+            for i in (chunk..N).step_by(8) {
+                let body = job(
+                    &dest,
+                    &format!("job-{i}"),
+                    &format!("INV-{i}"),
+                    COMPLETED_AT,
+                    &rows("b", 1),
+                );
+                enqueue(&stack, &body).await;
+            }
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let mut stack = Arc::into_inner(stack).expect("the enqueuers are done");
+    let mut c = stack.redis().await;
+    let q = stack.keys().queue_keys();
+    let due: u64 = redis::AsyncCommands::zcard(&mut c, q.scheduled())
+        .await
+        .unwrap();
+    assert_eq!(
+        due, N as u64,
+        "every task waits in apalis's scheduled set, due now"
+    );
+
+    let w = stack.add_worker();
+    stack.wait_worker(w).await;
+    let held = stack.keys().held(&stack.dest_id(&dest));
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let n: u64 = redis::AsyncCommands::llen(&mut c, &held).await.unwrap();
+        if n == N as u64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} of {N} deliveries held after 300 s; worker logs:\n{}",
+            stack.logs_mentioning("unpack")
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let left: u64 = redis::AsyncCommands::zcard(&mut c, q.scheduled())
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "nothing left in the scheduled set");
+    assert!(
+        !stack.worker_logs().contains("too many results to unpack"),
+        "no fetch failed on the backlog"
+    );
+}

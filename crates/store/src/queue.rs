@@ -12,7 +12,7 @@ use apalis_redis::{Config, RedisStorage};
 use chrono::{DateTime, Utc};
 use courier_core::delivery::DeliveryTask;
 
-use crate::scripts::{HAND_BACK, STORAGE_RETRY};
+use crate::scripts::{HAND_BACK, PROMOTE_DUE, STORAGE_RETRY};
 use crate::{Keys, RecordStore, StoreError};
 use courier_core::delivery::DeliveryRecord;
 
@@ -34,6 +34,10 @@ impl Default for Liveness {
         }
     }
 }
+
+/// Due tasks [`DeliveryQueue::promote_due`] moves per script call: well under the ~8,000
+/// values Lua's `unpack` takes, and short enough not to hold Redis up.
+pub const PROMOTE_STEP: u64 = 1000;
 
 /// The apalis-redis configuration both sides of the queue must agree on.
 pub fn queue_config(keys: &Keys, liveness: Liveness, batch_size: usize) -> Config {
@@ -211,6 +215,31 @@ impl DeliveryQueue {
             .query_async(conn)
             .await?;
         Ok(())
+    }
+
+    /// Moves every task due now from the scheduled set to the active list, at most
+    /// [`PROMOTE_STEP`] per script call; returns how many moved. apalis-redis's fetch
+    /// promotes all due tasks in one call that fails for good past about 8,000 of them (a
+    /// backlog enqueued while no worker ran, or a storm of retries come due at once), so a
+    /// worker calls this before it fetches and on every heartbeat.
+    pub async fn promote_due(&self, conn: &mut RedisConn) -> Result<u64, StoreError> {
+        let q = self.keys.queue_keys();
+        let now = Utc::now().timestamp().max(0);
+        let mut moved = 0;
+        loop {
+            let n: u64 = PROMOTE_DUE
+                .key(q.scheduled())
+                .key(q.active())
+                .key(q.signal())
+                .arg(now)
+                .arg(PROMOTE_STEP)
+                .invoke_async(conn)
+                .await?;
+            moved += n;
+            if n < PROMOTE_STEP {
+                return Ok(moved);
+            }
+        }
     }
 
     /// Hands the tasks in `worker`'s in-flight set back to the queue at once and removes

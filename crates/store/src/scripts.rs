@@ -64,6 +64,8 @@ scripts! {
     SLOT_RELEASE = "slot_release.lua" with ["slot_release.lua"];
     /// [`crate::DeliveryQueue::hand_back`].
     HAND_BACK = "hand_back.lua";
+    /// [`crate::DeliveryQueue::promote_due`].
+    PROMOTE_DUE = "promote_due.lua";
     /// [`crate::Janitor::sweep`]: finished apalis tasks.
     DROP_DONE_TASKS = "drop_done_tasks.lua";
     /// [`crate::Janitor::sweep`]: expired index entries.

@@ -205,6 +205,9 @@ async fn run_queue(
         } else {
             format!("{}-r{generation}", settings.name)
         };
+        // A backlog of due tasks apalis's fetch cannot promote in one go would fail every
+        // fetch (and so every restart) until promoted in steps.
+        promote_due(&conn, &deliverer, &name).await;
         let config = queue_config(keys, settings.liveness, settings.concurrency);
         let storage = RedisStorage::<RawTask, RedisConn>::new(conn.clone())
             .with_config(config)
@@ -295,15 +298,27 @@ async fn hand_back(conn: &RedisConn, deliverer: &Deliverer, name: &str) -> u64 {
     }
 }
 
-/// Beats for `name` every `every` until aborted.
+/// Moves the tasks due now to the active list in bounded steps
+/// ([`courier_store::DeliveryQueue::promote_due`]); a failure is left to the next beat.
+async fn promote_due(conn: &RedisConn, deliverer: &Deliverer, name: &str) {
+    let mut conn = conn.clone();
+    match deliverer.stores.queue.promote_due(&mut conn).await {
+        Ok(0) => {}
+        Ok(n) => tracing::debug!(worker = %name, promoted = n, "due tasks moved to the queue"),
+        Err(e) => tracing::debug!(worker = %name, error = %e, "could not promote due tasks"),
+    }
+}
+
+/// Beats for `name` every `every` until aborted, and keeps the backlog of due tasks small.
 async fn keep_alive(conn: RedisConn, deliverer: Arc<Deliverer>, name: String, every: Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        let mut conn = conn.clone();
-        if let Err(e) = deliverer.stores.queue.keep_alive(&mut conn, &name).await {
+        let mut c = conn.clone();
+        if let Err(e) = deliverer.stores.queue.keep_alive(&mut c, &name).await {
             tracing::debug!(worker = %name, error = %e, "heartbeat failed");
         }
+        promote_due(&conn, &deliverer, &name).await;
     }
 }
 
