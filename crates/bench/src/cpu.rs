@@ -103,7 +103,7 @@ impl Sample {
             .zip(&later.groups)
             .map(|((name, before), (_, after))| {
                 format!(
-                    "{name} {:.1} ms",
+                    "{name} {:.2} ms",
                     (after - before) * 1000.0 / units.max(1) as f64
                 )
             })

@@ -82,7 +82,7 @@ pub async fn run(services: &Services, p: &Params) -> Vec<Line> {
                 };
                 let mut detail = format!(
                     "bounded by {bound}: {busy:.1} of {} cores busy, {:.1} by the run (the worker \
-                     {:.2}); worker CPU per delivery {:.1} ms, workers + Redis {:.1} ms; {:.0} \
+                     {:.2}); worker CPU per delivery {:.2} ms, workers + Redis {:.2} ms; {:.0} \
                      Redis commands per delivery",
                     cores(),
                     run.cores_busy,

@@ -73,7 +73,7 @@ pub async fn run(services: &Services, p: &Params) -> Vec<Line> {
                     run.elapsed.as_secs_f64()
                 ))
                 .detail(format!(
-                    "CPU per delivery, workers + Redis: **{:.1} ms** ({}); {:.0} Redis commands \
+                    "CPU per delivery, workers + Redis: **{:.2} ms** ({}); {:.0} Redis commands \
                      per delivery",
                     run.workers_redis_cpu * 1000.0,
                     run.cpu_per_delivery,
@@ -108,7 +108,7 @@ pub async fn run(services: &Services, p: &Params) -> Vec<Line> {
                     run.elapsed.as_secs_f64()
                 ))
                 .detail(format!(
-                    "CPU per delivery, workers + Redis: **{:.1} ms** ({}); enqueueing them \
+                    "CPU per delivery, workers + Redis: **{:.2} ms** ({}); enqueueing them \
                      beforehand took {:.2} s",
                     run.cpu * 1000.0,
                     run.cpu_detail,
