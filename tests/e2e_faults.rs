@@ -141,6 +141,26 @@ async fn enqueue(stack: &Stack, body: &Value) -> String {
 // Redis and Garage inspection
 // ---------------------------------------------------------------------------------------
 
+/// A queued payload's JSON text (payloads of long tasks are compressed).
+fn payload_json(payload: &[u8]) -> Vec<u8> {
+    courier_core::payload::json(payload)
+        .unwrap_or_else(|e| panic!("a queued payload: {e}"))
+        .into_owned()
+}
+
+/// Every queued task's JSON text, by task id.
+async fn task_payloads(stack: &Stack) -> HashMap<String, String> {
+    let mut conn = stack.redis().await;
+    let data: HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
+        .arg(queue(stack).data())
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    data.into_iter()
+        .map(|(id, p)| (id, String::from_utf8(payload_json(&p)).unwrap()))
+        .collect()
+}
+
 /// The keys apalis-redis keeps for the stack's queue.
 fn queue(stack: &Stack) -> courier_store::QueueKeys {
     stack.keys().queue_keys()
@@ -166,7 +186,7 @@ async fn delivery_ids_of(stack: &Stack, task_ids: &[String]) -> Vec<String> {
         return Vec::new();
     }
     let mut conn = stack.redis().await;
-    let payloads: Vec<Option<String>> = redis::cmd("HMGET")
+    let payloads: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
         .arg(queue(stack).data())
         .arg(task_ids)
         .query_async(&mut conn)
@@ -175,7 +195,7 @@ async fn delivery_ids_of(stack: &Stack, task_ids: &[String]) -> Vec<String> {
     payloads
         .into_iter()
         .flatten()
-        .filter_map(|p| serde_json::from_str::<Value>(&p).ok())
+        .filter_map(|p| serde_json::from_slice::<Value>(&payload_json(&p)).ok())
         .filter_map(|v| v["deliveryId"].as_str().map(str::to_owned))
         .collect()
 }
@@ -1570,11 +1590,7 @@ async fn poison_task_is_dead_lettered_and_the_worker_keeps_going() {
 
         // Find the victim's task in the queue's data hash and overwrite its payload.
         let mut conn = stack.redis().await;
-        let data: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(queue(&stack).data())
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let data: HashMap<String, String> = task_payloads(&stack).await;
         let task_id = data
             .iter()
             .find(|(_, p)| p.contains(&victim))
@@ -2680,12 +2696,7 @@ async fn redis_at_maxmemory_loses_nothing_in_flight_or_arriving() {
             keys, want,
             "one object per accepted delivery, none of a refused one"
         );
-        let mut conn = stack.redis().await;
-        let tasks: HashMap<String, String> = redis::cmd("HGETALL")
-            .arg(queue(&stack).data())
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let tasks: HashMap<String, String> = task_payloads(&stack).await;
         for inv in &refused {
             assert!(!keys.contains(&key_of(&prefix, inv)));
             let queued = tasks.values().find(|p| p.contains(&format!("\"{inv}\"")));

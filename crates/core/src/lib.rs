@@ -6,6 +6,7 @@
 //! - [`delivery`]: a validated "job completed", the task a worker receives, and the
 //!   delivery record that says what happened to it.
 //! - [`key`]: where a delivered file lands in the bucket.
+//! - [`payload`]: a delivery task as the queue holds it (JSON, LZ4-compressed when long).
 //! - [`rows`]: inline rows kept as JSON text, checked without being built.
 //! - [`cells`]: a row read straight into its cells in column order, for rendering.
 //! - [`render`]: row-by-row writers for CSV, JSON, NDJSON and XLSX, optionally gzip, and
@@ -52,6 +53,7 @@ pub mod failure;
 pub mod format;
 pub mod ids;
 pub mod key;
+pub mod payload;
 pub mod render;
 pub mod role;
 pub mod rows;

@@ -112,7 +112,7 @@ impl DeliveryQueue {
         task: &DeliveryTask,
         max_waiting: u64,
     ) -> Result<Result<(), crate::Full>, StoreError> {
-        let payload = serde_json::to_vec(task).map_err(|e| StoreError::Corrupt {
+        let payload = courier_core::payload::encode(task).map_err(|e| StoreError::Corrupt {
             what: "delivery task",
             message: e.to_string(),
         })?;
@@ -132,7 +132,7 @@ impl DeliveryQueue {
         pipe: &mut redis::Pipeline,
         task: &DeliveryTask,
     ) -> Result<String, StoreError> {
-        let payload = serde_json::to_vec(task).map_err(|e| StoreError::Corrupt {
+        let payload = courier_core::payload::encode(task).map_err(|e| StoreError::Corrupt {
             what: "delivery task",
             message: e.to_string(),
         })?;
@@ -163,7 +163,7 @@ impl DeliveryQueue {
         task: &DeliveryTask,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
-        let payload = serde_json::to_vec(task).map_err(|e| StoreError::Corrupt {
+        let payload = courier_core::payload::encode(task).map_err(|e| StoreError::Corrupt {
             what: "delivery task",
             message: e.to_string(),
         })?;

@@ -145,6 +145,11 @@ impl Janitor {
             let now = Utc::now();
             let payload = payload.unwrap_or_default();
             let tries = attempts.unwrap_or_else(|| "?".into());
+            // The task's JSON, for the letter too (queued payloads may be compressed).
+            let json = courier_core::payload::json(&payload)
+                .map(std::borrow::Cow::into_owned)
+                .ok();
+            let payload = json.unwrap_or(payload);
             let (letter, record) = match serde_json::from_slice::<DeliveryTask>(&payload) {
                 Ok(task) => {
                     let json: Option<String> = redis::cmd("GET")

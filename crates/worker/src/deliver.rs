@@ -92,6 +92,13 @@ impl<S: Stores, U: Upload> Deliverer<S, U> {
     /// outcome is recorded.
     pub async fn handle(self: Arc<Self>, payload: &[u8]) -> Result<Handled, StoreError> {
         let _in_flight = InFlight::enter();
+        // The task's JSON (queued payloads may be compressed); from here on `payload` is it,
+        // so dead letters and retries keep JSON.
+        let json = match courier_core::payload::json(payload) {
+            Ok(json) => json,
+            Err(e) => return self.poison(payload, &e.to_string()).await,
+        };
+        let payload = &json[..];
         let task = match serde_json::from_slice::<DeliveryTask>(payload) {
             Ok(t) => t,
             Err(e) => return self.poison(payload, &e.to_string()).await,

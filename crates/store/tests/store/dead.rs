@@ -62,8 +62,8 @@ async fn dead_letters_are_listed_oldest_first_and_replayed_as_fresh_runs() {
     let q = ns.keys.queue_keys();
     let task_ids: Vec<String> = c.zrange(q.scheduled(), 0, -1).await.unwrap();
     assert_eq!(task_ids.len(), 1);
-    let payload: String = c.hget(q.data(), &task_ids[0]).await.unwrap();
-    let requeued: DeliveryTask = serde_json::from_str(&payload).unwrap();
+    let payload: Vec<u8> = c.hget(q.data(), &task_ids[0]).await.unwrap();
+    let requeued: DeliveryTask = courier_core::payload::decode(&payload).unwrap();
     assert_eq!(requeued.delivery_id, id);
     assert_eq!(requeued.retry, Default::default());
 

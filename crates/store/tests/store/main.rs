@@ -113,8 +113,8 @@ pub async fn queued_deliveries(ns: &Ns) -> Vec<String> {
     );
     let mut out = Vec::new();
     for t in &task_ids {
-        let payload: String = c.hget(q.data(), t).await.unwrap();
-        let task: DeliveryTask = serde_json::from_str(&payload).unwrap();
+        let payload: Vec<u8> = c.hget(q.data(), t).await.unwrap();
+        let task: DeliveryTask = courier_core::payload::decode(&payload).unwrap();
         out.push(task.delivery_id.to_string());
     }
     out.sort();

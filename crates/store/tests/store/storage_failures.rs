@@ -155,8 +155,8 @@ async fn a_storage_retry_is_written_at_maxmemory_where_plain_writes_are_refused(
         .collect();
     assert_eq!(new.len(), 1, "{after:?}");
     assert_eq!(new[0].1, 4_102_444_800.0);
-    let payload: String = c.hget(q.data(), &new[0].0).await.unwrap();
-    let task: DeliveryTask = serde_json::from_str(&payload).unwrap();
+    let payload: Vec<u8> = c.hget(q.data(), &new[0].0).await.unwrap();
+    let task: DeliveryTask = courier_core::payload::decode(&payload).unwrap();
     assert_eq!(task, t);
 }
 

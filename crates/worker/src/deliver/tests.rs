@@ -709,6 +709,33 @@ async fn a_payload_that_is_not_a_task_is_dead_lettered_as_it_came() {
 }
 
 #[tokio::test]
+async fn a_compressed_payload_is_delivered_and_a_corrupt_one_dead_lettered_as_json() {
+    let run = Run::new(DestinationStatus::Active, vec![Upshot::Ok]);
+    let mut task = run.task.clone();
+    // Long enough to be compressed, as the producer queues it.
+    task.job_id = "j".repeat(2 * courier_core::payload::COMPRESS_FROM);
+    let packed = courier_core::payload::encode(&task).unwrap();
+    assert_eq!(packed[0], courier_core::payload::COMPRESSED);
+    let handled = Arc::clone(&run.deliverer).handle(&packed).await;
+    assert_eq!(handled.unwrap(), Handled::Delivered);
+    assert_eq!(run.record().status, DeliveryStatus::Delivered);
+
+    let cut = &packed[..packed.len() / 2];
+    let handled = Arc::clone(&run.deliverer).handle(cut).await.unwrap();
+    assert_eq!(handled, Handled::Poison);
+    let s = run.fake.state();
+    assert_eq!(s.dead.len(), 1);
+    assert_eq!(s.dead[0].code, "UndecodableTask");
+    assert!(
+        s.dead[0]
+            .reason
+            .contains("compressed task payload is corrupt"),
+        "{}",
+        s.dead[0].reason
+    );
+}
+
+#[tokio::test]
 async fn a_storage_failure_follows_couriers_retry_policy() {
     let run = Run::new(DestinationStatus::Active, vec![]);
     // Redis refuses the write that starts the attempt.
