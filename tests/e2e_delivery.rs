@@ -443,3 +443,28 @@ async fn a_csv_destination_can_neutralize_formulas() {
         ]
     );
 }
+
+/// An idle worker takes a new delivery when it is announced, not at its next poll: with
+/// polling every ten minutes (and apalis's fetch at each heartbeat, once a minute),
+/// deliveries enqueued one after another, each once the one before was delivered (so the
+/// worker is idle again), each land within half a minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_worker_is_woken_by_a_new_delivery() {
+    let mut stack = Stack::start(0).await;
+    let w = stack.add_worker_with_env(&[
+        ("COURIER_POLL_INTERVAL_MS", "600000".into()),
+        ("COURIER_HEARTBEAT_SECS", "60".into()),
+    ]);
+    stack.wait_worker(w).await;
+    let dest = stack
+        .create_destination(&stack.destination_body("CSV", "NONE", "wake/"))
+        .await;
+    for i in 0..3 {
+        let id = stack
+            .enqueue(&dest, &format!("job-wake-{i}"), &format!("INV-WAKE-{i}"))
+            .await;
+        stack
+            .wait_status(&id, "DELIVERED", Duration::from_secs(30))
+            .await;
+    }
+}

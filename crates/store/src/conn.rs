@@ -159,29 +159,14 @@ impl RedisConn {
                 })
             }
             RedisTarget::Sentinel {
-                sentinels,
                 service,
                 db,
-                username,
-                password,
                 failover_wait,
+                ..
             } => {
-                let addrs = sentinels
-                    .iter()
-                    .filter_map(|s| parse_host_port(s))
-                    .map(|(host, port)| ConnectionAddr::Tcp(host, port));
-                let mut builder =
-                    SentinelClientBuilder::new(addrs, service, SentinelServerType::Master)?
-                        .set_client_to_redis_db(*db);
-                if let Some(u) = username {
-                    builder = builder.set_client_to_redis_username(u);
-                }
-                if let Some(p) = password {
-                    builder = builder.set_client_to_redis_password(p);
-                }
                 let primary = Arc::new(SentinelPrimary {
                     service: service.clone(),
-                    sentinel: tokio::sync::Mutex::new(builder.build()?),
+                    sentinel: tokio::sync::Mutex::new(sentinel_client(target)?),
                     current: Mutex::new(None),
                     failover_wait: *failover_wait,
                     db: *db,
@@ -193,6 +178,55 @@ impl RedisConn {
             }
         }
     }
+}
+
+/// The Sentinels' client for the primary of a [`RedisTarget::Sentinel`].
+fn sentinel_client(target: &RedisTarget) -> RedisResult<SentinelClient> {
+    let RedisTarget::Sentinel {
+        sentinels,
+        service,
+        db,
+        username,
+        password,
+        ..
+    } = target
+    else {
+        unreachable!("only a Sentinel target has Sentinels");
+    };
+    let addrs = sentinels
+        .iter()
+        .filter_map(|s| parse_host_port(s))
+        .map(|(host, port)| ConnectionAddr::Tcp(host, port));
+    let mut builder = SentinelClientBuilder::new(addrs, service, SentinelServerType::Master)?
+        .set_client_to_redis_db(*db);
+    if let Some(u) = username {
+        builder = builder.set_client_to_redis_username(u);
+    }
+    if let Some(p) = password {
+        builder = builder.set_client_to_redis_password(p);
+    }
+    builder.build()
+}
+
+/// Subscribes to `channel` on the server `target` names (the primary the Sentinels name
+/// now). The stream yields each message and ends when the connection does (a failover, a
+/// restart): the caller subscribes again. Pub/sub is a hint here, never a guarantee, so a
+/// subscription that fails costs latency, not deliveries.
+pub async fn subscribe(
+    target: &RedisTarget,
+    channel: &str,
+) -> Result<redis::aio::PubSubStream, StoreError> {
+    let client = match target {
+        RedisTarget::Url(url) => redis::Client::open(url.as_str())?,
+        RedisTarget::Sentinel { .. } => sentinel_client(target)?.async_get_client().await?,
+    };
+    let mut pubsub = tokio::time::timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
+        .await
+        .map_err(|_| {
+            RedisError::from((ErrorKind::Io, "timed out connecting for a subscription"))
+        })??;
+    pubsub.subscribe(channel).await?;
+    Ok(pubsub.into_on_message())
 }
 
 /// Waits until `replicas` replicas acknowledge every write this connection made so far

@@ -275,6 +275,12 @@ impl Keys {
         format!("{}:deliveries", self.ns)
     }
 
+    /// The pub/sub channel a new task is announced on, so that idle workers fetch it at
+    /// once instead of at their next poll (a channel, not a key: nothing is stored).
+    pub fn queue_wake_channel(&self) -> String {
+        format!("{}:deliveries:wake", self.ns)
+    }
+
     /// The keys apalis-redis keeps for [`queue`](Self::queue).
     pub fn queue_keys(&self) -> QueueKeys {
         QueueKeys {

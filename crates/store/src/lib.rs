@@ -42,7 +42,7 @@ pub mod taken;
 pub mod tenants;
 
 pub use batches::{AppendRefused, BatchStore, ClaimedWindow, Entry, WindowClaim, WindowId};
-pub use conn::{RedisConn, RedisTarget, wait_for_replicas};
+pub use conn::{RedisConn, RedisTarget, subscribe, wait_for_replicas};
 pub use crypto::SecretCipher;
 pub use dead::{DeadLetter, DeadLetters};
 pub use destinations::{DestinationStore, DestinationSummary, Resealed, SealingKeys};

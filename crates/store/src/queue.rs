@@ -126,7 +126,8 @@ impl DeliveryQueue {
     /// data hash, its metadata hash (no attempts yet, apalis's default of 25 at most,
     /// pending, no idempotency key), and its id in the scheduled set, due now (apalis's
     /// push gives every task a run time, the current second by default, and its fetch
-    /// promotes due tasks to the active list). Returns the task's id.
+    /// promotes due tasks to the active list), then announces it to idle workers
+    /// ([`crate::Keys::queue_wake_channel`]). Returns the task's id.
     pub(crate) fn push_into(
         &self,
         pipe: &mut redis::Pipeline,
@@ -148,7 +149,9 @@ impl DeliveryQueue {
                     ("idempotency_key", ""),
                 ],
             )
-            .zadd(q.scheduled(), &id, Utc::now().timestamp().max(0));
+            .zadd(q.scheduled(), &id, Utc::now().timestamp().max(0))
+            .publish(self.keys.queue_wake_channel(), 1)
+            .ignore();
         Ok(id)
     }
 

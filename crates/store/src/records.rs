@@ -224,6 +224,7 @@ impl RecordStore {
             .arg(if task.is_some() { task_id.as_str() } else { "" })
             .arg(task.unwrap_or_default())
             .arg(Utc::now().timestamp().max(0))
+            .arg(self.keys.queue_wake_channel())
             .invoke_async(&mut conn)
             .await?;
         Ok(if written == 1 {

@@ -20,6 +20,7 @@
 //! - [`storage`]: Courier's retry policy for failures of its own storage (Redis).
 //! - [`telemetry`]: the metrics the worker exports.
 //! - [`batch`]: the closer of batched destinations' windows, which every worker runs.
+//! - [`wake`]: idle workers woken by the announcement of a new task (Redis pub/sub).
 
 pub mod batch;
 pub mod bounded;
@@ -37,6 +38,7 @@ pub mod source;
 pub mod storage;
 pub mod streams;
 pub mod telemetry;
+pub mod wake;
 
 pub use deliver::{Deliverer, Handled};
 pub use retry::RetryPolicy;

@@ -13,7 +13,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use apalis::prelude::{Attempt, BackendExt, BoxDynError, Data, WorkerBuilder, WorkerBuilderExt};
+use apalis::prelude::{
+    Attempt, BackendExt, BoxDynError, Data, Strategy, WorkerBuilder, WorkerBuilderExt,
+};
 use apalis_redis::RedisStorage;
 use courier_store::Keys;
 use courier_store::RedisConn;
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::batch::{Closer, CloserSettings};
 use crate::codec::{RawTask, Verbatim};
 use crate::deliver::Deliverer;
+use crate::wake::Wake;
 
 /// How one worker process takes work.
 #[derive(Debug, Clone)]
@@ -33,8 +36,10 @@ pub struct WorkerSettings {
     pub name: String,
     /// Deliveries handled at the same time.
     pub concurrency: usize,
-    /// How often an idle worker looks for new tasks.
+    /// How often an idle worker looks for new tasks (it is also woken by `wake`).
     pub poll_interval: Duration,
+    /// Announcements of new tasks ([`crate::wake::listen`]); `None` polls only.
+    pub wake: Option<Wake>,
     pub liveness: Liveness,
     /// How long shutdown waits for in-flight deliveries before leaving them to the fleet.
     pub drain_timeout: Duration,
@@ -48,6 +53,7 @@ impl Default for WorkerSettings {
             name: default_worker_name(),
             concurrency: 8,
             poll_interval: Duration::from_millis(100),
+            wake: None,
             liveness: Liveness::default(),
             drain_timeout: Duration::from_secs(25),
             closer: CloserSettings::default(),
@@ -209,10 +215,14 @@ async fn run_queue(
         // fetch (and so every restart) until promoted in steps.
         promote_due(&conn, &deliverer, &name).await;
         let config = queue_config(keys, settings.liveness, settings.concurrency);
+        let mut strategy = Strategy::new().interval(settings.poll_interval);
+        if let Some(wake) = &settings.wake {
+            strategy = strategy.stream(wake.clone());
+        }
         let storage = RedisStorage::<RawTask, RedisConn>::new(conn.clone())
             .with_config(config)
             .with_codec(Verbatim)
-            .poll_with_interval(settings.poll_interval);
+            .poll_with_strategy(strategy);
         let worker = WorkerBuilder::new(name.clone())
             .backend(storage)
             .data(Arc::clone(&deliverer))

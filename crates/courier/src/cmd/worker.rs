@@ -49,7 +49,9 @@ pub struct Args {
         default_value_t = courier_worker::streams::DEFAULT_MAX_STREAMED_DELIVERIES
     )]
     max_streamed_deliveries: usize,
-    /// How often an idle worker polls for tasks, in milliseconds.
+    /// How often an idle worker polls for tasks, in milliseconds. Besides polling, an idle
+    /// worker is woken when a task is enqueued (Redis pub/sub), so this bounds how late a
+    /// task is taken only when that announcement is missed, and for retries come due.
     #[arg(long, env = "COURIER_POLL_INTERVAL_MS", default_value_t = 100)]
     poll_interval_ms: u64,
     /// Seconds between heartbeats.
@@ -266,6 +268,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("binding the metrics listener to {}", args.metrics_listen))?;
     tracing::info!(listen = %listener.local_addr()?, worker = %settings.name, "metrics listening");
     let shutdown = shutdown_token();
+    let wake = courier_worker::wake::Wake::default();
+    tokio::spawn(courier_worker::wake::listen(
+        args.redis.target()?,
+        keys.queue_wake_channel(),
+        wake.clone(),
+        shutdown.clone(),
+    ));
+    settings.wake = Some(wake);
     let metrics_shutdown = shutdown.clone();
     observe::spawn_queue_stats(
         StatsReader::new(conn.clone(), keys.clone(), settings.liveness),

@@ -18,6 +18,7 @@
 -- ARGV[4]: the id of the task to push with the record, or '' for none
 -- ARGV[5]: the task's payload
 -- ARGV[6]: now (seconds): the task runs now, as apalis-redis's batch_push.lua schedules it
+-- ARGV[7]: the channel idle workers listen on; a pushed task is announced there
 -- Returns: {1, how many wait now} if written, {0, how many wait} if not.
 local admitted = record_admit(
     {KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]},
@@ -30,5 +31,6 @@ if ARGV[4] ~= '' then
     redis.call('HSET', KEYS[10], 'attempts', '0', 'max_attempts', '25', 'status', 'Pending',
         'idempotency_key', '')
     redis.call('ZADD', KEYS[11], ARGV[6], ARGV[4])
+    redis.call('PUBLISH', ARGV[7], '1')
 end
 return admitted
