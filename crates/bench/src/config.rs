@@ -17,7 +17,8 @@ pub struct Settings {
     pub courier_bin: PathBuf,
     /// Rows of one small result (`BENCH_SMALL_ROWS`, 1,000).
     pub small_rows: usize,
-    /// Small deliveries per end-to-end run (`BENCH_SMALL_DELIVERIES`, 500).
+    /// Small deliveries per end-to-end run (`BENCH_SMALL_DELIVERIES`, 2,000: a run of 500
+    /// took under a second, too short to compare two runs within 10 %).
     pub small_deliveries: usize,
     /// Worker processes of each end-to-end run (`BENCH_WORKERS`, `1,2,4`).
     pub worker_counts: Vec<usize>,
@@ -130,7 +131,7 @@ impl Settings {
         Ok(Settings {
             courier_bin,
             small_rows: number("BENCH_SMALL_ROWS", 1_000)?,
-            small_deliveries: number("BENCH_SMALL_DELIVERIES", 500)?,
+            small_deliveries: number("BENCH_SMALL_DELIVERIES", 2000)?,
             worker_counts: list("BENCH_WORKERS", "1,2,4", |s| {
                 s.parse::<usize>()
                     .ok()
