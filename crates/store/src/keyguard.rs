@@ -25,6 +25,15 @@ pub struct Marker {
     pub delivery_id: String,
 }
 
+/// A marker as Redis keeps it: `{completed_at ms} {delivery id}`.
+pub(crate) fn parse_marker(raw: &str) -> Option<Marker> {
+    let (ms, id) = raw.split_once(' ')?;
+    Some(Marker {
+        completed_at: DateTime::from_timestamp_millis(ms.parse().ok()?)?,
+        delivery_id: id.to_owned(),
+    })
+}
+
 /// Locks and markers of object keys.
 #[derive(Debug, Clone)]
 pub struct KeyGuard {
@@ -89,13 +98,15 @@ impl KeyGuard {
     ) -> Result<Option<Marker>, StoreError> {
         let mut conn = self.conn.clone();
         let raw: Option<String> = conn.get(self.keys.object_marker(dest, key)).await?;
-        Ok(raw.and_then(|r| {
-            let (ms, id) = r.split_once(' ')?;
-            Some(Marker {
-                completed_at: DateTime::from_timestamp_millis(ms.parse().ok()?)?,
-                delivery_id: id.to_owned(),
-            })
-        }))
+        Ok(raw.as_deref().and_then(parse_marker))
+    }
+
+    pub(crate) fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    pub(crate) fn conn(&self) -> RedisConn {
+        self.conn.clone()
     }
 
     /// Records that `id`, completed at `completed_at`, is now at the key, unless a newer

@@ -13,6 +13,8 @@
 //! - [`slots`]: the fleet-wide cap on concurrent uploads per destination.
 //! - [`retention`]: the janitor that keeps Redis memory bounded.
 //! - [`keyguard`]: per-key locks and markers so an older result never overwrites a newer.
+//! - [`claim`]: a delivery's key lock, upload slot and marker in one script; [`finish`]:
+//!   the end of a delivered upload in one script.
 //! - [`quotas`]: per-tenant quotas (checked in the script of the write they bound) and
 //!   rate limits.
 //! - `scripts`: the Lua scripts behind the atomic operations, one `.lua` file each.
@@ -21,6 +23,7 @@
 //! itself after Redis restarts, so neither the API nor a worker needs restarting.
 
 pub mod batches;
+pub mod claim;
 pub mod conn;
 pub mod crypto;
 pub mod dead;
@@ -42,6 +45,7 @@ pub mod taken;
 pub mod tenants;
 
 pub use batches::{AppendRefused, BatchStore, ClaimedWindow, Entry, WindowClaim, WindowId};
+pub use claim::{Claimed, claim};
 pub use conn::{RedisConn, RedisTarget, subscribe, wait_for_replicas};
 pub use crypto::SecretCipher;
 pub use dead::{DeadLetter, DeadLetters};

@@ -45,6 +45,8 @@ pub(crate) const LIBS: &[(&str, &str)] = &[
     ("key_mark.lua", include_str!("lua/lib/key_mark.lua")),
     ("key_unlock.lua", include_str!("lua/lib/key_unlock.lua")),
     ("slot_release.lua", include_str!("lua/lib/slot_release.lua")),
+    ("key_lock.lua", include_str!("lua/lib/key_lock.lua")),
+    ("slot_acquire.lua", include_str!("lua/lib/slot_acquire.lua")),
 ];
 
 /// [`RECORD_PUT`]'s source, for `EVAL` in a `MULTI` block ([`crate::RecordStore::put_into`]),
@@ -53,13 +55,15 @@ pub(crate) const RECORD_PUT_SOURCE: &str = source!("record_put.lua", "record_wri
 
 scripts! {
     /// [`crate::KeyGuard::lock`].
-    KEY_LOCK = "key_lock.lua";
+    KEY_LOCK = "key_lock.lua" with ["key_lock.lua"];
     /// [`crate::KeyGuard::unlock`].
     KEY_UNLOCK = "key_unlock.lua" with ["key_unlock.lua"];
     /// [`crate::KeyGuard::mark`].
     KEY_MARK = "key_mark.lua" with ["key_mark.lua"];
     /// [`crate::UploadSlots::acquire`].
-    SLOT_ACQUIRE = "slot_acquire.lua";
+    SLOT_ACQUIRE = "slot_acquire.lua" with ["slot_acquire.lua"];
+    /// [`crate::claim`]: the key lock, an upload slot and the marker in one step.
+    CLAIM = "claim.lua" with ["key_lock.lua", "slot_acquire.lua"];
     /// [`crate::UploadSlots::release`].
     SLOT_RELEASE = "slot_release.lua" with ["slot_release.lua"];
     /// [`crate::DeliveryQueue::hand_back`].
@@ -124,7 +128,7 @@ mod tests {
 
     #[test]
     fn every_script_documents_each_key_and_argument_it_uses() {
-        assert_eq!(SOURCES.len(), 26);
+        assert_eq!(SOURCES.len(), 27);
         for (file, source) in SOURCES {
             // A script may open with Redis's flags line (`#!lua flags=allow-oom`).
             let source = match source.strip_prefix("#!") {
@@ -165,7 +169,7 @@ mod tests {
 
     #[test]
     fn every_library_function_documents_each_key_and_argument_it_uses() {
-        assert_eq!(LIBS.len(), 5);
+        assert_eq!(LIBS.len(), 7);
         for (file, source) in LIBS {
             let header: String = source
                 .lines()

@@ -24,7 +24,7 @@ use crate::{Keys, StoreError};
 /// How long a destination counts as moving after one of its slots was taken or given back.
 pub const MOVING_FOR: Duration = Duration::from_secs(1);
 
-fn moving_for_ms() -> u64 {
+pub(crate) fn moving_for_ms() -> u64 {
     u64::try_from(MOVING_FOR.as_millis()).unwrap_or(1000)
 }
 
@@ -36,6 +36,18 @@ pub enum Claim {
     Full {
         moving: bool,
     },
+}
+
+impl Claim {
+    /// `slot_acquire.lua`'s answer: 1 taken, 2 full but moving, else full.
+    pub(crate) fn from_answer(answer: i64) -> Self {
+        match answer {
+            1 => Claim::Taken,
+            moving => Claim::Full {
+                moving: moving == 2,
+            },
+        }
+    }
 }
 
 /// How long a destination's learned limit is kept after its last upload.
@@ -166,12 +178,7 @@ impl UploadSlots {
             .arg(self.concurrency.max)
             .invoke_async(&mut conn)
             .await?;
-        Ok(match taken {
-            1 => Claim::Taken,
-            moving => Claim::Full {
-                moving: moving == 2,
-            },
-        })
+        Ok(Claim::from_answer(taken))
     }
 
     /// Gives `holder`'s slot of `dest` back, marks the destination as moving, and teaches

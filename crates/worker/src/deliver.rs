@@ -15,7 +15,7 @@ use courier_core::delivery::{
 use courier_core::destination::Destination;
 use courier_core::key::object_key;
 use courier_core::{DestinationId, ErrorCode};
-use courier_store::{DeadLetter, Signal, StoreError};
+use courier_store::{DeadLetter, Marker, Signal, StoreError};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -24,7 +24,7 @@ use crate::decide::{
     Bounds, Busy, DestinationState, End, Facts, Stage, Transition, charged_to, decide,
 };
 use crate::pipeline::PipelineError;
-use crate::ports::{RedisStores, S3Upload, Stores, Upload};
+use crate::ports::{Claimed, RedisStores, S3Upload, Stores, Upload};
 use crate::renew::{self, Renewal};
 use crate::retry::RetryPolicy;
 use crate::slot_gate;
@@ -169,12 +169,15 @@ impl<S: Stores, U: Upload> Deliverer<S, U> {
             dest.spec.format,
             dest.spec.compression,
         );
-        let key_claimed = self
+        // The key's lock, then an upload slot, and the key's marker under the lock.
+        let Claimed {
+            key: key_claimed,
+            slot: slot_claimed,
+            marker,
+        } = self
             .stores
-            .lock_key(&dest.id, &key, &task.delivery_id, KEY_LOCK_TTL)
+            .claim(&dest.id, &key, &task.delivery_id, KEY_LOCK_TTL)
             .await?;
-        let slot_claimed =
-            key_claimed && self.stores.take_slot(&dest.id, &task.delivery_id).await?;
         let claimed = Stage::Claimed {
             key: key_claimed,
             slot: slot_claimed,
@@ -199,7 +202,7 @@ impl<S: Stores, U: Upload> Deliverer<S, U> {
             signal: std::sync::Mutex::new(Signal::Neutral),
         };
         let result = renew::while_running(
-            self.deliver_locked(&dest, &key, task, payload, &mut record, &watch),
+            self.deliver_locked(&dest, &key, marker, task, payload, &mut record, &watch),
             every,
             &watch.lost,
             move || async move {
@@ -256,18 +259,20 @@ impl<S: Stores, U: Upload> Deliverer<S, U> {
     }
 
     /// The part of a delivery that runs while it holds its object key and upload slot;
-    /// `watch.lost` fires if it stops holding the key.
+    /// `marker` is the key's, read under the lock. `watch.lost` fires if it stops holding
+    /// the key.
+    #[allow(clippy::too_many_arguments)]
     async fn deliver_locked(
         &self,
         dest: &Destination,
         key: &str,
+        marker: Option<Marker>,
         mut task: DeliveryTask,
         payload: &[u8],
         record: &mut DeliveryRecord,
         watch: &AttemptWatch,
     ) -> Result<Ran, StoreError> {
         let spec = &dest.spec;
-        let marker = self.stores.marker(&dest.id, key).await?;
         let locked = Stage::Locked {
             key,
             marker: marker.as_ref(),

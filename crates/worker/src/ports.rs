@@ -159,6 +159,49 @@ pub trait Slots: Send + Sync {
     fn slot_claim_ttl(&self) -> Duration;
 }
 
+/// What [`Claims::claim`] took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// The object key's lock is held.
+    pub key: bool,
+    /// An upload slot is held (never without the key).
+    pub slot: bool,
+    /// The key's marker, read under the lock (`None` without the lock).
+    pub marker: Option<Marker>,
+}
+
+/// A delivery's claims, in one step (one round trip on Redis unless it waits for a slot).
+pub trait Claims: KeyLocks + Slots {
+    /// Takes the object key's lock for `ttl`, then, holding it, an upload slot (waiting
+    /// while that is worth it), and reads the key's marker: what [`KeyLocks::lock_key`],
+    /// [`Slots::take_slot`] and [`KeyLocks::marker`] do one after another, which is what
+    /// this default does.
+    fn claim(
+        &self,
+        dest: &DestinationId,
+        key: &str,
+        owner: &DeliveryId,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Claimed, StoreError>> + Send {
+        async move {
+            if !self.lock_key(dest, key, owner, ttl).await? {
+                return Ok(Claimed {
+                    key: false,
+                    slot: false,
+                    marker: None,
+                });
+            }
+            let slot = self.take_slot(dest, owner).await?;
+            let marker = self.marker(dest, key).await?;
+            Ok(Claimed {
+                key: true,
+                slot,
+                marker,
+            })
+        }
+    }
+}
+
 /// The end of a delivered upload, in one step (one round trip on Redis).
 pub trait Finish: Send + Sync {
     /// A delivered upload ends: writes `record` (delivered), raises the marker of its
@@ -179,9 +222,15 @@ pub trait Finish: Send + Sync {
 }
 
 /// Everything on the store side the shell needs.
-pub trait Stores: Records + Destinations + Queue + Parking + KeyLocks + Slots + Finish {}
+pub trait Stores:
+    Records + Destinations + Queue + Parking + KeyLocks + Slots + Claims + Finish
+{
+}
 
-impl<T: Records + Destinations + Queue + Parking + KeyLocks + Slots + Finish> Stores for T {}
+impl<T: Records + Destinations + Queue + Parking + KeyLocks + Slots + Claims + Finish> Stores
+    for T
+{
+}
 
 /// Renders a task's rows for a destination and uploads the object.
 pub trait Upload: Send + Sync {
@@ -324,6 +373,33 @@ impl KeyLocks for RedisStores {
         id: &DeliveryId,
     ) -> Result<(), StoreError> {
         self.keys.mark(dest, key, completed_at, id).await
+    }
+}
+
+impl Claims for RedisStores {
+    /// The lock, the first slot try and the marker in one script; only a wait for a slot
+    /// takes more round trips.
+    async fn claim(
+        &self,
+        dest: &DestinationId,
+        key: &str,
+        owner: &DeliveryId,
+        ttl: Duration,
+    ) -> Result<Claimed, StoreError> {
+        let claimed =
+            courier_store::claim(&self.keys, self.slots.slots(), dest, key, owner, ttl).await?;
+        match claimed {
+            courier_store::Claimed::KeyBusy => Ok(Claimed {
+                key: false,
+                slot: false,
+                marker: None,
+            }),
+            courier_store::Claimed::Locked { slot, marker } => Ok(Claimed {
+                key: true,
+                slot: self.slots.take_after(slot, dest, owner).await?,
+                marker,
+            }),
+        }
     }
 }
 

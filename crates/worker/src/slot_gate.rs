@@ -62,11 +62,28 @@ impl SlotGate {
         dest: &DestinationId,
         holder: &DeliveryId,
     ) -> Result<bool, StoreError> {
+        let first = self.slots.acquire(dest, holder).await?;
+        self.take_after(first, dest, holder).await
+    }
+
+    /// [`Self::take`] when the first try was made already (with the key's lock, in one
+    /// script: [`courier_store::claim`]) and answered `first`.
+    pub async fn take_after(
+        &self,
+        first: Claim,
+        dest: &DestinationId,
+        holder: &DeliveryId,
+    ) -> Result<bool, StoreError> {
         let deadline = Instant::now() + self.max_wait;
         let mut pause = FIRST_PAUSE;
         let mut waiter: Option<Waiter<'_>> = None;
+        let mut answer = Some(first);
         loop {
-            match self.slots.acquire(dest, holder).await? {
+            let claim = match answer.take() {
+                Some(first) => first,
+                None => self.slots.acquire(dest, holder).await?,
+            };
+            match claim {
                 Claim::Taken => return Ok(true),
                 Claim::Full { moving: false } => return Ok(false),
                 Claim::Full { moving: true } => {}

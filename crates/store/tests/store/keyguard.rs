@@ -85,3 +85,59 @@ async fn the_marker_only_moves_forward() {
     let ttl: i64 = c.ttl(ns.keys.object_marker(&dest, KEY)).await.unwrap();
     assert!((86_399..=86_400).contains(&ttl), "{ttl}");
 }
+
+/// `claim`: the lock, then (only holding it) a slot, and the marker under the lock; the
+/// same answers as the three scripts one after another.
+#[tokio::test]
+async fn a_claim_takes_the_lock_then_a_slot_and_reads_the_marker() {
+    use courier_store::{Claim, Claimed, UploadSlots, claim};
+    let ns = ns().await;
+    let mut c = ns.conn.clone();
+    let guard = KeyGuard::new(ns.conn.clone(), ns.keys.clone(), Duration::from_secs(60));
+    let slots = UploadSlots::new(ns.conn.clone(), ns.keys.clone(), 1, Duration::from_secs(60));
+    let dest = DestinationId::generate();
+    let (a, b, x) = (delivery_id_at(1), delivery_id_at(2), delivery_id_at(3));
+    let ttl = Duration::from_secs(30);
+    let at = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+    guard.mark(&dest, KEY, at, &x).await.unwrap();
+
+    let first = claim(&guard, &slots, &dest, KEY, &a, ttl).await.unwrap();
+    let marker = Marker {
+        completed_at: at,
+        delivery_id: x.to_string(),
+    };
+    assert_eq!(
+        first,
+        Claimed::Locked {
+            slot: Claim::Taken,
+            marker: Some(marker.clone()),
+        }
+    );
+    let owner: String = c.get(ns.keys.object_lock(&dest, KEY)).await.unwrap();
+    assert_eq!(owner, a.as_str());
+    // Re-entrant, as lock and acquire are.
+    assert!(matches!(
+        claim(&guard, &slots, &dest, KEY, &a, ttl).await.unwrap(),
+        Claimed::Locked {
+            slot: Claim::Taken,
+            ..
+        }
+    ));
+    // Another delivery of the key takes nothing: not even a slot.
+    assert_eq!(
+        claim(&guard, &slots, &dest, KEY, &b, ttl).await.unwrap(),
+        Claimed::KeyBusy
+    );
+    let holders: Vec<String> = c.zrange(ns.keys.upload_slots(&dest), 0, -1).await.unwrap();
+    assert_eq!(holders, [a.to_string()]);
+    // Another key of the destination: its lock, but the destination's one slot is a's.
+    assert_eq!(
+        claim(&guard, &slots, &dest, "other.csv", &b, ttl)
+            .await
+            .unwrap(),
+        Claimed::Locked {
+            slot: Claim::Full { moving: true },
+            marker: None,
+        }
+    );
+}

@@ -18,7 +18,7 @@ use courier_store::{DestinationHealth, Marker};
 
 use super::*;
 use crate::pipeline::Uploaded;
-use crate::ports::{Destinations, Finish, KeyLocks, Parking, Queue, Records, Slots};
+use crate::ports::{Claims, Destinations, Finish, KeyLocks, Parking, Queue, Records, Slots};
 
 /// What the fakes hold and what the shell did to them.
 #[derive(Debug, Default)]
@@ -198,6 +198,9 @@ impl KeyLocks for Fake {
         Ok(())
     }
 }
+
+/// The default: the lock, the slot and the marker one after another.
+impl Claims for Fake {}
 
 impl Finish for Fake {
     /// Does what `mark`, `record_success`, `put_record`, `give_back_slot` and `unlock_key`
