@@ -13,7 +13,7 @@
 //! - [`slots`]: the fleet-wide cap on concurrent uploads per destination.
 //! - [`retention`]: the janitor that keeps Redis memory bounded.
 //! - [`keyguard`]: per-key locks and markers so an older result never overwrites a newer.
-//! - [`claim`]: a delivery's key lock, upload slot and marker in one script; [`finish`]:
+//! - [`claim`](mod@claim): a delivery's key lock, upload slot and marker in one script; [`finish`]:
 //!   the end of a delivered upload in one script.
 //! - [`quotas`]: per-tenant quotas (checked in the script of the write they bound) and
 //!   rate limits.
