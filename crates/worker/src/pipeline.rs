@@ -176,14 +176,8 @@ impl Uploader<'_> {
         let mut waited = Duration::ZERO;
         let rows = match &task.rows_url {
             Some(url) => {
-                let t0 = Instant::now();
-                _streaming = Some(
-                    self.streams
-                        .enter(stop)
-                        .await
-                        .ok_or(PipelineError::Stopped)?,
-                );
-                waited = t0.elapsed();
+                let (turn, took) = self.take_turn(stop).await?;
+                (_streaming, waited) = (Some(turn), took);
                 // One deadline for the whole fetch: the request, and every read after it.
                 let limit = self.limits.fetch_timeout;
                 let deadline = tokio::time::Instant::now() + limit;
@@ -210,14 +204,8 @@ impl Uploader<'_> {
             // delivery's buffers, so they take a turn among those too.
             None => {
                 if task.rows.as_json().len() > BIG_INLINE_ROWS {
-                    let t0 = Instant::now();
-                    _streaming = Some(
-                        self.streams
-                            .enter(stop)
-                            .await
-                            .ok_or(PipelineError::Stopped)?,
-                    );
-                    waited = t0.elapsed();
+                    let (turn, took) = self.take_turn(stop).await?;
+                    (_streaming, waited) = (Some(turn), took);
                 }
                 Rows::Inline(task.rows.clone())
             }
@@ -236,6 +224,24 @@ impl Uploader<'_> {
                 PipelineError::Io(f) => PipelineError::Io(f.naming_expected_owner(target.write)),
                 other => other,
             })
+    }
+}
+
+impl Uploader<'_> {
+    /// Waits for a turn among the worker's streamed deliveries
+    /// (`COURIER_MAX_STREAMED_DELIVERIES`); the turn, held until dropped, and how long the
+    /// wait was. [`PipelineError::Stopped`] if `stop` fires first.
+    async fn take_turn(
+        &self,
+        stop: &CancellationToken,
+    ) -> Result<(tokio::sync::OwnedSemaphorePermit, Duration), PipelineError> {
+        let t0 = Instant::now();
+        let turn = self
+            .streams
+            .enter(stop)
+            .await
+            .ok_or(PipelineError::Stopped)?;
+        Ok((turn, t0.elapsed()))
     }
 }
 
