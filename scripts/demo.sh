@@ -99,14 +99,19 @@ id=$("$BIN/courier" enqueue --tenant demo --destination "${DEST[CSV]}" --job-id 
 echo "CLI  → $id (CSV, rows from an NDJSON file)"
 IDS+=("$id")
 
-say "Deliveries"
-for id in "${IDS[@]}"; do
+# Polls delivery $1 until it is DELIVERED or FAILED (30 s at most); sets rec and status.
+wait_final() {
   for _ in $(seq 1 300); do
-    rec=$(api GET "/api/v1/deliveries/$id")
+    rec=$(api GET "/api/v1/deliveries/$1")
     status=$(jq -r .status <<<"$rec")
-    [ "$status" = DELIVERED ] || [ "$status" = FAILED ] && break
+    [ "$status" = DELIVERED ] || [ "$status" = FAILED ] && return
     sleep 0.1
   done
+}
+
+say "Deliveries"
+for id in "${IDS[@]}"; do
+  wait_final "$id"
   jq -r '"\(.status)  s3://\(.bucket)/\(.key)  \(.bytes) bytes  etag \(.etag)  attempts \(.attempts|length)  \(.error.code // "")"' <<<"$rec"
   [ "$status" = DELIVERED ] || { echo "delivery $id did not succeed" >&2; exit 1; }
 done
@@ -129,12 +134,7 @@ for n in 1 2 3; do
   BIDS+=("$(jq -r .id <<<"$resp")")
 done
 for id in "${BIDS[@]}"; do
-  for _ in $(seq 1 300); do
-    rec=$(api GET "/api/v1/deliveries/$id")
-    status=$(jq -r .status <<<"$rec")
-    [ "$status" = DELIVERED ] || [ "$status" = FAILED ] && break
-    sleep 0.1
-  done
+  wait_final "$id"
   jq -r '"\(.status)  s3://\(.bucket)/\(.key)  lines \(.batch.firstLine)-\(.batch.lastLine)  \(.error.code // "")"' <<<"$rec"
   [ "$status" = DELIVERED ] || { echo "batched delivery $id did not succeed" >&2; exit 1; }
 done
