@@ -126,6 +126,17 @@ mod tests {
             .collect()
     }
 
+    /// A Lua file's opening comment lines, and the rest.
+    fn header_and_body(source: &str) -> (String, &str) {
+        let header: String = source
+            .lines()
+            .take_while(|l| l.starts_with("--"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let body = &source[header.len()..];
+        (header, body)
+    }
+
     #[test]
     fn every_script_documents_each_key_and_argument_it_uses() {
         assert_eq!(SOURCES.len(), 27);
@@ -135,12 +146,7 @@ mod tests {
                 Some(rest) => rest.split_once('\n').map_or("", |(_, body)| body),
                 None => source,
             };
-            let header: String = source
-                .lines()
-                .take_while(|l| l.starts_with("--"))
-                .collect::<Vec<_>>()
-                .join("\n");
-            let body = &source[header.len()..];
+            let (header, body) = header_and_body(source);
             assert!(header.contains("-- KEYS[1]: "), "{file}: no KEYS header");
             for name in ["KEYS", "ARGV"] {
                 for n in indexes(body, name) {
@@ -171,12 +177,7 @@ mod tests {
     fn every_library_function_documents_each_key_and_argument_it_uses() {
         assert_eq!(LIBS.len(), 7);
         for (file, source) in LIBS {
-            let header: String = source
-                .lines()
-                .take_while(|l| l.starts_with("--"))
-                .collect::<Vec<_>>()
-                .join("\n");
-            let body = &source[header.len()..];
+            let (header, body) = header_and_body(source);
             let name = file.trim_end_matches(".lua");
             assert!(
                 header.starts_with(&format!("-- {name}(K, A): ")),
