@@ -51,9 +51,14 @@ pub fn pack(json: Vec<u8>) -> Vec<u8> {
     if json.len() < COMPRESS_FROM {
         return json;
     }
-    let mut out = Vec::with_capacity(1 + 4 + lz4_flex::block::get_maximum_output_size(json.len()));
-    out.push(COMPRESSED);
-    out.extend_from_slice(&lz4_flex::compress_prepend_size(&json));
+    // One buffer: the marker, the length, then the block compressed straight into it.
+    let head = 1 + 4;
+    let mut out = vec![0; head + lz4_flex::block::get_maximum_output_size(json.len())];
+    out[0] = COMPRESSED;
+    out[1..head].copy_from_slice(&(json.len() as u32).to_le_bytes());
+    let n = lz4_flex::block::compress_into(&json, &mut out[head..])
+        .expect("the buffer has the block's largest size");
+    out.truncate(head + n);
     out
 }
 
