@@ -24,7 +24,7 @@ use crate::decide::{
     Bounds, Busy, DestinationState, End, Facts, Stage, Transition, charged_to, decide,
 };
 use crate::pipeline::PipelineError;
-use crate::ports::{Claimed, RedisStores, S3Upload, Stores, Upload};
+use crate::ports::{ClaimsHeld, RedisStores, S3Upload, Stores, Upload};
 use crate::renew::{self, Renewal};
 use crate::retry::RetryPolicy;
 use crate::slot_gate;
@@ -170,7 +170,7 @@ impl<S: Stores, U: Upload> Deliverer<S, U> {
             dest.spec.compression,
         );
         // The key's lock, then an upload slot, and the key's marker under the lock.
-        let Claimed {
+        let ClaimsHeld {
             key: key_claimed,
             slot: slot_claimed,
             marker,

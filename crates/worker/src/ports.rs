@@ -161,7 +161,7 @@ pub trait Slots: Send + Sync {
 
 /// What [`Claims::claim`] took.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claimed {
+pub struct ClaimsHeld {
     /// The object key's lock is held.
     pub key: bool,
     /// An upload slot is held (never without the key).
@@ -182,10 +182,10 @@ pub trait Claims: KeyLocks + Slots {
         key: &str,
         owner: &DeliveryId,
         ttl: Duration,
-    ) -> impl Future<Output = Result<Claimed, StoreError>> + Send {
+    ) -> impl Future<Output = Result<ClaimsHeld, StoreError>> + Send {
         async move {
             if !self.lock_key(dest, key, owner, ttl).await? {
-                return Ok(Claimed {
+                return Ok(ClaimsHeld {
                     key: false,
                     slot: false,
                     marker: None,
@@ -193,7 +193,7 @@ pub trait Claims: KeyLocks + Slots {
             }
             let slot = self.take_slot(dest, owner).await?;
             let marker = self.marker(dest, key).await?;
-            Ok(Claimed {
+            Ok(ClaimsHeld {
                 key: true,
                 slot,
                 marker,
@@ -385,16 +385,16 @@ impl Claims for RedisStores {
         key: &str,
         owner: &DeliveryId,
         ttl: Duration,
-    ) -> Result<Claimed, StoreError> {
+    ) -> Result<ClaimsHeld, StoreError> {
         let claimed =
             courier_store::claim(&self.keys, self.slots.slots(), dest, key, owner, ttl).await?;
         match claimed {
-            courier_store::Claimed::KeyBusy => Ok(Claimed {
+            courier_store::Claimed::KeyBusy => Ok(ClaimsHeld {
                 key: false,
                 slot: false,
                 marker: None,
             }),
-            courier_store::Claimed::Locked { slot, marker } => Ok(Claimed {
+            courier_store::Claimed::Locked { slot, marker } => Ok(ClaimsHeld {
                 key: true,
                 slot: self.slots.take_after(slot, dest, owner).await?,
                 marker,
