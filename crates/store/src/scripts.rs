@@ -63,7 +63,7 @@ scripts! {
     /// [`crate::UploadSlots::acquire`].
     SLOT_ACQUIRE = "slot_acquire.lua" with ["slot_acquire.lua"];
     /// [`crate::claim`]: the key lock, an upload slot and the marker in one step.
-    CLAIM = "claim.lua" with ["key_lock.lua", "slot_acquire.lua"];
+    CLAIM = "claim.lua" with ["key_lock.lua", "slot_acquire.lua", "record_write.lua"];
     /// [`crate::UploadSlots::release`].
     SLOT_RELEASE = "slot_release.lua" with ["slot_release.lua"];
     /// [`crate::DeliveryQueue::hand_back`].

@@ -169,15 +169,22 @@ impl<S: Stores, U: Upload> Deliverer<S, U> {
             dest.spec.format,
             dest.spec.compression,
         );
-        // The key's lock, then an upload slot, and the key's marker under the lock.
+        // The key's lock, then an upload slot, and the key's marker under the lock; with
+        // both, the record as the upload begins may be written in the same step.
+        let mut started = record.clone();
+        started.start(
+            dest.spec.format,
+            dest.spec.compression,
+            dest.spec.s3.bucket.as_str(),
+            &key,
+            Utc::now(),
+        );
         let ClaimsHeld {
             key: key_claimed,
             slot: slot_claimed,
             marker,
-        } = self
-            .stores
-            .claim(&dest.id, &key, &task.delivery_id, KEY_LOCK_TTL)
-            .await?;
+            recorded,
+        } = self.stores.claim(&started, &key, KEY_LOCK_TTL).await?;
         let claimed = Stage::Claimed {
             key: key_claimed,
             slot: slot_claimed,
@@ -190,6 +197,7 @@ impl<S: Stores, U: Upload> Deliverer<S, U> {
             }
             return self.end(end, &mut record, &task, payload).await;
         }
+        let mut record = started;
         let id = task.delivery_id.clone();
         // Both claims expire by themselves (so a dead worker's do); a long delivery renews
         // them, a third of the shorter lifetime at a time, until it ends. A renewal that
@@ -202,7 +210,16 @@ impl<S: Stores, U: Upload> Deliverer<S, U> {
             signal: std::sync::Mutex::new(Signal::Neutral),
         };
         let result = renew::while_running(
-            self.deliver_locked(&dest, &key, marker, task, payload, &mut record, &watch),
+            self.deliver_locked(
+                &dest,
+                &key,
+                marker,
+                recorded,
+                task,
+                payload,
+                &mut record,
+                &watch,
+            ),
             every,
             &watch.lost,
             move || async move {
@@ -259,14 +276,15 @@ impl<S: Stores, U: Upload> Deliverer<S, U> {
     }
 
     /// The part of a delivery that runs while it holds its object key and upload slot;
-    /// `marker` is the key's, read under the lock. `watch.lost` fires if it stops holding
-    /// the key.
+    /// `marker` is the key's, read under the lock; `record` is started (in progress), and
+    /// written already if `recorded`. `watch.lost` fires if it stops holding the key.
     #[allow(clippy::too_many_arguments)]
     async fn deliver_locked(
         &self,
         dest: &Destination,
         key: &str,
         marker: Option<Marker>,
+        recorded: bool,
         mut task: DeliveryTask,
         payload: &[u8],
         record: &mut DeliveryRecord,
@@ -280,15 +298,10 @@ impl<S: Stores, U: Upload> Deliverer<S, U> {
         if let Transition::End(end) = self.decide(record, &task, locked) {
             return self.end(end, record, &task, payload).await.map(Ran::Ended);
         }
+        if !recorded {
+            self.stores.put_record(record).await?;
+        }
         let started_at = Utc::now();
-        record.start(
-            spec.format,
-            spec.compression,
-            spec.s3.bucket.as_str(),
-            key,
-            started_at,
-        );
-        self.stores.put_record(record).await?;
         let retry_before = task.retry.clone();
         task.retry.begin(started_at);
         let number = record.next_attempt_number();

@@ -168,28 +168,39 @@ pub struct ClaimsHeld {
     pub slot: bool,
     /// The key's marker, read under the lock (`None` without the lock).
     pub marker: Option<Marker>,
+    /// The started record was written with the claims (only ever with both held); if not,
+    /// the shell writes it.
+    pub recorded: bool,
+}
+
+impl ClaimsHeld {
+    /// The key's lock was not taken, so nothing was.
+    pub const NOTHING: Self = Self {
+        key: false,
+        slot: false,
+        marker: None,
+        recorded: false,
+    };
 }
 
 /// A delivery's claims, in one step (one round trip on Redis unless it waits for a slot).
 pub trait Claims: KeyLocks + Slots {
-    /// Takes the object key's lock for `ttl`, then, holding it, an upload slot (waiting
-    /// while that is worth it), and reads the key's marker: what [`KeyLocks::lock_key`],
+    /// Takes the object `key`'s lock for the delivery of `started` for `ttl`, then, holding
+    /// it, an upload slot of its destination (waiting while that is worth it), and reads
+    /// the key's marker; holding both, it may write `started`, the delivery's record as its
+    /// upload begins ([`ClaimsHeld::recorded`]). What [`KeyLocks::lock_key`],
     /// [`Slots::take_slot`] and [`KeyLocks::marker`] do one after another, which is what
-    /// this default does.
+    /// this default does (it leaves the record to the shell).
     fn claim(
         &self,
-        dest: &DestinationId,
+        started: &DeliveryRecord,
         key: &str,
-        owner: &DeliveryId,
         ttl: Duration,
     ) -> impl Future<Output = Result<ClaimsHeld, StoreError>> + Send {
         async move {
+            let (dest, owner) = (&started.destination_id, &started.id);
             if !self.lock_key(dest, key, owner, ttl).await? {
-                return Ok(ClaimsHeld {
-                    key: false,
-                    slot: false,
-                    marker: None,
-                });
+                return Ok(ClaimsHeld::NOTHING);
             }
             let slot = self.take_slot(dest, owner).await?;
             let marker = self.marker(dest, key).await?;
@@ -197,6 +208,7 @@ pub trait Claims: KeyLocks + Slots {
                 key: true,
                 slot,
                 marker,
+                recorded: false,
             })
         }
     }
@@ -377,29 +389,38 @@ impl KeyLocks for RedisStores {
 }
 
 impl Claims for RedisStores {
-    /// The lock, the first slot try and the marker in one script; only a wait for a slot
-    /// takes more round trips.
+    /// The lock, the first slot try, the marker and (with the slot) the started record in
+    /// one script; only a wait for a slot takes more round trips.
     async fn claim(
         &self,
-        dest: &DestinationId,
+        started: &DeliveryRecord,
         key: &str,
-        owner: &DeliveryId,
         ttl: Duration,
     ) -> Result<ClaimsHeld, StoreError> {
-        let claimed =
-            courier_store::claim(&self.keys, self.slots.slots(), dest, key, owner, ttl).await?;
-        match claimed {
-            courier_store::Claimed::KeyBusy => Ok(ClaimsHeld {
-                key: false,
-                slot: false,
-                marker: None,
-            }),
-            courier_store::Claimed::Locked { slot, marker } => Ok(ClaimsHeld {
-                key: true,
-                slot: self.slots.take_after(slot, dest, owner).await?,
-                marker,
-            }),
-        }
+        let claimed = courier_store::claim(
+            &self.keys,
+            self.slots.slots(),
+            &self.records,
+            started,
+            key,
+            ttl,
+        )
+        .await?;
+        let courier_store::Claimed::Locked { slot, marker } = claimed else {
+            return Ok(ClaimsHeld::NOTHING);
+        };
+        // The script wrote the record when it took the slot.
+        let recorded = slot == courier_store::Claim::Taken;
+        let slot = self
+            .slots
+            .take_after(slot, &started.destination_id, &started.id)
+            .await?;
+        Ok(ClaimsHeld {
+            key: true,
+            slot,
+            marker,
+            recorded,
+        })
     }
 }
 

@@ -86,22 +86,45 @@ async fn the_marker_only_moves_forward() {
     assert!((86_399..=86_400).contains(&ttl), "{ttl}");
 }
 
-/// `claim`: the lock, then (only holding it) a slot, and the marker under the lock; the
-/// same answers as the three scripts one after another.
+/// `claim`: the lock, then (only holding it) a slot, and the marker under the lock, and,
+/// holding both, the started record; the same answers and writes as the four scripts one
+/// after another.
 #[tokio::test]
-async fn a_claim_takes_the_lock_then_a_slot_and_reads_the_marker() {
-    use courier_store::{Claim, Claimed, UploadSlots, claim};
+async fn a_claim_takes_the_lock_then_a_slot_reads_the_marker_and_records_the_start() {
+    use courier_core::delivery::DeliveryStatus;
+    use courier_store::{Claim, Claimed, RecordStore, UploadSlots, claim};
     let ns = ns().await;
     let mut c = ns.conn.clone();
     let guard = KeyGuard::new(ns.conn.clone(), ns.keys.clone(), Duration::from_secs(60));
     let slots = UploadSlots::new(ns.conn.clone(), ns.keys.clone(), 1, Duration::from_secs(60));
+    let records = RecordStore::new(ns.conn.clone(), ns.keys.clone());
+    let acme = crate::tenant("acme");
     let dest = DestinationId::generate();
     let (a, b, x) = (delivery_id_at(1), delivery_id_at(2), delivery_id_at(3));
+    // A queued delivery's record, and that record as its upload starts.
+    let started = async |id| {
+        let mut r = crate::record(
+            &acme,
+            &dest,
+            id,
+            "job-1",
+            DeliveryStatus::Queued,
+            Utc::now(),
+        );
+        records.put(&r).await.unwrap();
+        r.status = DeliveryStatus::InProgress;
+        r.key = Some(KEY.to_owned());
+        r
+    };
     let ttl = Duration::from_secs(30);
     let at = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
     guard.mark(&dest, KEY, at, &x).await.unwrap();
+    let status_index = |s| ns.keys.tenant_status_deliveries(&acme, s);
 
-    let first = claim(&guard, &slots, &dest, KEY, &a, ttl).await.unwrap();
+    let ra = started(&a).await;
+    let first = claim(&guard, &slots, &records, &ra, KEY, ttl)
+        .await
+        .unwrap();
     let marker = Marker {
         completed_at: at,
         delivery_id: x.to_string(),
@@ -115,24 +138,47 @@ async fn a_claim_takes_the_lock_then_a_slot_and_reads_the_marker() {
     );
     let owner: String = c.get(ns.keys.object_lock(&dest, KEY)).await.unwrap();
     assert_eq!(owner, a.as_str());
+    // The record as written by RecordStore::put: in progress, moved between the indexes.
+    assert_eq!(records.get(&acme, &a).await.unwrap().unwrap(), ra);
+    let in_progress: Vec<String> = c
+        .zrange(status_index(DeliveryStatus::InProgress), 0, -1)
+        .await
+        .unwrap();
+    assert_eq!(in_progress, [a.to_string()]);
+    let queued: Vec<String> = c
+        .zrange(status_index(DeliveryStatus::Queued), 0, -1)
+        .await
+        .unwrap();
+    assert!(queued.is_empty(), "{queued:?}");
     // Re-entrant, as lock and acquire are.
     assert!(matches!(
-        claim(&guard, &slots, &dest, KEY, &a, ttl).await.unwrap(),
+        claim(&guard, &slots, &records, &ra, KEY, ttl)
+            .await
+            .unwrap(),
         Claimed::Locked {
             slot: Claim::Taken,
             ..
         }
     ));
-    // Another delivery of the key takes nothing: not even a slot.
+    // Another delivery of the key takes nothing: not even a slot, and its record is as it
+    // was.
+    let rb = started(&b).await;
     assert_eq!(
-        claim(&guard, &slots, &dest, KEY, &b, ttl).await.unwrap(),
+        claim(&guard, &slots, &records, &rb, KEY, ttl)
+            .await
+            .unwrap(),
         Claimed::KeyBusy
     );
     let holders: Vec<String> = c.zrange(ns.keys.upload_slots(&dest), 0, -1).await.unwrap();
     assert_eq!(holders, [a.to_string()]);
-    // Another key of the destination: its lock, but the destination's one slot is a's.
+    let b_now = records.get(&acme, &b).await.unwrap().unwrap();
+    assert_eq!(b_now.status, DeliveryStatus::Queued);
+    // Another key of the destination: its lock, but the destination's one slot is a's, so
+    // the record is not written either.
+    let mut rb_other = rb.clone();
+    rb_other.key = Some("other.csv".to_owned());
     assert_eq!(
-        claim(&guard, &slots, &dest, "other.csv", &b, ttl)
+        claim(&guard, &slots, &records, &rb_other, "other.csv", ttl)
             .await
             .unwrap(),
         Claimed::Locked {
@@ -140,4 +186,6 @@ async fn a_claim_takes_the_lock_then_a_slot_and_reads_the_marker() {
             marker: None,
         }
     );
+    let b_now = records.get(&acme, &b).await.unwrap().unwrap();
+    assert_eq!(b_now.status, DeliveryStatus::Queued);
 }
