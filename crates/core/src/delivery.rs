@@ -224,9 +224,6 @@ pub struct DeliveryTask {
     pub partner_inventory_id: PartnerInventoryId,
     pub completed_at: DateTime<Utc>,
     pub columns: Vec<String>,
-    /// The JSON text of the rows, as the producer received it.
-    #[serde(default)]
-    pub rows: InlineRows,
     /// Set instead of `rows` for results passed by reference; the worker streams them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rows_url: Option<RowsUrl>,
@@ -237,6 +234,10 @@ pub struct DeliveryTask {
     /// Where this delivery stands in its retry schedule; reset when it is replayed.
     #[serde(default)]
     pub retry: RetryState,
+    /// The JSON text of the rows, as the producer received it. Last, so that it is the last
+    /// member of the task's JSON (`crate::payload` relies on that).
+    #[serde(default)]
+    pub rows: InlineRows,
 }
 
 /// Retry bookkeeping that travels with the task, so that a scheduled retry survives any

@@ -6,9 +6,12 @@
 //! uploading the file (see `docs/benchmarks.md`). So inline rows travel as text: the edge
 //! checks their shape in one pass that builds nothing ([`InlineRows::check`]), the queue
 //! stores the same bytes, and the worker reads one row at a time straight into its cells
-//! as it renders ([`InlineRows::for_each_cells`]).
+//! as it renders ([`InlineRows::for_each_cells`]). A queued task's rows come last in its
+//! payload with their length in front (`crate::payload`), so the worker takes them as
+//! they are ([`InlineRows::from_queued`]) and reads them once, rendering.
 
 use std::fmt;
+use std::sync::Arc;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -17,9 +20,13 @@ use serde_json::value::RawValue;
 use crate::cells::{Cells, ColumnIndex};
 use crate::delivery::Row;
 
-/// The JSON text of an array of rows.
+/// The JSON text of an array of rows; shared, so that a task is cloned cheaply.
+///
+/// Text from a JSON parser ([`Deserialize`], [`from_raw`](Self::from_raw)) is well-formed;
+/// text taken from a queued payload ([`from_queued`](Self::from_queued)) is trusted to be,
+/// as Courier wrote it: reading its rows reports it if it is not.
 #[derive(Clone)]
-pub struct InlineRows(Box<RawValue>);
+pub struct InlineRows(Arc<str>);
 
 /// What [`InlineRows::check`] learned about well-formed rows.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -40,28 +47,34 @@ pub struct RowProblem {
 impl InlineRows {
     /// No rows: `[]`.
     pub fn empty() -> Self {
-        Self(RawValue::from_string("[]".to_owned()).expect("valid JSON"))
+        Self(Arc::from("[]"))
     }
 
     /// Rows built in memory (tests, the CLI).
     pub fn from_rows(rows: &[Row]) -> Self {
-        Self(serde_json::value::to_raw_value(rows).expect("a row always serializes"))
+        Self::from_raw(serde_json::value::to_raw_value(rows).expect("a row always serializes"))
     }
 
     /// Takes JSON text as it is; [`check`](Self::check) says whether it is usable.
     pub fn from_raw(raw: Box<RawValue>) -> Self {
-        Self(raw)
+        Self(Arc::from(Box::<str>::from(raw)))
+    }
+
+    /// Takes the rows' JSON text from a queued payload without reading it: Courier wrote it
+    /// there after [`check`](Self::check) passed.
+    pub fn from_queued(json: &str) -> Self {
+        Self(Arc::from(json))
     }
 
     /// The JSON text.
     pub fn as_json(&self) -> &str {
-        self.0.get()
+        &self.0
     }
 
     /// Checks that this is an array of JSON objects, naming every element that is not,
     /// without building any of them.
     pub fn check(&self) -> Result<RowsShape, Vec<RowProblem>> {
-        let mut de = serde_json::Deserializer::from_str(self.0.get());
+        let mut de = serde_json::Deserializer::from_str(&self.0);
         match de.deserialize_any(CheckRows) {
             Ok(checked) if checked.problems.is_empty() => Ok(checked.shape),
             Ok(checked) => Err(checked.problems),
@@ -82,7 +95,7 @@ impl InlineRows {
         mut f: impl FnMut(&Cells) -> Result<(), E>,
     ) -> Result<u64, ForEachError<E>> {
         let mut stopped = None;
-        let mut de = serde_json::Deserializer::from_str(self.0.get());
+        let mut de = serde_json::Deserializer::from_str(&self.0);
         let result = de.deserialize_seq(EachRow {
             columns,
             f: &mut f,
@@ -113,25 +126,28 @@ impl Default for InlineRows {
 
 impl PartialEq for InlineRows {
     fn eq(&self, other: &Self) -> bool {
-        self.0.get() == other.0.get()
+        self.0 == other.0
     }
 }
 
 impl fmt::Debug for InlineRows {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "InlineRows({} bytes of JSON)", self.0.get().len())
+        write!(f, "InlineRows({} bytes of JSON)", self.0.len())
     }
 }
 
+/// Writes the text as it is, as JSON (a queued payload's rows are spliced in by
+/// `crate::payload` instead, without this pass over them).
 impl Serialize for InlineRows {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        let raw: &RawValue = serde_json::from_str(&self.0).map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
     }
 }
 
 impl<'de> Deserialize<'de> for InlineRows {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Box::<RawValue>::deserialize(d).map(Self)
+        Box::<RawValue>::deserialize(d).map(Self::from_raw)
     }
 }
 

@@ -86,20 +86,13 @@ pub enum Handled {
 const KEY_LOCK_TTL: Duration = Duration::from_secs(15 * 60);
 
 impl<S: Stores, U: Upload> Deliverer<S, U> {
-    /// Handles one task payload, decoded here and only here. A failure of Courier's own
-    /// storage is retried by Courier's policy ([`crate::storage`]); an `Err` means not even
-    /// that could be written and the task should be handed back to the queue. Every other
-    /// outcome is recorded.
+    /// Handles one task payload (as queued: [`courier_core::payload`]), decoded here and
+    /// only here. A failure of Courier's own storage is retried by Courier's policy
+    /// ([`crate::storage`]); an `Err` means not even that could be written and the task
+    /// should be handed back to the queue. Every other outcome is recorded.
     pub async fn handle(self: Arc<Self>, payload: &[u8]) -> Result<Handled, StoreError> {
         let _in_flight = InFlight::enter();
-        // The task's JSON (queued payloads may be compressed); from here on `payload` is it,
-        // so dead letters and retries keep JSON.
-        let json = match courier_core::payload::json(payload) {
-            Ok(json) => json,
-            Err(e) => return self.poison(payload, &e.to_string()).await,
-        };
-        let payload = &json[..];
-        let task = match serde_json::from_slice::<DeliveryTask>(payload) {
+        let task = match courier_core::payload::decode(payload) {
             Ok(t) => t,
             Err(e) => return self.poison(payload, &e.to_string()).await,
         };
@@ -503,11 +496,15 @@ impl<S: Stores, U: Upload> Deliverer<S, U> {
     }
 }
 
-/// A payload as a dead letter keeps it: its JSON, or its text when it is not JSON.
-fn payload_value(payload: &[u8]) -> Value {
-    serde_json::from_slice(payload).unwrap_or_else(
-        |_| serde_json::json!({ "courierUndecodable": String::from_utf8_lossy(payload) }),
-    )
+/// A queued payload as a dead letter keeps it: its task's JSON, or its text when it is not
+/// JSON.
+pub(crate) fn payload_value(payload: &[u8]) -> Value {
+    courier_core::payload::json(payload)
+        .ok()
+        .and_then(|json| serde_json::from_slice(&json).ok())
+        .unwrap_or_else(
+            || serde_json::json!({ "courierUndecodable": String::from_utf8_lossy(payload) }),
+        )
 }
 
 fn millis(d: Duration) -> u64 {

@@ -17,7 +17,7 @@
 
 use chrono::Utc;
 use courier_core::ErrorCode;
-use courier_core::delivery::{Attempt, DeliveryError, DeliveryStatus, DeliveryTask};
+use courier_core::delivery::{Attempt, DeliveryError, DeliveryStatus};
 use courier_store::{DeadLetter, StoreError};
 
 use crate::deliver::{Deliverer, Handled};
@@ -34,7 +34,7 @@ impl<S: Stores, U: Upload> Deliverer<S, U> {
         payload: &[u8],
         error: StoreError,
     ) -> Result<Handled, StoreError> {
-        let Ok(mut task) = serde_json::from_slice::<DeliveryTask>(payload) else {
+        let Ok(mut task) = courier_core::payload::decode(payload) else {
             // A poison payload whose dead letter could not be written: it stays queued.
             telemetry::storage_failure(StorageOutcome::HandedBack);
             return Err(error);
@@ -112,7 +112,7 @@ impl<S: Stores, U: Upload> Deliverer<S, U> {
             code: failure.code.clone(),
             reason: failure.message.clone(),
             died_at: now,
-            payload: serde_json::from_slice(payload).unwrap_or_default(),
+            payload: crate::deliver::payload_value(payload),
         };
         let written = async {
             self.stores.dead_letter(&letter).await?;
