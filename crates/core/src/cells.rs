@@ -8,9 +8,10 @@
 use std::collections::HashMap;
 use std::fmt;
 
-use serde::Deserializer;
-use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
-use serde_json::Value;
+use serde::de::value::{MapAccessDeserializer, SeqAccessDeserializer};
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::{Number, Value};
 
 /// One row's cells in column order; `None` where the row has no such key.
 pub type Cells = [Option<Value>];
@@ -49,7 +50,12 @@ impl ColumnIndex {
         self.names.is_empty()
     }
 
-    fn position(&self, key: &str) -> Option<usize> {
+    /// Where column `key` is; `hint` is where a row's keys in column order would put it,
+    /// tried first: rows mostly come with their keys in the columns' order.
+    fn position(&self, key: &str, hint: usize) -> Option<usize> {
+        if self.names.get(hint).is_some_and(|c| c == key) {
+            return Some(hint);
+        }
         match &self.by_name {
             Some(map) => map.get(key).copied(),
             None => self.names.iter().position(|c| c == key),
@@ -95,14 +101,36 @@ impl<'de> Visitor<'de> for CellsSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        self.cells.clear();
-        self.cells.resize(self.columns.len(), None);
-        while let Some(position) = map.next_key_seed(KeyPosition(self.columns))? {
+        // The last row's cells are overwritten in place, so that a text cell keeps its
+        // buffer from row to row; the cells this row has no key for are emptied after it.
+        // Past `REUSE_UP_TO` columns, every row starts from empty cells.
+        let n = self.columns.len();
+        let reuse = n <= REUSE_UP_TO && self.cells.len() == n;
+        if !reuse {
+            self.cells.clear();
+            self.cells.resize(n, None);
+        }
+        let mut seen: u128 = 0;
+        let mut hint = 0;
+        while let Some(position) = map.next_key_seed(KeyPosition(self.columns, hint))? {
             match position {
                 // A repeated key: the last one wins, as in a map.
-                Some(i) => self.cells[i] = Some(map.next_value::<Value>()?),
+                Some(i) => {
+                    map.next_value_seed(CellSeed(&mut self.cells[i]))?;
+                    if i < REUSE_UP_TO {
+                        seen |= 1 << i;
+                    }
+                    hint = i + 1;
+                }
                 None => {
                     map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        if reuse {
+            for (i, cell) in self.cells.iter_mut().enumerate() {
+                if seen & (1 << i) == 0 {
+                    *cell = None;
                 }
             }
         }
@@ -110,8 +138,78 @@ impl<'de> Visitor<'de> for CellsSeed<'_> {
     }
 }
 
-/// A key, looked up without being allocated.
-struct KeyPosition<'a>(&'a ColumnIndex);
+/// Up to this many columns a row's cells are overwritten in place (one bit each says
+/// which the row had).
+const REUSE_UP_TO: usize = 128;
+
+/// Reads one value into a cell, as [`Value`]'s own deserializer would, except that text
+/// goes into the cell's string when it holds one.
+struct CellSeed<'a>(&'a mut Option<Value>);
+
+impl<'de> DeserializeSeed<'de> for CellSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CellSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        *self.0 = Some(Value::Null);
+        Ok(())
+    }
+
+    fn visit_bool<E: de::Error>(self, b: bool) -> Result<(), E> {
+        *self.0 = Some(Value::Bool(b));
+        Ok(())
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<(), E> {
+        *self.0 = Some(Value::Number(n.into()));
+        Ok(())
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<(), E> {
+        *self.0 = Some(Value::Number(n.into()));
+        Ok(())
+    }
+
+    fn visit_f64<E: de::Error>(self, f: f64) -> Result<(), E> {
+        *self.0 = Some(Number::from_f64(f).map_or(Value::Null, Value::Number));
+        Ok(())
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<(), E> {
+        match self.0 {
+            Some(Value::String(s)) => {
+                s.clear();
+                s.push_str(text);
+            }
+            cell => *cell = Some(Value::String(text.to_owned())),
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        *self.0 = Some(Value::deserialize(SeqAccessDeserializer::new(seq))?);
+        Ok(())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
+        *self.0 = Some(Value::deserialize(MapAccessDeserializer::new(map))?);
+        Ok(())
+    }
+}
+
+/// A key, looked up without being allocated (the column after the last key's first).
+struct KeyPosition<'a>(&'a ColumnIndex, usize);
 
 impl<'de> DeserializeSeed<'de> for KeyPosition<'_> {
     type Value = Option<usize>;
@@ -129,7 +227,7 @@ impl<'de> Visitor<'de> for KeyPosition<'_> {
     }
 
     fn visit_str<E: de::Error>(self, key: &str) -> Result<Option<usize>, E> {
-        Ok(self.0.position(key))
+        Ok(self.0.position(key, self.1))
     }
 }
 
@@ -182,6 +280,49 @@ mod tests {
         assert_eq!(cells[39], Some(json!(39)));
         assert_eq!(cells[40], Some(json!(true)));
         assert_eq!(cells.iter().filter(|c| c.is_some()).count(), 3);
+    }
+
+    /// One buffer through rows whose cells change kind, go missing, repeat and nest: each
+    /// row reads as a map would, whatever the row before held.
+    #[test]
+    fn a_reused_buffer_gives_each_row_exactly_its_own_cells() {
+        let rows = [
+            r#"{"a": "long text that leaves capacity", "b": 1, "c": {"x": [1, "y"]}}"#,
+            r#"{"a": "s", "c": "now text", "b": null}"#,
+            r#"{"b": "\u00e9\"", "a": 2.5}"#,
+            r#"{}"#,
+            r#"{"c": [true, null], "a": "x", "a": false, "d": "ignored"}"#,
+            r#"{"a": -3, "b": 18446744073709551615, "c": "t"}"#,
+        ];
+        for names in [vec!["a", "b", "c"], vec!["c", "a"]] {
+            let cols = columns(&names);
+            let index = ColumnIndex::new(&cols);
+            let mut cells = Vec::new();
+            for text in rows.iter().chain(rows.iter().rev()) {
+                index.parse(text, &mut cells).unwrap();
+                assert_eq!(cells, cells_via_map(&cols, text), "{names:?} {text}");
+            }
+        }
+    }
+
+    /// Past the columns whose cells are reused in place, rows still read right.
+    #[test]
+    fn rows_of_very_many_columns_read_right_in_turn() {
+        let cols: Vec<String> = (0..REUSE_UP_TO + 10).map(|i| format!("c{i}")).collect();
+        let index = ColumnIndex::new(&cols);
+        let mut cells = Vec::new();
+        let full = format!(
+            "{{{}}}",
+            (0..cols.len())
+                .map(|i| format!(r#""c{i}": "v{i}""#))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let sparse = r#"{"c0": 1, "c137": 2}"#;
+        for text in [full.as_str(), sparse, full.as_str(), sparse] {
+            index.parse(text, &mut cells).unwrap();
+            assert_eq!(cells, cells_via_map(&cols, text));
+        }
     }
 
     #[test]
