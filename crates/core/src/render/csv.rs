@@ -29,8 +29,10 @@ use crate::format::{CsvOptions, FORMULA_TRIGGERS};
 pub(super) struct CsvWriter<W: Write> {
     out: Writer<Sink<W>>,
     columns: Vec<String>,
-    /// Reused for every row, so a row costs no allocation beyond non-string cells' text.
+    /// Reused for every row, so a row costs no allocation beyond nested cells' text.
     record: ByteRecord,
+    /// A number cell's text, written here rather than into a new string per cell.
+    number: Vec<u8>,
     /// [`CsvOptions::neutralize_formulas`].
     neutralize: bool,
     rows: u64,
@@ -56,6 +58,7 @@ impl<W: Write> CsvWriter<W> {
             out,
             columns,
             record: ByteRecord::new(),
+            number: Vec::new(),
             neutralize,
             rows: 0,
         })
@@ -94,6 +97,13 @@ impl<W: Write + Send> RowWriter for CsvWriter<W> {
                     // Only text can be a formula: a JSON number, boolean, object or array
                     // cannot (see `CsvOptions`).
                     Some(Value::String(s)) => push_text(&mut self.record, s, self.neutralize),
+                    // A number's JSON text (what `cell_text` gives it), without allocating.
+                    Some(Value::Number(n)) => {
+                        self.number.clear();
+                        serde_json::to_writer(&mut self.number, n)
+                            .expect("a number serializes into a Vec");
+                        self.record.push_field(&self.number);
+                    }
                     other => self.record.push_field(cell_text(other.as_ref()).as_bytes()),
                 }
             }
