@@ -48,6 +48,9 @@ pub struct DeadLetters {
     retention: Option<std::time::Duration>,
 }
 
+/// How long a replay's claim on its letter lasts if the replay never releases it.
+const REPLAY_CLAIM_MS: u64 = 30_000;
+
 impl DeadLetters {
     pub fn new(conn: RedisConn, keys: Keys, queue: DeliveryQueue) -> Self {
         Self {
@@ -153,7 +156,37 @@ impl DeadLetters {
     /// letter as it was, and a worker that takes the task at once finds the record already
     /// `QUEUED`, never overwritten after it started. A payload that is not a delivery task
     /// cannot be replayed and stays (false).
+    ///
+    /// One replay of a letter runs at a time: another replay of it under way, or the letter
+    /// gone already (replayed since `letter` was read), replays nothing (false), so that
+    /// two callers racing (the API's retry and `courier dlq replay`, or two retries) never
+    /// queue its task twice.
     pub async fn replay(&self, letter: &DeadLetter) -> Result<bool, StoreError> {
+        let claim = self.keys.dead_letter_replaying(&letter.id);
+        let mut conn = self.conn.clone();
+        let taken: Option<String> = redis::cmd("SET")
+            .arg(&claim)
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(REPLAY_CLAIM_MS)
+            .query_async(&mut conn)
+            .await?;
+        if taken.is_none() {
+            return Ok(false);
+        }
+        let replayed = match conn.exists(self.keys.dead_letter(&letter.id)).await {
+            Ok(true) => self.replay_claimed(letter).await,
+            Ok(false) => Ok(false),
+            Err(e) => Err(e.into()),
+        };
+        // Expires by itself if this fails: the letter, if still there, can be replayed then.
+        let _: Result<(), _> = conn.del(&claim).await;
+        replayed
+    }
+
+    /// [`Self::replay`], holding the letter's replay claim.
+    async fn replay_claimed(&self, letter: &DeadLetter) -> Result<bool, StoreError> {
         if let Some(w) = batch_window_of(&letter.payload) {
             return self.replay_window(letter, &w).await;
         }

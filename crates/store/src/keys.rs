@@ -264,6 +264,12 @@ impl Keys {
         format!("{}:dead:{id}", self.ns)
     }
 
+    /// String, present while one replay of dead letter `id` is under way (so that a second,
+    /// concurrent one does not queue its task again); expires by itself.
+    pub fn dead_letter_replaying(&self, id: &str) -> String {
+        format!("{}:replaying:{id}", self.ns)
+    }
+
     /// String: what one `Idempotency-Key` of a tenant stands for (the request's fingerprint
     /// and, once queued, its delivery id); kept 24 hours.
     pub fn idempotency(&self, tenant: &TenantId, key: &str) -> String {

@@ -85,3 +85,40 @@ async fn dead_letters_expire_after_the_retention() {
     let ttl: i64 = c.ttl(ns.keys.dead_letter("poison_2")).await.unwrap();
     assert!((3599..=3600).contains(&ttl), "{ttl}");
 }
+
+/// Two replays of one letter at once (the API's retry and `courier dlq replay`, say), and
+/// one more from a copy read before either: the task is queued once.
+#[tokio::test]
+async fn racing_replays_of_one_letter_queue_its_task_once() {
+    let ns = ns().await;
+    let mut c = ns.conn.clone();
+    let queue = DeliveryQueue::new(ns.conn.clone(), &ns.keys);
+    let dead = DeadLetters::new(ns.conn.clone(), ns.keys.clone(), queue);
+    let dest = DestinationId::generate();
+    let id = delivery_id_at(7);
+    let t = task(&tenant("acme"), &dest, &id);
+    let l = letter(
+        id.as_str(),
+        Some(&dest),
+        3_000,
+        serde_json::to_value(&t).unwrap(),
+    );
+    dead.add(&l).await.unwrap();
+
+    let (a, b) = tokio::join!(dead.replay(&l), dead.replay(&l));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert!(a ^ b, "exactly one replays: {a} {b}");
+    assert!(!dead.replay(&l).await.unwrap(), "the letter is gone");
+    let q = ns.keys.queue_keys();
+    let task_ids: Vec<String> = c.zrange(q.scheduled(), 0, -1).await.unwrap();
+    assert_eq!(task_ids.len(), 1, "{task_ids:?}");
+    assert_eq!(dead.count().await.unwrap(), 0);
+    // The claim is given back: the same delivery dead-lettered again replays.
+    assert!(
+        !c.exists::<_, bool>(ns.keys.dead_letter_replaying(id.as_str()))
+            .await
+            .unwrap()
+    );
+    dead.add(&l).await.unwrap();
+    assert!(dead.replay(&l).await.unwrap());
+}
