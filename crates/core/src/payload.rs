@@ -84,33 +84,61 @@ fn hinted_json(task: &DeliveryTask) -> Result<Vec<u8>, serde_json::Error> {
     Ok(json)
 }
 
-/// A hinted task's JSON cut in two: its head as JSON of its own (no rows), and its rows'
-/// text. `None` when `json` has no hint, or one that does not fit it.
-fn split_hinted(json: &[u8]) -> Option<(Vec<u8>, &str)> {
-    let after_hint = json.strip_prefix(HINT)?;
-    let digits = after_hint.iter().position(|b| !b.is_ascii_digit())?;
-    let rows_len: usize = std::str::from_utf8(&after_hint[..digits])
-        .ok()?
-        .parse()
-        .ok()?;
-    // `,` then the head's other members.
-    let members = HINT.len() + digits + 1;
-    let rows_end = json.len().checked_sub(1)?;
-    let rows_start = rows_end.checked_sub(rows_len)?;
-    let key_start = rows_start.checked_sub(ROWS_KEY.len())?;
-    if json.get(members - 1) != Some(&b',')
-        || json[rows_end] != b'}'
-        || key_start < members
-        || &json[key_start..rows_start] != ROWS_KEY
-    {
-        return None;
+/// Where the parts of a hinted task's JSON are.
+struct Hinted {
+    /// Where the head's members start, after the hint and its `,`.
+    members: usize,
+    /// Where `,"rows":` starts: the head's members end there.
+    rows_key: usize,
+    /// The rows' text.
+    rows: std::ops::Range<usize>,
+}
+
+impl Hinted {
+    /// The parts of `json`; `None` when it has no hint, or one that does not fit it.
+    fn find(json: &[u8]) -> Option<Self> {
+        let after_hint = json.strip_prefix(HINT)?;
+        let digits = after_hint.iter().position(|b| !b.is_ascii_digit())?;
+        let rows_len: usize = std::str::from_utf8(&after_hint[..digits])
+            .ok()?
+            .parse()
+            .ok()?;
+        let members = HINT.len() + digits + 1;
+        let rows_end = json.len().checked_sub(1)?;
+        let rows_start = rows_end.checked_sub(rows_len)?;
+        let rows_key = rows_start.checked_sub(ROWS_KEY.len())?;
+        if json.get(members - 1) != Some(&b',')
+            || json[rows_end] != b'}'
+            || rows_key < members
+            || &json[rows_key..rows_start] != ROWS_KEY
+        {
+            return None;
+        }
+        Some(Self {
+            members,
+            rows_key,
+            rows: rows_start..rows_end,
+        })
     }
-    let mut head = Vec::with_capacity(key_start - members + 2);
-    head.push(b'{');
-    head.extend_from_slice(&json[members..key_start]);
-    head.push(b'}');
-    let rows = std::str::from_utf8(&json[rows_start..rows_end]).ok()?;
-    Some((head, rows))
+
+    /// `{` and the head's members (the rows left out), as JSON of its own.
+    fn head(&self, json: &[u8]) -> Vec<u8> {
+        braced(&json[self.members..self.rows_key])
+    }
+
+    /// `{` and every member after the hint, the rows last, as they are.
+    fn without_hint(&self, json: &[u8]) -> Vec<u8> {
+        braced(&json[self.members..json.len() - 1])
+    }
+}
+
+/// `{members}`.
+fn braced(members: &[u8]) -> Vec<u8> {
+    let mut json = Vec::with_capacity(members.len() + 2);
+    json.push(b'{');
+    json.extend_from_slice(members);
+    json.push(b'}');
+    json
 }
 
 /// JSON text as the queue holds it: compressed from [`COMPRESS_FROM`] bytes.
@@ -133,15 +161,8 @@ pub fn pack(json: Vec<u8>) -> Vec<u8> {
 /// hinted): the task as its producer serialized it, without the rows' length in front.
 pub fn json(payload: &[u8]) -> Result<Cow<'_, [u8]>, PayloadError> {
     let text = text(payload)?;
-    Ok(match split_hinted(&text) {
-        // `{` and the members after the hint (the rows last, as they are).
-        Some(_) => {
-            let members = text.iter().position(|b| *b == b',').expect("hinted") + 1;
-            let mut json = Vec::with_capacity(1 + text.len() - members);
-            json.push(b'{');
-            json.extend_from_slice(&text[members..]);
-            Cow::Owned(json)
-        }
+    Ok(match Hinted::find(&text) {
+        Some(hinted) => Cow::Owned(hinted.without_hint(&text)),
         None => text,
     })
 }
@@ -173,8 +194,10 @@ fn text(payload: &[u8]) -> Result<Cow<'_, [u8]>, PayloadError> {
 /// The task in a queued payload. Hinted rows are taken as they are, not read here.
 pub fn decode(payload: &[u8]) -> Result<DeliveryTask, PayloadError> {
     let text = text(payload)?;
-    if let Some((head, rows)) = split_hinted(&text) {
-        let mut task: DeliveryTask = serde_json::from_slice(&head)?;
+    if let Some(hinted) = Hinted::find(&text)
+        && let Ok(rows) = std::str::from_utf8(&text[hinted.rows.clone()])
+    {
+        let mut task: DeliveryTask = serde_json::from_slice(&hinted.head(&text))?;
         task.rows = InlineRows::from_queued(rows);
         return Ok(task);
     }
@@ -258,11 +281,11 @@ mod tests {
         // text is read whole, and still gives the task (the hint is just a member).
         for wrong in [n - 1, n + 1, hinted.len(), 0] {
             let text = hinted.replacen(&format!(":{n},"), &format!(":{wrong},"), 1);
-            assert!(split_hinted(text.as_bytes()).is_none(), "{wrong}");
+            assert!(Hinted::find(text.as_bytes()).is_none(), "{wrong}");
             assert_eq!(decode(text.as_bytes()).unwrap(), task, "{wrong}");
         }
         let text = hinted.replacen(&format!(":{n},"), ":99999999999999999999999,", 1);
-        assert!(split_hinted(text.as_bytes()).is_none());
+        assert!(Hinted::find(text.as_bytes()).is_none());
         // Cut short, it is an error, not a panic.
         for cut in [1, 14, hinted.len() / 2, hinted.len() - 1] {
             assert!(decode(&hinted.as_bytes()[..cut]).is_err(), "{cut}");

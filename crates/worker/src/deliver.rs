@@ -163,9 +163,9 @@ impl<S: Stores, U: Upload> Deliverer<S, U> {
             dest.spec.compression,
         );
         // The key's lock, then an upload slot, and the key's marker under the lock; with
-        // both, the record as the upload begins may be written in the same step.
-        let mut started = record.clone();
-        started.start(
+        // both, the record as the upload begins may be written in the same step (a run that
+        // ends at the claims is rescheduled, which writes no record).
+        record.start(
             dest.spec.format,
             dest.spec.compression,
             dest.spec.s3.bucket.as_str(),
@@ -177,7 +177,7 @@ impl<S: Stores, U: Upload> Deliverer<S, U> {
             slot: slot_claimed,
             marker,
             recorded,
-        } = self.stores.claim(&started, &key, KEY_LOCK_TTL).await?;
+        } = self.stores.claim(&record, &key, KEY_LOCK_TTL).await?;
         let claimed = Stage::Claimed {
             key: key_claimed,
             slot: slot_claimed,
@@ -190,7 +190,6 @@ impl<S: Stores, U: Upload> Deliverer<S, U> {
             }
             return self.end(end, &mut record, &task, payload).await;
         }
-        let mut record = started;
         let id = task.delivery_id.clone();
         // Both claims expire by themselves (so a dead worker's do); a long delivery renews
         // them, a third of the shorter lifetime at a time, until it ends. A renewal that
