@@ -72,14 +72,12 @@ pub struct RenderSpec {
 /// contents.
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
-    /// The sink (or a temporary file) failed. I/O failures reported through the `csv`,
+    /// The sink (or a temporary file) failed. I/O failures reported through the
     /// `serde_json` and `rust_xlsxwriter` crates (its temporary files and its zip writer
     /// included) are unwrapped into this variant, so a failing sink or disk reads the same
     /// whatever the format.
     #[error("I/O error while writing the rendered file: {0}")]
     Io(#[from] std::io::Error),
-    #[error("CSV error: {0}")]
-    Csv(::csv::Error),
     #[error("XLSX error: {0}")]
     Xlsx(rust_xlsxwriter::XlsxError),
     #[error("JSON error: {0}")]
@@ -131,19 +129,6 @@ pub enum RenderError {
         chars: usize,
         limit: usize,
     },
-}
-
-impl From<::csv::Error> for RenderError {
-    fn from(e: ::csv::Error) -> Self {
-        if !e.is_io_error() {
-            return RenderError::Csv(e);
-        }
-        match e.into_kind() {
-            ::csv::ErrorKind::Io(io) => RenderError::Io(io),
-            // Not reached: `is_io_error()` means the kind is `Io`.
-            _ => RenderError::Io(std::io::Error::other("CSV writer I/O error")),
-        }
-    }
 }
 
 impl From<serde_json::Error> for RenderError {
@@ -446,12 +431,6 @@ mod tests {
 
     #[test]
     fn non_io_errors_keep_their_own_variant() {
-        let csv_err = ::csv::ReaderBuilder::new()
-            .from_reader(&b"a\n\xff\n"[..])
-            .records()
-            .find_map(Result::err)
-            .expect("invalid UTF-8 is a CSV error");
-        assert!(matches!(RenderError::from(csv_err), RenderError::Csv(_)));
         let json_err = serde_json::from_str::<serde_json::Value>("{").unwrap_err();
         assert!(matches!(RenderError::from(json_err), RenderError::Json(_)));
         let xlsx_err = rust_xlsxwriter::XlsxError::MaxStringLengthExceeded;
