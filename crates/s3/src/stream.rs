@@ -6,7 +6,10 @@
 //! multipart upload. At most about three parts are in memory at once (one being filled,
 //! one in the channel, one uploading), whatever the size of the result. Every request
 //! carries `Content-MD5`, which the store verifies; the MD5 of the whole object comes back
-//! with the [`Pending`] upload for the delivery record. Hashing is the async side's work,
+//! with the [`Pending`] upload for the delivery record. A body is not hashed a second time
+//! for SigV4 (the payload is sent `UNSIGNED-PAYLOAD`): the signature covers the
+//! `Content-MD5` header, so a body changed on the way still fails the store's check, and
+//! TLS covers the rest on `https` endpoints. Hashing is the async side's work,
 //! not the renderer's: a single PutObject's body is hashed once for both. A caller can stop an upload midway (a cancellation token):
 //! what was begun comes back to be aborted, never completed.
 
@@ -253,6 +256,8 @@ pub async fn upload_parts(
             .content_md5(content_md5(&part))
             .content_length(part.len() as i64)
             .body(ByteStream::from(part))
+            .customize()
+            .disable_payload_signing()
             .send();
         let result = tokio::select! {
             biased;
@@ -299,6 +304,8 @@ pub async fn complete(
             .content_md5(B64.encode(md5))
             .content_length(body.len() as i64)
             .body(ByteStream::from(body))
+            .customize()
+            .disable_payload_signing()
             .send()
             .await
             .map_err(failure)?
