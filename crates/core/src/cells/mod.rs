@@ -5,6 +5,8 @@
 //! more than rendering it; reading an object straight into a reused buffer of cells, one
 //! per column, skips the keys and the fields no column asks for.
 
+mod plain;
+
 use std::collections::HashMap;
 use std::fmt;
 
@@ -15,6 +17,8 @@ use serde_json::{Number, Value};
 
 /// One row's cells in column order; `None` where the row has no such key.
 pub type Cells = [Option<Value>];
+
+pub(crate) use plain::{Plain, each_plain_row};
 
 /// Column positions by name, built once per delivery.
 #[derive(Debug, Clone)]
@@ -52,7 +56,7 @@ impl ColumnIndex {
 
     /// Where column `key` is; `hint` is where a row's keys in column order would put it,
     /// tried first: rows mostly come with their keys in the columns' order.
-    fn position(&self, key: &str, hint: usize) -> Option<usize> {
+    pub(crate) fn position(&self, key: &str, hint: usize) -> Option<usize> {
         if self.names.get(hint).is_some_and(|c| c == key) {
             return Some(hint);
         }
@@ -140,7 +144,7 @@ impl<'de> Visitor<'de> for CellsSeed<'_> {
 
 /// Up to this many columns a row's cells are overwritten in place (one bit each says
 /// which the row had).
-const REUSE_UP_TO: usize = 128;
+pub(crate) const REUSE_UP_TO: usize = 128;
 
 /// Reads one value into a cell, as [`Value`]'s own deserializer would, except that text
 /// goes into the cell's string when it holds one.
