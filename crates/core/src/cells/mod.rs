@@ -105,25 +105,14 @@ impl<'de> Visitor<'de> for CellsSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        // The last row's cells are overwritten in place, so that a text cell keeps its
-        // buffer from row to row; the cells this row has no key for are emptied after it.
-        // Past `REUSE_UP_TO` columns, every row starts from empty cells.
-        let n = self.columns.len();
-        let reuse = n <= REUSE_UP_TO && self.cells.len() == n;
-        if !reuse {
-            self.cells.clear();
-            self.cells.resize(n, None);
-        }
-        let mut seen: u128 = 0;
+        let mut filling = Filling::begin(self.cells, self.columns.len());
         let mut hint = 0;
         while let Some(position) = map.next_key_seed(KeyPosition(self.columns, hint))? {
             match position {
                 // A repeated key: the last one wins, as in a map.
                 Some(i) => {
                     map.next_value_seed(CellSeed(&mut self.cells[i]))?;
-                    if i < REUSE_UP_TO {
-                        seen |= 1 << i;
-                    }
+                    filling.set(i);
                     hint = i + 1;
                 }
                 None => {
@@ -131,20 +120,56 @@ impl<'de> Visitor<'de> for CellsSeed<'_> {
                 }
             }
         }
-        if reuse {
-            for (i, cell) in self.cells.iter_mut().enumerate() {
-                if seen & (1 << i) == 0 {
-                    *cell = None;
-                }
-            }
-        }
+        filling.end(self.cells);
         Ok(())
     }
 }
 
 /// Up to this many columns a row's cells are overwritten in place (one bit each says
 /// which the row had).
-pub(crate) const REUSE_UP_TO: usize = 128;
+const REUSE_UP_TO: usize = 128;
+
+/// One row being read into the last row's buffer of cells, by [`CellsSeed`] or the plain
+/// fast path alike. The cells are overwritten in place, so that a text cell keeps its
+/// buffer from row to row; the cells this row has no key for are emptied at its end. Past
+/// [`REUSE_UP_TO`] columns, every row starts from empty cells.
+pub(crate) struct Filling {
+    reuse: bool,
+    /// The cells this row set, one bit per column.
+    seen: u128,
+}
+
+impl Filling {
+    #[inline]
+    pub(crate) fn begin(cells: &mut Vec<Option<Value>>, columns: usize) -> Self {
+        let reuse = columns <= REUSE_UP_TO && cells.len() == columns;
+        if !reuse {
+            cells.clear();
+            cells.resize(columns, None);
+        }
+        Self { reuse, seen: 0 }
+    }
+
+    /// The row set cell `i`.
+    #[inline]
+    pub(crate) fn set(&mut self, i: usize) {
+        if i < REUSE_UP_TO {
+            self.seen |= 1 << i;
+        }
+    }
+
+    /// Empties the cells the row did not set.
+    #[inline]
+    pub(crate) fn end(self, cells: &mut [Option<Value>]) {
+        if self.reuse {
+            for (i, cell) in cells.iter_mut().enumerate() {
+                if self.seen & (1 << i) == 0 {
+                    *cell = None;
+                }
+            }
+        }
+    }
+}
 
 /// Reads one value into a cell, as [`Value`]'s own deserializer would, except that text
 /// goes into the cell's string when it holds one.
