@@ -216,13 +216,7 @@ impl<'de> Visitor<'de> for CellSeed<'_> {
     }
 
     fn visit_str<E: de::Error>(self, text: &str) -> Result<(), E> {
-        match self.0 {
-            Some(Value::String(s)) => {
-                s.clear();
-                s.push_str(text);
-            }
-            cell => *cell = Some(Value::String(text.to_owned())),
-        }
+        set_text(self.0, text);
         Ok(())
     }
 
@@ -234,6 +228,19 @@ impl<'de> Visitor<'de> for CellSeed<'_> {
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<(), A::Error> {
         *self.0 = Some(Value::deserialize(MapAccessDeserializer::new(map))?);
         Ok(())
+    }
+}
+
+/// Makes `cell` the text `text`, in the string it already holds if it holds one (so a
+/// text column's buffer lasts from row to row).
+#[inline]
+pub(crate) fn set_text(cell: &mut Option<Value>, text: &str) {
+    match cell {
+        Some(Value::String(s)) => {
+            s.clear();
+            s.push_str(text);
+        }
+        cell => *cell = Some(Value::String(text.to_owned())),
     }
 }
 

@@ -13,7 +13,7 @@
 
 use serde_json::{Number, Value};
 
-use super::{ColumnIndex, Filling};
+use super::{ColumnIndex, Filling, set_text};
 
 /// How far [`each_plain_row`] got.
 #[derive(Debug)]
@@ -145,13 +145,7 @@ impl<'a> Scan<'a> {
                 self.i += 1;
                 let s = self.plain_str()?;
                 if let Some(cell) = cell {
-                    match cell {
-                        Some(Value::String(t)) => {
-                            t.clear();
-                            t.push_str(s);
-                        }
-                        other => *other = Some(Value::String(s.to_owned())),
-                    }
+                    set_text(cell, s);
                 }
                 return Some(());
             }

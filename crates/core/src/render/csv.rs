@@ -53,17 +53,9 @@ impl<W: Write> CsvWriter<W> {
         let neutralize = options.neutralize_formulas;
         let mut buf = Vec::with_capacity(FLUSH_AT + 4096);
         if !columns.is_empty() {
-            for (i, name) in columns.iter().enumerate() {
-                if i > 0 {
-                    buf.push(b',');
-                }
-                push_text(&mut buf, name, neutralize);
-            }
-            end_record(
-                &mut buf,
-                columns.len(),
-                columns.last().is_some_and(|c| c.is_empty()),
-            );
+            write_record(&mut buf, &columns, |buf, name| {
+                push_text(buf, name, neutralize);
+            });
         }
         Ok(Self {
             sink,
@@ -119,10 +111,19 @@ fn push_text(buf: &mut Vec<u8>, text: &str, neutralize: bool) {
     push_field(buf, prefix, text.as_bytes());
 }
 
-/// Ends a record of `fields` fields; `last_empty` says its last field wrote no bytes. A
-/// record of one empty field is written `""`: a blank line would be no record at all.
-fn end_record(buf: &mut Vec<u8>, fields: usize, last_empty: bool) {
-    if fields == 1 && last_empty {
+/// Appends one record: `fields` written by `write` one at a time, `,` between them, `\n`
+/// after. A record of one empty field is written `""`: a blank line would be no record at
+/// all.
+fn write_record<T>(buf: &mut Vec<u8>, fields: &[T], mut write: impl FnMut(&mut Vec<u8>, &T)) {
+    let mut field_start = buf.len();
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+            field_start = buf.len();
+        }
+        write(buf, field);
+    }
+    if fields.len() == 1 && buf.len() == field_start {
         buf.extend_from_slice(b"\"\"");
     }
     buf.push(b'\n');
@@ -136,28 +137,20 @@ impl<W: Write + Send> RowWriter for CsvWriter<W> {
     fn write_cells(&mut self, cells: &Cells) -> Result<(), RenderError> {
         debug_assert_eq!(cells.len(), self.columns.len());
         if !cells.is_empty() {
-            let buf = &mut self.buf;
-            let mut field_start = buf.len();
-            for (i, cell) in cells.iter().enumerate() {
-                if i > 0 {
-                    buf.push(b',');
-                    field_start = buf.len();
+            let neutralize = self.neutralize;
+            write_record(&mut self.buf, cells, |buf, cell| match cell {
+                // Only text can be a formula: a JSON number, boolean, object or array
+                // cannot (see `CsvOptions`).
+                Some(Value::String(s)) => push_text(buf, s, neutralize),
+                // A number's JSON text (what `cell_text` gives it) never needs quotes.
+                Some(Value::Number(n)) => {
+                    serde_json::to_writer(&mut *buf, n).expect("a number serializes into a Vec")
                 }
-                match cell {
-                    // Only text can be a formula: a JSON number, boolean, object or array
-                    // cannot (see `CsvOptions`).
-                    Some(Value::String(s)) => push_text(buf, s, self.neutralize),
-                    // A number's JSON text (what `cell_text` gives it) never needs quotes.
-                    Some(Value::Number(n)) => {
-                        serde_json::to_writer(&mut *buf, n).expect("a number serializes into a Vec")
-                    }
-                    other => push_field(buf, b"", cell_text(other.as_ref()).as_bytes()),
-                }
-            }
-            end_record(buf, cells.len(), buf.len() == field_start);
-            if buf.len() >= FLUSH_AT {
-                self.sink.write_all(buf)?;
-                buf.clear();
+                other => push_field(buf, b"", cell_text(other.as_ref()).as_bytes()),
+            });
+            if self.buf.len() >= FLUSH_AT {
+                self.sink.write_all(&self.buf)?;
+                self.buf.clear();
             }
         }
         self.rows += 1;
