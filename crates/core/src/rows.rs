@@ -586,6 +586,52 @@ mod tests {
         }
     }
 
+    /// Rows as a hostile tenant would send them: nesting far past serde_json's depth
+    /// limit, a megabyte of text in one cell, a number of 20,000 digits, a row of 5,000
+    /// keys. Nothing panics, and the fast path ends where serde_json alone ends.
+    #[test]
+    fn hostile_rows_read_as_serde_json_reads_them() {
+        let deep = format!(
+            r#"[{{"a": 1}}, {{"a": {}1{}}}]"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        let long = format!(r#"[{{"a": "{}", "b": 2}}]"#, "x".repeat(1 << 20));
+        let digits = format!(r#"[{{"a": {}}}, {{"a": 1}}]"#, "9".repeat(20_000));
+        let wide = format!(
+            "[{{{}}}]",
+            (0..5000)
+                .map(|i| format!(r#""k{i}": {i}"#))
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        for (name, text) in [
+            ("deep", &deep),
+            ("long", &long),
+            ("digits", &digits),
+            ("wide", &wide),
+        ] {
+            let fast = read(text, &["a", "b", "k4999"], None, false);
+            assert_eq!(fast, read(text, &["a", "b", "k4999"], None, true), "{name}");
+            match name {
+                // The first row is passed on; the second is too deep for serde_json.
+                "deep" => {
+                    assert_eq!(fast.0.len(), 1);
+                    assert!(
+                        fast.1.as_ref().unwrap_err().contains("recursion limit"),
+                        "{fast:?}"
+                    );
+                }
+                "long" => {
+                    assert_eq!(fast.1, Ok(1));
+                    assert_eq!(fast.0[0][0], Some(json!("x".repeat(1 << 20))));
+                }
+                "digits" => assert!(fast.1.is_err(), "{:?}", fast.1),
+                _ => assert_eq!(fast.0, [vec![None, None, Some(json!(4999))]]),
+            }
+        }
+    }
+
     #[test]
     fn plain_rows_fill_cells_by_column_and_keep_repeated_keys_last() {
         let (rows, n) = read(
